@@ -1,0 +1,39 @@
+# The two commands of the README's quick start, and the checks CI runs.
+#   make run    build and start the whole stack locally (Envoy on 127.0.0.1:8080)
+#   make test   everything CI checks, installing what a fresh Debian machine lacks
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+CARGO ?= cargo
+
+.PHONY: run test bootstrap lint build unit k8s bench clean
+
+run:
+	./scripts/run.sh
+
+bootstrap:
+	./scripts/bootstrap.sh --test
+
+lint: bootstrap
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# The e2e tests start the real binaries from target/debug, so build them before testing.
+build: bootstrap
+	$(CARGO) build --workspace --bins --locked
+
+unit: build
+	$(CARGO) test --workspace --locked --no-fail-fast
+
+k8s: build
+	./scripts/check-k8s.sh
+
+test: lint unit k8s
+	@echo "make test: all checks passed"
+
+bench:
+	./scripts/bootstrap.sh --bench
+	$(CARGO) bench --workspace --locked
+
+clean:
+	$(CARGO) clean

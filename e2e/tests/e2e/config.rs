@@ -1,0 +1,242 @@
+//! The shipped Envoy configs: they validate with the real Envoy, the UDS variant cannot drift
+//! from the TCP one, and the security-relevant ext_authz settings stay as documented.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_norway::Value;
+
+use crate::stack::{UDS_PATH, envoy_binary, workspace_root};
+
+/// Every `*.yaml`/`*.yml` file under `dir`, recursively, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(yaml_files(&path));
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn parse(path: &Path) -> Value {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// The Envoy bootstraps inside one YAML file: the file itself when it is one, or the string
+/// values of a (multi-document) Kubernetes ConfigMap's `data` that are.
+fn bootstraps_in(path: &Path) -> Vec<(String, String)> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    if !text.contains("static_resources") {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for (i, doc) in serde_norway::Deserializer::from_str(&text).enumerate() {
+        let Ok(doc) = <Value as serde::Deserialize>::deserialize(doc) else {
+            panic!("{}: document {i} is not valid YAML", path.display());
+        };
+        if doc.get("static_resources").is_some() {
+            found.push((
+                format!("{} (document {i})", path.display()),
+                serde_norway::to_string(&doc).expect("re-serialize"),
+            ));
+        } else if let Some(Value::Mapping(data)) = doc.get("data") {
+            for (key, value) in data {
+                if let Value::String(inner) = value
+                    && inner.contains("static_resources")
+                {
+                    found.push((
+                        format!("{} (document {i}, data.{key:?})", path.display()),
+                        inner.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_shipped_envoy_config_validates() {
+    let root = workspace_root();
+    let envoy = envoy_binary();
+    let mut bootstraps = Vec::new();
+    for dir in ["envoy", "manifests"] {
+        for file in yaml_files(&root.join(dir)) {
+            bootstraps.extend(bootstraps_in(&file));
+        }
+    }
+    let names: Vec<&str> = bootstraps.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(
+        names.iter().any(|n| n.contains("envoy/envoy.yaml"))
+            && names.iter().any(|n| n.contains("envoy/envoy-uds.yaml")),
+        "expected envoy/envoy.yaml and envoy/envoy-uds.yaml among {names:?}"
+    );
+    let scratch = tempfile::tempdir().expect("tempdir");
+    for (i, (name, yaml)) in bootstraps.iter().enumerate() {
+        let file = scratch.path().join(format!("bootstrap-{i}.yaml"));
+        std::fs::write(&file, yaml).expect("write bootstrap");
+        let output = Command::new(&envoy)
+            .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+            .arg(&file)
+            .output()
+            .expect("run envoy --mode validate");
+        assert!(
+            output.status.success(),
+            "envoy --mode validate rejected {name}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// Removes the ext_authz cluster's single endpoint address and returns it.
+fn take_ext_authz_address(config: &mut Value) -> Value {
+    let clusters = config["static_resources"]["clusters"]
+        .as_sequence_mut()
+        .expect("static_resources.clusters");
+    let cluster = clusters
+        .iter_mut()
+        .find(|c| c["name"] == "ext_authz")
+        .expect("an ext_authz cluster");
+    let lb_endpoints = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        .as_sequence_mut()
+        .expect("ext_authz lb_endpoints");
+    assert_eq!(lb_endpoints.len(), 1, "ext_authz has exactly one endpoint");
+    let endpoint = lb_endpoints[0]["endpoint"]
+        .as_mapping_mut()
+        .expect("ext_authz endpoint");
+    endpoint.remove("address").expect("endpoint address")
+}
+
+#[test]
+fn uds_config_differs_from_tcp_config_only_in_the_ext_authz_endpoint() {
+    let root = workspace_root();
+    let mut tcp = parse(&root.join("envoy/envoy.yaml"));
+    let mut uds = parse(&root.join("envoy/envoy-uds.yaml"));
+
+    let tcp_address = take_ext_authz_address(&mut tcp);
+    let uds_address = take_ext_authz_address(&mut uds);
+    assert_eq!(
+        tcp_address["socket_address"]["address"], "127.0.0.1",
+        "{tcp_address:?}"
+    );
+    assert_eq!(
+        tcp_address["socket_address"]["port_value"], 9001,
+        "{tcp_address:?}"
+    );
+    assert_eq!(uds_address["pipe"]["path"], UDS_PATH, "{uds_address:?}");
+
+    assert!(
+        tcp == uds,
+        "envoy/envoy.yaml and envoy/envoy-uds.yaml differ outside the ext_authz endpoint; \
+         edit both together.\nTCP: {}\nUDS: {}",
+        serde_norway::to_string(&tcp).unwrap_or_default(),
+        serde_norway::to_string(&uds).unwrap_or_default()
+    );
+}
+
+/// The HTTP connection manager of the only listener.
+fn connection_manager(config: &Value) -> &Value {
+    let listeners = config["static_resources"]["listeners"]
+        .as_sequence()
+        .expect("listeners");
+    assert_eq!(listeners.len(), 1, "one listener");
+    let listener = &listeners[0];
+    assert_eq!(listener["address"]["socket_address"]["port_value"], 8080);
+    assert_eq!(
+        listener["address"]["socket_address"]["address"],
+        "127.0.0.1"
+    );
+    let hcm = &listener["filter_chains"][0]["filters"][0];
+    assert_eq!(hcm["name"], "envoy.filters.network.http_connection_manager");
+    &hcm["typed_config"]
+}
+
+#[test]
+fn shipped_config_keeps_its_security_settings() {
+    let config = parse(&workspace_root().join("envoy/envoy.yaml"));
+    assert_eq!(
+        config["admin"]["address"]["socket_address"]["address"],
+        "127.0.0.1"
+    );
+    let hcm = connection_manager(&config);
+    assert_eq!(hcm["use_remote_address"], true, "XFF must carry the client");
+    assert_ne!(hcm["generate_request_id"], false);
+
+    // ext_authz is first and only the router follows it (nothing can clear the route cache).
+    let filters: Vec<&str> = hcm["http_filters"]
+        .as_sequence()
+        .expect("http_filters")
+        .iter()
+        .map(|f| f["name"].as_str().expect("filter name"))
+        .collect();
+    assert_eq!(
+        filters,
+        ["envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+    );
+
+    let authz = &hcm["http_filters"][0]["typed_config"];
+    assert_eq!(authz["transport_api_version"], "V3");
+    assert_eq!(authz["failure_mode_allow"], false, "fail closed");
+    assert_eq!(authz["status_on_error"]["code"], "ServiceUnavailable");
+    assert_eq!(
+        authz["grpc_service"]["envoy_grpc"]["cluster_name"],
+        "ext_authz"
+    );
+    for absent in ["with_request_body", "encode_raw_headers", "http_service"] {
+        assert!(authz.get(absent).is_none(), "{absent} must not be set");
+    }
+    assert_ne!(authz["clear_route_cache"], true);
+    let timeout = authz["grpc_service"]["timeout"].as_str().expect("timeout");
+    let secs: f64 = timeout
+        .strip_suffix('s')
+        .and_then(|s| s.parse().ok())
+        .expect("timeout like 0.5s");
+    assert!((0.25..=1.0).contains(&secs), "timeout {timeout}");
+
+    // The access log never records credentials.
+    let log = serde_norway::to_string(&hcm["access_log"]).expect("access_log");
+    assert!(!log.to_lowercase().contains("authorization"), "{log}");
+
+    // Routes: POST /login public, /admin/ needs the admin role, the rest protected.
+    let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        .as_sequence()
+        .expect("routes");
+    let per_route =
+        |r: &Value| r["typed_per_filter_config"]["envoy.filters.http.ext_authz"].clone();
+    let login = &routes[0];
+    assert_eq!(login["match"]["path"], "/login");
+    assert_eq!(login["match"]["headers"][0]["name"], ":method");
+    assert_eq!(
+        login["match"]["headers"][0]["string_match"]["exact"],
+        "POST"
+    );
+    assert_eq!(login["route"]["cluster"], "login_service");
+    assert_eq!(per_route(login)["disabled"], true);
+    let admin = &routes[1];
+    assert_eq!(admin["match"]["prefix"], "/admin/");
+    assert_eq!(
+        per_route(admin)["check_settings"]["context_extensions"]["require_roles"],
+        "admin"
+    );
+    let rest = routes.last().expect("catch-all");
+    assert_eq!(rest["match"]["prefix"], "/");
+    assert!(per_route(rest).is_null(), "the catch-all stays protected");
+    // Only the login route disables the check.
+    let disabled = routes
+        .iter()
+        .filter(|r| per_route(r)["disabled"] == true)
+        .count();
+    assert_eq!(disabled, 1);
+}

@@ -1,0 +1,269 @@
+//! Command-line and environment configuration (clap derive; every flag has an env var).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use auth_token::cli::KeyArgs;
+use auth_token::{Keyring, VerifierConfig};
+
+/// Exit code for configuration errors (`EX_USAGE` from sysexits.h), as CONTRACT.md requires.
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything ext-authz can be told at startup.
+///
+/// Tests build it with [`clap::Parser::try_parse_from`] instead of touching the environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "ext-authz",
+    version,
+    about = "Envoy ext_authz gRPC service validating HS256 JWTs",
+    long_about = None
+)]
+pub struct Config {
+    /// TCP address of the gRPC server (Authorization + grpc.health.v1).
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:9001")]
+    pub grpc_addr: SocketAddr,
+    /// Also serve gRPC on this Unix domain socket (mode 0660; a stale socket file is replaced).
+    #[arg(long, env = "GRPC_UDS")]
+    pub grpc_uds: Option<PathBuf>,
+    /// Address of the Prometheus metrics HTTP server (path `/metrics`).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9002")]
+    pub metrics_addr: SocketAddr,
+    /// Signing keys (JWT_SECRET or KEYS_DIR, and JWT_DEFAULT_KID).
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// How often the keys directory is polled for changes ("1s", "500ms" or plain seconds).
+    #[arg(long, env = "KEYS_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub keys_reload_interval: Duration,
+    /// Clock-skew allowance for exp, nbf and iat, in seconds.
+    #[arg(long = "leeway-secs", env = "JWT_LEEWAY_SECS", default_value_t = auth_token::verify::DEFAULT_LEEWAY_SECS)]
+    pub leeway_secs: u64,
+    /// Tokens longer than this many bytes are refused before parsing.
+    #[arg(long, env = "MAX_TOKEN_BYTES", default_value_t = auth_token::verify::DEFAULT_MAX_TOKEN_LEN)]
+    pub max_token_bytes: usize,
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Realm in `www-authenticate` challenges.
+    #[arg(long, env = "REALM", default_value = "edge")]
+    pub realm: String,
+    /// Remove the `authorization` header before the request goes upstream.
+    #[arg(long, env = "STRIP_AUTHORIZATION", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub strip_authorization: bool,
+    /// Allow every request, but log and count what would have been denied.
+    #[arg(long, env = "DRY_RUN", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub dry_run: bool,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// How long in-flight checks may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Tokio worker threads (default: the number of CPUs available to the process).
+    #[arg(long, env = "WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+    /// Load and validate the configuration and keys, print a summary and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// A configuration that parses but cannot be run. Messages never contain key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The keys could not be loaded (missing, too short, bad kid, unreadable dir...).
+    #[error(transparent)]
+    Keys(#[from] auth_token::cli::KeyArgsError),
+    /// The realm would break the quoted-string of a `www-authenticate` header.
+    #[error("invalid --realm: use printable ASCII without '\"' or '\\'")]
+    Realm,
+    /// A zero or otherwise unusable number.
+    #[error("invalid --{0}: must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// Checks what clap cannot: realm syntax and non-zero sizes and intervals.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_realm(&self.realm) {
+            return Err(ConfigError::Realm);
+        }
+        if self.max_token_bytes == 0 {
+            return Err(ConfigError::Zero("max-token-bytes"));
+        }
+        if self.keys_reload_interval.is_zero() {
+            return Err(ConfigError::Zero("keys-reload-interval"));
+        }
+        if self.worker_threads == Some(0) {
+            return Err(ConfigError::Zero("worker-threads"));
+        }
+        Ok(())
+    }
+
+    /// Validates the config and loads the keyring: everything `--check-config` checks.
+    pub fn load(&self) -> Result<Keyring, ConfigError> {
+        self.validate()?;
+        Ok(self.keys.load()?)
+    }
+
+    /// The token validation rules this configuration asks for.
+    pub fn verifier_config(&self) -> VerifierConfig {
+        VerifierConfig {
+            leeway_secs: self.leeway_secs,
+            max_token_len: self.max_token_bytes,
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+        }
+    }
+
+    /// Worker threads to start: the configured number or the CPUs available.
+    pub fn effective_worker_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1)
+        })
+    }
+}
+
+/// One line describing a loaded configuration: kids and settings, never secrets.
+pub fn summary(config: &Config, ring: &Keyring) -> String {
+    format!(
+        "config ok: kids=[{}] default_kid={} keys_source={} grpc_addr={} grpc_uds={} metrics_addr={} issuer={} audience={} leeway_secs={} max_token_bytes={} strip_authorization={} dry_run={}",
+        ring.kids().join(","),
+        ring.default_kid().unwrap_or("-"),
+        if config.keys.keys_dir.is_some() {
+            "dir"
+        } else {
+            "env"
+        },
+        config.grpc_addr,
+        config
+            .grpc_uds
+            .as_deref()
+            .map_or_else(|| "-".to_owned(), |p| p.display().to_string()),
+        config.metrics_addr,
+        config.issuer.as_deref().unwrap_or("-"),
+        config.audience.as_deref().unwrap_or("-"),
+        config.leeway_secs,
+        config.max_token_bytes,
+        config.strip_authorization,
+        config.dry_run,
+    )
+}
+
+fn valid_realm(realm: &str) -> bool {
+    realm
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// Parses a duration: plain seconds (`"2"`, `"0.5"`) or a number with a unit
+/// (`ms`, `s`, `m`, `h`), e.g. `"500ms"`, `"1s"`, `"2m"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 10, 1s, 500ms, 2m"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
+    };
+    Duration::try_from_secs_f64(value * scale)
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("ext-authz").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("1 fortnight").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&["--jwt-secret", SECRET]);
+        assert_eq!(c.grpc_addr.to_string(), "0.0.0.0:9001");
+        assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:9002");
+        assert_eq!(c.keys_reload_interval, Duration::from_secs(1));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.leeway_secs, 30);
+        assert_eq!(c.max_token_bytes, 8192);
+        assert_eq!(c.realm, "edge");
+        assert!(!c.dry_run && !c.strip_authorization && !c.check_config);
+        c.validate().unwrap();
+        let ring = c.load().unwrap();
+        let line = summary(&c, &ring);
+        assert!(line.contains("kids=[default]"), "{line}");
+        assert!(!line.contains(SECRET));
+    }
+
+    #[test]
+    fn bad_config() {
+        let c = parse(&["--jwt-secret", SECRET, "--realm", "a\"b"]);
+        assert!(matches!(c.validate(), Err(ConfigError::Realm)));
+        let c = parse(&["--jwt-secret", SECRET, "--max-token-bytes", "0"]);
+        assert!(matches!(c.validate(), Err(ConfigError::Zero(_))));
+        let c = parse(&["--jwt-secret", "short"]);
+        let err = c.load().unwrap_err().to_string();
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        assert!(!err.contains("short\""), "{err}");
+    }
+
+    #[test]
+    fn flags() {
+        let c = parse(&[
+            "--jwt-secret",
+            SECRET,
+            "--dry-run",
+            "--strip-authorization",
+            "--keys-reload-interval",
+            "250ms",
+            "--log-format",
+            "json",
+            "--issuer",
+            "login",
+        ]);
+        assert!(c.dry_run && c.strip_authorization);
+        assert_eq!(c.keys_reload_interval, Duration::from_millis(250));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.verifier_config().issuer.as_deref(), Some("login"));
+    }
+}

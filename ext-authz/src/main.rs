@@ -1,0 +1,58 @@
+//! `ext-authz`: parse config → init tracing → serve until SIGTERM/SIGINT → drain → exit.
+//!
+//! Errors policy: `anyhow` only here; the library returns `thiserror` enums. Exit codes:
+//! 0 after a clean shutdown or `--check-config`, 64 for bad configuration or keys, 1 when
+//! serving fails (e.g. the port is taken).
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use ext_authz::config::{self, Config, EXIT_CONFIG};
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print(); // --help, --version
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, as for every startup error (clap's own output adds usage hints).
+            let text = e.to_string();
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+            eprintln!("ext-authz: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let ring = match config.load() {
+        Ok(ring) => ring,
+        Err(e) => {
+            eprintln!("ext-authz: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if config.check_config {
+        println!("{}", config::summary(&config, &ring));
+        return ExitCode::SUCCESS;
+    }
+    ext_authz::telemetry::init(config.log_format);
+    match serve(&config, ring) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "ext-authz failed");
+            eprintln!("ext-authz: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: &Config, ring: auth_token::Keyring) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.effective_worker_threads())
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(ext_authz::server::run(config, ring))?;
+    Ok(())
+}

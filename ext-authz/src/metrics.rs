@@ -1,0 +1,287 @@
+//! Prometheus metrics, served as OpenMetrics text on `--metrics-addr` `/metrics`.
+//!
+//! Names (all prefixed `ext_authz_`):
+//! - `ext_authz_checks_total{decision,reason}`: decision `allow|deny|dry_run_allow`, reason
+//!   `ok|missing_token|insufficient_scope|` + every [`auth_token::VerifyError::reason`] label.
+//! - `ext_authz_check_errors_total`: checks answered with a gRPC error (no keys loaded).
+//! - `ext_authz_check_duration_seconds`: histogram of the check handler's latency.
+//! - `ext_authz_keys_loaded`: keys in the active keyring.
+//! - `ext_authz_key_reloads_total`, `ext_authz_key_reload_failures_total`.
+//!
+//! Hot path: every `(decision, reason)` counter is created at startup and indexed by
+//! [`Reason::index`], and the latency histogram is a fixed array of atomics; recording a check
+//! takes no lock and allocates nothing.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+use crate::check::{Decision, Reason};
+
+/// Labels of `ext_authz_checks_total`; static strings so no label is built per check.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    decision: &'static str,
+    reason: &'static str,
+}
+
+/// The decision kinds, in counter-table order.
+const DECISIONS: [&str; 3] = ["allow", "deny", "dry_run_allow"];
+
+/// All metrics of the service; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `DECISIONS.len() * Reason::COUNT` handles; impossible pairs are unregistered counters.
+    checks: Vec<Counter>,
+    check_errors: Counter,
+    latency: LatencyHistogram,
+    keys_loaded: Gauge,
+    key_reloads: Counter,
+    key_reload_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric and pre-creates every meaningful `(decision, reason)` series.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ext_authz");
+        let family = Family::<CheckLabels, Counter>::default();
+        let mut checks = Vec::with_capacity(DECISIONS.len() * Reason::COUNT);
+        for decision in DECISIONS {
+            for reason in Reason::all() {
+                let meaningful = (decision == "allow") == (reason == Reason::Ok);
+                checks.push(if meaningful {
+                    family
+                        .get_or_create(&CheckLabels {
+                            decision,
+                            reason: reason.label(),
+                        })
+                        .clone()
+                } else {
+                    Counter::default()
+                });
+            }
+        }
+        registry.register(
+            "checks",
+            "Authorization checks by decision and reason",
+            family,
+        );
+        let check_errors = Counter::default();
+        registry.register(
+            "check_errors",
+            "Checks answered with a gRPC error because no decision was possible",
+            check_errors.clone(),
+        );
+        let latency = LatencyHistogram::default();
+        registry.register(
+            "check_duration_seconds",
+            "Time spent handling a check",
+            latency.clone(),
+        );
+        let keys_loaded = Gauge::default();
+        registry.register(
+            "keys_loaded",
+            "Keys in the active keyring",
+            keys_loaded.clone(),
+        );
+        let key_reloads = Counter::default();
+        registry.register(
+            "key_reloads",
+            "Keyring reloads that changed the active keys",
+            key_reloads.clone(),
+        );
+        let key_reload_failures = Counter::default();
+        registry.register(
+            "key_reload_failures",
+            "Keyring reloads that failed (the previous keys stay active)",
+            key_reload_failures.clone(),
+        );
+        Self {
+            registry,
+            checks,
+            check_errors,
+            latency,
+            keys_loaded,
+            key_reloads,
+            key_reload_failures,
+        }
+    }
+
+    /// Counts one decision and its latency. Lock-free, allocation-free.
+    pub fn record_check(&self, decision: &Decision, elapsed: Duration) {
+        let row = match decision {
+            Decision::Allow { .. } => 0,
+            Decision::Deny(_) => 1,
+            Decision::DryRunAllow { .. } => 2,
+        };
+        self.checks[row * Reason::COUNT + decision.reason().index()].inc();
+        self.latency.observe(elapsed);
+    }
+
+    /// Counts a check that could not be decided (answered with a gRPC error).
+    pub fn record_check_error(&self, elapsed: Duration) {
+        self.check_errors.inc();
+        self.latency.observe(elapsed);
+    }
+
+    /// Sets the number of keys in the active keyring.
+    pub fn set_keys_loaded(&self, n: usize) {
+        self.keys_loaded.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a reload that swapped in a new keyring.
+    pub fn record_reload(&self) {
+        self.key_reloads.inc();
+    }
+
+    /// Counts a reload that failed.
+    pub fn record_reload_failure(&self) {
+        self.key_reload_failures.inc();
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Upper bounds (seconds) of the latency buckets: 5 µs … 100 ms.
+const BUCKETS: [f64; 14] = [
+    5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3,
+    100e-3,
+];
+
+/// A histogram of atomics (prometheus-client's own takes a lock per observation).
+#[derive(Clone, Default)]
+struct LatencyHistogram {
+    inner: std::sync::Arc<HistogramInner>,
+}
+
+#[derive(Default)]
+struct HistogramInner {
+    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl fmt::Debug for LatencyHistogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatencyHistogram")
+            .field("count", &self.inner.count.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LatencyHistogram {
+    fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let slot = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.inner.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.inner.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), fmt::Error> {
+        let mut buckets = [(0.0, 0); BUCKETS.len() + 1];
+        for (i, slot) in buckets.iter_mut().enumerate() {
+            // prometheus-client renders f64::MAX as `+Inf`, like its own histogram.
+            let bound = BUCKETS.get(i).copied().unwrap_or(f64::MAX);
+            *slot = (bound, self.inner.buckets[i].load(Ordering::Relaxed));
+        }
+        let sum = self.inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let count = self.inner.count.load(Ordering::Relaxed);
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{Denial, DenyStatus};
+
+    #[test]
+    fn exposition_has_every_series_and_counts() {
+        let m = Metrics::new();
+        m.set_keys_loaded(2);
+        m.record_reload();
+        m.record_reload_failure();
+        let claims = auth_token::Claims {
+            sub: "1".into(),
+            email: "e".into(),
+            roles: vec![],
+            iat: 0,
+            nbf: 0,
+            exp: 0,
+            jti: "j".into(),
+            iss: None,
+            aud: None,
+        };
+        m.record_check(&Decision::Allow { claims }, Duration::from_micros(7));
+        let denial = Denial {
+            status: DenyStatus::Unauthorized,
+            reason: Reason::MissingToken,
+            www_authenticate: String::new(),
+            body: String::new(),
+        };
+        m.record_check(&Decision::Deny(denial.clone()), Duration::from_millis(3));
+        m.record_check(
+            &Decision::DryRunAllow {
+                claims: None,
+                denial,
+            },
+            Duration::from_secs(1),
+        );
+        m.record_check_error(Duration::from_micros(1));
+        let text = m.encode();
+        for line in [
+            r#"ext_authz_checks_total{decision="allow",reason="ok"} 1"#,
+            r#"ext_authz_checks_total{decision="deny",reason="missing_token"} 1"#,
+            r#"ext_authz_checks_total{decision="dry_run_allow",reason="missing_token"} 1"#,
+            r#"ext_authz_checks_total{decision="deny",reason="expired"} 0"#,
+            r#"ext_authz_check_errors_total 1"#,
+            r#"ext_authz_keys_loaded 2"#,
+            r#"ext_authz_key_reloads_total 1"#,
+            r#"ext_authz_key_reload_failures_total 1"#,
+            r#"ext_authz_check_duration_seconds_count 4"#,
+            r#"ext_authz_check_duration_seconds_bucket{le="0.00001"} 2"#,
+            r#"ext_authz_check_duration_seconds_bucket{le="+Inf"} 4"#,
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        // Impossible pairs are not exported.
+        assert!(!text.contains(r#"decision="allow",reason="expired""#));
+        assert!(!text.contains(r#"decision="deny",reason="ok""#));
+    }
+}

@@ -1,0 +1,330 @@
+//! Wiring: gRPC (Authorization + grpc.health.v1) on TCP and optionally a Unix socket, the
+//! metrics HTTP server, the key reloader, and graceful shutdown.
+//!
+//! Shutdown sequence (on SIGTERM/SIGINT or [`Running::shutdown`]): health flips to NOT_SERVING,
+//! the listeners stop accepting, connections get an HTTP/2 GOAWAY and in-flight checks finish;
+//! whatever is still running after `--shutdown-timeout` is dropped. The Unix socket file is
+//! removed on the way out.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use auth_token::{Keyring, Verifier};
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::check::Settings;
+use crate::config::Config;
+use crate::keys::{self, KeyStore};
+use crate::metrics::Metrics;
+use crate::service::AuthzService;
+use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A TCP address could not be bound.
+    #[error("cannot listen on {what} address {addr}: {source}")]
+    Bind {
+        /// Which listener (`grpc` or `metrics`).
+        what: &'static str,
+        /// The requested address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The Unix socket could not be created.
+    #[error("cannot listen on unix socket {path}: {source}")]
+    Uds {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("grpc server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The metrics server failed.
+    #[error("metrics server failed: {0}")]
+    Metrics(#[source] io::Error),
+    /// A listener stopped although no shutdown was requested.
+    #[error("a listener stopped unexpectedly")]
+    Stopped,
+    /// A server task panicked.
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A started server: its bound addresses and the handle to stop and await it.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound gRPC TCP address (the real port when configured with port 0).
+    pub grpc_addr: SocketAddr,
+    /// The bound metrics address.
+    pub metrics_addr: SocketAddr,
+    /// The Unix socket path, when serving on one.
+    pub grpc_uds: Option<PathBuf>,
+    /// Shared metrics (tests read them).
+    pub metrics: Arc<Metrics>,
+    trigger: ShutdownTrigger,
+    supervisor: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// Starts the graceful shutdown; [`Running::wait`] returns when it is done.
+    pub fn shutdown(&self) {
+        self.trigger.trigger();
+    }
+
+    /// A handle that can start the shutdown from elsewhere (a signal handler).
+    pub fn trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
+    /// Waits until the server stopped: after a shutdown and drain, or a server failure.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.supervisor.await?
+    }
+}
+
+/// Binds every listener and starts serving with `ring`; returns once all listeners are bound.
+///
+/// Port 0 in `config` binds a free port; read the real one from [`Running`].
+pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_keys_loaded(ring.len());
+    let store = Arc::new(KeyStore::new(ring));
+    let settings = Settings {
+        verifier: Verifier::new(&config.verifier_config()),
+        realm: config.realm.clone(),
+        dry_run: config.dry_run,
+    };
+    let service = AuthzService::new(
+        Arc::clone(&store),
+        settings,
+        Arc::clone(&metrics),
+        config.strip_authorization,
+    );
+
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { what, addr, source })
+    };
+    let grpc_tcp = bind("grpc", config.grpc_addr).await?;
+    let grpc_addr = local_addr(&grpc_tcp, "grpc", config.grpc_addr)?;
+    let metrics_tcp = bind("metrics", config.metrics_addr).await?;
+    let metrics_addr = local_addr(&metrics_tcp, "metrics", config.metrics_addr)?;
+    let uds_listener = config.grpc_uds.as_deref().map(bind_uds).transpose()?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // Keys are loaded (start takes a ring): serving, overall and for the Authorization service.
+    health_reporter
+        .set_serving::<AuthorizationServer<AuthzService>>()
+        .await;
+    health_reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+
+    // `outer` is what callers pull; `stop` tells the listeners, after health flipped.
+    let (trigger, outer) = shutdown::channel();
+    let (stop_trigger, stop) = shutdown::channel();
+    let mut tasks: JoinSet<Result<(), ServerError>> = JoinSet::new();
+
+    let grpc = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(AuthorizationServer::new(service));
+    if let Some(listener) = uds_listener {
+        let incoming = UnixListenerStream::new(listener);
+        let (grpc, stop) = (grpc.clone(), stop.clone());
+        tasks.spawn(async move {
+            grpc.serve_with_incoming_shutdown(incoming, stopped(stop))
+                .await
+                .map_err(ServerError::from)
+        });
+    }
+    let incoming = TcpIncoming::from(grpc_tcp).with_nodelay(Some(true));
+    let grpc_stop = stop.clone();
+    tasks.spawn(async move {
+        grpc.serve_with_incoming_shutdown(incoming, stopped(grpc_stop))
+            .await
+            .map_err(ServerError::from)
+    });
+
+    let app = metrics_router(Arc::clone(&metrics));
+    let metrics_stop = stop.clone();
+    tasks.spawn(async move {
+        axum::serve(metrics_tcp, app)
+            .with_graceful_shutdown(stopped(metrics_stop))
+            .await
+            .map_err(ServerError::Metrics)
+    });
+
+    // Why a task only for a keys dir: every task in the set must run until shutdown; one that
+    // ends early is taken as a failure (see `supervise`).
+    if config.keys.keys_dir.is_some() {
+        tasks.spawn(keys::reload_loop(
+            store,
+            config.keys.clone(),
+            config.keys_reload_interval,
+            Arc::clone(&metrics),
+            stop,
+        ));
+    }
+
+    let uds_path = config.grpc_uds.clone();
+    let supervisor = tokio::spawn(supervise(
+        tasks,
+        outer,
+        stop_trigger,
+        health_reporter,
+        config.shutdown_timeout,
+        uds_path.clone(),
+    ));
+    Ok(Running {
+        grpc_addr,
+        metrics_addr,
+        grpc_uds: uds_path,
+        metrics,
+        trigger,
+        supervisor,
+    })
+}
+
+/// Serves until SIGTERM/SIGINT, then drains: what `main` runs.
+pub async fn run(config: &Config, ring: Keyring) -> Result<(), ServerError> {
+    let running = start(config, ring).await?;
+    tracing::info!(
+        grpc_addr = %running.grpc_addr,
+        grpc_uds = ?running.grpc_uds,
+        metrics_addr = %running.metrics_addr,
+        dry_run = config.dry_run,
+        "ext-authz serving"
+    );
+    let trigger = running.trigger();
+    tokio::spawn(async move {
+        let signal = shutdown::os_signal().await;
+        tracing::info!(signal, "shutting down");
+        trigger.trigger();
+    });
+    running.wait().await
+}
+
+/// Waits for the shutdown (or a failing server), flips health, stops listeners, drains.
+async fn supervise(
+    mut tasks: JoinSet<Result<(), ServerError>>,
+    mut outer: ShutdownSignal,
+    stop: ShutdownTrigger,
+    health: tonic_health::server::HealthReporter,
+    deadline: std::time::Duration,
+    uds_path: Option<PathBuf>,
+) -> Result<(), ServerError> {
+    let mut result = Ok(());
+    tokio::select! {
+        () = outer.wait() => {}
+        Some(early) = tasks.join_next() => {
+            // A listener ended on its own: a failure even without an error. Shut the rest down.
+            result = match early.map_err(ServerError::from).and_then(|r| r) {
+                Ok(()) => Err(ServerError::Stopped),
+                Err(e) => Err(e),
+            };
+        }
+    }
+    // Why: probes and Envoy health checks must see NOT_SERVING before connections go away.
+    health
+        .set_not_serving::<AuthorizationServer<AuthzService>>()
+        .await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    stop.trigger();
+    let drain = async {
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "server error while draining"),
+                Err(e) => tracing::warn!(error = %e, "server task failed while draining"),
+            }
+        }
+    };
+    if tokio::time::timeout(deadline, drain).await.is_err() {
+        tracing::warn!(
+            timeout = ?deadline,
+            "shutdown deadline passed; closing remaining connections"
+        );
+        tasks.abort_all();
+    } else {
+        tracing::info!("drained");
+    }
+    if let Some(path) = uds_path {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+async fn stopped(mut stop: ShutdownSignal) {
+    stop.wait().await;
+}
+
+fn local_addr(
+    listener: &TcpListener,
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// Binds the Unix socket at `path`, replacing a stale socket file (never another kind of
+/// file), and makes it group-accessible (0660) so Envoy in the same pod can connect.
+fn bind_uds(path: &Path) -> Result<UnixListener, ServerError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let err = |source| ServerError::Uds {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => {
+            return Err(err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    Ok(listener)
+}
+
+fn metrics_router(metrics: Arc<Metrics>) -> axum::Router {
+    use axum::http::header::CONTENT_TYPE;
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                (
+                    [(
+                        CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    )
+}

@@ -1,0 +1,231 @@
+//! The tonic `Authorization` service: `CheckRequest` → [`decide`] → `CheckResponse`.
+//!
+//! Envoy's rules this layer follows (see the `// Why:` comments):
+//! - a deny is `Ok(CheckResponse)` with a non-OK status and a `DeniedHttpResponse` whose HTTP
+//!   status is set explicitly (Envoy defaults a denial to 403);
+//! - a gRPC error (`UNAVAILABLE`) only when no decision is possible (no keys loaded): Envoy then
+//!   applies `failure_mode_allow`/`status_on_error`;
+//! - every header mutation sets `append: false` (Envoy's reading of an unset flag changed
+//!   between versions) and uses lower-case names.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+use crate::check::{Decision, Denial, Settings, decide};
+use crate::keys::KeyStore;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+
+/// Identity header: the token's `sub`.
+pub const USER_ID_HEADER: &str = "x-auth-user-id";
+/// Identity header: the token's `email`.
+pub const EMAIL_HEADER: &str = "x-auth-email";
+/// Identity header: the token's `roles`, comma-joined (empty when none).
+pub const ROLES_HEADER: &str = "x-auth-roles";
+
+/// Headers of a request that carried none (a malformed `CheckRequest`).
+static NO_HEADERS: std::sync::LazyLock<HashMap<String, String>> =
+    std::sync::LazyLock::new(HashMap::new);
+
+/// The gRPC `Authorization` service. Cloning shares the state.
+#[derive(Debug, Clone)]
+pub struct AuthzService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    keys: Arc<KeyStore>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    strip_authorization: bool,
+}
+
+impl AuthzService {
+    /// A service deciding with `settings` against the ring in `keys`.
+    pub fn new(
+        keys: Arc<KeyStore>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        strip_authorization: bool,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                keys,
+                settings,
+                metrics,
+                strip_authorization,
+            }),
+        }
+    }
+
+    /// Answers one check; the synchronous core of [`Authorization::check`] (also benchmarked).
+    pub fn check_request(&self, request: &CheckRequest) -> Result<CheckResponse, Status> {
+        let started = Instant::now();
+        let inner = &*self.inner;
+        let attributes = request.attributes.as_ref();
+        let headers = attributes
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .map_or(&*NO_HEADERS, |http| &http.headers);
+        let policy = attributes.map_or(Policy::NONE, |a| {
+            Policy::from_context_extensions(&a.context_extensions)
+        });
+        // Why: `request.http.id` is Envoy's stream id; the id that ties logs together is the
+        // `x-request-id` header.
+        let request_id = headers.get("x-request-id").map_or("", String::as_str);
+
+        let ring = inner.keys.load();
+        let Some(ring) = ring.as_deref() else {
+            inner.metrics.record_check_error(started.elapsed());
+            tracing::error!(request_id, "no keys loaded; cannot decide");
+            // Why: an RPC error (not a deny) lets Envoy apply failure_mode_allow/status_on_error.
+            return Err(Status::unavailable("no signing keys loaded"));
+        };
+        let decision = decide(
+            headers,
+            &policy,
+            ring,
+            &inner.settings,
+            auth_token::now_unix(),
+        );
+        log_decision(&decision, request_id);
+        let response = self.response(decision, &started);
+        Ok(response)
+    }
+
+    fn response(&self, decision: Decision, started: &Instant) -> CheckResponse {
+        self.inner
+            .metrics
+            .record_check(&decision, started.elapsed());
+        match decision {
+            Decision::Allow { claims } => self.allow(Some(claims)),
+            Decision::DryRunAllow { claims, .. } => self.allow(claims),
+            Decision::Deny(denial) => deny(denial),
+        }
+    }
+
+    fn allow(&self, claims: Option<auth_token::Claims>) -> CheckResponse {
+        let mut ok = OkHttpResponse::default();
+        match claims {
+            Some(claims) => {
+                let roles = claims.roles.join(",");
+                // Why: set all three every time, overwriting, so a client cannot spoof any.
+                ok.headers = vec![
+                    header(USER_ID_HEADER, claims.sub),
+                    header(EMAIL_HEADER, claims.email),
+                    header(ROLES_HEADER, roles),
+                ];
+            }
+            None => {
+                // Dry-run without a valid token: no identity, and none smuggled by the client.
+                ok.headers_to_remove = vec![
+                    USER_ID_HEADER.to_owned(),
+                    EMAIL_HEADER.to_owned(),
+                    ROLES_HEADER.to_owned(),
+                ];
+            }
+        }
+        if self.inner.strip_authorization {
+            ok.headers_to_remove.push("authorization".to_owned());
+        }
+        CheckResponse {
+            status: Some(rpc::Status {
+                code: tonic::Code::Ok as i32,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(ok)),
+            dynamic_metadata: None,
+        }
+    }
+}
+
+/// A header mutation that overwrites (or adds) `name`.
+fn header(name: &str, value: String) -> HeaderValueOption {
+    #[allow(deprecated)]
+    // `append` is deprecated upstream, but it is the field every Envoy honours.
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.to_owned(),
+            value,
+            raw_value: Vec::new(),
+        }),
+        // Why: an unset append flag meant overwrite up to Envoy 1.36 and append in 1.37.0;
+        // `append: false` is overwrite-or-add in every version. `append_action` stays at its
+        // default: Envoy's header parser refuses a non-default `append_action` next to `append`.
+        append: Some(BoolValue { value: false }),
+        append_action: 0,
+        // Why: `x-auth-roles` is "" for a user without roles; it must still replace a spoofed value.
+        keep_empty_value: true,
+    }
+}
+
+/// The `CheckResponse` for a denial (see CONTRACT.md "Deny responses").
+pub fn deny(denial: Denial) -> CheckResponse {
+    CheckResponse {
+        // Why: a non-OK status in a CheckResponse is a deny; failure_mode_allow does not apply.
+        status: Some(rpc::Status {
+            code: denial.status.grpc_code(),
+            message: denial.reason.label().to_owned(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            // Why: Envoy answers 403 for a denial without an explicit status; 401 must be set.
+            status: Some(HttpStatus {
+                code: i32::from(denial.status.http_code()),
+            }),
+            headers: vec![
+                header("www-authenticate", denial.www_authenticate),
+                header("content-type", "application/json".to_owned()),
+            ],
+            body: denial.body,
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+/// One line per check: debug for allows (cheap when filtered), info for (would-be) denials.
+/// Never the token.
+fn log_decision(decision: &Decision, request_id: &str) {
+    match decision {
+        Decision::Allow { claims } => {
+            tracing::debug!(request_id, decision = "allow", reason = "ok", sub = %claims.sub, "check");
+        }
+        Decision::Deny(d) => tracing::info!(
+            request_id,
+            decision = "deny",
+            reason = d.reason.label(),
+            status = d.status.http_code(),
+            "check"
+        ),
+        Decision::DryRunAllow { denial, .. } => tracing::info!(
+            request_id,
+            decision = "dry_run_allow",
+            reason = denial.reason.label(),
+            status = denial.status.http_code(),
+            "check: would deny (dry run)"
+        ),
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        self.check_request(request.get_ref()).map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests;

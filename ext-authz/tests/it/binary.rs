@@ -1,0 +1,248 @@
+//! The built `ext-authz` binary: startup errors, --check-config, TCP + UDS, SIGTERM drain.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::support::*;
+
+fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ext-authz"));
+    // Start from a clean environment so the host's JWT_SECRET, GRPC_ADDR... cannot leak in.
+    cmd.env_clear().env("RUST_LOG", "info");
+    cmd
+}
+
+fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("ext-authz did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn short_key_exits_64_with_one_clear_line_and_no_secret() {
+    let out = command()
+        .env("JWT_SECRET", "tiny-secret-value")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("at least 32 bytes"), "{stderr}");
+    assert!(!stderr.contains("tiny-secret-value"), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    // --check-config fails the same way (the manifest tests rely on it).
+    let out = command()
+        .env("JWT_SECRET", "tiny-secret-value")
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn missing_keys_and_bad_flags_exit_64() {
+    let out = command().output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"));
+
+    let out = command()
+        .env("JWT_SECRET", SECRET)
+        .args(["--realm", "bad\"realm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+
+    let out = command()
+        .env("JWT_SECRET", SECRET)
+        .args(["--keys-reload-interval", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--keys-reload-interval"), "{stderr}");
+
+    let out = command()
+        .env("JWT_SECRET", SECRET)
+        .env("DRY_RUN", "maybe")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn taken_port_exits_1_with_a_clear_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = command()
+        .env("JWT_SECRET", SECRET)
+        .args(["--grpc-addr", &addr, "--metrics-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("cannot listen on grpc address {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_prints_kids_not_secrets() {
+    let keys = SecretDir::new(&[("k1", SECRET), ("k2", SECRET_2)]);
+    let out = command()
+        .env("KEYS_DIR", keys.path())
+        .env("JWT_DEFAULT_KID", "k2")
+        .env("DRY_RUN", "1")
+        .env("STRIP_AUTHORIZATION", "yes")
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("kids=[k1,k2]") && stdout.contains("default_kid=k2"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET) && !stdout.contains(SECRET_2));
+}
+
+/// Reads JSON log lines from the child's stdout until the "serving" line; returns the gRPC
+/// and metrics addresses, and keeps collecting the rest of the log in the background.
+fn serving_addrs(child: &mut Child) -> (SocketAddr, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("serving log line before the deadline");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["message"] == "ext-authz serving" {
+            let grpc = v["grpc_addr"].as_str().unwrap().parse().unwrap();
+            let metrics = v["metrics_addr"].as_str().unwrap().parse().unwrap();
+            return (grpc, metrics, rx);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("authz.sock");
+    let mut child = command()
+        .env("JWT_SECRET", SECRET)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info,ext_authz=debug")
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--grpc-uds",
+            sock.to_str().unwrap(),
+            "--worker-threads",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (grpc_addr, metrics_addr, logs) = serving_addrs(&mut child);
+
+    let tcp = tcp_channel(grpc_addr).await;
+    assert_eq!(health(tcp.clone(), "").await, ServingStatus::Serving);
+    let uds = uds_channel(&sock).await;
+    assert_eq!(
+        health(uds.clone(), AUTHZ_SERVICE).await,
+        ServingStatus::Serving
+    );
+
+    let token_text = token("default", SECRET, &[]);
+    let good = format!("Bearer {token_text}");
+    for channel in [tcp.clone(), uds] {
+        let resp = authz(channel)
+            .check(check_request(Some(&good), &[]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(http_status(&resp), 200);
+    }
+    let resp = authz(tcp.clone())
+        .check(check_request(Some("Bearer not.a.token"), &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(http_status(&resp), 401);
+    assert!(
+        scrape(metrics_addr)
+            .await
+            .contains(r#"reason="malformed"} 1"#)
+    );
+
+    // Keep checks in flight over the open connection while SIGTERM arrives.
+    let mut client = authz(tcp);
+    let load = tokio::spawn(async move {
+        let mut answered = 0u32;
+        while let Ok(resp) = client.check(check_request(Some(&good), &[])).await {
+            assert_eq!(http_status(&resp.into_inner()), 200);
+            answered += 1;
+        }
+        answered
+    });
+    eventually("checks flowing", Duration::from_secs(10), || async {
+        let text = scrape(metrics_addr).await;
+        let allowed = metric_value(
+            &text,
+            r#"ext_authz_checks_total{decision="allow",reason="ok"}"#,
+        )?;
+        (allowed >= 10.0).then_some(())
+    })
+    .await;
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let exit = tokio::task::spawn_blocking(move || {
+        wait_with_deadline(&mut child, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    load.await.unwrap();
+    // The child exited: its stdout is at EOF, so this ends once every line is read.
+    let rest: Vec<String> = logs.iter().collect();
+    let joined = rest.join("\n");
+    assert!(
+        joined.contains("shutting down") && joined.contains("SIGTERM"),
+        "{joined}"
+    );
+    assert!(joined.contains("drained"), "{joined}");
+    // Tokens and keys never reach the logs, even at debug; the request id does.
+    assert!(!joined.contains(SECRET));
+    assert!(!joined.contains("not.a.token"), "{joined}");
+    assert!(!joined.contains(token_text.as_str()), "{joined}");
+    assert!(joined.contains(r#""request_id":"it-1""#), "{joined}");
+    assert!(!sock.exists(), "socket removed on exit");
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real server (library `server::start` and the built binary) called with
+//! tonic clients over TCP and a Unix socket.
+
+mod binary;
+mod grpc;
+mod rotation;
+mod support;

@@ -1,0 +1,315 @@
+//! The process entry: dispatch of subcommands, the `user` admin commands, and exit codes.
+//!
+//! Exit codes (sysexits.h): 0 ok, 64 usage/configuration, 65 invalid input (e-mail, empty or
+//! mismatched password), 67 unknown user, 69 database unavailable, 70 internal error,
+//! 73 duplicate e-mail.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::process::ExitCode;
+
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::config::{Cli, Command, ConfigError, GlobalArgs, ServeArgs, UserCommand};
+use crate::db::{Db, DbError};
+use crate::password;
+use crate::users::{self, EmailError};
+
+/// sysexits `EX_USAGE`: bad flags or configuration.
+pub const EX_USAGE: u8 = 64;
+/// sysexits `EX_DATAERR`: invalid e-mail or password.
+pub const EX_DATAERR: u8 = 65;
+/// sysexits `EX_NOUSER`: no account with that e-mail.
+pub const EX_NOUSER: u8 = 67;
+/// sysexits `EX_UNAVAILABLE`: the database cannot be reached.
+pub const EX_UNAVAILABLE: u8 = 69;
+/// sysexits `EX_SOFTWARE`: internal error.
+pub const EX_SOFTWARE: u8 = 70;
+/// sysexits `EX_CANTCREAT`: an account with that e-mail exists.
+pub const EX_CANTCREAT: u8 = 73;
+
+/// Longest password accepted by the CLI (bytes).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A failed command: message for stderr and exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad configuration or usage.
+    #[error("{0}")]
+    Usage(String),
+    /// Invalid e-mail or password.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such account.
+    #[error("no user with e-mail {0}")]
+    NoUser(String),
+    /// Duplicate account.
+    #[error("a user with e-mail {0} already exists")]
+    Duplicate(String),
+    /// Database unreachable or failing.
+    #[error("database error: {0}")]
+    Database(String),
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => EX_USAGE,
+            Self::Invalid(_) => EX_DATAERR,
+            Self::NoUser(_) => EX_NOUSER,
+            Self::Duplicate(_) => EX_CANTCREAT,
+            Self::Database(_) => EX_UNAVAILABLE,
+            Self::Internal(_) => EX_SOFTWARE,
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        Self::Usage(e.to_string())
+    }
+}
+
+impl From<DbError> for CliError {
+    fn from(e: DbError) -> Self {
+        Self::Database(format!(
+            "{e} (is the database up, and migrated with `login-service migrate`?)"
+        ))
+    }
+}
+
+impl From<EmailError> for CliError {
+    fn from(e: EmailError) -> Self {
+        Self::Invalid(format!("invalid e-mail: {e}"))
+    }
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    crate::telemetry::init(cli.global.log_format);
+    let result = match cli.command {
+        None => serve(&cli.global, &cli.serve),
+        Some(Command::Serve(args)) => serve(&cli.global, &args),
+        Some(Command::Migrate) => migrate(&cli.global),
+        Some(Command::User(cmd)) => user(&cli.global, cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("login-service: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliError> {
+    let settings = args.resolve(global)?;
+    if args.check_config {
+        eprintln!(
+            "login-service: configuration ok (backend {}, signing kid {}, {} key(s))",
+            settings.db_url.backend(),
+            settings.signing_kid,
+            settings.keys.len()
+        );
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Internal(format!("cannot start runtime: {e}")))?;
+    rt.block_on(crate::server::run(settings)).map_err(|e| {
+        if e.downcast_ref::<DbError>().is_some() {
+            CliError::Database(format!("{e:#}"))
+        } else if e.downcast_ref::<std::io::Error>().is_some() {
+            CliError::Usage(format!("{e:#}"))
+        } else {
+            CliError::Internal(format!("{e:#}"))
+        }
+    })
+}
+
+fn open(global: &GlobalArgs) -> Result<Db, CliError> {
+    let (url, pool) = global.db()?;
+    Db::new(url, &pool).map_err(|e| CliError::Usage(format!("cannot create data directory: {e}")))
+}
+
+fn migrate(global: &GlobalArgs) -> Result<(), CliError> {
+    let db = open(global)?;
+    let applied = db.migrate()?;
+    if applied.is_empty() {
+        eprintln!("login-service: database is up to date");
+    }
+    for m in applied {
+        eprintln!("login-service: applied {m}");
+    }
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> Result<SecretString, CliError> {
+    let pw = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Invalid(format!("cannot read password from stdin: {e}")))?;
+        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+        SecretString::from(trimmed.to_owned())
+    } else {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::Usage(
+                "stdin is not a terminal: pass --password-stdin to read the password from it"
+                    .into(),
+            ));
+        }
+        let first = rpassword::prompt_password("Password: ")
+            .map_err(|e| CliError::Invalid(format!("cannot read password: {e}")))?;
+        let second = rpassword::prompt_password("Repeat password: ")
+            .map_err(|e| CliError::Invalid(format!("cannot read password: {e}")))?;
+        if first != second {
+            return Err(CliError::Invalid("passwords do not match".into()));
+        }
+        SecretString::from(first)
+    };
+    if pw.expose_secret().is_empty() {
+        return Err(CliError::Invalid("password is empty".into()));
+    }
+    if pw.expose_secret().len() > MAX_PASSWORD_BYTES {
+        return Err(CliError::Invalid(format!(
+            "password is longer than {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(pw)
+}
+
+fn hash(pw: &SecretString) -> Result<String, CliError> {
+    password::hash_with(pw.expose_secret().as_bytes(), password::owasp_params())
+        .map_err(|e| CliError::Internal(e.to_string()))
+}
+
+fn is_unique_violation(e: &DbError) -> bool {
+    matches!(
+        e,
+        DbError::Query(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _
+        ))
+    )
+}
+
+fn user(global: &GlobalArgs, cmd: UserCommand) -> Result<(), CliError> {
+    match cmd {
+        UserCommand::Add {
+            email,
+            admin,
+            password_stdin,
+        } => {
+            let email = users::normalize_email(&email)?;
+            let pw = read_password(password_stdin)?;
+            let db = open(global)?;
+            let h = hash(&pw)?;
+            let e2 = email.clone();
+            match db.run_sync(move |c| users::insert(c, &e2, &h, admin)) {
+                Ok(()) => {
+                    eprintln!(
+                        "login-service: user {email} added{}",
+                        if admin { " (admin)" } else { "" }
+                    );
+                    Ok(())
+                }
+                Err(e) if is_unique_violation(&e) => Err(CliError::Duplicate(email)),
+                Err(e) => Err(e.into()),
+            }
+        }
+        UserCommand::Passwd {
+            email,
+            password_stdin,
+        } => {
+            let email = users::normalize_email(&email)?;
+            let db = open(global)?;
+            // Check first, so an unknown user is reported before asking for a password.
+            let e2 = email.clone();
+            if db
+                .run_sync(move |c| users::find_by_email(c, &e2))?
+                .is_none()
+            {
+                return Err(CliError::NoUser(email));
+            }
+            let pw = read_password(password_stdin)?;
+            let h = hash(&pw)?;
+            let e2 = email.clone();
+            expect_one(
+                db.run_sync(move |c| users::set_password(c, &e2, &h))?,
+                &email,
+            )?;
+            eprintln!("login-service: password of {email} changed");
+            Ok(())
+        }
+        UserCommand::Disable { email } => set_disabled(global, &email, true),
+        UserCommand::Enable { email } => set_disabled(global, &email, false),
+        UserCommand::Remove { email } => {
+            let email = users::normalize_email(&email)?;
+            let db = open(global)?;
+            let e2 = email.clone();
+            expect_one(db.run_sync(move |c| users::remove(c, &e2))?, &email)?;
+            eprintln!("login-service: user {email} removed");
+            Ok(())
+        }
+        UserCommand::List => {
+            let db = open(global)?;
+            let all = db.run_sync(users::list)?;
+            let now = chrono::Utc::now().naive_utc();
+            let width = all.iter().map(|u| u.email.len()).max().unwrap_or(5).max(5);
+            println!(
+                "{:>6}  {:<width$}  {:<5}  {:<8}  {:<6}",
+                "id", "email", "admin", "disabled", "locked"
+            );
+            for u in &all {
+                println!(
+                    "{:>6}  {:<width$}  {:<5}  {:<8}  {:<6}",
+                    u.id,
+                    u.email,
+                    yes_no(u.is_admin),
+                    yes_no(u.disabled),
+                    yes_no(u.locked_at(now)),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn expect_one(rows: usize, email: &str) -> Result<(), CliError> {
+    if rows == 0 {
+        Err(CliError::NoUser(email.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+fn set_disabled(global: &GlobalArgs, email: &str, disabled: bool) -> Result<(), CliError> {
+    let email = users::normalize_email(email)?;
+    let db = open(global)?;
+    let e2 = email.clone();
+    // Look up first: MySQL may report 0 changed rows when the flag already has that value.
+    if db
+        .run_sync(move |c| users::find_by_email(c, &e2))?
+        .is_none()
+    {
+        return Err(CliError::NoUser(email));
+    }
+    let e2 = email.clone();
+    db.run_sync(move |c| users::set_disabled(c, &e2, disabled))?;
+    eprintln!(
+        "login-service: user {email} {}",
+        if disabled { "disabled" } else { "enabled" }
+    );
+    Ok(())
+}

@@ -1,0 +1,422 @@
+//! Command line and environment (clap), and their validation into [`Settings`], the resolved
+//! configuration the server runs with. Tests build [`Settings`] directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_token::cli::{KeyArgs, KeyArgsError};
+use auth_token::{Issuer, Keyring};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::db::{DbUrl, PoolSettings, UrlError};
+use crate::lockout::Policy;
+
+/// `login-service`: issues access tokens for e-mail/password logins, and administers accounts.
+#[derive(Debug, Parser)]
+#[command(name = "login-service", version, about)]
+pub struct Cli {
+    /// Database and logging options, valid for every subcommand.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server options, for when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve(Box<ServeArgs>),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `login-service user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account; the password is prompted for (twice) or read from stdin.
+    Add {
+        /// E-mail address (trimmed, lower-cased).
+        email: String,
+        /// Give the account the `admin` role.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password (also clears a lockout).
+    Passwd {
+        /// E-mail address.
+        email: String,
+        /// Read the password from the first line of stdin instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an account: its logins fail like a wrong password.
+    Disable {
+        /// E-mail address.
+        email: String,
+    },
+    /// Re-enable a disabled account.
+    Enable {
+        /// E-mail address.
+        email: String,
+    },
+    /// Delete an account.
+    Remove {
+        /// E-mail address.
+        email: String,
+    },
+    /// List accounts: id, email, admin, disabled, locked.
+    List,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options shared by all subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// `mysql://user:pass@host:port/db`, `sqlite://PATH`, `sqlite:PATH` or a path; unset: DATA_DIR/login.sqlite.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// Directory of the default SQLite database (created if missing).
+    #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// Maximum database connections in the pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10, global = true)]
+    pub db_pool_size: u32,
+    /// How long to wait for a database connection before answering 503 (e.g. `3s`).
+    #[arg(long, env = "DB_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration, global = true)]
+    pub db_connect_timeout: Duration,
+    /// Log format.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Options of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP listener.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:5000")]
+    pub http_addr: SocketAddr,
+    /// Apply pending migrations before serving.
+    #[arg(long)]
+    pub migrate: bool,
+    /// Validate the configuration and keys, then exit 0 (no database access).
+    #[arg(long)]
+    pub check_config: bool,
+    /// Signing keys (JWT_SECRET / KEYS_DIR / JWT_DEFAULT_KID).
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// kid of the key that signs tokens; default: the keyring's default key.
+    #[arg(long, env = "JWT_SIGNING_KID")]
+    pub signing_kid: Option<String>,
+    /// Token lifetime: seconds or a duration like `24h`, `15m`.
+    #[arg(long, env = "TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+    /// `iss` claim written into tokens.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// `aud` claim written into tokens.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Take the client address from the rightmost X-Forwarded-For entry (set by Envoy).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = true, action = ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+    /// Password hashes computed at once (default: number of CPUs).
+    #[arg(long, env = "HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+    /// Consecutive failures that lock an account (or an unknown e-mail).
+    #[arg(long, env = "LOCKOUT_THRESHOLD", default_value_t = 5)]
+    pub lockout_threshold: u32,
+    /// First lock length; doubles with every further failure.
+    #[arg(long, env = "LOCKOUT_BASE", default_value = "30s", value_parser = parse_duration)]
+    pub lockout_base: Duration,
+    /// Longest account lock.
+    #[arg(long, env = "LOCKOUT_MAX", default_value = "15m", value_parser = parse_duration)]
+    pub lockout_max: Duration,
+    /// Failures older than this (without a new one) are forgotten.
+    #[arg(long, env = "LOCKOUT_RESET_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub lockout_reset_after: Duration,
+    /// Failures from one client address before it is rate limited.
+    #[arg(long, env = "IP_FAILURE_THRESHOLD", default_value_t = 20)]
+    pub ip_failure_threshold: u32,
+    /// First rate-limit length for an address; doubles with every further failure.
+    #[arg(long, env = "IP_LOCKOUT_BASE", default_value = "60s", value_parser = parse_duration)]
+    pub ip_lockout_base: Duration,
+    /// Longest rate-limit for an address.
+    #[arg(long, env = "IP_LOCKOUT_MAX", default_value = "15m", value_parser = parse_duration)]
+    pub ip_lockout_max: Duration,
+    /// Most addresses (and, separately, unknown e-mails) tracked in memory.
+    #[arg(long, env = "LOCKOUT_MAX_TRACKED", default_value_t = 100_000)]
+    pub lockout_max_tracked: usize,
+    /// Whole-request deadline.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Largest request body accepted (bytes).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 4096)]
+    pub max_body_bytes: usize,
+    /// Largest total size of request headers accepted (bytes).
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// A configuration the service refuses to start with (exit 64).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Keys missing or unusable.
+    #[error(transparent)]
+    Keys(#[from] KeyArgsError),
+    /// `--signing-kid` names no key, or there is no default key to sign with.
+    #[error("signing key: {0}")]
+    SigningKey(String),
+    /// Bad `DATABASE_URL`.
+    #[error(transparent)]
+    DatabaseUrl(#[from] UrlError),
+    /// A value out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listener address.
+    pub http_addr: SocketAddr,
+    /// Database location.
+    pub db_url: DbUrl,
+    /// Pool sizing.
+    pub pool: PoolSettings,
+    /// Run migrations at startup.
+    pub migrate: bool,
+    /// Signing (and verifying) keys.
+    pub keys: Arc<Keyring>,
+    /// kid of the signing key; present in `keys`.
+    pub signing_kid: String,
+    /// TTL, `iss`, `aud`.
+    pub issuer: Issuer,
+    /// Per-account (and per unknown e-mail) lockout.
+    pub account_policy: Policy,
+    /// Per-client-address rate limit.
+    pub ip_policy: Policy,
+    /// Bound of each in-memory tracker.
+    pub max_tracked: usize,
+    /// Use the rightmost X-Forwarded-For entry as client address.
+    pub trust_forwarded_for: bool,
+    /// Concurrent password hashes.
+    pub hash_concurrency: usize,
+    /// Argon2 parameters for new hashes (OWASP in production).
+    pub hash_params: argon2::Params,
+    /// Request deadline.
+    pub request_timeout: Duration,
+    /// Body limit.
+    pub max_body_bytes: usize,
+    /// Header limit.
+    pub max_header_bytes: usize,
+    /// Drain deadline.
+    pub shutdown_timeout: Duration,
+}
+
+impl GlobalArgs {
+    /// The database location and pool settings.
+    pub fn db(&self) -> Result<(DbUrl, PoolSettings), ConfigError> {
+        let url = DbUrl::parse(self.database_url.as_deref(), &self.data_dir)?;
+        if self.db_pool_size == 0 {
+            return Err(ConfigError::Invalid("--db-pool-size must be ≥ 1".into()));
+        }
+        Ok((
+            url,
+            PoolSettings {
+                max_size: self.db_pool_size,
+                connection_timeout: self.db_connect_timeout.max(Duration::from_millis(100)),
+            },
+        ))
+    }
+}
+
+/// The key that signs: `--signing-kid` or the keyring's default.
+pub fn signing_kid(keys: &Keyring, wanted: Option<&str>) -> Result<String, ConfigError> {
+    match wanted {
+        Some(kid) if keys.get(Some(kid)).is_some() => Ok(kid.to_owned()),
+        Some(kid) => Err(ConfigError::SigningKey(format!(
+            "JWT_SIGNING_KID {kid:?} is not in the keyring (have: {})",
+            keys.kids().join(", ")
+        ))),
+        None => keys.default_kid().map(str::to_owned).ok_or_else(|| {
+            ConfigError::SigningKey(
+                "no default key: set JWT_SIGNING_KID or JWT_DEFAULT_KID".to_owned(),
+            )
+        }),
+    }
+}
+
+impl ServeArgs {
+    /// Validates and resolves into [`Settings`] (loads the keys; does not touch the database).
+    pub fn resolve(&self, global: &GlobalArgs) -> Result<Settings, ConfigError> {
+        let (db_url, pool) = global.db()?;
+        let keys = self.keys.load()?;
+        let signing_kid = signing_kid(&keys, self.signing_kid.as_deref())?;
+        if self.token_ttl.as_secs() == 0 {
+            return Err(ConfigError::Invalid(
+                "--token-ttl must be at least 1s".into(),
+            ));
+        }
+        if self.lockout_threshold == 0 || self.ip_failure_threshold == 0 {
+            return Err(ConfigError::Invalid(
+                "lockout thresholds must be ≥ 1".into(),
+            ));
+        }
+        if self.lockout_max > Duration::from_secs(30 * 86_400) {
+            return Err(ConfigError::Invalid(
+                "--lockout-max must be ≤ 30 days".into(),
+            ));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Settings {
+            http_addr: self.http_addr,
+            db_url,
+            pool,
+            migrate: self.migrate,
+            keys: Arc::new(keys),
+            signing_kid,
+            issuer: Issuer {
+                ttl: self.token_ttl,
+                issuer: self.issuer.clone().filter(|s| !s.is_empty()),
+                audience: self.audience.clone().filter(|s| !s.is_empty()),
+            },
+            account_policy: Policy {
+                threshold: self.lockout_threshold,
+                base: self.lockout_base,
+                max: self.lockout_max,
+                reset_after: self.lockout_reset_after,
+            },
+            ip_policy: Policy {
+                threshold: self.ip_failure_threshold,
+                base: self.ip_lockout_base,
+                max: self.ip_lockout_max,
+                reset_after: self.lockout_reset_after,
+            },
+            max_tracked: self.lockout_max_tracked.max(1),
+            trust_forwarded_for: self.trust_forwarded_for,
+            hash_concurrency: self.hash_concurrency.unwrap_or(cores).max(1),
+            hash_params: crate::password::owasp_params(),
+            request_timeout: self.request_timeout,
+            max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+/// Parses `90`, `90s`, `500ms`, `15m`, `24h`, `7d` into a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 30, 30s, 15m, 24h, 7d)"))?;
+    let secs = |k: u64| {
+        n.checked_mul(k)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    };
+    match unit.trim() {
+        "" | "s" => secs(1),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        u => Err(format!("unknown unit {u:?} in {s:?} (use ms, s, m, h, d)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("86400").unwrap(),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn signing_kid_rules() {
+        let ring = Keyring::single("default", &[7u8; 32]).unwrap();
+        assert_eq!(signing_kid(&ring, None).unwrap(), "default");
+        assert_eq!(signing_kid(&ring, Some("default")).unwrap(), "default");
+        assert!(signing_kid(&ring, Some("other")).is_err());
+    }
+
+    #[test]
+    fn no_subcommand_means_serve_with_defaults() {
+        let cli = Cli::try_parse_from(["login-service", "--jwt-secret", &"k".repeat(32)]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.http_addr.port(), 5000);
+        assert!(cli.serve.trust_forwarded_for);
+        let s = cli.serve.resolve(&cli.global).unwrap();
+        assert_eq!(s.issuer.ttl, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn user_subcommands_parse() {
+        let cli = Cli::try_parse_from([
+            "login-service",
+            "user",
+            "add",
+            "a@b.c",
+            "--admin",
+            "--password-stdin",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::User(UserCommand::Add {
+                admin: true,
+                password_stdin: true,
+                ..
+            }))
+        ));
+    }
+}

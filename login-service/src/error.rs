@@ -1,0 +1,204 @@
+//! Errors at the HTTP boundary.
+//!
+//! Policy (the one crates.io writes at the top of its errors module): every failure a handler can
+//! answer with is a variant of [`ApiError`], and each variant is mapped to its status, `error`
+//! code, message and extra headers exactly once, in [`ApiError::parts`]. Internal details
+//! (database messages, hashes, tokens) are logged where they happen, at most, and never put in a
+//! response. Responses produced outside the handlers (unknown route, wrong method, body too large,
+//! timeout) are rewritten to the same JSON shape by [`crate::routes`] through
+//! [`ApiError::from_status`]. `anyhow` is used only in `main`, startup and tests.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// The realm announced in `WWW-Authenticate: Basic`.
+pub const REALM: &str = "login-service";
+
+/// Seconds a client is told to wait when the database is unavailable.
+pub const DB_RETRY_AFTER_SECS: u64 = 5;
+
+/// Every error answer the HTTP API gives.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No `Authorization: Basic` header.
+    #[error("missing credentials")]
+    MissingCredentials,
+    /// A Basic header whose base64, `:` separator or UTF-8 is broken.
+    #[error("malformed credentials")]
+    MalformedCredentials,
+    /// Unknown e-mail, wrong password or disabled account: deliberately indistinguishable.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Too many failures for this account (or e-mail); retry after the given seconds.
+    #[error("account temporarily locked")]
+    Locked {
+        /// Seconds until the lock ends (≥ 1).
+        retry_after: u64,
+    },
+    /// Too many failures from this client address.
+    #[error("too many failed attempts from this address")]
+    RateLimited {
+        /// Seconds until the address may try again (≥ 1).
+        retry_after: u64,
+    },
+    /// The database could not be reached or failed; the service recovers by itself.
+    #[error("database unavailable")]
+    DatabaseUnavailable,
+    /// Anything else that is our fault (signing failure, panicked task).
+    #[error("internal error")]
+    Internal,
+    /// No such route.
+    #[error("not found")]
+    NotFound,
+    /// Route exists, method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Request body over the configured limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// Request headers over the configured limit.
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    /// The request did not complete within the configured timeout.
+    #[error("request timeout")]
+    Timeout,
+}
+
+impl ApiError {
+    /// Status, machine-readable code and human message: the one mapping of each variant.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::MissingCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "missing_credentials",
+                "missing credentials: send Authorization: Basic base64(email:password)",
+            ),
+            Self::MalformedCredentials => (
+                StatusCode::BAD_REQUEST,
+                "malformed_credentials",
+                "malformed Authorization header: expected Basic base64(email:password) in UTF-8",
+            ),
+            Self::InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "invalid credentials",
+            ),
+            Self::Locked { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "account_locked",
+                "too many failed logins for this account; retry later",
+            ),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed logins from this address; retry later",
+            ),
+            Self::DatabaseUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the credential store is unavailable; retry later",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+            ),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint",
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body too large",
+            ),
+            Self::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "request headers too large",
+            ),
+            Self::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "request took too long",
+            ),
+        }
+    }
+
+    /// The variant a bare status produced by a framework layer stands for, if any.
+    pub fn from_status(status: StatusCode) -> Option<Self> {
+        Some(match status {
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Self::HeadersTooLarge,
+            StatusCode::REQUEST_TIMEOUT => Self::Timeout,
+            StatusCode::SERVICE_UNAVAILABLE => Self::DatabaseUnavailable,
+            s if s.is_server_error() => Self::Internal,
+            _ => return None,
+        })
+    }
+
+    /// `Retry-After` seconds, for the variants that carry one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Locked { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::DatabaseUnavailable => Some(DB_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
+    /// Short label for metrics and logs.
+    pub fn outcome(&self) -> &'static str {
+        self.parts().1
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        let body = serde_json::json!({ "error": code, "message": message });
+        let mut resp = (status, Json(body)).into_response();
+        let headers = resp.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(concat!(
+                    "Basic realm=\"",
+                    "login-service",
+                    "\", charset=\"UTF-8\""
+                )),
+            );
+        }
+        if let Some(secs) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realm_constant_matches_header() {
+        let resp = ApiError::InvalidCredentials.into_response();
+        let h = resp.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(h.contains(&format!("realm=\"{REALM}\"")));
+    }
+
+    #[test]
+    fn unknown_user_and_wrong_password_are_one_variant() {
+        // Both paths construct InvalidCredentials; the body cannot differ.
+        assert_eq!(
+            ApiError::InvalidCredentials.parts().1,
+            "invalid_credentials"
+        );
+        assert_eq!(ApiError::Locked { retry_after: 3 }.retry_after(), Some(3));
+    }
+}

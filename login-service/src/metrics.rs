@@ -1,0 +1,101 @@
+//! Prometheus metrics served at `/metrics`: logins by outcome, login latency, pool state.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set of `login_attempts_total`.
+type OutcomeLabels = Vec<(&'static str, &'static str)>;
+
+/// The service's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    logins: Family<OutcomeLabels, Counter>,
+    latency: Histogram,
+    pool_connections: Gauge,
+    pool_idle: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers all metrics under the `login` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("login");
+        let logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "attempts",
+            "POST /login requests by outcome (success, invalid_credentials, account_locked, ...)",
+            logins.clone(),
+        );
+        let latency = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        registry.register(
+            "duration_seconds",
+            "Time to answer POST /login",
+            latency.clone(),
+        );
+        let pool_connections = Gauge::default();
+        registry.register(
+            "db_pool_connections",
+            "Open database connections",
+            pool_connections.clone(),
+        );
+        let pool_idle = Gauge::default();
+        registry.register(
+            "db_pool_idle_connections",
+            "Idle database connections",
+            pool_idle.clone(),
+        );
+        Self {
+            registry,
+            logins,
+            latency,
+            pool_connections,
+            pool_idle,
+        }
+    }
+
+    /// Records one answered login.
+    pub fn observe_login(&self, outcome: &'static str, elapsed: Duration) {
+        self.logins.get_or_create(&vec![("outcome", outcome)]).inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Text exposition, after setting the pool gauges to `(connections, idle)`.
+    pub fn render(&self, pool: (u32, u32)) -> String {
+        self.pool_connections.set(i64::from(pool.0));
+        self.pool_idle.set(i64::from(pool.1));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders() {
+        let m = Metrics::new();
+        m.observe_login("success", Duration::from_millis(20));
+        let text = m.render((3, 1));
+        assert!(
+            text.contains("login_attempts_total{outcome=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("login_db_pool_connections 3"), "{text}");
+        assert!(text.contains("login_duration_seconds_bucket"), "{text}");
+    }
+}

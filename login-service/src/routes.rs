@@ -1,0 +1,425 @@
+//! The HTTP API: `POST /login`, `GET /healthz`, `GET /readyz`, `GET /metrics`, and the layers
+//! around them (body/header limits, timeout, JSON errors for everything).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use secrecy::SecretString;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::{Span, field, info, instrument, warn};
+
+use crate::config::Settings;
+use crate::credentials::{CredentialsError, parse_basic};
+use crate::db::{Db, DbError};
+use crate::error::ApiError;
+use crate::lockout::{Tracker, retry_after_secs};
+use crate::metrics::Metrics;
+use crate::password::{Hasher, PasswordError, Verification};
+use crate::users::{self, User, normalize_email};
+
+/// Shared state of all handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// Database pool.
+    pub db: Db,
+    /// Password hashing front end.
+    pub hasher: Hasher,
+    /// Validated settings (keys, issuer, policies, limits).
+    pub settings: Settings,
+    /// Failures of e-mails without an account (same policy as accounts).
+    pub unknown_emails: Tracker<String>,
+    /// Failures per client address.
+    pub addresses: Tracker<IpAddr>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// State for `settings` over `db` (computes the dummy hash).
+    pub fn new(settings: Settings, db: Db) -> Result<Self, PasswordError> {
+        let hasher = Hasher::new(settings.hash_params.clone(), settings.hash_concurrency)?;
+        Ok(Self {
+            unknown_emails: Tracker::new(settings.account_policy, settings.max_tracked),
+            addresses: Tracker::new(settings.ip_policy, settings.max_tracked),
+            db,
+            hasher,
+            metrics: Metrics::new(),
+            settings,
+        })
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        warn!(error = %e, "database error");
+        ApiError::DatabaseUnavailable
+    }
+}
+
+impl From<PasswordError> for ApiError {
+    fn from(e: PasswordError) -> Self {
+        warn!(error = %e, "password hashing failed");
+        ApiError::Internal
+    }
+}
+
+/// The application router with all layers.
+pub fn router(state: Arc<AppState>) -> Router {
+    let s = &state.settings;
+    let max_header_bytes = s.max_header_bytes;
+    Router::new()
+        .route("/login", post(login))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(RequestBodyLimitLayer::new(s.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            s.request_timeout,
+        ))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            header_limit(max_header_bytes, req, next)
+        }))
+        .layer(middleware::from_fn(json_errors))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Refuses requests whose headers exceed `limit` bytes in total (431).
+async fn header_limit(limit: usize, req: Request, next: Next) -> Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > limit {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(req).await
+}
+
+/// Rewrites error responses that are not JSON yet (axum's 405, tower-http's 413/408, …) into the
+/// `{"error","message"}` shape, keeping their other headers (e.g. `Allow`).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let Some(err) = ApiError::from_status(status) else {
+        return resp;
+    };
+    let (mut parts, _) = resp.into_parts();
+    let mut new = err.into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    for (k, v) in new.headers() {
+        parts.headers.insert(k.clone(), v.clone());
+    }
+    parts.status = new.status();
+    Response::from_parts(parts, std::mem::replace(new.body_mut(), Body::empty()))
+}
+
+/// The client address: rightmost `X-Forwarded-For` entry when trusted (Envoy appends the peer
+/// it saw), else the TCP peer.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_forwarded_for: bool) -> IpAddr {
+    if !trust_forwarded_for {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').map(str::trim).find(|s| !s.is_empty()))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(peer)
+}
+
+fn wants_text(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            let mut text = false;
+            for range in accept.split(',') {
+                let media = range.split(';').next().unwrap_or("").trim();
+                if media.eq_ignore_ascii_case("application/json") {
+                    return false;
+                }
+                text |= media.eq_ignore_ascii_case("text/plain");
+            }
+            text
+        })
+}
+
+#[instrument(skip_all, fields(client = field::Empty, user_id = field::Empty, outcome = field::Empty))]
+async fn login(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let result = authenticate(&state, &headers, peer.ip()).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(e) => e.outcome(),
+    };
+    Span::current().record("outcome", outcome);
+    state.metrics.observe_login(outcome, started.elapsed());
+    match result {
+        Ok(issued) => {
+            info!("login succeeded");
+            let mut resp = if wants_text(&headers) {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    issued.token,
+                )
+                    .into_response()
+            } else {
+                Json(serde_json::json!({
+                    "access_token": issued.token,
+                    "token_type": "Bearer",
+                    "expires_in": issued.expires_in,
+                }))
+                .into_response()
+            };
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => {
+            info!("login refused");
+            e.into_response()
+        }
+    }
+}
+
+/// The login decision: credentials → address limit → lookup → lock → password → token.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Result<auth_token::Issued, ApiError> {
+    let s = &state.settings;
+    let creds = parse_basic(
+        headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    )
+    .map_err(|e| match e {
+        CredentialsError::Missing => ApiError::MissingCredentials,
+        CredentialsError::Malformed => ApiError::MalformedCredentials,
+    })?;
+    let ip = client_ip(headers, peer, s.trust_forwarded_for);
+    Span::current().record("client", field::display(ip));
+    if let Some(wait) = state.addresses.check(&ip, Instant::now()) {
+        return Err(ApiError::RateLimited {
+            retry_after: retry_after_secs(wait),
+        });
+    }
+
+    // An e-mail that cannot be valid cannot have an account: treated exactly like an unknown one.
+    let email = normalize_email(&creds.email).ok();
+    let tracker_key = email
+        .clone()
+        .unwrap_or_else(|| creds.email.trim().to_lowercase());
+    let user: Option<User> = match email {
+        Some(e) => state.db.run(move |c| users::find_by_email(c, &e)).await?,
+        None => None,
+    };
+
+    // Locked: answer 429 before looking at the password, for accounts and unknown e-mails alike.
+    let now = Utc::now().naive_utc();
+    match &user {
+        Some(u) => {
+            Span::current().record("user_id", u.id);
+            if let Some(until) = u.locked_until.filter(|t| *t > now) {
+                let wait = (until - now).to_std().unwrap_or_default();
+                return Err(ApiError::Locked {
+                    retry_after: retry_after_secs(wait),
+                });
+            }
+        }
+        None => {
+            if let Some(wait) = state.unknown_emails.check(&tracker_key, Instant::now()) {
+                return Err(ApiError::Locked {
+                    retry_after: retry_after_secs(wait),
+                });
+            }
+        }
+    }
+
+    let password = Arc::new(creds.password);
+    let verdict = state
+        .hasher
+        .verify(user.as_ref().map(|u| u.password.clone()), password.clone())
+        .await?;
+
+    match (user, verdict) {
+        (Some(u), Verification::Match { needs_rehash }) if !u.disabled => {
+            let upgrade = if needs_rehash {
+                rehash(state, password).await
+            } else {
+                None
+            };
+            let u2 = u.clone();
+            state
+                .db
+                .run(move |c| {
+                    users::record_success(c, &u2)?;
+                    if let Some(h) = upgrade {
+                        users::upgrade_hash(c, u2.id, &h)?;
+                        info!(
+                            user_id = u2.id,
+                            "password hash upgraded to current parameters"
+                        );
+                    }
+                    Ok(())
+                })
+                .await?;
+            // Why: the address counter is not reset by a success, or one valid account would
+            // let an attacker clear it between guesses; it decays after the reset window.
+            issue(s, &u)
+        }
+        // Why: a disabled account answers like a wrong password (the account state is not
+        // revealed) but is not counted as a failure: the password was right. The no-op failure
+        // write keeps the timing of the failure paths alike.
+        (Some(_), Verification::Match { .. }) => {
+            no_op_failure_write(state).await?;
+            Err(ApiError::InvalidCredentials)
+        }
+        (Some(u), Verification::Mismatch) => {
+            state.addresses.record_failure(&ip, Instant::now());
+            let policy = s.account_policy;
+            let id = u.id;
+            let lock = state
+                .db
+                .run(move |c| users::record_failure(c, id, &policy))
+                .await?;
+            if lock.is_some() {
+                info!(user_id = id, "account locked after repeated failures");
+            }
+            Err(ApiError::InvalidCredentials)
+        }
+        (None, _) => {
+            state
+                .unknown_emails
+                .record_failure(&tracker_key, Instant::now());
+            state.addresses.record_failure(&ip, Instant::now());
+            no_op_failure_write(state).await?;
+            Err(ApiError::InvalidCredentials)
+        }
+    }
+}
+
+/// The failure write of an existing account, against no account: same round trips, no change.
+async fn no_op_failure_write(state: &AppState) -> Result<(), ApiError> {
+    let policy = state.settings.account_policy;
+    state
+        .db
+        .run(move |c| users::record_failure(c, users::NO_ACCOUNT_ID, &policy))
+        .await?;
+    Ok(())
+}
+
+async fn rehash(state: &AppState, password: Arc<SecretString>) -> Option<String> {
+    match state.hasher.hash(password).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            warn!(error = %e, "hash upgrade failed; keeping the old hash");
+            None
+        }
+    }
+}
+
+fn issue(s: &Settings, u: &User) -> Result<auth_token::Issued, ApiError> {
+    let key = s.keys.get(Some(&s.signing_kid)).ok_or(ApiError::Internal)?;
+    s.issuer
+        .issue(
+            key,
+            &u.id.to_string(),
+            &u.email,
+            &u.roles(),
+            auth_token::now_unix(),
+        )
+        .map_err(|e| {
+            warn!(error = %e, "token signing failed");
+            ApiError::Internal
+        })
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.db.ping().await?;
+    Ok(Json(serde_json::json!({
+        "status": "ready",
+        "database": state.db.url().backend(),
+    })))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(state.db.state()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rightmost_forwarded_for() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(client_ip(&h, peer, true), peer);
+        h.append("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
+        h.append("x-forwarded-for", "3.3.3.3, 4.4.4.4 ".parse().unwrap());
+        assert_eq!(
+            client_ip(&h, peer, true),
+            "4.4.4.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(&h, peer, false), peer);
+        let mut bad = HeaderMap::new();
+        bad.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(client_ip(&bad, peer, true), peer);
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_text(&h));
+        h.insert(header::ACCEPT, "text/plain".parse().unwrap());
+        assert!(wants_text(&h));
+        h.insert(
+            header::ACCEPT,
+            "application/json, text/plain".parse().unwrap(),
+        );
+        assert!(!wants_text(&h));
+        h.insert(header::ACCEPT, "*/*".parse().unwrap());
+        assert!(!wants_text(&h));
+    }
+}

@@ -1,0 +1,47 @@
+//! The database schema as diesel sees it: the result of `migrations/{mysql,sqlite}`, written with
+//! portable SQL types so one code path serves both backends.
+
+diesel::table! {
+    /// Accounts: the seed's `user` table plus login-service's account-state columns.
+    user (id) {
+        /// Primary key; the token's `sub`.
+        id -> Integer,
+        /// Trimmed, lower-cased e-mail address; unique.
+        email -> Text,
+        /// Argon2id PHC string (a seed row may still hold plaintext, which never verifies).
+        password -> Text,
+        /// Grants the `admin` role.
+        is_admin -> Bool,
+        /// A disabled account cannot log in (answered like a wrong password).
+        disabled -> Bool,
+        /// Consecutive failed logins (reset by a success or after the reset window).
+        failed_logins -> Integer,
+        /// UTC instant until which the account is locked.
+        locked_until -> Nullable<Timestamp>,
+        /// UTC creation time.
+        created_at -> Timestamp,
+        /// UTC time of the last change (also the clock of the failure window).
+        updated_at -> Timestamp,
+        /// UTC time the password was last set through the CLI.
+        password_changed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// Token revocations (one token by `jti`, or all of a user's tokens issued up to a time);
+    /// the source of the `GET /revocations` feed.
+    revocation (id) {
+        /// Feed cursor: increasing, never reused.
+        id -> BigInt,
+        /// The user id (`sub` of the tokens).
+        sub -> Text,
+        /// The revoked token's `jti`; NULL for a user-wide revocation.
+        jti -> Nullable<Text>,
+        /// Unix seconds of the revocation; user-wide: tokens with `iat <= revoked_at` are revoked.
+        revoked_at -> BigInt,
+        /// Unix seconds after which the row covers no valid token any more.
+        expires_at -> BigInt,
+        /// Why: `logout`, `logout_all`, `password`, `disabled`, `removed`, `admin`.
+        reason -> Text,
+    }
+}

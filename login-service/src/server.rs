@@ -1,0 +1,88 @@
+//! Running the HTTP server: build the state, optionally migrate, serve until a shutdown signal,
+//! then drain in-flight requests with a deadline.
+
+use std::future::{Future, IntoFuture as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::routes::{AppState, router};
+
+/// Builds the shared state: pool (lazy: the database may be down), migrations when asked for,
+/// dummy hash.
+pub fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
+    let db = Db::new(settings.db_url.clone(), &settings.pool)?;
+    if settings.migrate {
+        let applied = db.migrate()?;
+        info!(count = applied.len(), ?applied, "migrations applied");
+    }
+    Ok(Arc::new(AppState::new(settings, db)?))
+}
+
+/// Serves on `listener` until `shutdown` completes, then gives in-flight requests
+/// `settings.shutdown_timeout` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let drain = state.settings.shutdown_timeout;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("shutdown requested; draining");
+            let _ = stopping_tx.send(());
+        })
+        .into_future();
+    tokio::select! {
+        r = server => r?,
+        () = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(drain).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => warn!(?drain, "drain deadline reached; dropping remaining connections"),
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// `login-service serve`: bind, serve until a signal.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let addr = settings.http_addr;
+    let backend = settings.db_url.backend();
+    let signing_kid = settings.signing_kid.clone();
+    // Migrations and the dummy hash block: keep them off the async workers.
+    let state = tokio::task::spawn_blocking(move || build_state(settings)).await??;
+    let listener = TcpListener::bind(addr).await?;
+    info!(%addr, backend, signing_kid, "login-service listening");
+    serve(listener, state, shutdown_signal()).await
+}

@@ -1,0 +1,287 @@
+//! The real binary: migrate, user add/passwd/disable/enable/remove/list, exit codes, startup
+//! configuration errors.
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use crate::helpers::{TestDb, binary, db_test, spawn_app_with};
+
+fn run(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[track_caller]
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+fn run_ok(db: &TestDb, args: &[&str], stdin: Option<&str>) -> String {
+    let o = run(db, args, stdin);
+    assert_eq!(
+        code(&o),
+        0,
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+async fn user_admin_commands(db: TestDb) {
+    let db2 = db.alias();
+    let db = tokio::task::spawn_blocking(move || {
+        run_ok(&db, &["migrate"], None);
+        run_ok(&db, &["migrate"], None); // idempotent
+        run_ok(
+            &db,
+            &[
+                "user",
+                "add",
+                "Admin@Example.com",
+                "--admin",
+                "--password-stdin",
+            ],
+            Some("s3cret:pw\n"),
+        );
+        run_ok(
+            &db,
+            &["user", "add", "user@example.com", "--password-stdin"],
+            Some("pw2\r\n"),
+        );
+        // Duplicate (case-insensitively): 73.
+        let o = run(
+            &db,
+            &["user", "add", "ADMIN@example.com", "--password-stdin"],
+            Some("x\n"),
+        );
+        assert_eq!(code(&o), 73, "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+        // Invalid e-mail, empty password: 65.
+        for email in ["not-an-email", "a@b@c", "' OR 1=1 --"] {
+            let o = run(
+                &db,
+                &["user", "add", email, "--password-stdin"],
+                Some("x\n"),
+            );
+            assert_eq!(code(&o), 65, "{email}");
+        }
+        let o = run(
+            &db,
+            &["user", "add", "e@example.com", "--password-stdin"],
+            Some("\n"),
+        );
+        assert_eq!(code(&o), 65);
+        // No TTY and no --password-stdin: usage error.
+        let o = run(&db, &["user", "add", "t@example.com"], None);
+        assert_eq!(code(&o), 64);
+        // Unknown user: 67.
+        for args in [
+            &["user", "passwd", "ghost@example.com", "--password-stdin"][..],
+            &["user", "disable", "ghost@example.com"][..],
+            &["user", "enable", "ghost@example.com"][..],
+            &["user", "remove", "ghost@example.com"][..],
+        ] {
+            let o = run(&db, args, Some("x\n"));
+            assert_eq!(code(&o), 67, "{args:?}");
+        }
+        run_ok(
+            &db,
+            &["user", "passwd", "user@example.com", "--password-stdin"],
+            Some("new pw\n"),
+        );
+        run_ok(&db, &["user", "disable", "user@example.com"], None);
+        run_ok(&db, &["user", "disable", "user@example.com"], None); // idempotent
+        let list = run_ok(&db, &["user", "list"], None);
+        let lines: Vec<&str> = list.lines().collect();
+        assert_eq!(lines.len(), 3, "{list}");
+        assert!(lines[0].contains("email") && lines[0].contains("locked"));
+        let admin: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(&admin[1..], ["admin@example.com", "yes", "no", "no"]);
+        let user: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(&user[1..], ["user@example.com", "no", "yes", "no"]);
+        run_ok(&db, &["user", "enable", "user@example.com"], None);
+        db
+    })
+    .await
+    .unwrap();
+
+    // The accounts the CLI made log in through the server.
+    let app = spawn_app_with(db2, |s| s.migrate = false).await;
+    assert_eq!(
+        app.login("admin@example.com", "s3cret:pw", "192.0.2.20")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.login("user@example.com", "pw2", "192.0.2.20")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.login("user@example.com", "new pw", "192.0.2.20")
+            .await
+            .status(),
+        200
+    );
+
+    let db = tokio::task::spawn_blocking(move || {
+        run_ok(&db, &["user", "remove", "user@example.com"], None);
+        let o = run(&db, &["user", "remove", "user@example.com"], None);
+        assert_eq!(code(&o), 67);
+        let list = run_ok(&db, &["user", "list"], None);
+        assert_eq!(list.lines().count(), 2);
+        db
+    })
+    .await
+    .unwrap();
+    drop(app);
+    drop(db);
+}
+db_test!(user_admin_commands);
+
+#[test]
+fn database_unavailable_exits_69() {
+    let mut cmd = Command::new(binary());
+    let o = cmd
+        .env_clear()
+        .env("DATABASE_URL", "mysql://root@127.0.0.1:1/none")
+        .env("DB_CONNECT_TIMEOUT", "1s")
+        .args(["user", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn startup_configuration_errors_exit_64() {
+    let secret = "k".repeat(32);
+    let check = |envs: &[(&str, &str)], args: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.env_clear().env("DATA_DIR", dir.path());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let o = cmd.args(args).output().unwrap();
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (c, err) = check(&[("JWT_SECRET", &secret)], &["serve", "--check-config"]);
+    assert_eq!(c, 0, "{err}");
+    let (c, _) = check(&[("JWT_SECRET", &secret)], &["--check-config"]);
+    assert_eq!(c, 0, "no subcommand = serve");
+    let (c, err) = check(&[], &["serve", "--check-config"]);
+    assert_eq!(c, 64);
+    assert!(err.contains("JWT_SECRET"), "{err}");
+    let (c, _) = check(&[("JWT_SECRET", "short")], &["--check-config"]);
+    assert_eq!(c, 64);
+    let (c, err) = check(
+        &[("JWT_SECRET", &secret), ("JWT_SIGNING_KID", "nope")],
+        &["--check-config"],
+    );
+    assert_eq!(c, 64);
+    assert!(err.contains("nope"), "{err}");
+    let (c, _) = check(
+        &[("JWT_SECRET", &secret), ("TOKEN_TTL", "forever")],
+        &["--check-config"],
+    );
+    assert_eq!(c, 64);
+    let (c, _) = check(
+        &[("JWT_SECRET", &secret), ("DATABASE_URL", "postgres://x/y")],
+        &["--check-config"],
+    );
+    assert_eq!(c, 64);
+    let (c, _) = check(&[], &["--no-such-flag"]);
+    assert_eq!(c, 64);
+    let (c, _) = check(&[], &["--help"]);
+    assert_eq!(c, 0);
+}
+
+#[test]
+fn serve_binary_migrates_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(binary())
+        .env_clear()
+        .env("JWT_SECRET", "k".repeat(32))
+        .env("DATA_DIR", dir.path().join("data"))
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("LOG_FORMAT", "json")
+        .args(["serve", "--migrate"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send()
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "server did not become ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The default database is DATA_DIR/login.sqlite, created with its directory.
+    assert!(dir.path().join("data/login.sqlite").exists());
+    let r = client.post(format!("{base}/login")).send().unwrap();
+    assert_eq!(r.status(), 401);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < end, "no exit after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(exit.success(), "{stderr}");
+    // JSON logs, and nothing secret in them.
+    assert!(stderr.lines().all(|l| l.starts_with('{')), "{stderr}");
+    assert!(!stderr.contains(&"k".repeat(32)));
+}

@@ -1,0 +1,290 @@
+//! `spawn_app`, per-test databases, and the `db_test!` macro.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auth_token::{Issuer, Keyring};
+use base64::Engine as _;
+use diesel::Connection as _;
+use diesel::RunQueryDsl as _;
+use diesel::mysql::MysqlConnection;
+use login_service::config::Settings;
+use login_service::db::{DbUrl, PoolSettings};
+use login_service::lockout::Policy;
+use login_service::password;
+use login_service::routes::AppState;
+use login_service::users::{self, User};
+
+/// The HMAC key every test app signs with.
+pub const SECRET: &[u8] = b"integration-test-secret-0123456789abcdef";
+
+/// A keyring with [`SECRET`] as kid `default`.
+pub fn keyring() -> Keyring {
+    Keyring::single("default", SECRET).unwrap()
+}
+
+/// For `async fn $name(db: TestDb)`, generates the tests `$name::sqlite` and `$name::mysql`
+/// (a module and a function may share a name).
+macro_rules! db_test {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(crate::helpers::TestDb::sqlite()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                super::$name(crate::helpers::TestDb::mysql()).await
+            }
+        }
+    };
+}
+pub(crate) use db_test;
+
+/// Base URL of the shared MariaDB (no database part).
+pub fn mysql_base() -> String {
+    std::env::var("TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// A database of its own: SQLite temp file or `test_login_<random>` on MariaDB (dropped on Drop).
+pub struct TestDb {
+    /// `DATABASE_URL` for it.
+    pub url: String,
+    /// Temp dir (SQLite file; data dir).
+    pub dir: tempfile::TempDir,
+    mysql: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A fresh SQLite file.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("test.sqlite").display());
+        Self {
+            url,
+            dir,
+            mysql: None,
+        }
+    }
+
+    /// A fresh database on the shared MariaDB.
+    pub fn mysql() -> Self {
+        Self::mysql_at(&mysql_base())
+    }
+
+    /// A fresh database on the server at `base`.
+    pub fn mysql_at(base: &str) -> Self {
+        let name = format!("test_login_{:016x}", rand::random::<u64>());
+        let mut c = MysqlConnection::establish(base)
+            .unwrap_or_else(|e| panic!("MariaDB at {base} (set TEST_MYSQL_URL): {e}"));
+        diesel::sql_query(format!(
+            "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        ))
+        .execute(&mut c)
+        .unwrap();
+        Self {
+            url: format!("{base}/{name}"),
+            dir: tempfile::tempdir().unwrap(),
+            mysql: Some((base.to_owned(), name)),
+        }
+    }
+
+    /// The same database again, without ownership (not dropped by this value): a second replica.
+    pub fn alias(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            mysql: None,
+        }
+    }
+
+    /// The parsed URL.
+    pub fn db_url(&self) -> DbUrl {
+        DbUrl::parse(Some(&self.url), self.dir.path()).unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((base, name)) = &self.mysql
+            && let Ok(mut c) = MysqlConnection::establish(base)
+        {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS `{name}`")).execute(&mut c);
+        }
+    }
+}
+
+/// Settings for tests: real OWASP hashing, lockout after 3, address limit effectively off.
+pub fn settings(db: &TestDb) -> Settings {
+    Settings {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        db_url: db.db_url(),
+        pool: PoolSettings {
+            max_size: 10,
+            connection_timeout: Duration::from_secs(2),
+        },
+        migrate: true,
+        keys: Arc::new(keyring()),
+        signing_kid: "default".to_owned(),
+        issuer: Issuer {
+            ttl: Duration::from_secs(900),
+            issuer: None,
+            audience: None,
+        },
+        account_policy: Policy {
+            threshold: 3,
+            base: Duration::from_secs(60),
+            max: Duration::from_secs(600),
+            reset_after: Duration::from_secs(3600),
+        },
+        ip_policy: Policy {
+            threshold: 1000,
+            base: Duration::from_secs(60),
+            max: Duration::from_secs(600),
+            reset_after: Duration::from_secs(3600),
+        },
+        max_tracked: 1000,
+        trust_forwarded_for: true,
+        hash_concurrency: 2,
+        hash_params: password::owasp_params(),
+        request_timeout: Duration::from_secs(20),
+        max_body_bytes: 1024,
+        max_header_bytes: 8192,
+        shutdown_timeout: Duration::from_secs(2),
+    }
+}
+
+/// A running server.
+pub struct TestApp {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its state (database, trackers).
+    pub state: Arc<AppState>,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    /// Its database; dropped after the server is told to stop.
+    _db: TestDb,
+}
+
+/// Starts the app on port 0 with default test settings.
+pub async fn spawn_app(db: TestDb) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// Starts the app on port 0 after `tweak`ing the settings.
+pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut s = settings(&db);
+    tweak(&mut s);
+    let state = tokio::task::spawn_blocking(move || login_service::server::build_state(s))
+        .await
+        .unwrap()
+        .expect("build state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let st = state.clone();
+    tokio::spawn(async move {
+        login_service::server::serve(listener, st, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestApp {
+        addr,
+        state,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        _db: db,
+        _stop: tx,
+    }
+}
+
+/// `Basic base64(user:pass)` for raw bytes.
+pub fn basic(user_pass: &[u8]) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_pass)
+    )
+}
+
+impl TestApp {
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Creates a user with an OWASP hash.
+    pub async fn add_user(&self, email: &str, password: &str, admin: bool) {
+        let hash = password::hash_with(password.as_bytes(), password::owasp_params()).unwrap();
+        self.insert_raw(email, &hash, admin).await;
+    }
+
+    /// Creates a user whose `password` column holds `stored` as is.
+    pub async fn insert_raw(&self, email: &str, stored: &str, admin: bool) {
+        let (e, h) = (email.to_owned(), stored.to_owned());
+        self.state
+            .db
+            .run(move |c| users::insert(c, &e, &h, admin))
+            .await
+            .unwrap();
+    }
+
+    /// The row of `email`.
+    pub async fn user(&self, email: &str) -> Option<User> {
+        let e = email.to_owned();
+        self.state
+            .db
+            .run(move |c| users::find_by_email(c, &e))
+            .await
+            .unwrap()
+    }
+
+    /// POST /login with `user:pass`, from client address `ip`.
+    pub async fn login(&self, email: &str, password: &str, ip: &str) -> reqwest::Response {
+        self.login_raw(&basic(format!("{email}:{password}").as_bytes()), ip)
+            .await
+    }
+
+    /// POST /login with an arbitrary Authorization value.
+    pub async fn login_raw(&self, authorization: &str, ip: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/login"))
+            .header("authorization", authorization)
+            .header("x-forwarded-for", ip)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Polls `f` until it returns `Some` or `deadline` passes.
+pub async fn poll<T, F, Fut>(deadline: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Path of the built binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_login-service"))
+}

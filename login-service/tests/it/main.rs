@@ -1,0 +1,11 @@
+//! Integration tests: the real HTTP server on a random port, against SQLite (temp file) and
+//! MariaDB (a fresh database per test, dropped afterwards), plus the real binary for the CLI.
+
+mod helpers;
+
+mod cli;
+mod errors;
+mod lockout;
+mod login;
+mod outage;
+mod token;

@@ -1,0 +1,211 @@
+//! Database stopped and restarted under a running login-service, on a private `mariadbd` so no
+//! other test is disturbed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel::Connection as _;
+use diesel::mysql::MysqlConnection;
+use serde_json::Value;
+
+use crate::helpers::{TestDb, poll, spawn_app_with};
+
+/// A MariaDB server of this test's own: temp datadir, free port, killed on Drop.
+struct PrivateMariadb {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn tool(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+impl PrivateMariadb {
+    fn install() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(tool("mariadb-install-db"))
+            .args([
+                "--no-defaults",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--user=root",
+            ])
+            .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .output()
+            .expect("mariadb-install-db");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self {
+            dir,
+            port,
+            child: None,
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let d = self.dir.path();
+        let child = Command::new(tool("mariadbd"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--socket={}", d.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .arg(format!("--port={}", self.port))
+            .args([
+                "--skip-networking=0",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                "--innodb-buffer-pool-size=16M",
+                "--skip-log-bin",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(60);
+        while MysqlConnection::establish(&self.base_url()).is_err() {
+            assert!(
+                Instant::now() < end,
+                "private mariadbd did not come up: {}",
+                std::fs::read_to_string(d.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateMariadb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_stopped_and_restarted_mysql() {
+    let mut server = tokio::task::spawn_blocking(|| {
+        let mut s = PrivateMariadb::install();
+        s.start();
+        s
+    })
+    .await
+    .unwrap();
+    let base = server.base_url();
+    let db = tokio::task::spawn_blocking(move || TestDb::mysql_at(&base))
+        .await
+        .unwrap();
+    let app = spawn_app_with(db, |s| {
+        s.pool.connection_timeout = Duration::from_secs(1);
+    })
+    .await;
+    app.add_user("up@example.com", "pw", false).await;
+    app.add_user("other@example.com", "pw2", true).await;
+    assert_eq!(
+        app.login("up@example.com", "pw", "192.0.2.30")
+            .await
+            .status(),
+        200
+    );
+
+    // Stop the database.
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.kill();
+        server
+    })
+    .await
+    .unwrap();
+
+    let r = app.login("up@example.com", "pw", "192.0.2.30").await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "database_unavailable");
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    // Still alive.
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // An outage is not "no such user": nothing was counted against the account.
+
+    // Restart on the same port and datadir; login-service recovers by itself.
+    let server = tokio::task::spawn_blocking(move || {
+        server.start();
+        server
+    })
+    .await
+    .unwrap();
+    let ok = poll(Duration::from_secs(60), || async {
+        let r = app.login("up@example.com", "pw", "192.0.2.30").await;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "login did not recover after the database restart"
+    );
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let all = app.state.db.run(login_service::users::list).await.unwrap();
+    assert_eq!(all.len(), 2, "no user row lost");
+    assert!(all.iter().all(|u| u.failed_logins == 0));
+    assert_eq!(
+        app.login("other@example.com", "pw2", "192.0.2.30")
+            .await
+            .status(),
+        200
+    );
+
+    // Drop the app (and its database) while the server is still up.
+    drop(app);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_while_database_is_down() {
+    // Nothing listens on port 1: the pool is built lazily, so the service still starts.
+    let mut db = TestDb::sqlite();
+    db.url = "mysql://root@127.0.0.1:1/auth".to_owned();
+    let app = spawn_app_with(db, |s| {
+        s.migrate = false;
+        s.pool.connection_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let r = app.login("a@example.com", "pw", "192.0.2.40").await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "database_unavailable");
+}

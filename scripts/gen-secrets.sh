@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Creates the git-ignored secret files the kustomize overlays' secretGenerators read, so no real
+# secret is ever committed. Idempotent: existing files are kept unless --force.
+#
+#   scripts/gen-secrets.sh                    minikube overlay (MySQL passwords, DATABASE_URL, JWT key)
+#   DATABASE_URL=mysql://... scripts/gen-secrets.sh production
+#                                             production overlay (managed MySQL: URL from the env)
+#   scripts/gen-secrets.sh --add-key KID [OVERLAY]
+#                                             key rotation: append a new random key named KID
+#   scripts/gen-secrets.sh --remove-key KID [OVERLAY]
+#                                             key rotation: drop a retired key
+#   --manifests DIR   the manifests/ tree to write into (default: this repo's); tests use a copy
+#   --force           regenerate everything (new passwords: wipes nothing in the cluster, so only
+#                     for a fresh cluster)
+#
+# Files, under manifests/overlays/<overlay>/secrets/ (mode 600, directory 700):
+#   jwt-keys.env          KID=KEY lines; the Secret `jwt-keys` is mounted as KEYS_DIR, one file
+#                         per kid. KEY = 64 hex characters (the 64 ASCII bytes are the HMAC key).
+#   database-url          DATABASE_URL for login-service and the migrate Job
+#   mysql-password        MariaDB password of auth_user            (minikube only)
+#   mysql-root-password   MariaDB root password                    (minikube only)
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")/.." && pwd)"
+manifests="$here/manifests"
+force=false add_key="" remove_key=""
+overlays=()
+# The kid the overlays' ConfigMaps name as JWT_SIGNING_KID before any rotation.
+INITIAL_KID=key-1
+NAMESPACE=edge-auth
+
+die() { echo "gen-secrets: $*" >&2; exit 64; }
+while (($#)); do
+  case "$1" in
+    --manifests) manifests="$(cd "${2:?--manifests needs a directory}" && pwd)"; shift 2 ;;
+    --force) force=true; shift ;;
+    --add-key) add_key="${2:?--add-key needs a kid}"; shift 2 ;;
+    --remove-key) remove_key="${2:?--remove-key needs a kid}"; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) die "unknown option $1" ;;
+    *) overlays+=("$1"); shift ;;
+  esac
+done
+((${#overlays[@]})) || overlays=(minikube)
+
+umask 077
+# 32 random bytes as 64 lowercase hex characters: URL-safe, no quoting needed anywhere.
+random_hex() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
+valid_kid() { [[ "$1" =~ ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$ ]]; }
+
+# write FILE CONTENT: creates FILE (no trailing newline) unless it exists and --force is off.
+write() {
+  if [[ -e "$1" ]] && ! $force; then
+    echo "gen-secrets: keeping ${1#"$manifests"/}" >&2
+    return
+  fi
+  printf '%s' "$2" >"$1"
+  chmod 600 "$1"
+  echo "gen-secrets: wrote ${1#"$manifests"/}" >&2
+}
+
+for overlay in "${overlays[@]}"; do
+  dir="$manifests/overlays/$overlay"
+  [[ -f "$dir/kustomization.yaml" ]] || die "no overlay $dir"
+  secrets="$dir/secrets"
+  mkdir -p "$secrets"
+  chmod 700 "$secrets"
+  keys="$secrets/jwt-keys.env"
+
+  if [[ -n "$add_key" ]]; then
+    valid_kid "$add_key" || die "invalid kid '$add_key' (A-Z a-z 0-9 . _ -, max 64, no leading '.')"
+    [[ -f "$keys" ]] || die "$keys does not exist: run without --add-key first"
+    grep -q "^${add_key}=" "$keys" && die "kid $add_key already exists in $keys"
+    printf '%s=%s\n' "$add_key" "$(random_hex)" >>"$keys"
+    echo "gen-secrets: added key $add_key to ${keys#"$manifests"/}" >&2
+    continue
+  fi
+  if [[ -n "$remove_key" ]]; then
+    [[ -f "$keys" ]] || die "$keys does not exist"
+    grep -q "^${remove_key}=" "$keys" || die "kid $remove_key not in $keys"
+    [[ $(grep -c '=' "$keys") -gt 1 ]] || die "refusing to remove the last key"
+    grep -v "^${remove_key}=" "$keys" >"$keys.tmp" && mv "$keys.tmp" "$keys"
+    echo "gen-secrets: removed key $remove_key from ${keys#"$manifests"/}" >&2
+    continue
+  fi
+
+  write "$keys" "$(printf '%s=%s\n' "$INITIAL_KID" "$(random_hex)")
+"
+  case "$overlay" in
+    production)
+      [[ -n "${DATABASE_URL:-}" ]] || [[ -e "$secrets/database-url" && $force == false ]] \
+        || die "production uses a managed database: set DATABASE_URL=mysql://USER:PASSWORD@HOST:3306/auth"
+      [[ -z "${DATABASE_URL:-}" ]] || write "$secrets/database-url" "$DATABASE_URL"
+      ;;
+    *)
+      if [[ -e "$secrets/mysql-password" ]] && ! $force; then
+        password="$(cat "$secrets/mysql-password")"
+      else
+        password="$(random_hex)"
+      fi
+      write "$secrets/mysql-password" "$password"
+      write "$secrets/mysql-root-password" "$(random_hex)"
+      # Must match the MySQL component: headless Service `mysql`, database `auth`, user auth_user.
+      write "$secrets/database-url" \
+        "mysql://auth_user:${password}@mysql.${NAMESPACE}.svc.cluster.local:3306/auth"
+      ;;
+  esac
+done

@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# The one-command local stack (`make run`): Envoy on http://127.0.0.1:8080 in front of ext-authz,
+# login-service and the demo upstream, all on loopback.
+#
+#   scripts/run.sh              build release binaries, prepare .data/, start everything
+#   scripts/run.sh --uds        Envoy reaches ext-authz over a Unix socket (envoy/envoy-uds.yaml)
+#   scripts/run.sh --no-build   skip `cargo build --release --bins`
+#
+# Environment:
+#   DATA_DIR       state directory (default .data): keys/ (signing key), login.sqlite, logs/
+#   DATABASE_URL   mysql://... switches login-service to MySQL (migrated here); unset = SQLite
+#   READY_TIMEOUT  seconds each component may take to become ready (default 60)
+#
+# Ctrl-C or SIGTERM stops every process this script started. A second run reuses DATA_DIR: the
+# signing key and the users survive.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+UDS_PATH=/tmp/edge-auth/ext-authz.sock # must match envoy/envoy-uds.yaml
+ENVOY_CONFIG=envoy/envoy.yaml
+transport=tcp build=true
+for arg in "$@"; do
+  case "$arg" in
+    --uds) transport=uds ENVOY_CONFIG=envoy/envoy-uds.yaml ;;
+    --no-build) build=false ;;
+    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run: unknown option $arg (try --help)" >&2; exit 64 ;;
+  esac
+done
+
+DATA_DIR=${DATA_DIR:-$ROOT/.data}
+case "$DATA_DIR" in /*) ;; *) DATA_DIR=$ROOT/$DATA_DIR ;; esac
+KEYS_DIR=$DATA_DIR/keys
+LOG_DIR=$DATA_DIR/logs
+READY_TIMEOUT=${READY_TIMEOUT:-60}
+BIN=$ROOT/target/release
+LISTEN=127.0.0.1:8080
+
+if [ -t 1 ]; then
+  bold() { printf '\033[1m%s\033[0m' "$*"; }
+else
+  bold() { printf '%s' "$*"; }
+fi
+log() { printf '%s %s\n' "$(bold run:)" "$*" >&2; }
+die() { printf '%s %s\n' "$(bold 'run: error:')" "$*" >&2; exit 1; }
+
+command -v curl >/dev/null || die "curl is required (apt-get install curl)"
+
+# --- ports first: say exactly which one is taken -----------------------------------------------
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for entry in 8080:"Envoy listener" 9901:"Envoy admin" 9001:"ext-authz gRPC" \
+  9002:"ext-authz metrics" 5000:"login-service" 8000:"demo-upstream" 8001:"demo-upstream admin"; do
+  port=${entry%%:*} what=${entry#*:}
+  if port_busy "$port"; then
+    die "port $port ($what) is already in use — is another \`make run\` (or the e2e tests) running? \
+Find it with: ss -ltnp 'sport = :$port'"
+  fi
+done
+
+# --- binaries and Envoy ------------------------------------------------------------------------
+if $build; then
+  log "building release binaries (cargo build --release --bins)"
+  cargo build --release --bins
+fi
+for bin in ext-authz login-service demo-upstream; do
+  [ -x "$BIN/$bin" ] || die "$BIN/$bin is missing: run without --no-build"
+done
+
+# envoy from PATH, else .venv/bin/envoy, installed by scripts/bootstrap.sh when neither exists.
+ENVOY=$(scripts/envoy.sh --which) || die "cannot find or install envoy (see scripts/bootstrap.sh)"
+if ! validation=$("$ENVOY" --mode validate --disable-hot-restart -c "$ENVOY_CONFIG" 2>&1); then
+  printf '%s\n' "$validation" >&2
+  die "$ENVOY_CONFIG does not validate ($ENVOY --mode validate -c $ENVOY_CONFIG)"
+fi
+
+# --- data directory: signing key, database, users ----------------------------------------------
+umask 077
+mkdir -p "$DATA_DIR" "$LOG_DIR"
+install -d -m 0700 "$KEYS_DIR"
+if [ -z "$(find "$KEYS_DIR" -mindepth 1 -maxdepth 1 -type f ! -name '.*' -print -quit)" ]; then
+  # 48 random bytes, base64 (64 characters, no newline); the file name is the kid.
+  head -c 48 /dev/urandom | base64 -w0 >"$KEYS_DIR/.dev-1.tmp"
+  chmod 0600 "$KEYS_DIR/.dev-1.tmp"
+  mv "$KEYS_DIR/.dev-1.tmp" "$KEYS_DIR/dev-1"
+  log "created a development signing key in $KEYS_DIR/dev-1"
+fi
+
+# login-service reads DATABASE_URL, or $DATA_DIR/login.sqlite when it is unset. Keys come from
+# KEYS_DIR only: a JWT_SECRET from the shell would conflict with it.
+export DATA_DIR KEYS_DIR
+unset JWT_SECRET JWT_DEFAULT_KID JWT_SIGNING_KID
+if [ -n "${DATABASE_URL:-}" ]; then
+  db_desc="the database in DATABASE_URL (${DATABASE_URL%%:*})" # never print the URL: it may hold a password
+else
+  db_desc="SQLite $DATA_DIR/login.sqlite"
+fi
+login_service() { "$BIN/login-service" "$@"; }
+log "migrating $db_desc"
+login_service migrate >>"$LOG_DIR/login-service-admin.log" 2>&1 ||
+  die "login-service migrate failed; see $LOG_DIR/login-service-admin.log"
+
+random_password() { head -c 18 /dev/urandom | base64 -w0 | tr '+/' '-_'; }
+created_users=()
+existing_users=$(login_service user list 2>>"$LOG_DIR/login-service-admin.log" || true)
+for spec in demo@example.com:admin user@example.com:user; do
+  email=${spec%%:*} role=${spec#*:}
+  if grep -qF "$email" <<<"$existing_users"; then
+    continue
+  fi
+  password=$(random_password)
+  args=(user add "$email" --password-stdin)
+  [ "$role" = admin ] && args+=(--admin)
+  printf '%s\n' "$password" | login_service "${args[@]}" >>"$LOG_DIR/login-service-admin.log" 2>&1 ||
+    die "login-service ${args[*]} failed; see $LOG_DIR/login-service-admin.log"
+  created_users+=("$email $password $role")
+done
+
+# Shown right away, so a later startup failure cannot lose them.
+admin_pw='<password>' user_pw='<password>'
+if ((${#created_users[@]})); then
+  echo
+  bold 'Demo users created — the passwords are shown only this once (only hashes are stored):'
+  echo
+  for entry in "${created_users[@]}"; do
+    read -r email password role <<<"$entry"
+    printf '  %-20s %-26s (%s)\n' "$email" "$password" "$role"
+    [ "$email" = demo@example.com ] && admin_pw=$password
+    [ "$email" = user@example.com ] && user_pw=$password
+  done
+  echo
+fi
+
+# --- processes ----------------------------------------------------------------------------------
+pids=() names=()
+stopping=false
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+  local status=$?
+  $stopping && return
+  stopping=true
+  trap '' INT TERM
+  if ((${#pids[@]})); then
+    log "stopping ${names[*]}"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    # Give each 10 s to drain, then force.
+    for _ in $(seq 1 100); do
+      local alive=false pid
+      for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
+      $alive || break
+      sleep 0.1
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+    log "stopped"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start() { # start NAME LOGFILE CMD...
+  local name=$1 logfile=$2
+  shift 2
+  "$@" >>"$logfile" 2>&1 &
+  pids+=($!) names+=("$name")
+}
+
+# Wait until CHECK succeeds, failing early if the process died and after READY_TIMEOUT seconds.
+wait_ready() { # wait_ready NAME LOGFILE CHECK...
+  local name=$1 logfile=$2 i pid
+  shift 2
+  for i in "${!names[@]}"; do [ "${names[$i]}" = "$name" ] && pid=${pids[$i]}; done
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  until "$@" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || die "$name exited during startup; see $logfile"
+    ((SECONDS < deadline)) || die "$name not ready after ${READY_TIMEOUT}s; see $logfile"
+    sleep 0.2
+  done
+  log "$name ready"
+}
+
+ext_authz_args=(--grpc-addr 127.0.0.1:9001 --metrics-addr 127.0.0.1:9002 --keys-dir "$KEYS_DIR")
+if [ "$transport" = uds ]; then
+  install -d -m 0700 "$(dirname "$UDS_PATH")"
+  rm -f "$UDS_PATH"
+  ext_authz_args+=(--grpc-uds "$UDS_PATH")
+fi
+start ext-authz "$LOG_DIR/ext-authz.log" "$BIN/ext-authz" "${ext_authz_args[@]}"
+start login-service "$LOG_DIR/login-service.log" \
+  "$BIN/login-service" serve --http-addr 127.0.0.1:5000 --keys-dir "$KEYS_DIR"
+start demo-upstream "$LOG_DIR/demo-upstream.log" \
+  "$BIN/demo-upstream" --addr 127.0.0.1:8000 --admin-addr 127.0.0.1:8001
+# Envoy: its JSON access log is stdout (flushed every second), its own log stderr.
+"$ENVOY" -c "$ENVOY_CONFIG" --disable-hot-restart --log-level info --file-flush-interval-msec 1000 \
+  >>"$LOG_DIR/envoy-access.log" 2>>"$LOG_DIR/envoy.log" &
+pids+=($!) names+=(envoy)
+
+if [ "$transport" = uds ]; then
+  wait_ready ext-authz "$LOG_DIR/ext-authz.log" test -S "$UDS_PATH"
+else
+  wait_ready ext-authz "$LOG_DIR/ext-authz.log" port_busy 9001
+fi
+wait_ready login-service "$LOG_DIR/login-service.log" curl -fsS http://127.0.0.1:5000/readyz
+wait_ready demo-upstream "$LOG_DIR/demo-upstream.log" curl -fsS http://127.0.0.1:8001/stats
+wait_ready envoy "$LOG_DIR/envoy.log" curl -fsS http://127.0.0.1:9901/ready
+
+# --- walkthrough --------------------------------------------------------------------------------
+if ((${#created_users[@]} < 2)); then
+  echo
+  echo "$(bold 'Demo users already exist') (demo@example.com: admin, user@example.com: no roles)."
+  echo "  Forgot a password? DATA_DIR=$DATA_DIR $BIN/login-service user passwd demo@example.com"
+  if [ -n "${DATABASE_URL:-}" ]; then echo "  (with the same DATABASE_URL in the environment)"; fi
+fi
+cat <<EOF
+
+$(bold "Stack is up on http://$LISTEN") (transport to ext-authz: $transport; logs in $LOG_DIR/)
+
+  # 1. log in (POST /login is the only public route)
+  TOKEN=\$(curl -s -u 'demo@example.com:$admin_pw' -H 'Accept: text/plain' -X POST http://$LISTEN/login)
+
+  # 2. call the upstream with the token: the echo shows x-auth-user-id, x-auth-email, x-auth-roles
+  curl -s -H "Authorization: Bearer \$TOKEN" http://$LISTEN/hello
+
+  # 3. without a token: 401 with a WWW-Authenticate challenge
+  curl -si http://$LISTEN/hello
+
+  # 4. /admin/ needs the admin role: a non-admin token gets 403 insufficient_scope
+  USER_TOKEN=\$(curl -s -u 'user@example.com:$user_pw' -H 'Accept: text/plain' -X POST http://$LISTEN/login)
+  curl -si -H "Authorization: Bearer \$USER_TOKEN" http://$LISTEN/admin/reports
+  curl -s  -H "Authorization: Bearer \$TOKEN" http://$LISTEN/admin/reports
+
+Envoy admin: http://127.0.0.1:9901 (stats: curl -s localhost:9901/stats | grep ext_authz)
+Press Ctrl-C to stop.
+EOF
+
+# Run until a signal arrives or a process dies (then stop the rest and say which one).
+set +e
+wait -n "${pids[@]}"
+status=$?
+set -e
+for i in "${!pids[@]}"; do
+  if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+    log "${names[$i]} exited (status $status); see $LOG_DIR/"
+  fi
+done
+exit 1
