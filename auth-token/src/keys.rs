@@ -348,3 +348,87 @@ mod tests {
         assert!(two.get(Some("c")).is_none());
     }
 }
+
+/// Property tests of the keys-dir loader: whatever the directory holds, a load either fails as a
+/// whole or yields exactly its valid key files.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// File names: valid kids, dot-entries, path-ish and non-ASCII names.
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9][A-Za-z0-9._-]{0,20}",
+            "\\.\\.?[a-z][a-z0-9._]{0,8}",
+            "[a-z]{1,4}[ é%\\\\:*?]{1,3}[a-z]{0,4}",
+            "[a-z]{65,70}",
+        ]
+    }
+
+    /// Contents: short, exactly at the limit, long, with trailing newlines.
+    fn content() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40),
+            proptest::collection::vec(any::<u8>(), 31..34).prop_map(|mut v| {
+                v.push(b'\n');
+                v
+            }),
+            proptest::collection::vec(any::<u8>(), 32..64),
+        ]
+    }
+
+    fn trimmed(bytes: &[u8]) -> &[u8] {
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        bytes.strip_suffix(b"\r").unwrap_or(bytes)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// `from_dir` succeeds exactly when there is at least one non-dot file and every
+        /// non-dot file has a valid kid and a key of at least 32 bytes (after one trailing
+        /// newline); then the ring holds exactly those kids, and loading is deterministic.
+        #[test]
+        fn loads_exactly_the_valid_key_files(
+            files in proptest::collection::btree_map(name(), content(), 0..6),
+            subdir in proptest::option::of("[a-z]{1,8}"),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            for (name, bytes) in &files {
+                std::fs::write(dir.path().join(name), bytes).unwrap();
+            }
+            if let Some(sub) = &subdir {
+                // Directories are skipped, whatever their name.
+                let _ = std::fs::create_dir(dir.path().join(sub));
+            }
+            let visible: Vec<(&String, &Vec<u8>)> =
+                files.iter().filter(|(n, _)| !n.starts_with('.')).collect();
+            let should_load = !visible.is_empty()
+                && visible
+                    .iter()
+                    .all(|(n, b)| valid_kid(n) && trimmed(b).len() >= MIN_KEY_LEN);
+            match Keyring::from_dir(dir.path(), None) {
+                Ok(ring) => {
+                    prop_assert!(should_load, "loaded {:?}", ring.kids());
+                    let mut want: Vec<&str> = visible.iter().map(|(n, _)| n.as_str()).collect();
+                    want.sort_unstable();
+                    prop_assert_eq!(ring.kids(), want);
+                    let again = Keyring::from_dir(dir.path(), None).unwrap();
+                    prop_assert_eq!(again.fingerprint(), ring.fingerprint());
+                }
+                Err(e) => {
+                    prop_assert!(!should_load, "refused a valid directory: {}", e);
+                    // Errors name kids and paths, never key bytes.
+                    for (_, bytes) in &visible {
+                        if let Ok(text) = std::str::from_utf8(trimmed(bytes))
+                            && text.len() >= 8
+                        {
+                            prop_assert!(!e.to_string().contains(text), "{}", e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

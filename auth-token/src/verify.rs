@@ -416,3 +416,110 @@ mod tests {
         assert_eq!(reasons.len(), VerifyError::ALL.len());
     }
 }
+
+/// Property tests: "never `Ok` without the right key" and "no input panics".
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::keys::{Key, Keyring};
+    use proptest::prelude::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn ring() -> Keyring {
+        Keyring::single("k1", SECRET).unwrap()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// A correctly HMAC-signed token over arbitrary header and payload JSON text.
+    fn sign(header: &str, payload: &str, secret: &[u8]) -> String {
+        let key = Key::new("k1", secret).unwrap();
+        let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+        let sig =
+            jsonwebtoken::crypto::sign(input.as_bytes(), key.encoding(), Algorithm::HS256).unwrap();
+        format!("{input}.{sig}")
+    }
+
+    fn payload(now: u64, sub: &str) -> String {
+        serde_json::json!({
+            "sub": sub, "email": "p@example.com", "roles": ["admin"],
+            "iat": now, "nbf": now, "exp": now + 600, "jti": "j",
+        })
+        .to_string()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A token signed with any other key (≥ 32 bytes, different from ours) is never valid,
+        /// whatever kid it names.
+        #[test]
+        fn never_ok_without_the_right_key(
+            secret in proptest::collection::vec(any::<u8>(), 32..80),
+            kid in proptest::option::of("k1|k2|default|[a-z0-9._-]{1,20}"),
+            sub in "[a-z0-9]{1,12}",
+        ) {
+            prop_assume!(secret != SECRET);
+            let now = crate::now_unix();
+            let header = match &kid {
+                Some(kid) => serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
+                None => serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+            };
+            let token = sign(&header.to_string(), &payload(now, &sub), &secret);
+            let got = Verifier::new(&VerifierConfig::default()).verify(&token, &ring(), now);
+            prop_assert!(
+                matches!(got, Err(VerifyError::BadSignature | VerifyError::UnknownKey)),
+                "{:?}", got
+            );
+        }
+
+        /// Signed with the right key, only `alg` exactly `HS256` and only `alg`/`typ`/`kid`
+        /// are accepted: case variants, `none`, RS/ES/PS and extra parameters never are.
+        #[test]
+        fn only_hs256_with_our_parameters(
+            alg in "HS256|none|None|NONE|nOnE|hs256|HS384|HS512|RS256|ES256|PS256|[A-Za-z0-9]{0,8}",
+            extra in proptest::option::of("jku|x5u|jwk|crit|x5c|cty|b64|zip|[a-z]{1,6}"),
+        ) {
+            let now = crate::now_unix();
+            let mut header = serde_json::json!({"alg": alg, "kid": "k1"});
+            if let Some(name) = &extra {
+                header[name] = serde_json::json!("x");
+            }
+            let token = sign(&header.to_string(), &payload(now, "1"), SECRET);
+            let got = Verifier::new(&VerifierConfig::default()).verify(&token, &ring(), now);
+            let extra_ok = extra.as_deref().is_none_or(|n| n == "typ" || n == "kid" || n == "alg");
+            prop_assert_eq!(got.is_ok(), alg == "HS256" && extra_ok, "{:?}", got);
+        }
+
+        /// Arbitrary strings (including three-segment shapes) never panic and are never valid.
+        #[test]
+        fn arbitrary_text_is_never_valid(
+            a in "[A-Za-z0-9_=+/-]{0,80}", b in "[A-Za-z0-9_=+/-]{0,160}",
+            c in "[A-Za-z0-9_=+/-]{0,60}", raw in ".{0,200}",
+        ) {
+            let now = crate::now_unix();
+            let v = Verifier::new(&VerifierConfig::default());
+            let shaped = format!("{a}.{b}.{c}");
+            prop_assert!(v.verify(&shaped, &ring(), now).is_err());
+            prop_assert!(v.verify(&raw, &ring(), now).is_err());
+        }
+
+        /// Re-encoding any segment of a valid token in a non-canonical form (padding, the
+        /// `+`/`/` alphabet) is refused unless it decodes to the very same bytes.
+        #[test]
+        fn non_canonical_segments_are_refused(segment in 0usize..3, pad in 1usize..3, std_alphabet in any::<bool>()) {
+            let now = crate::now_unix();
+            let token = sign(r#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#, &payload(now, "1"), SECRET);
+            let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+            parts[segment].push_str(&"=".repeat(pad));
+            if std_alphabet {
+                parts[segment] = parts[segment].replace('-', "+").replace('_', "/");
+            }
+            let got = Verifier::new(&VerifierConfig::default()).verify(&parts.join("."), &ring(), now);
+            prop_assert!(got.is_err(), "{:?}", got);
+        }
+    }
+}

@@ -80,6 +80,26 @@ pub struct Config {
     /// Load and validate the configuration and keys, print a summary and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// login-service's revocation feed, e.g. `http://login-service:5000/revocations`. Unset:
+    /// no revocation checks (a logged-out token stays valid until it expires).
+    #[arg(long, env = "REVOCATION_FEED_URL")]
+    pub revocation_feed_url: Option<String>,
+    /// Bearer token for the feed (login-service's `REVOCATION_FEED_TOKEN`).
+    #[arg(long, env = "REVOCATION_FEED_TOKEN", hide_env_values = true)]
+    pub revocation_feed_token: Option<secrecy::SecretString>,
+    /// Without a successful feed response for this long, report NOT_SERVING (and, with
+    /// --revocation-fail-closed, refuse to decide).
+    #[arg(long, env = "REVOCATION_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub revocation_grace: Duration,
+    /// After the grace without the feed, answer checks with gRPC UNAVAILABLE (Envoy: 503)
+    /// instead of deciding with the revocations known so far.
+    #[arg(long, env = "REVOCATION_FAIL_CLOSED", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub revocation_fail_closed: bool,
+    /// How long one long poll of the feed may wait for news (login-service caps it below its
+    /// request timeout).
+    #[arg(long, env = "REVOCATION_FEED_WAIT", default_value = "8s", value_parser = parse_duration)]
+    pub revocation_feed_wait: Duration,
 }
 
 /// A configuration that parses but cannot be run. Messages never contain key bytes.
@@ -94,6 +114,9 @@ pub enum ConfigError {
     /// A zero or otherwise unusable number.
     #[error("invalid --{0}: must be greater than zero")]
     Zero(&'static str),
+    /// The revocation feed URL is not an http(s) URL.
+    #[error("invalid --revocation-feed-url: expected http://host:port/revocations")]
+    FeedUrl,
 }
 
 impl Config {
@@ -110,6 +133,12 @@ impl Config {
         }
         if self.worker_threads == Some(0) {
             return Err(ConfigError::Zero("worker-threads"));
+        }
+        if let Some(url) = &self.revocation_feed_url
+            && !reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        {
+            return Err(ConfigError::FeedUrl);
         }
         Ok(())
     }
@@ -130,6 +159,19 @@ impl Config {
         }
     }
 
+    /// How to follow the revocation feed; `None` when `--revocation-feed-url` is unset.
+    pub fn feed_config(&self) -> Option<crate::revocation::FeedConfig> {
+        let url = self.revocation_feed_url.clone()?;
+        Some(crate::revocation::FeedConfig {
+            url,
+            token: self.revocation_feed_token.clone(),
+            wait: self.revocation_feed_wait,
+            grace: self.revocation_grace,
+            fail_closed: self.revocation_fail_closed,
+            limit: 1000,
+        })
+    }
+
     /// Worker threads to start: the configured number or the CPUs available.
     pub fn effective_worker_threads(&self) -> usize {
         self.worker_threads.unwrap_or_else(|| {
@@ -143,7 +185,7 @@ impl Config {
 /// One line describing a loaded configuration: kids and settings, never secrets.
 pub fn summary(config: &Config, ring: &Keyring) -> String {
     format!(
-        "config ok: kids=[{}] default_kid={} keys_source={} grpc_addr={} grpc_uds={} metrics_addr={} issuer={} audience={} leeway_secs={} max_token_bytes={} strip_authorization={} dry_run={}",
+        "config ok: kids=[{}] default_kid={} keys_source={} grpc_addr={} grpc_uds={} metrics_addr={} issuer={} audience={} leeway_secs={} max_token_bytes={} strip_authorization={} dry_run={} revocation_feed={}",
         ring.kids().join(","),
         ring.default_kid().unwrap_or("-"),
         if config.keys.keys_dir.is_some() {
@@ -163,6 +205,7 @@ pub fn summary(config: &Config, ring: &Keyring) -> String {
         config.max_token_bytes,
         config.strip_authorization,
         config.dry_run,
+        config.revocation_feed_url.as_deref().unwrap_or("-"),
     )
 }
 

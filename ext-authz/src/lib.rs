@@ -9,6 +9,8 @@
 //! - [`service`]: the tonic `Authorization` impl converting `CheckRequest` → decision →
 //!   `CheckResponse`, with metrics and the decision log line.
 //! - [`keys`]: the lock-free ([`arc_swap`]) keyring and its reloader.
+//! - [`revocation`]: the in-memory set of revoked tokens (lock-free, like the keyring) and the
+//!   client of login-service's revocation feed; still no database.
 //! - [`server`]: binds TCP, the optional Unix socket and the metrics port, serves gRPC
 //!   health, and drains on shutdown.
 //! - [`config`], [`metrics`], [`telemetry`], [`shutdown`], [`policy`]: what their names say.
@@ -21,12 +23,13 @@ pub mod config;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod revocation;
 pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use check::{Decision, Denial, Reason, Settings, decide};
+pub use check::{Decision, Denial, Reason, Settings, decide, decide_with_revocations};
 pub use config::Config;
 pub use policy::Policy;
 

@@ -48,8 +48,18 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: &Config, ring: auth_token::Keyring) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.effective_worker_threads())
+    let workers = config.effective_worker_threads();
+    // Why: with one worker (a 1-CPU sidecar, or a process pinned to one core) a current-thread
+    // runtime serves every connection on the thread that polls the sockets: no run-queue
+    // hand-offs or cross-thread wake-ups (see BENCHMARKS.md for the CPU per check of both).
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;

@@ -7,6 +7,9 @@
 //! - `ext_authz_check_duration_seconds`: histogram of the check handler's latency.
 //! - `ext_authz_keys_loaded`: keys in the active keyring.
 //! - `ext_authz_key_reloads_total`, `ext_authz_key_reload_failures_total`.
+//! - `ext_authz_revocations_known`: entries in the in-memory revocation set.
+//! - `ext_authz_revocation_feed_lag_seconds`: time since the last successful feed response.
+//! - `ext_authz_revocation_feed_errors_total`: failed feed requests.
 //!
 //! Hot path: every `(decision, reason)` counter is created at startup and indexed by
 //! [`Reason::index`], and the latency histogram is a fixed array of atomics; recording a check
@@ -46,6 +49,9 @@ pub struct Metrics {
     keys_loaded: Gauge,
     key_reloads: Counter,
     key_reload_failures: Counter,
+    revocations_known: Gauge,
+    feed_lag: Gauge<f64, AtomicU64>,
+    feed_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -110,8 +116,29 @@ impl Metrics {
             "Keyring reloads that failed (the previous keys stay active)",
             key_reload_failures.clone(),
         );
+        let revocations_known = Gauge::default();
+        registry.register(
+            "revocations_known",
+            "Entries in the in-memory revocation set (tokens and user-wide cuts)",
+            revocations_known.clone(),
+        );
+        let feed_lag = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "revocation_feed_lag_seconds",
+            "Seconds since the last successful revocation feed response (since the start before the first)",
+            feed_lag.clone(),
+        );
+        let feed_errors = Counter::default();
+        registry.register(
+            "revocation_feed_errors",
+            "Revocation feed requests that failed",
+            feed_errors.clone(),
+        );
         Self {
             registry,
+            revocations_known,
+            feed_lag,
+            feed_errors,
             checks,
             check_errors,
             latency,
@@ -151,6 +178,22 @@ impl Metrics {
     /// Counts a reload that failed.
     pub fn record_reload_failure(&self) {
         self.key_reload_failures.inc();
+    }
+
+    /// Sets the number of entries in the revocation set.
+    pub fn set_revocations_known(&self, n: usize) {
+        self.revocations_known
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the time since the last successful feed response.
+    pub fn set_feed_lag(&self, lag: Duration) {
+        self.feed_lag.set(lag.as_secs_f64());
+    }
+
+    /// Counts a failed feed request.
+    pub fn record_feed_error(&self) {
+        self.feed_errors.inc();
     }
 
     /// The OpenMetrics text exposition of every metric.

@@ -24,6 +24,7 @@ use crate::check::Settings;
 use crate::config::Config;
 use crate::keys::{self, KeyStore};
 use crate::metrics::Metrics;
+use crate::revocation::{self, Revocations};
 use crate::service::AuthzService;
 use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
 
@@ -108,12 +109,23 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
         realm: config.realm.clone(),
         dry_run: config.dry_run,
     };
-    let service = AuthzService::new(
+    let mut service = AuthzService::new(
         Arc::clone(&store),
         settings,
         Arc::clone(&metrics),
         config.strip_authorization,
     );
+    let feed = config.feed_config();
+    let revocations = feed.as_ref().map(|feed| {
+        Arc::new(Revocations::new(
+            feed.grace,
+            feed.fail_closed,
+            config.leeway_secs,
+        ))
+    });
+    if let Some(revocations) = &revocations {
+        service = service.with_revocations(Arc::clone(revocations));
+    }
 
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
@@ -134,6 +146,15 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     health_reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
+    if revocations.is_some() {
+        // Why: until the first revocation snapshot, a revoked token would be allowed.
+        health_reporter
+            .set_not_serving::<AuthorizationServer<AuthzService>>()
+            .await;
+        health_reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+    }
 
     // `outer` is what callers pull; `stop` tells the listeners, after health flipped.
     let (trigger, outer) = shutdown::channel();
@@ -178,7 +199,23 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
             config.keys.clone(),
             config.keys_reload_interval,
             Arc::clone(&metrics),
-            stop,
+            stop.clone(),
+        ));
+    }
+
+    if let (Some(revocations), Some(feed)) = (revocations, feed) {
+        tasks.spawn(revocation::follow(
+            Arc::clone(&revocations),
+            feed,
+            Arc::clone(&metrics),
+            stop.clone(),
+        ));
+        tasks.spawn(revocation::watch(
+            revocations,
+            Arc::clone(&metrics),
+            health_reporter.clone(),
+            outer.clone(),
+            stop.clone(),
         ));
     }
 

@@ -1,4 +1,4 @@
-//! The tonic `Authorization` service: `CheckRequest` → [`decide`] → `CheckResponse`.
+//! The tonic `Authorization` service: `CheckRequest` → [`decide`](crate::check::decide) → `CheckResponse`.
 //!
 //! Envoy's rules this layer follows (see the `// Why:` comments):
 //! - a deny is `Ok(CheckResponse)` with a non-OK status and a `DeniedHttpResponse` whose HTTP
@@ -20,10 +20,11 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-use crate::check::{Decision, Denial, Settings, decide};
+use crate::check::{Decision, Denial, Settings, decide_with_revocations};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::revocation::Revocations;
 
 /// Identity header: the token's `sub`.
 pub const USER_ID_HEADER: &str = "x-auth-user-id";
@@ -42,12 +43,14 @@ pub struct AuthzService {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     keys: Arc<KeyStore>,
     settings: Settings,
     metrics: Arc<Metrics>,
     strip_authorization: bool,
+    /// Revoked tokens (`--revocation-feed-url`); `None`: no revocation checks.
+    revocations: Option<Arc<Revocations>>,
 }
 
 impl AuthzService {
@@ -64,7 +67,18 @@ impl AuthzService {
                 settings,
                 metrics,
                 strip_authorization,
+                revocations: None,
             }),
+        }
+    }
+
+    /// The same service, also refusing the tokens in `revocations` (and, when it is
+    /// fail-closed and stale, answering `UNAVAILABLE`).
+    pub fn with_revocations(self, revocations: Arc<Revocations>) -> Self {
+        let mut inner = Inner::clone(&self.inner);
+        inner.revocations = Some(revocations);
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
@@ -91,10 +105,23 @@ impl AuthzService {
             // Why: an RPC error (not a deny) lets Envoy apply failure_mode_allow/status_on_error.
             return Err(Status::unavailable("no signing keys loaded"));
         };
-        let decision = decide(
+        let revoked = inner.revocations.as_deref().map(Revocations::load);
+        // Dry run lets everything through anyway: it decides with what is known.
+        if let Some(revocations) = inner.revocations.as_deref()
+            && !inner.settings.dry_run
+            && !revocations.usable()
+        {
+            inner.metrics.record_check_error(started.elapsed());
+            tracing::error!(request_id, "revocations not in sync; cannot decide");
+            // Why: no snapshot yet, or stale with --revocation-fail-closed: an RPC error makes
+            // Envoy answer status_on_error (503) instead of letting a revoked token through.
+            return Err(Status::unavailable("revocation feed unavailable"));
+        }
+        let decision = decide_with_revocations(
             headers,
             &policy,
             ring,
+            revoked.as_deref().map(|set| &**set),
             &inner.settings,
             auth_token::now_unix(),
         );

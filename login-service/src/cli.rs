@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use crate::config::{Cli, Command, ConfigError, GlobalArgs, ServeArgs, UserCommand};
 use crate::db::{Db, DbError};
 use crate::password;
+use crate::revocations::{self, Reason};
 use crate::users::{self, EmailError};
 
 /// sysexits `EX_USAGE`: bad flags or configuration.
@@ -232,12 +233,10 @@ fn user(global: &GlobalArgs, cmd: UserCommand) -> Result<(), CliError> {
             let db = open(global)?;
             // Check first, so an unknown user is reported before asking for a password.
             let e2 = email.clone();
-            if db
-                .run_sync(move |c| users::find_by_email(c, &e2))?
-                .is_none()
-            {
+            let Some(found) = db.run_sync(move |c| users::find_by_email(c, &e2))? else {
                 return Err(CliError::NoUser(email));
-            }
+            };
+            let id = found.id;
             let pw = read_password(password_stdin)?;
             let h = hash(&pw)?;
             let e2 = email.clone();
@@ -246,7 +245,7 @@ fn user(global: &GlobalArgs, cmd: UserCommand) -> Result<(), CliError> {
                 &email,
             )?;
             eprintln!("login-service: password of {email} changed");
-            Ok(())
+            revoke_all(global, &db, &email, id, Reason::Password)
         }
         UserCommand::Disable { email } => set_disabled(global, &email, true),
         UserCommand::Enable { email } => set_disabled(global, &email, false),
@@ -254,9 +253,22 @@ fn user(global: &GlobalArgs, cmd: UserCommand) -> Result<(), CliError> {
             let email = users::normalize_email(&email)?;
             let db = open(global)?;
             let e2 = email.clone();
+            let Some(found) = db.run_sync(move |c| users::find_by_email(c, &e2))? else {
+                return Err(CliError::NoUser(email));
+            };
+            let e2 = email.clone();
             expect_one(db.run_sync(move |c| users::remove(c, &e2))?, &email)?;
             eprintln!("login-service: user {email} removed");
-            Ok(())
+            revoke_all(global, &db, &email, found.id, Reason::Removed)
+        }
+        UserCommand::Revoke { email } => {
+            let email = users::normalize_email(&email)?;
+            let db = open(global)?;
+            let e2 = email.clone();
+            let Some(found) = db.run_sync(move |c| users::find_by_email(c, &e2))? else {
+                return Err(CliError::NoUser(email));
+            };
+            revoke_all(global, &db, &email, found.id, Reason::Admin)
         }
         UserCommand::List => {
             let db = open(global)?;
@@ -299,17 +311,39 @@ fn set_disabled(global: &GlobalArgs, email: &str, disabled: bool) -> Result<(), 
     let db = open(global)?;
     let e2 = email.clone();
     // Look up first: MySQL may report 0 changed rows when the flag already has that value.
-    if db
-        .run_sync(move |c| users::find_by_email(c, &e2))?
-        .is_none()
-    {
+    let Some(found) = db.run_sync(move |c| users::find_by_email(c, &e2))? else {
         return Err(CliError::NoUser(email));
-    }
+    };
     let e2 = email.clone();
     db.run_sync(move |c| users::set_disabled(c, &e2, disabled))?;
     eprintln!(
         "login-service: user {email} {}",
         if disabled { "disabled" } else { "enabled" }
     );
+    if disabled {
+        revoke_all(global, &db, &email, found.id, Reason::Disabled)
+    } else {
+        Ok(())
+    }
+}
+
+/// Revokes every token of user `id` issued until now. Runs after the account change, so a
+/// login racing the change cannot slip a token past the revocation.
+fn revoke_all(
+    global: &GlobalArgs,
+    db: &Db,
+    email: &str,
+    id: i32,
+    reason: Reason,
+) -> Result<(), CliError> {
+    let ttl = global.max_token_ttl;
+    let now = revocations::now_secs();
+    db.run_sync(move |c| revocations::revoke_user(c, &id.to_string(), now, ttl, reason))
+        .map_err(|e| {
+            CliError::Database(format!(
+                "{e}: the tokens of {email} were NOT revoked; retry with `login-service user revoke`"
+            ))
+        })?;
+    eprintln!("login-service: tokens of {email} issued until now revoked");
     Ok(())
 }

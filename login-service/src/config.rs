@@ -12,6 +12,8 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::db::{DbUrl, PoolSettings, UrlError};
 use crate::lockout::Policy;
+use crate::revocations::RevocationSettings;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// `login-service`: issues access tokens for e-mail/password logins, and administers accounts.
 #[derive(Debug, Parser)]
@@ -77,6 +79,12 @@ pub enum UserCommand {
         /// E-mail address.
         email: String,
     },
+    /// Revoke every token of the account issued until now ("sign out everywhere"); new logins
+    /// work. passwd, disable and remove do this too.
+    Revoke {
+        /// E-mail address.
+        email: String,
+    },
     /// List accounts: id, email, admin, disabled, locked.
     List,
 }
@@ -105,6 +113,10 @@ pub struct GlobalArgs {
     /// How long to wait for a database connection before answering 503 (e.g. `3s`).
     #[arg(long, env = "DB_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration, global = true)]
     pub db_connect_timeout: Duration,
+    /// How long a user-wide revocation (passwd, disable, remove, `user revoke`) is kept: at
+    /// least the longest token lifetime (`serve` uses the larger of this and --token-ttl).
+    #[arg(long, env = "MAX_TOKEN_TTL", default_value = "24h", value_parser = parse_duration, global = true)]
+    pub max_token_ttl: Duration,
     /// Log format.
     #[arg(
         long,
@@ -185,6 +197,13 @@ pub struct ServeArgs {
     /// How long in-flight requests may finish after SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// When set, `GET /revocations` requires `Authorization: Bearer <this>` (ext-authz's
+    /// `--revocation-feed-token`).
+    #[arg(long, env = "REVOCATION_FEED_TOKEN", hide_env_values = true)]
+    pub revocation_feed_token: Option<SecretString>,
+    /// How often expired revocations are deleted from the database.
+    #[arg(long, env = "REVOCATION_CLEANUP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub revocation_cleanup_interval: Duration,
 }
 
 /// A configuration the service refuses to start with (exit 64).
@@ -241,6 +260,8 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Drain deadline.
     pub shutdown_timeout: Duration,
+    /// `/logout`, the revocation feed and its cleanup.
+    pub revocation: RevocationSettings,
 }
 
 impl GlobalArgs {
@@ -330,6 +351,14 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             max_header_bytes: self.max_header_bytes,
             shutdown_timeout: self.shutdown_timeout,
+            revocation: RevocationSettings {
+                feed_token: self
+                    .revocation_feed_token
+                    .clone()
+                    .filter(|t| !t.expose_secret().is_empty()),
+                user_ttl: global.max_token_ttl.max(self.token_ttl),
+                cleanup_interval: self.revocation_cleanup_interval,
+            },
         })
     }
 }

@@ -113,3 +113,78 @@ mod tests {
         assert_eq!(parse_basic(Some(&[0xff, 0x20])).unwrap_err(), Malformed);
     }
 }
+
+/// Property tests of the Basic parser: round trip, no panics, and no credentials from bytes
+/// that are not a well-formed `Basic` header.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD as ENC;
+    use proptest::prelude::*;
+    use secrecy::ExposeSecret;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any user-id without `:` and any password (SQL, quotes, colons, non-ASCII) round-trip,
+        /// whatever the scheme's case, the padding and the surrounding whitespace.
+        #[test]
+        fn round_trips(
+            email in "[^:]{0,40}",
+            password in ".{0,60}",
+            scheme in "[bB][aA][sS][iI][cC]",
+            strip_padding in any::<bool>(),
+            spaces in 1usize..4,
+        ) {
+            let mut encoded = ENC.encode(format!("{email}:{password}"));
+            if strip_padding {
+                encoded = encoded.trim_end_matches('=').to_owned();
+            }
+            let header = format!(" {scheme}{}{encoded} ", " ".repeat(spaces));
+            let c = parse_basic(Some(header.as_bytes())).unwrap();
+            prop_assert_eq!(c.email, email);
+            prop_assert_eq!(c.password.expose_secret(), password.as_str());
+        }
+
+        /// Arbitrary bytes never panic; whatever is accepted has a colon-free user-id and
+        /// decodes back to exactly `user-id:password`.
+        #[test]
+        fn arbitrary_bytes(raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(c) = parse_basic(Some(&raw)) {
+                prop_assert!(!c.email.contains(':'));
+                let text = std::str::from_utf8(&raw).unwrap().trim();
+                let payload = text.split_once(' ').unwrap().1.trim();
+                let decoded = B64.decode(payload).unwrap();
+                let joined = format!("{}:{}", c.email, c.password.expose_secret());
+                prop_assert_eq!(decoded, joined.into_bytes());
+            }
+        }
+
+        /// A payload that is not UTF-8 is malformed, never a lossy user-id or password.
+        #[test]
+        fn invalid_utf8_is_malformed(
+            prefix in proptest::collection::vec(any::<u8>(), 0..20),
+            // Never valid whatever follows: 0xff, a lead byte before ASCII, a surrogate.
+            bad in prop_oneof![Just(vec![0xffu8]), Just(vec![0xc3u8, b'(']), Just(vec![0xed, 0xa0, 0x80])],
+            suffix in proptest::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let bytes = [prefix, b":".to_vec(), bad, suffix].concat();
+            let header = format!("Basic {}", ENC.encode(&bytes));
+            prop_assert_eq!(
+                parse_basic(Some(header.as_bytes())).unwrap_err(),
+                CredentialsError::Malformed
+            );
+        }
+
+        /// Any other scheme is "missing", never parsed as Basic.
+        #[test]
+        fn other_schemes_are_missing(scheme in "[A-Za-z]{1,10}", rest in "[ -~]{0,40}") {
+            prop_assume!(!scheme.eq_ignore_ascii_case("basic"));
+            let header = format!("{scheme} {rest}");
+            prop_assert_eq!(
+                parse_basic(Some(header.as_bytes())).unwrap_err(),
+                CredentialsError::Missing
+            );
+        }
+    }
+}

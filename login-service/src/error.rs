@@ -63,6 +63,19 @@ pub enum ApiError {
     /// The request did not complete within the configured timeout.
     #[error("request timeout")]
     Timeout,
+    /// No `Authorization: Bearer` token (`/logout`, `/revocations` with a feed token).
+    #[error("missing bearer token")]
+    MissingToken,
+    /// The bearer token is invalid, expired, or not the feed token.
+    #[error("invalid token")]
+    InvalidToken,
+    /// Query parameters that do not parse.
+    #[error("invalid request")]
+    InvalidRequest,
+    /// A revocation feed cursor beyond the newest row (the database was replaced): the
+    /// follower must start again from `since=0`.
+    #[error("cursor ahead of the feed")]
+    CursorAhead,
 }
 
 impl ApiError {
@@ -125,6 +138,26 @@ impl ApiError {
                 "request_timeout",
                 "request took too long",
             ),
+            Self::MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "missing bearer token: send Authorization: Bearer <token>",
+            ),
+            Self::InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "invalid or expired token",
+            ),
+            Self::InvalidRequest => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "invalid query parameters",
+            ),
+            Self::CursorAhead => (
+                StatusCode::CONFLICT,
+                "cursor_ahead",
+                "the cursor is ahead of the revocation feed: start again from since=0",
+            ),
         }
     }
 
@@ -136,6 +169,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Self::HeadersTooLarge,
             StatusCode::REQUEST_TIMEOUT => Self::Timeout,
+            StatusCode::BAD_REQUEST => Self::InvalidRequest,
             StatusCode::SERVICE_UNAVAILABLE => Self::DatabaseUnavailable,
             s if s.is_server_error() => Self::Internal,
             _ => return None,
@@ -163,7 +197,16 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": code, "message": message });
         let mut resp = (status, Json(body)).into_response();
         let headers = resp.headers_mut();
-        if status == StatusCode::UNAUTHORIZED {
+        if matches!(self, Self::MissingToken | Self::InvalidToken) {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(if matches!(self, Self::InvalidToken) {
+                    "Bearer realm=\"login-service\", error=\"invalid_token\""
+                } else {
+                    "Bearer realm=\"login-service\""
+                }),
+            );
+        } else if status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(concat!(

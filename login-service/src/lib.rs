@@ -13,6 +13,7 @@ pub mod error;
 pub mod lockout;
 pub mod metrics;
 pub mod password;
+pub mod revocations;
 pub mod routes;
 pub mod schema;
 pub mod server;

@@ -1,4 +1,5 @@
-//! The HTTP API: `POST /login`, `GET /healthz`, `GET /readyz`, `GET /metrics`, and the layers
+//! The HTTP API: `POST /login`, `POST /logout` and `GET /revocations` (in
+//! [`crate::revocations`]), `GET /healthz`, `GET /readyz`, `GET /metrics`, and the layers
 //! around them (body/header limits, timeout, JSON errors for everything).
 
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +81,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_header_bytes = s.max_header_bytes;
     Router::new()
         .route("/login", post(login))
+        .route("/logout", post(crate::revocations::logout))
+        .route("/revocations", get(crate::revocations::feed))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -272,6 +275,25 @@ async fn authenticate(
         .verify(user.as_ref().map(|u| u.password.clone()), password.clone())
         .await?;
 
+    // Why: a lock may have been written by a concurrent request (on any replica) while this one
+    // waited for the hasher; without this second look, a burst of guesses that all passed the
+    // check above was answered in full (unbounded guesses per lock, and a right guess logged in
+    // during the lock). Accounts and unknown e-mails alike, so 401/429 stays uninformative.
+    let lock_id = user.as_ref().map_or(users::NO_ACCOUNT_ID, |u| u.id);
+    let lock_end = state.db.run(move |c| users::lock_end(c, lock_id)).await?;
+    let now = Utc::now().naive_utc();
+    let wait = match &user {
+        Some(_) => lock_end
+            .filter(|t| *t > now)
+            .map(|until| (until - now).to_std().unwrap_or_default()),
+        None => state.unknown_emails.check(&tracker_key, Instant::now()),
+    };
+    if let Some(wait) = wait {
+        return Err(ApiError::Locked {
+            retry_after: retry_after_secs(wait),
+        });
+    }
+
     match (user, verdict) {
         (Some(u), Verification::Match { needs_rehash }) if !u.disabled => {
             let upgrade = if needs_rehash {
@@ -280,7 +302,8 @@ async fn authenticate(
                 None
             };
             let u2 = u.clone();
-            state
+            let now = crate::revocations::now_secs();
+            let cutoff = state
                 .db
                 .run(move |c| {
                     users::record_success(c, &u2)?;
@@ -291,12 +314,15 @@ async fn authenticate(
                             "password hash upgraded to current parameters"
                         );
                     }
-                    Ok(())
+                    crate::revocations::user_cutoff(c, &u2.id.to_string(), now)
                 })
                 .await?;
+            // Why: `iat` has one-second resolution; a token issued in the second of a user-wide
+            // revocation would be revoked by it (`iat <= T`), so it is dated after it.
+            let iat = crate::revocations::fresh_iat(cutoff).await;
             // Why: the address counter is not reset by a success, or one valid account would
             // let an attacker clear it between guesses; it decays after the reset window.
-            issue(s, &u)
+            issue(s, &u, iat)
         }
         // Why: a disabled account answers like a wrong password (the account state is not
         // revealed) but is not counted as a failure: the password was right. The no-op failure
@@ -349,16 +375,10 @@ async fn rehash(state: &AppState, password: Arc<SecretString>) -> Option<String>
     }
 }
 
-fn issue(s: &Settings, u: &User) -> Result<auth_token::Issued, ApiError> {
+fn issue(s: &Settings, u: &User, iat: u64) -> Result<auth_token::Issued, ApiError> {
     let key = s.keys.get(Some(&s.signing_kid)).ok_or(ApiError::Internal)?;
     s.issuer
-        .issue(
-            key,
-            &u.id.to_string(),
-            &u.email,
-            &u.roles(),
-            auth_token::now_unix(),
-        )
+        .issue(key, &u.id.to_string(), &u.email, &u.roles(), iat)
         .map_err(|e| {
             warn!(error = %e, "token signing failed");
             ApiError::Internal

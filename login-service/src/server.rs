@@ -31,6 +31,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let drain = state.settings.shutdown_timeout;
+    let cleanup = tokio::spawn(crate::revocations::cleanup_loop(
+        Arc::clone(&state),
+        state.settings.revocation.cleanup_interval,
+    ));
+    // Stops the cleanup however `serve` ends.
+    let _cleanup = AbortOnDrop(cleanup);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app)
@@ -85,4 +91,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     info!(%addr, backend, signing_kid, "login-service listening");
     serve(listener, state, shutdown_signal()).await
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

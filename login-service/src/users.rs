@@ -187,6 +187,18 @@ pub fn record_success(conn: &mut DbConn, u: &User) -> QueryResult<()> {
         .map(|_| ())
 }
 
+/// The current `locked_until` of account `id` (`None` when unset or there is no such row): the
+/// login handler reads it again after the password check, when a concurrent failure may have
+/// locked the account.
+pub fn lock_end(conn: &mut DbConn, id: i32) -> QueryResult<Option<NaiveDateTime>> {
+    user::table
+        .find(id)
+        .select(user::locked_until)
+        .first::<Option<NaiveDateTime>>(conn)
+        .optional()
+        .map(Option::flatten)
+}
+
 /// An id no row has (AUTO_INCREMENT starts at 1): [`record_failure`] with it runs the same
 /// statements as for a real account and changes nothing, so a failed login costs the same
 /// database round trips whether or not the account exists.

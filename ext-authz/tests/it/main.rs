@@ -3,5 +3,6 @@
 
 mod binary;
 mod grpc;
+mod revocation;
 mod rotation;
 mod support;

@@ -156,6 +156,7 @@ pub fn settings(db: &TestDb) -> Settings {
         max_body_bytes: 1024,
         max_header_bytes: 8192,
         shutdown_timeout: Duration::from_secs(2),
+        revocation: login_service::revocations::RevocationSettings::default(),
     }
 }
 

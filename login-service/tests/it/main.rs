@@ -8,4 +8,6 @@ mod errors;
 mod lockout;
 mod login;
 mod outage;
+mod races;
+mod revocation;
 mod token;

@@ -209,3 +209,147 @@ async fn starts_while_database_is_down() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "database_unavailable");
 }
+
+/// The database killed and restarted while clients keep logging in: answers are 200 or 503
+/// only (never a 401 that would count against the account, never a 500), login-service
+/// recovers without a restart, and every user row is byte-for-byte what it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_under_login_load_loses_no_rows_mysql() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let mut server = tokio::task::spawn_blocking(|| {
+        let mut s = PrivateMariadb::install();
+        s.start();
+        s
+    })
+    .await
+    .unwrap();
+    let base = server.base_url();
+    let db = tokio::task::spawn_blocking(move || TestDb::mysql_at(&base))
+        .await
+        .unwrap();
+    let app = spawn_app_with(db, |s| {
+        s.pool.connection_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let users = [
+        ("load1@example.com", "pw-one"),
+        ("load2@example.com", "pw-two"),
+        ("load3@example.com", "pw-three"),
+    ];
+    for (i, (email, password)) in users.iter().enumerate() {
+        app.add_user(email, password, i == 0).await;
+    }
+    let rows = || async {
+        let all = app.state.db.run(login_service::users::list).await.unwrap();
+        format!("{all:?}")
+    };
+    let before = rows().await;
+
+    // One client per user, logging in until told to stop (bounded).
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let url = app.url("/login");
+    let mut clients = Vec::new();
+    for (i, (email, password)) in users.iter().enumerate() {
+        let (stop, url, answered) = (stop.clone(), url.clone(), answered.clone());
+        let auth = crate::helpers::basic(format!("{email}:{password}").as_bytes());
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..5_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let r = client
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("x-forwarded-for", format!("192.0.2.{}", 50 + i))
+                    .send()
+                    .await
+                    .unwrap();
+                seen.push((Instant::now(), r.status().as_u16()));
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            seen
+        }));
+    }
+    let served = |n: usize| {
+        let answered = answered.clone();
+        poll(Duration::from_secs(60), move || {
+            let done = answered.load(Ordering::Relaxed) >= n;
+            async move { done.then_some(()) }
+        })
+    };
+    assert!(served(30).await.is_some(), "no load before the outage");
+
+    let killed = Instant::now();
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.kill();
+        server
+    })
+    .await
+    .unwrap();
+    let r = poll(Duration::from_secs(30), || async {
+        let r = app.login("load2@example.com", "pw-two", "192.0.2.61").await;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    assert!(r.is_some(), "no 503 while the database was down");
+    let first_503 = killed.elapsed();
+
+    let restarted = Instant::now();
+    let server = tokio::task::spawn_blocking(move || {
+        server.start();
+        server
+    })
+    .await
+    .unwrap();
+    let ok = poll(Duration::from_secs(60), || async {
+        let r = app
+            .login("load3@example.com", "pw-three", "192.0.2.62")
+            .await;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "login did not recover after the restart");
+    let recovery = restarted.elapsed();
+    let so_far = answered.load(Ordering::Relaxed);
+    assert!(
+        served(so_far + 30).await.is_some(),
+        "no load after the outage"
+    );
+    stop.store(true, Ordering::Relaxed);
+
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut last_ok_after_restart = false;
+    for client in clients {
+        let seen = client.await.unwrap();
+        for (at, status) in &seen {
+            *statuses.entry(*status).or_default() += 1;
+            if *at > restarted && *status == 200 {
+                last_ok_after_restart = true;
+            }
+        }
+    }
+    println!(
+        "database outage under load: statuses {statuses:?}; first 503 {first_503:?} after the \
+         kill; login back {recovery:?} after mariadbd restart began"
+    );
+    assert!(
+        statuses.keys().all(|s| matches!(s, 200 | 503)),
+        "unexpected statuses {statuses:?}"
+    );
+    assert!(statuses.get(&503).is_some_and(|n| *n > 0), "{statuses:?}");
+    assert!(last_ok_after_restart, "the load clients never recovered");
+    assert_eq!(rows().await, before, "user rows changed across the outage");
+    for (email, password) in users {
+        assert_eq!(app.login(email, password, "192.0.2.63").await.status(), 200);
+    }
+    drop(app);
+    drop(server);
+}

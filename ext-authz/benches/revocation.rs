@@ -1,0 +1,183 @@
+//! The cost of revocation checks on the hot path: the full `CheckRequest` → `CheckResponse`
+//! conversion and the pure decision, without revocations and with 100k active revocations
+//! (90k tokens + 10k user-wide cuts, none matching the token), plus the cost of rebuilding a
+//! 100k set for one new feed entry (what a logout costs each replica, off the hot path).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth_token::{Issuer, Key, Keyring, Verifier, VerifierConfig};
+use criterion::{Criterion, criterion_group, criterion_main};
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use ext_authz::keys::KeyStore;
+use ext_authz::metrics::Metrics;
+use ext_authz::revocation::{Entry, RevocationSet, Revocations};
+use ext_authz::service::AuthzService;
+use ext_authz::{Policy, Settings, decide, decide_with_revocations};
+
+const SECRET: &[u8] = b"benchmark-secret-0123456789abcdef0123";
+const ENTRIES: i64 = 100_000;
+
+fn ring() -> Keyring {
+    Keyring::from_keys(vec![Key::new("k1", SECRET).unwrap()], None).unwrap()
+}
+
+fn request(token: &str) -> CheckRequest {
+    let headers: HashMap<String, String> = [
+        (":authority", "edge.example.com"),
+        (":method", "GET"),
+        (":path", "/api/items?page=2"),
+        (":scheme", "https"),
+        ("accept", "application/json"),
+        ("user-agent", "bench/1.0"),
+        ("x-request-id", "0b7d8f8e-5d1c-4f0e-9d55-3c2c6c2f2a11"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .chain([("authorization".to_owned(), format!("Bearer {token}"))])
+    .collect();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: HashMap::from([("require_roles".to_owned(), "admin".to_owned())]),
+            ..Default::default()
+        }),
+    }
+}
+
+/// 90% single tokens (uuid-like jtis), 10% user-wide cuts, all live for an hour.
+fn entries(now: i64) -> Vec<Entry> {
+    (0..ENTRIES)
+        .map(|i| Entry {
+            id: i + 1,
+            sub: format!("{}", 1_000_000 + i),
+            jti: (i % 10 != 0).then(|| format!("{:032x}", 0x5eed_u128 * 1_000_003 + i as u128)),
+            revoked_at: now,
+            expires_at: now + 3600,
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let ring = ring();
+    let now = auth_token::now_unix();
+    let now_i = i64::try_from(now).unwrap();
+    let token = Issuer {
+        ttl: Duration::from_secs(3600),
+        issuer: None,
+        audience: None,
+    }
+    .issue(
+        ring.get(Some("k1")).unwrap(),
+        "12345",
+        "bench@example.com",
+        &["admin".to_owned()],
+        now,
+    )
+    .unwrap()
+    .token;
+    let settings = Settings {
+        verifier: Verifier::new(&VerifierConfig::default()),
+        realm: "edge".into(),
+        dry_run: false,
+    };
+    let all = entries(now_i);
+    let mut set = RevocationSet::default();
+    set.insert(&all, now, 30);
+    assert_eq!(set.len(), usize::try_from(ENTRIES).unwrap());
+
+    // The pure decision.
+    let req = request(&token);
+    let headers = &req
+        .attributes
+        .as_ref()
+        .unwrap()
+        .request
+        .as_ref()
+        .unwrap()
+        .http
+        .as_ref()
+        .unwrap()
+        .headers;
+    let policy = Policy::require_roles("admin");
+    c.bench_function("decide_allow_no_revocations", |b| {
+        b.iter(|| decide(black_box(headers), &policy, &ring, &settings, now))
+    });
+    c.bench_function("decide_allow_100k_revocations", |b| {
+        b.iter(|| {
+            decide_with_revocations(
+                black_box(headers),
+                &policy,
+                &ring,
+                Some(&set),
+                &settings,
+                now,
+            )
+        })
+    });
+
+    // The whole check, as the gRPC handler runs it.
+    let plain = AuthzService::new(
+        Arc::new(KeyStore::new(self::ring())),
+        settings.clone(),
+        Arc::new(Metrics::new()),
+        false,
+    );
+    let revocations = Arc::new(Revocations::new(Duration::from_secs(30), false, 30));
+    revocations.store(set.clone());
+    revocations.mark_synced();
+    let with = AuthzService::new(
+        Arc::new(KeyStore::new(self::ring())),
+        settings.clone(),
+        Arc::new(Metrics::new()),
+        false,
+    )
+    .with_revocations(Arc::clone(&revocations));
+    assert!(with.check_request(&req).is_ok());
+    c.bench_function("check_request_allow_no_revocations", |b| {
+        b.iter(|| plain.check_request(black_box(&req)).unwrap())
+    });
+    c.bench_function("check_request_allow_100k_revocations", |b| {
+        b.iter(|| with.check_request(black_box(&req)).unwrap())
+    });
+
+    // The added work in isolation: one ArcSwap load plus the two lookups of a miss.
+    let claims = settings.verifier.verify(&token, &ring, now).unwrap();
+    c.bench_function("revocation_lookup_100k", |b| {
+        b.iter(|| revocations.load().is_revoked(black_box(&claims)))
+    });
+
+    // Off the hot path: one feed batch (one logout) against a 100k set.
+    let one = [Entry {
+        id: ENTRIES + 1,
+        sub: "42".into(),
+        jti: Some("ffffffffffffffffffffffffffffffff".into()),
+        revoked_at: now_i,
+        expires_at: now_i + 3600,
+    }];
+    let mut group = c.benchmark_group("rebuild");
+    group.sample_size(20);
+    group.bench_function("rebuild_100k_plus_one", |b| {
+        b.iter(|| black_box(set.with(&one, now, 30)).len())
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

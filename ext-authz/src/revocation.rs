@@ -1,0 +1,666 @@
+//! Revoked tokens, known in memory and followed from login-service's feed: ext-authz stays
+//! database-free.
+//!
+//! - [`RevocationSet`]: an immutable set — `jti → exp` for single tokens, `sub → cut` for
+//!   user-wide revocations (every token of that user with `iat <= cut`). Checks read it through
+//!   [`Revocations::load`] (one [`arc_swap`] load: no lock, no I/O) and do at most two hash
+//!   lookups. A batch from the feed builds a new set (copy + insert + drop expired) and swaps it
+//!   in (writers — feed and expiry sweep — take a mutex among themselves; readers never); batches are rare (a logout, a password change), so copying beats a concurrent map on
+//!   the read side, which is the one that must stay flat (`benches/check.rs` measures both: the
+//!   check with 100k revocations, and rebuilding a 100k set).
+//! - Entries are dropped once they cannot matter: `expires_at` plus the verifier's leeway has
+//!   passed (after that the verifier refuses the token by itself). The set is therefore bounded
+//!   by the revocations in force.
+//! - [`follow`]: the feed client. `GET <url>?since=0&wait=0` pages through the snapshot, then
+//!   long-polls `?since=<cursor>&wait=<--revocation-feed-wait>` (409 `cursor_ahead`: the feed's
+//!   database was replaced, take a new snapshot); errors back off (250 ms → 5 s),
+//!   are counted and logged once per distinct message.
+//! - [`watch`]: every 500 ms, updates the lag gauge, drops expired entries, and drives gRPC
+//!   health: NOT_SERVING until the first complete snapshot and whenever the last successful
+//!   feed response is older than `--revocation-grace`. Checks fail with `UNAVAILABLE` before the
+//!   first snapshot and, with `--revocation-fail-closed`, when the feed is stale (see
+//!   [`Revocations::usable`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, Guard};
+use auth_token::Claims;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use tonic_health::ServingStatus;
+
+use crate::metrics::Metrics;
+use crate::service::AuthzService;
+use crate::shutdown::ShutdownSignal;
+
+/// One entry of the feed (login-service's `revocation` row).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Entry {
+    /// Feed cursor.
+    pub id: i64,
+    /// User id (`sub`).
+    pub sub: String,
+    /// One token; `None`: every token of `sub` with `iat <= revoked_at`.
+    #[serde(default)]
+    pub jti: Option<String>,
+    /// Unix seconds of the revocation.
+    pub revoked_at: i64,
+    /// Unix seconds after which the entry covers no valid token.
+    pub expires_at: i64,
+}
+
+/// A page of the feed.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    /// The cursor to ask from next time.
+    pub cursor: i64,
+    /// More entries wait: ask again at once.
+    #[serde(default)]
+    pub more: bool,
+    /// Entries in cursor order.
+    pub revocations: Vec<Entry>,
+}
+
+/// A user-wide revocation: tokens with `iat <= cut` are revoked until `expires_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UserCut {
+    cut: u64,
+    expires_at: u64,
+}
+
+/// The revoked tokens known at one point: immutable, replaced whole.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationSet {
+    tokens: HashMap<Box<str>, u64>,
+    users: HashMap<Box<str>, UserCut>,
+}
+
+fn unsigned(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl RevocationSet {
+    /// True when `claims` (a token that verified) is revoked: its `jti` is listed, or its user
+    /// has a cut at or after its `iat`.
+    pub fn is_revoked(&self, claims: &Claims) -> bool {
+        if !self.users.is_empty()
+            && let Some(user) = self.users.get(claims.sub.as_str())
+            && claims.iat <= user.cut
+        {
+            return true;
+        }
+        !self.tokens.is_empty() && self.tokens.contains_key(claims.jti.as_str())
+    }
+
+    /// Entries held (tokens + users).
+    pub fn len(&self) -> usize {
+        self.tokens.len() + self.users.len()
+    }
+
+    /// True when nothing is revoked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `entries`, skipping those already expired at `now` (with `leeway` seconds).
+    pub fn insert(&mut self, entries: &[Entry], now: u64, leeway: u64) {
+        for e in entries {
+            let expires_at = unsigned(e.expires_at);
+            if expires_at.saturating_add(leeway) < now {
+                continue;
+            }
+            match &e.jti {
+                Some(jti) => {
+                    let exp = self.tokens.entry(jti.as_str().into()).or_insert(0);
+                    *exp = (*exp).max(expires_at);
+                }
+                None => {
+                    let cut = unsigned(e.revoked_at);
+                    let user = self
+                        .users
+                        .entry(e.sub.as_str().into())
+                        .or_insert(UserCut { cut, expires_at });
+                    user.cut = user.cut.max(cut);
+                    user.expires_at = user.expires_at.max(expires_at);
+                }
+            }
+        }
+    }
+
+    /// A copy with `entries` added and expired entries dropped.
+    pub fn with(&self, entries: &[Entry], now: u64, leeway: u64) -> Self {
+        let mut next = self.clone();
+        next.prune(now, leeway);
+        next.insert(entries, now, leeway);
+        next
+    }
+
+    /// True when some entry expired (so [`RevocationSet::prune`] would drop something).
+    pub fn has_expired(&self, now: u64, leeway: u64) -> bool {
+        let gone = |exp: u64| exp.saturating_add(leeway) < now;
+        self.tokens.values().any(|&e| gone(e)) || self.users.values().any(|u| gone(u.expires_at))
+    }
+
+    /// Drops entries whose `expires_at + leeway` is before `now`.
+    pub fn prune(&mut self, now: u64, leeway: u64) {
+        let keep = |exp: u64| exp.saturating_add(leeway) >= now;
+        self.tokens.retain(|_, &mut e| keep(e));
+        self.users.retain(|_, u| keep(u.expires_at));
+    }
+}
+
+/// How to follow the feed (`--revocation-*` flags).
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    /// `GET` endpoint, e.g. `http://login-service:5000/revocations`.
+    pub url: String,
+    /// Sent as `Authorization: Bearer` when set.
+    pub token: Option<SecretString>,
+    /// Long-poll wait asked of the server.
+    pub wait: Duration,
+    /// Without a successful feed response for this long: NOT_SERVING (and, when
+    /// `fail_closed`, checks fail with UNAVAILABLE).
+    pub grace: Duration,
+    /// Refuse to decide (gRPC UNAVAILABLE → Envoy's 503) when the feed is stale.
+    pub fail_closed: bool,
+    /// Entries per page.
+    pub limit: u32,
+}
+
+/// The shared revocation state: the active set and the feed's freshness.
+#[derive(Debug)]
+pub struct Revocations {
+    set: ArcSwap<RevocationSet>,
+    /// Serialises writers (feed batches, expiry sweeps) so neither overwrites the other's
+    /// update; readers never take it.
+    writer: Mutex<()>,
+    /// Unix milliseconds of the last successful feed response; 0 before the first snapshot.
+    synced_ms: AtomicU64,
+    /// Unix milliseconds of the start (staleness before the first snapshot counts from here).
+    started_ms: u64,
+    grace_ms: u64,
+    fail_closed: bool,
+    leeway: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Revocations {
+    /// Empty, never synced. `leeway` is the verifier's `exp` leeway (seconds).
+    pub fn new(grace: Duration, fail_closed: bool, leeway: u64) -> Self {
+        Self {
+            set: ArcSwap::from_pointee(RevocationSet::default()),
+            writer: Mutex::new(()),
+            synced_ms: AtomicU64::new(0),
+            started_ms: now_ms(),
+            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            fail_closed,
+            leeway,
+        }
+    }
+
+    /// The active set, for one check. Lock-free.
+    pub fn load(&self) -> Guard<Arc<RevocationSet>> {
+        self.set.load()
+    }
+
+    /// Replaces the active set.
+    pub fn store(&self, set: RevocationSet) {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.set.store(Arc::new(set));
+    }
+
+    /// Builds the next set from the active one with `f` (`None`: keep it) and swaps it in, one
+    /// writer at a time. Returns the size of the active set afterwards.
+    pub fn update(&self, f: impl FnOnce(&RevocationSet) -> Option<RevocationSet>) -> usize {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.set.load_full();
+        match f(&current) {
+            Some(next) => {
+                let len = next.len();
+                self.set.store(Arc::new(next));
+                len
+            }
+            None => current.len(),
+        }
+    }
+
+    /// Records a successful feed response.
+    pub fn mark_synced(&self) {
+        self.synced_ms.store(now_ms().max(1), Ordering::Release);
+    }
+
+    /// True once a complete snapshot was received.
+    pub fn ever_synced(&self) -> bool {
+        self.synced_ms.load(Ordering::Acquire) != 0
+    }
+
+    /// Milliseconds since the last successful feed response (or since the start).
+    pub fn lag_ms(&self, now_ms: u64) -> u64 {
+        let synced = self.synced_ms.load(Ordering::Acquire);
+        let since = if synced == 0 { self.started_ms } else { synced };
+        now_ms.saturating_sub(since)
+    }
+
+    /// Ready: a snapshot was received and the feed is not older than the grace.
+    pub fn healthy(&self, now_ms: u64) -> bool {
+        self.ever_synced() && self.lag_ms(now_ms) <= self.grace_ms
+    }
+
+    /// Whether checks may be decided (else they are answered `UNAVAILABLE`):
+    /// - before the first snapshot: no (nothing is known, a revoked token would pass) — except
+    ///   fail-open once the grace after the start has passed;
+    /// - after it: fail-open always (enforcing what is known); fail-closed while the last
+    ///   successful feed response is not older than the grace.
+    ///
+    /// One atomic load (plus a clock read when it matters).
+    pub fn usable(&self) -> bool {
+        let synced = self.ever_synced();
+        if synced && !self.fail_closed {
+            return true;
+        }
+        let within_grace = self.lag_ms(now_ms()) <= self.grace_ms;
+        if synced {
+            within_grace
+        } else {
+            !self.fail_closed && !within_grace
+        }
+    }
+
+    /// The `exp` leeway (seconds) entries are kept for.
+    pub fn leeway(&self) -> u64 {
+        self.leeway
+    }
+}
+
+/// Why one feed request failed.
+#[derive(Debug, thiserror::Error)]
+enum FeedError {
+    #[error("feed request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("feed answered HTTP {0}")]
+    Status(u16),
+    /// 409: our cursor is beyond the feed's newest entry (its database was replaced).
+    #[error("feed cursor is ahead of the feed (database replaced?): taking a new snapshot")]
+    CursorAhead,
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    config: &FeedConfig,
+    since: i64,
+    wait: Duration,
+) -> Result<Page, FeedError> {
+    let mut request = client
+        .get(&config.url)
+        .query(&[
+            ("since", since.to_string()),
+            ("wait", wait.as_secs().to_string()),
+            ("limit", config.limit.to_string()),
+        ])
+        // Why: the server holds a long poll for `wait`; allow for that plus a slow answer.
+        .timeout(wait + Duration::from_secs(5));
+    if let Some(token) = &config.token {
+        request = request.bearer_auth(token.expose_secret());
+    }
+    let response = request.send().await?;
+    if response.status() == reqwest::StatusCode::CONFLICT {
+        return Err(FeedError::CursorAhead);
+    }
+    if !response.status().is_success() {
+        return Err(FeedError::Status(response.status().as_u16()));
+    }
+    Ok(response.json::<Page>().await?)
+}
+
+/// Follows the feed until `shutdown`: snapshot, then long polls (see the module docs).
+pub async fn follow(
+    state: Arc<Revocations>,
+    config: FeedConfig,
+    metrics: Arc<Metrics>,
+    mut shutdown: ShutdownSignal,
+) -> Result<(), crate::server::ServerError> {
+    let client = reqwest::Client::builder()
+        // Why: the feed is cluster-internal; an HTTP(S)_PROXY meant for egress must not apply.
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap_or_default();
+    let mut backoff = Duration::from_millis(250);
+    let mut last_error: Option<String> = None;
+    // `None` until the snapshot is complete: pages are collected into a fresh set first.
+    let mut snapshot: Option<RevocationSet> = Some(RevocationSet::default());
+    let mut cursor = 0_i64;
+    loop {
+        let wait = if snapshot.is_some() {
+            Duration::ZERO
+        } else {
+            config.wait
+        };
+        let result = tokio::select! {
+            r = fetch(&client, &config, cursor, wait) => r,
+            () = shutdown.wait() => return Ok(()),
+        };
+        let page = match result {
+            Ok(page) => page,
+            Err(FeedError::CursorAhead) => {
+                metrics.record_feed_error();
+                tracing::warn!(cursor, "{}", FeedError::CursorAhead);
+                snapshot = Some(RevocationSet::default());
+                cursor = 0;
+                continue;
+            }
+            Err(e) => {
+                metrics.record_feed_error();
+                let message = e.to_string();
+                if last_error.as_deref() != Some(&message) {
+                    tracing::warn!(error = %message, "revocation feed failed; keeping what is known");
+                    last_error = Some(message);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.wait() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if last_error.take().is_some() {
+            tracing::info!("revocation feed recovered");
+        }
+        backoff = Duration::from_millis(250);
+        let now = auth_token::now_unix();
+        cursor = page.cursor.max(cursor);
+        match snapshot.as_mut() {
+            Some(set) => {
+                set.insert(&page.revocations, now, state.leeway());
+                if !page.more {
+                    let set = snapshot.take().unwrap_or_default();
+                    tracing::info!(
+                        revocations = set.len(),
+                        cursor,
+                        "revocation snapshot loaded"
+                    );
+                    metrics.set_revocations_known(set.len());
+                    state.store(set);
+                }
+            }
+            None if !page.revocations.is_empty() => {
+                let leeway = state.leeway();
+                let len = state.update(|set| Some(set.with(&page.revocations, now, leeway)));
+                metrics.set_revocations_known(len);
+                tracing::info!(new = page.revocations.len(), cursor, "revocations received");
+            }
+            None => {}
+        }
+        if snapshot.is_none() {
+            state.mark_synced();
+        }
+    }
+}
+
+/// Every 500 ms until `stop`: lag gauge, expiry, and gRPC health from the feed's freshness.
+/// `outer` is the shutdown request: once it fired, health is left NOT_SERVING.
+pub async fn watch(
+    state: Arc<Revocations>,
+    metrics: Arc<Metrics>,
+    health: tonic_health::server::HealthReporter,
+    outer: ShutdownSignal,
+    mut stop: ShutdownSignal,
+) -> Result<(), crate::server::ServerError> {
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving: Option<bool> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.wait() => return Ok(()),
+        }
+        let now = now_ms();
+        metrics.set_feed_lag(Duration::from_millis(state.lag_ms(now)));
+        let (secs, leeway) = (now / 1000, state.leeway());
+        if state.load().has_expired(secs, leeway) {
+            let len = state.update(|set| {
+                set.has_expired(secs, leeway).then(|| {
+                    let mut next = set.clone();
+                    next.prune(secs, leeway);
+                    next
+                })
+            });
+            metrics.set_revocations_known(len);
+        }
+        let healthy = state.healthy(now);
+        if serving != Some(healthy) && !outer.is_triggered() {
+            if !healthy && serving.is_some() {
+                tracing::warn!(
+                    lag_ms = state.lag_ms(now),
+                    "revocation feed stale: reporting NOT_SERVING"
+                );
+            } else if healthy {
+                tracing::info!("revocations in sync: reporting SERVING");
+            }
+            let status = if healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            if healthy {
+                health
+                    .set_serving::<AuthorizationServer<AuthzService>>()
+                    .await;
+            } else {
+                health
+                    .set_not_serving::<AuthorizationServer<AuthzService>>()
+                    .await;
+            }
+            serving = Some(healthy);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sub: &str, jti: &str, iat: u64) -> Claims {
+        Claims {
+            sub: sub.into(),
+            email: "e@example.com".into(),
+            roles: vec![],
+            iat,
+            nbf: iat,
+            exp: iat + 600,
+            jti: jti.into(),
+            iss: None,
+            aud: None,
+        }
+    }
+
+    fn token(id: i64, sub: &str, jti: &str, exp: i64) -> Entry {
+        Entry {
+            id,
+            sub: sub.into(),
+            jti: Some(jti.into()),
+            revoked_at: exp - 600,
+            expires_at: exp,
+        }
+    }
+
+    fn user(id: i64, sub: &str, cut: i64, expires_at: i64) -> Entry {
+        Entry {
+            id,
+            sub: sub.into(),
+            jti: None,
+            revoked_at: cut,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn token_revocation_matches_the_jti_only() {
+        let set = RevocationSet::default().with(&[token(1, "7", "j1", 2_000)], 1_000, 30);
+        assert!(set.is_revoked(&claims("7", "j1", 900)));
+        assert!(!set.is_revoked(&claims("7", "j2", 900)));
+        // The jti decides, whoever the user.
+        assert!(set.is_revoked(&claims("8", "j1", 900)));
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn user_cut_edge_iat_equal_is_revoked_next_second_is_not() {
+        let t = 1_000;
+        let set = RevocationSet::default().with(&[user(1, "7", t, t + 86_400)], 1_000, 30);
+        let t = u64::try_from(t).unwrap();
+        assert!(set.is_revoked(&claims("7", "a", t - 100)));
+        assert!(set.is_revoked(&claims("7", "b", t)), "iat == T is revoked");
+        assert!(
+            !set.is_revoked(&claims("7", "c", t + 1)),
+            "iat == T + 1 (login-service's next token) lives"
+        );
+        assert!(
+            !set.is_revoked(&claims("8", "d", t - 100)),
+            "other users live"
+        );
+    }
+
+    #[test]
+    fn later_cut_wins_and_an_earlier_one_does_not_shrink_it() {
+        let set = RevocationSet::default().with(
+            &[user(1, "7", 2_000, 90_000), user(2, "7", 1_000, 80_000)],
+            1_000,
+            30,
+        );
+        assert!(set.is_revoked(&claims("7", "a", 1_500)));
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn expired_entries_are_skipped_and_dropped_so_the_set_is_bounded() {
+        let now = 10_000;
+        let mut set = RevocationSet::default();
+        // Already expired beyond the leeway on arrival: never stored.
+        set.insert(&[token(1, "7", "old", 9_000)], now, 30);
+        assert!(set.is_empty());
+        // Expired, but within the leeway: kept (the verifier still accepts that token).
+        set.insert(&[token(2, "7", "recent", 9_980)], now, 30);
+        assert_eq!(set.len(), 1);
+        set.insert(
+            &[token(3, "7", "live", 20_000), user(4, "8", 9_000, 10_500)],
+            now,
+            30,
+        );
+        assert_eq!(set.len(), 3);
+        assert!(!set.has_expired(now, 30));
+        // Later: the leeway passed for "recent", then for the user cut.
+        assert!(set.has_expired(10_011, 30));
+        set.prune(10_011, 30);
+        assert_eq!(set.len(), 2);
+        let next = set.with(&[], 10_531, 30);
+        assert_eq!(next.len(), 1);
+        assert!(next.is_revoked(&claims("x", "live", 1)));
+        // Bounded: after every expiry, nothing is left however many entries went in.
+        let many: Vec<Entry> = (0..10_000)
+            .map(|i| token(i, "7", &format!("j{i}"), 11_000))
+            .collect();
+        let big = next.with(&many, now, 30);
+        assert_eq!(big.len(), 10_001);
+        assert_eq!(big.with(&[], 21_000, 30).len(), 0);
+    }
+
+    #[test]
+    fn decide_refuses_a_revoked_token_with_401_token_revoked() {
+        use crate::check::{Decision, Reason, decide_with_revocations};
+        use crate::policy::Policy;
+        use crate::test_support::{SECRET, headers, issue, now, ring, settings};
+        let token = issue("k1", SECRET, &["admin"]);
+        let h = headers(&format!("Bearer {token}"));
+        let c = settings(false)
+            .verifier
+            .verify(&token, &ring(), now())
+            .unwrap();
+        let entry = Entry {
+            id: 1,
+            sub: c.sub.clone(),
+            jti: Some(c.jti.clone()),
+            revoked_at: 0,
+            expires_at: i64::try_from(c.exp).unwrap(),
+        };
+        let set = RevocationSet::default().with(&[entry], now(), 30);
+        let decide = |set: Option<&RevocationSet>, dry_run: bool| {
+            decide_with_revocations(&h, &Policy::NONE, &ring(), set, &settings(dry_run), now())
+        };
+        match decide(Some(&set), false) {
+            Decision::Deny(d) => {
+                assert_eq!(d.status.http_code(), 401);
+                assert_eq!(d.reason, Reason::Revoked);
+                assert_eq!(d.reason.label(), "revoked");
+                assert_eq!(
+                    d.www_authenticate,
+                    r#"Bearer realm="edge", error="invalid_token", error_description="token revoked""#
+                );
+                assert_eq!(
+                    d.body,
+                    r#"{"error":"invalid_token","message":"token revoked"}"#
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Dry run: let through, without identity.
+        assert!(matches!(
+            decide(Some(&set), true),
+            Decision::DryRunAllow { claims: None, denial } if denial.reason == Reason::Revoked
+        ));
+        // Without the set, or with another token revoked: allowed.
+        assert!(matches!(decide(None, false), Decision::Allow { .. }));
+        let other = RevocationSet::default().with(&[token_entry_for_other()], now(), 30);
+        assert!(matches!(
+            decide(Some(&other), false),
+            Decision::Allow { .. }
+        ));
+    }
+
+    fn token_entry_for_other() -> Entry {
+        let exp = i64::try_from(crate::test_support::now()).unwrap() + 600;
+        token(9, "42", "someone-else", exp)
+    }
+
+    #[test]
+    fn freshness_and_fail_closed() {
+        let r = Revocations::new(Duration::from_secs(30), true, 30);
+        let now = now_ms();
+        assert!(!r.ever_synced());
+        assert!(!r.healthy(now), "not ready before the first snapshot");
+        assert!(!r.usable(), "no decision before the first snapshot");
+        assert!(!r.healthy(now + 31_000));
+        r.mark_synced();
+        assert!(r.healthy(now_ms()));
+        assert!(r.usable());
+        assert!(!r.healthy(now_ms() + 31_000), "stale after the grace");
+        let open = Revocations::new(Duration::from_secs(30), false, 30);
+        assert!(
+            !open.usable(),
+            "fail-open waits for the snapshot during the grace"
+        );
+        open.mark_synced();
+        assert!(open.usable());
+        let open = Revocations::new(Duration::ZERO, false, 30);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            open.usable(),
+            "fail-open: decides with nothing known after the grace"
+        );
+        let closed = Revocations::new(Duration::ZERO, true, 30);
+        closed.mark_synced();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!closed.usable(), "fail-closed and stale: UNAVAILABLE");
+    }
+}

@@ -1,0 +1,56 @@
+//! Lockout under concurrency: a burst of guesses sent at once, all of which pass the lock check
+//! before any of them has failed, must not all be evaluated. Found by the e2e brute-force suite
+//! (`e2e/tests/e2e/attacks.rs`): before the fix, every request of a burst that had read the row
+//! while it was unlocked was answered from its password check after the lock was set — a 401
+//! for a wrong guess, a token for the right one — so a concurrent attacker got unbounded guesses
+//! per lock window and a correct guess during a lock logged in (and cleared the lock).
+
+use std::collections::BTreeMap;
+
+use crate::helpers::{TestDb, db_test, spawn_app_with};
+
+async fn burst_of_guesses_is_bounded_by_the_lock(db: TestDb) {
+    // Threshold 3, two hashes at a time: the lock is written while most of the burst waits for
+    // the hasher.
+    let app = spawn_app_with(db, |s| s.hash_concurrency = 2).await;
+    app.add_user("burst@example.com", "right", false).await;
+    let burst = 30;
+    let mut requests = Vec::new();
+    for i in 0..burst {
+        let (client, url) = (app.client.clone(), app.url("/login"));
+        let auth = crate::helpers::basic(format!("burst@example.com:wrong-{i}").as_bytes());
+        requests.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .header("authorization", auth)
+                .header("x-forwarded-for", format!("198.51.100.{}", i + 1))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = BTreeMap::<u16, usize>::new();
+    for r in requests {
+        *statuses.entry(r.await.unwrap()).or_default() += 1;
+    }
+    let evaluated = statuses.get(&401).copied().unwrap_or(0);
+    assert_eq!(
+        evaluated + statuses.get(&429).copied().unwrap_or(0),
+        burst,
+        "{statuses:?}"
+    );
+    // At most the threshold, plus the hashes already running when the lock was written.
+    assert!(
+        evaluated <= 3 + 2,
+        "{evaluated} of {burst} concurrent guesses were answered from the password check: \
+         {statuses:?}"
+    );
+    // And the account is locked: the right password is refused.
+    let r = app
+        .login("burst@example.com", "right", "198.51.100.200")
+        .await;
+    assert_eq!(r.status(), 429);
+}
+db_test!(burst_of_guesses_is_bounded_by_the_lock);

@@ -1,0 +1,377 @@
+//! Revocation: `POST /logout`, the `GET /revocations` feed (snapshot, long poll, pagination,
+//! feed token, expiry), the `iat` rule after a user-wide revocation, and the CLI commands that
+//! revoke (`user revoke`, `passwd`, `disable`, `remove`).
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use login_service::revocations::{self, FeedPage, Reason, Revocation};
+
+use crate::helpers::{TestApp, TestDb, binary, db_test, spawn_app, spawn_app_with};
+
+async fn token(app: &TestApp, email: &str, pw: &str) -> String {
+    let r = app.login(email, pw, "192.0.2.50").await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn logout(app: &TestApp, authorization: Option<&str>, query: &str) -> reqwest::Response {
+    let mut req = app.client.post(app.url(&format!("/logout{query}")));
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    req.send().await.unwrap()
+}
+
+async fn feed(app: &TestApp, query: &str) -> FeedPage {
+    let r = app
+        .client
+        .get(app.url(&format!("/revocations{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn rows(app: &TestApp) -> Vec<Revocation> {
+    app.state
+        .db
+        .run(|c| revocations::page(c, 0, 0, 1_000_000))
+        .await
+        .unwrap()
+}
+
+async fn logout_and_feed(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.add_user("out@example.com", "pw", false).await;
+    let tok = token(&app, "out@example.com", "pw").await;
+    let sub = app.user("out@example.com").await.unwrap().id.to_string();
+
+    // Empty snapshot.
+    let snap = feed(&app, "?since=0&wait=0").await;
+    assert_eq!((snap.cursor, snap.more), (0, false));
+    assert!(snap.revocations.is_empty());
+
+    // Invalid and missing tokens: 401 JSON with a Bearer challenge.
+    let r = logout(&app, None, "").await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer realm=")
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "missing_token");
+    let r = logout(&app, Some(&format!("Bearer {tok}x")), "").await;
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_token");
+    assert!(body["message"].is_string());
+
+    // A long poll waiting at the cursor returns as soon as the logout is stored.
+    let app = std::sync::Arc::new(app);
+    let waiter = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let page = feed(&app, "?since=0&wait=0").await;
+            let page = feed(&app, &format!("?since={}&wait=15", page.cursor)).await;
+            (page, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let logged_out = Instant::now();
+    let r = logout(&app, Some(&format!("Bearer {tok}")), "").await;
+    assert_eq!(r.status(), 204);
+    let (page, _) = waiter.await.unwrap();
+    assert!(
+        logged_out.elapsed() < Duration::from_secs(2),
+        "long poll answered {:?} after the logout",
+        logged_out.elapsed()
+    );
+    assert_eq!(page.revocations.len(), 1, "{page:?}");
+    let entry = &page.revocations[0];
+    let c = claims(&tok);
+    assert_eq!(entry.jti.as_deref(), c["jti"].as_str());
+    assert_eq!(entry.sub, sub);
+    assert_eq!(entry.expires_at, c["exp"].as_i64().unwrap());
+    assert_eq!(entry.reason, "logout");
+    assert_eq!(page.cursor, entry.id);
+
+    // Logging out again (directly; Envoy would refuse the revoked token) stores nothing new.
+    let r = logout(&app, Some(&format!("Bearer {tok}")), "").await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(rows(&app).await.len(), 1);
+
+    // A long poll with nothing new waits for `wait`, then answers with the same cursor.
+    let started = Instant::now();
+    let page = feed(&app, &format!("?since={}&wait=1", entry.id)).await;
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!((page.cursor, page.revocations.len()), (entry.id, 0));
+
+    // Sign out everywhere: a user-wide row.
+    let tok2 = token(&app, "out@example.com", "pw").await;
+    let r = logout(&app, Some(&format!("Bearer {tok2}")), "?all=true").await;
+    assert_eq!(r.status(), 204);
+    let page = feed(&app, &format!("?since={}", entry.id)).await;
+    assert_eq!(page.revocations.len(), 1);
+    assert_eq!(page.revocations[0].jti, None);
+    assert_eq!(page.revocations[0].reason, "logout_all");
+    assert!(page.revocations[0].revoked_at >= claims(&tok2)["iat"].as_i64().unwrap());
+
+    // Snapshot: everything unexpired.
+    let snap = feed(&app, "?since=0").await;
+    assert_eq!(snap.revocations.len(), 2);
+
+    // A cursor beyond the newest row (a replaced database): 409, start again from 0.
+    let r = app
+        .client
+        .get(app.url(&format!("/revocations?since={}", snap.cursor + 100)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "cursor_ahead");
+}
+db_test!(logout_and_feed);
+
+async fn pagination_expiry_and_cleanup(db: TestDb) {
+    let app = spawn_app(db).await;
+    let now = revocations::now_secs();
+    app.state
+        .db
+        .run(move |c| {
+            // Two long expired (beyond the retention slack), then five live ones.
+            for i in 0..2 {
+                revocations::revoke_token(c, "1", &format!("old{i}"), now - 1000, now - 2000)?;
+            }
+            for i in 0..5 {
+                revocations::revoke_token(c, "1", &format!("live{i}"), now + 600, now)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+    // Pages of 2: expired rows are never served.
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = feed(&app, &format!("?since={cursor}&limit=2")).await;
+        assert!(page.revocations.len() <= 2);
+        seen.extend(page.revocations.iter().map(|r| r.jti.clone().unwrap()));
+        cursor = page.cursor;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, ["live0", "live1", "live2", "live3", "live4"]);
+
+    // Cleanup deletes the expired rows; the newest row always stays (ids are never reused).
+    let deleted = app
+        .state
+        .db
+        .run(move |c| revocations::cleanup(c, now))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2);
+    assert_eq!(rows(&app).await.len(), 5);
+    let later = now + 10_000;
+    app.state
+        .db
+        .run(move |c| revocations::cleanup(c, later))
+        .await
+        .unwrap();
+    let left = app
+        .state
+        .db
+        .run(|c| revocations::page(c, 0, i64::MIN / 2, 100))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].jti.as_deref(), Some("live4"));
+    // A new row gets a larger id than any before.
+    let id = app
+        .state
+        .db
+        .run(move |c| {
+            revocations::revoke_token(c, "1", "after", now + 600, now)?;
+            revocations::page(c, 0, now, 100)
+        })
+        .await
+        .unwrap();
+    assert!(id.last().unwrap().id > left[0].id);
+}
+db_test!(pagination_expiry_and_cleanup);
+
+async fn feed_token_is_required_when_set(db: TestDb) {
+    let app = spawn_app_with(db, |s| {
+        s.revocation.feed_token = Some("feed-secret".to_owned().into());
+    })
+    .await;
+    let get = |auth: Option<&'static str>| {
+        let mut req = app.client.get(app.url("/revocations?since=0"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    let r = get(None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "missing_token");
+    assert_eq!(get(Some("Bearer feed-secreT")).await.unwrap().status(), 401);
+    assert_eq!(get(Some("Bearer feed-secret")).await.unwrap().status(), 200);
+    // Bad parameters: 400 JSON.
+    let r = app
+        .client
+        .get(app.url("/revocations?since=abc"))
+        .header("authorization", "Bearer feed-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+}
+db_test!(feed_token_is_required_when_set);
+
+/// The `iat` rule: a user-wide revocation at second T revokes `iat <= T`; a login right after it
+/// (same second) gets `iat >= T + 1`, so it is not revoked.
+async fn login_after_user_revocation_is_dated_after_it(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.add_user("edge@example.com", "pw", false).await;
+    let before = token(&app, "edge@example.com", "pw").await;
+    let sub = app.user("edge@example.com").await.unwrap().id.to_string();
+    // Revoke at the start of a fresh second, then log in within that second.
+    let now = auth_token::now_unix();
+    while auth_token::now_unix() == now {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = revocations::now_secs();
+    let s2 = sub.clone();
+    app.state
+        .db
+        .run(move |c| revocations::revoke_user(c, &s2, t, Duration::from_secs(900), Reason::Admin))
+        .await
+        .unwrap();
+    let after = token(&app, "edge@example.com", "pw").await;
+    let iat_before = claims(&before)["iat"].as_i64().unwrap();
+    let iat_after = claims(&after)["iat"].as_i64().unwrap();
+    assert!(
+        iat_before <= t,
+        "earlier token is covered: {iat_before} <= {t}"
+    );
+    assert!(
+        iat_after > t,
+        "new token is after the cut: {iat_after} > {t}"
+    );
+    assert!(
+        iat_after <= revocations::now_secs(),
+        "iat is not in the future"
+    );
+    let cutoff = app
+        .state
+        .db
+        .run(move |c| revocations::user_cutoff(c, &sub, t))
+        .await
+        .unwrap();
+    assert_eq!(cutoff, Some(t));
+}
+db_test!(login_after_user_revocation_is_dated_after_it);
+
+fn cli(db: &TestDb, args: &[&str], stdin: Option<&str>) {
+    let mut child = Command::new(binary())
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .env("MAX_TOKEN_TTL", "2h")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+async fn cli_commands_revoke_all_tokens_of_the_user(db: TestDb) {
+    let alias = db.alias();
+    let app = spawn_app(db).await;
+    app.add_user("a@example.com", "pw", false).await;
+    app.add_user("b@example.com", "pw", false).await;
+    let a = app.user("a@example.com").await.unwrap().id.to_string();
+    let b = app.user("b@example.com").await.unwrap().id.to_string();
+    let start = revocations::now_secs();
+    let alias = tokio::task::spawn_blocking(move || {
+        cli(&alias, &["user", "revoke", "A@example.com"], None);
+        cli(
+            &alias,
+            &["user", "passwd", "a@example.com", "--password-stdin"],
+            Some("new\n"),
+        );
+        cli(&alias, &["user", "disable", "a@example.com"], None);
+        cli(&alias, &["user", "enable", "a@example.com"], None); // revokes nothing
+        cli(&alias, &["user", "remove", "b@example.com"], None);
+        alias
+    })
+    .await
+    .unwrap();
+    let all = rows(&app).await;
+    let got: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r.sub.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (a.as_str(), "admin"),
+            (a.as_str(), "password"),
+            (a.as_str(), "disabled"),
+            (b.as_str(), "removed"),
+        ]
+    );
+    for r in &all {
+        assert_eq!(r.jti, None);
+        assert!(r.revoked_at >= start);
+        assert_eq!(r.expires_at - r.revoked_at, 7200, "MAX_TOKEN_TTL=2h");
+    }
+    // Unknown user: 67, nothing stored.
+    let o = Command::new(binary())
+        .env_clear()
+        .env("DATABASE_URL", &alias.url)
+        .args(["user", "revoke", "ghost@example.com"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(67));
+    assert_eq!(rows(&app).await.len(), 4);
+}
+db_test!(cli_commands_revoke_all_tokens_of_the_user);
