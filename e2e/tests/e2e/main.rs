@@ -6,8 +6,11 @@
 //! Binaries come from the target directory this test binary lives in; `make test` builds them
 //! first with `cargo build --workspace --bins`.
 
+mod attacks;
 mod config;
+mod faults;
 mod flows;
 mod outage;
+mod revocation;
 mod stack;
 mod uds;

@@ -246,6 +246,8 @@ pub struct Stack {
     upstream: Option<Proc>,
     dir: tempfile::TempDir,
     transport: Transport,
+    /// Extra ext-authz flags (e.g. `--revocation-feed-url`), kept across restarts.
+    ext_authz_args: Vec<String>,
     key_secret: String,
     client: Client,
     /// The admin user (`--admin`).
@@ -264,6 +266,11 @@ impl Stack {
     /// Starts a stack for `transport`; panics with a clear message (and the failing component's
     /// log) when something cannot start.
     pub fn start_with(transport: Transport) -> Self {
+        Self::start_with_args(transport, &[])
+    }
+
+    /// Starts a stack for `transport`, with `ext_authz_args` added to ext-authz's flags.
+    pub fn start_with_args(transport: Transport, ext_authz_args: &[&str]) -> Self {
         let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         for name in ["ext-authz", "login-service", "demo-upstream"] {
             binary(name);
@@ -272,13 +279,18 @@ impl Stack {
         if let Err(message) = check_ports() {
             panic!("{message}");
         }
-        match Self::build(transport, serial) {
+        let ext_authz_args = ext_authz_args.iter().map(|a| (*a).to_owned()).collect();
+        match Self::build(transport, ext_authz_args, serial) {
             Ok(stack) => stack,
             Err(err) => panic!("cannot start the e2e stack: {err:#}"),
         }
     }
 
-    fn build(transport: Transport, serial: MutexGuard<'static, ()>) -> anyhow::Result<Self> {
+    fn build(
+        transport: Transport,
+        ext_authz_args: Vec<String>,
+        serial: MutexGuard<'static, ()>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("e2e-stack-").tempdir()?;
         let keys = dir.path().join("keys");
         fs::DirBuilder::new().mode(0o700).create(&keys)?;
@@ -311,6 +323,7 @@ impl Stack {
             upstream: None,
             dir,
             transport,
+            ext_authz_args,
             key_secret,
             client: client(),
             admin: User {
@@ -385,7 +398,7 @@ impl Stack {
     }
 
     /// Runs a `login-service` admin subcommand to completion, `stdin` piped in when given.
-    fn login_cli(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
+    pub fn login_cli(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
         let mut command = self.login_command();
         command
             .args(args)
@@ -426,6 +439,7 @@ impl Stack {
         if self.transport == Transport::Uds {
             command.arg("--grpc-uds").arg(UDS_PATH);
         }
+        command.args(&self.ext_authz_args);
         self.ext_authz = Some(Proc::spawn(
             "ext-authz",
             command,
@@ -746,3 +760,8 @@ fn a_taken_port_fails_fast_with_a_clear_message() {
         "port 9002 (ext-authz metrics) in use — stop `make run` first"
     );
 }
+
+// Process control for the hardening suites (attacks, faults, soak): a child module, so it can
+// reach the stack's processes without widening this file's API.
+#[path = "stack_control.rs"]
+pub mod control;

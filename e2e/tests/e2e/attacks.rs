@@ -1,0 +1,733 @@
+//! Attacks through the real Envoy: forged and malformed tokens, identity-header spoofing,
+//! request smuggling, and attacks on `POST /login` (injection, oversized and invalid input,
+//! brute force across two login-service replicas sharing one database).
+//!
+//! Every case expects a precise 4xx — never a 2xx, never a 5xx — and the upstream's request
+//! counter (read on its admin port, never through Envoy) proves nothing unauthenticated got
+//! through: it grows by exactly the number of 200s the test saw.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac as _};
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use sha2::Sha256;
+
+use crate::stack::{Bearer as _, KID, Reply, Stack, now};
+
+/// HMAC-SHA256 of `input` under `key`.
+fn hmac(key: &[u8], input: &str) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(input.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token with arbitrary header and payload JSON, HMAC-SHA256-signed with `key` whatever the
+/// header claims: the attacker's tool.
+fn forge(header: &str, payload: &str, key: &[u8]) -> String {
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+    let signature = b64(&hmac(key, &input));
+    format!("{input}.{signature}")
+}
+
+/// Claims login-service would issue for the plain user, valid for ten minutes.
+fn claims_json(sub: &str) -> String {
+    let t = now();
+    format!(
+        r#"{{"sub":"{sub}","email":"user@example.com","roles":[],"iat":{t},"nbf":{t},"exp":{},"jti":"j1"}}"#,
+        t + 600
+    )
+}
+
+fn header_json() -> String {
+    format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{KID}"}}"#)
+}
+
+/// Asserts a 401 `invalid_token` whose description is `reason`.
+#[track_caller]
+fn assert_invalid(reply: &Reply, reason: &str, case: &str) {
+    assert_eq!(reply.status, 401, "{case}: {reply:?}");
+    reply.assert_denied(401, "invalid_token");
+    let challenge = reply.header("www-authenticate");
+    assert!(
+        challenge.contains(&format!("error_description=\"{reason}\"")),
+        "{case}: expected {reason:?}, got {challenge:?}"
+    );
+}
+
+#[test]
+fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
+    let stack = Stack::start();
+    let secret = stack.key_secret().to_owned();
+    let key = secret.as_bytes();
+    // The control: a token forged with the right key and our exact header is accepted, so every
+    // refusal below is due to the one thing each case changes.
+    let good = forge(&header_json(), &claims_json("2"), key);
+    Reply::of(stack.get("/control").bearer(&good)).echo();
+    let seen = stack.upstream_requests();
+
+    let payload = claims_json("2");
+    let (h, p, s) = {
+        let mut parts = good.split('.');
+        let h = parts.next().expect("header").to_owned();
+        let p = parts.next().expect("payload").to_owned();
+        let s = parts.next().expect("signature").to_owned();
+        (h, p, s)
+    };
+    let kid_header = |kid: &str| format!(r#"{{"alg":"HS256","typ":"JWT","kid":{kid}}}"#);
+    let with_param =
+        |name: &str, value: &str| format!(r#"{{"alg":"HS256","kid":"{KID}","{name}":{value}}}"#);
+    let nested = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let deep_roles = claims_json("2").replace(r#""roles":[]"#, &format!(r#""roles":{nested}"#));
+    let big_payload = claims_json("2").replace(
+        r#""jti":"j1""#,
+        &format!(r#""jti":"j1","pad":"{}""#, "x".repeat(6000)),
+    );
+
+    let cases: Vec<(String, String, &str)> = vec![
+        // alg none, in every spelling, with and without a signature.
+        (
+            "alg none".into(),
+            format!("{}.{p}.", b64(br#"{"alg":"none","typ":"JWT"}"#)),
+            "unsupported algorithm",
+        ),
+        (
+            "alg None + signature".into(),
+            format!("{}.{p}.{s}", b64(br#"{"alg":"None"}"#)),
+            "unsupported algorithm",
+        ),
+        (
+            "alg NONE".into(),
+            format!("{}.{p}.", b64(br#"{"alg":"NONE","kid":"e2e-1"}"#)),
+            "unsupported algorithm",
+        ),
+        // HS/RS key confusion: RS256 header, HMAC'd with the secret as if it were a public key.
+        (
+            "RS256 signed with the HMAC secret".into(),
+            forge(
+                &format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{KID}"}}"#),
+                &payload,
+                key,
+            ),
+            "unsupported algorithm",
+        ),
+        (
+            "HS512 signed with the secret".into(),
+            forge(
+                &format!(r#"{{"alg":"HS512","kid":"{KID}"}}"#),
+                &payload,
+                key,
+            ),
+            "unsupported algorithm",
+        ),
+        (
+            "lower-case hs256".into(),
+            forge(
+                &format!(r#"{{"alg":"hs256","kid":"{KID}"}}"#),
+                &payload,
+                key,
+            ),
+            "unsupported algorithm",
+        ),
+        // Empty or stripped signatures.
+        (
+            "empty signature".into(),
+            format!("{h}.{p}."),
+            "invalid signature",
+        ),
+        (
+            "stripped signature".into(),
+            format!("{h}.{p}"),
+            "malformed token",
+        ),
+        (
+            "signature of another key".into(),
+            forge(
+                &header_json(),
+                &payload,
+                b"an-attacker-key-0123456789abcdef0123",
+            ),
+            "invalid signature",
+        ),
+        // kid injection and path traversal, signed with the real key and with an empty one
+        // (what `/dev/null` would read as).
+        (
+            "kid traversal".into(),
+            forge(&kid_header(r#""../../../../etc/passwd""#), &payload, key),
+            "unknown signing key",
+        ),
+        (
+            "kid /dev/null, empty key".into(),
+            forge(&kid_header(r#""/dev/null""#), &payload, b""),
+            "unknown signing key",
+        ),
+        (
+            "kid traversal to itself".into(),
+            forge(&kid_header(&format!(r#""../keys/{KID}""#)), &payload, key),
+            "unknown signing key",
+        ),
+        (
+            "kid SQL injection".into(),
+            forge(&kid_header(r#""x' OR '1'='1""#), &payload, key),
+            "unknown signing key",
+        ),
+        (
+            "kid with NUL".into(),
+            forge(&kid_header(&format!(r#""{KID}\u0000""#)), &payload, key),
+            "unknown signing key",
+        ),
+        (
+            "kid as a number".into(),
+            forge(&kid_header("1"), &payload, key),
+            "malformed token",
+        ),
+        // Key-fetching and critical header parameters, correctly signed: refused outright.
+        (
+            "jku".into(),
+            forge(
+                &with_param("jku", r#""http://127.0.0.1:8000/jwks""#),
+                &payload,
+                key,
+            ),
+            "unsupported token header",
+        ),
+        (
+            "x5u".into(),
+            forge(
+                &with_param("x5u", r#""http://127.0.0.1:8000/x5""#),
+                &payload,
+                key,
+            ),
+            "unsupported token header",
+        ),
+        (
+            "jwk".into(),
+            forge(
+                &with_param("jwk", r#"{"kty":"oct","k":"QUFBQQ"}"#),
+                &payload,
+                key,
+            ),
+            "unsupported token header",
+        ),
+        (
+            "crit".into(),
+            forge(&with_param("crit", r#"["exp"]"#), &payload, key),
+            "unsupported token header",
+        ),
+        (
+            "duplicate alg".into(),
+            forge(
+                &format!(r#"{{"alg":"none","alg":"HS256","kid":"{KID}"}}"#),
+                &payload,
+                key,
+            ),
+            "malformed token",
+        ),
+        // Duplicate claims: which `sub` would win is parser-dependent, so both are refused.
+        (
+            "duplicate sub".into(),
+            forge(
+                &header_json(),
+                &payload.replace(r#""sub":"2""#, r#""sub":"2","sub":"1""#),
+                key,
+            ),
+            "malformed token",
+        ),
+        (
+            "duplicate roles".into(),
+            forge(
+                &header_json(),
+                &payload.replace(r#""roles":[]"#, r#""roles":[],"roles":["admin"]"#),
+                key,
+            ),
+            "malformed token",
+        ),
+        // Giant and deeply nested JSON.
+        (
+            "nested roles".into(),
+            forge(&header_json(), &deep_roles, key),
+            "token too large",
+        ),
+        (
+            "nested roles, small".into(),
+            forge(
+                &header_json(),
+                &claims_json("2").replace(
+                    r#""roles":[]"#,
+                    &format!(r#""roles":{}{}"#, "[".repeat(600), "]".repeat(600)),
+                ),
+                key,
+            ),
+            "malformed token",
+        ),
+        (
+            "8 KB payload".into(),
+            forge(&header_json(), &big_payload, key),
+            "token too large",
+        ),
+        // Non-canonical base64: padding, the standard alphabet, slack bits.
+        (
+            "padded header".into(),
+            format!("{h}==.{p}.{s}"),
+            "malformed token",
+        ),
+        (
+            "padded signature".into(),
+            format!("{h}.{p}.{s}="),
+            "malformed token",
+        ),
+        // Identity claims that would inject headers, correctly signed.
+        (
+            "CRLF in email".into(),
+            forge(
+                &header_json(),
+                &payload.replace(
+                    "user@example.com",
+                    r"user@example.com\r\nx-auth-roles: admin",
+                ),
+                key,
+            ),
+            "malformed token",
+        ),
+        // Time claims.
+        (
+            "expired".into(),
+            forge(
+                &header_json(),
+                &format!(
+                    r#"{{"sub":"2","email":"e","iat":{0},"nbf":{0},"exp":{1},"jti":"j"}}"#,
+                    now() - 7200,
+                    now() - 3600
+                ),
+                key,
+            ),
+            "token expired",
+        ),
+        (
+            "no exp".into(),
+            forge(
+                &header_json(),
+                &format!(
+                    r#"{{"sub":"2","email":"e","iat":{0},"nbf":{0},"jti":"j"}}"#,
+                    now()
+                ),
+                key,
+            ),
+            // `exp` is a required field of the claims: the payload does not parse.
+            "malformed token",
+        ),
+    ];
+
+    for (case, token, reason) in &cases {
+        let reply = Reply::of(stack.get("/attack").bearer(token));
+        assert_invalid(&reply, reason, case);
+        let reply = Reply::of(stack.get("/admin/attack").bearer(token));
+        assert_invalid(&reply, reason, case);
+    }
+
+    // Slack bits / the `+` `/` alphabet in the signature: find a signature with a `-` or `_`,
+    // and one whose last character can change without changing the decoded bytes.
+    let (sub, sig) = (3..200)
+        .map(|i| {
+            let t = forge(&header_json(), &claims_json(&i.to_string()), key);
+            (i, t.rsplit('.').next().expect("sig").to_owned())
+        })
+        .find(|(_, sig)| sig.contains(['-', '_']))
+        .expect("some signature has - or _");
+    let base = forge(&header_json(), &claims_json(&sub.to_string()), key);
+    let (input, _) = base.rsplit_once('.').expect("three segments");
+    Reply::of(stack.get("/control").bearer(&base)).echo();
+    let std_alphabet = format!("{input}.{}", sig.replace('-', "+").replace('_', "/"));
+    assert_invalid(
+        &Reply::of(stack.get("/attack").bearer(&std_alphabet)),
+        "malformed token",
+        "standard alphabet",
+    );
+    let mut slack = sig.into_bytes();
+    let last = slack.last_mut().expect("non-empty");
+    // 32 bytes = 43 characters; the last one's two low bits are padding.
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let value = alphabet.iter().position(|c| c == last).expect("base64url");
+    *last = alphabet[value ^ 1];
+    let slack = format!("{input}.{}", String::from_utf8(slack).expect("ascii"));
+    assert_invalid(
+        &Reply::of(stack.get("/attack").bearer(&slack)),
+        "malformed token",
+        "non-zero trailing bits",
+    );
+
+    // Very long values: over the verifier's limit (401), over Envoy's header limit (431).
+    let long = format!("{}.{}.{}", h, "A".repeat(20_000), s);
+    assert_invalid(
+        &Reply::of(stack.get("/attack").bearer(&long)),
+        "token too large",
+        "20 KB token",
+    );
+    let reply = Reply::of(stack.get("/attack").bearer(&"A".repeat(40_000)));
+    assert_eq!(reply.status, 431, "40 KB header: {reply:?}");
+    let mut many = stack.get("/attack").bearer(&good);
+    for i in 0..200 {
+        many = many.header(format!("x-filler-{i}"), "y".repeat(200));
+    }
+    let reply = Reply::of(many);
+    assert_eq!(reply.status, 431, "200 filler headers: {reply:?}");
+
+    assert_eq!(
+        stack.upstream_requests(),
+        seen + 1,
+        "only the one control request may reach the upstream"
+    );
+}
+
+/// Reads one HTTP/1.1 response's status line and headers from a raw connection, and its body by
+/// `content-length`. Returns `(status, head+body text)`.
+fn read_response(stream: &mut TcpStream) -> Option<(u16, String)> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some((status, head + &String::from_utf8_lossy(&body)))
+}
+
+/// Sends raw bytes to Envoy and reads every response until the connection closes or idles.
+fn raw_exchange(request: &str) -> Vec<(u16, String)> {
+    let mut stream = TcpStream::connect("127.0.0.1:8080").expect("connect to Envoy");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    std::iter::from_fn(|| read_response(&mut stream)).collect()
+}
+
+#[test]
+fn spoofed_identity_headers_and_smuggling_never_authenticate() {
+    let stack = Stack::start();
+    let token = stack.login(&stack.user);
+    let seen = stack.upstream_requests();
+    let mut allowed = 0;
+
+    // Identity headers without a token: 401, whatever the casing.
+    for path in ["/x", "/admin/x"] {
+        let reply = Reply::of(
+            stack
+                .get(path)
+                .header("x-auth-user-id", "1")
+                .header("X-Auth-Email", "admin@example.com")
+                .header("X-AUTH-ROLES", "admin"),
+        );
+        reply.assert_denied(401, "missing_token");
+    }
+    // With a plain user's token: the spoofed role neither opens /admin/ nor reaches the upstream.
+    let reply = Reply::of(
+        stack
+            .get("/admin/x")
+            .bearer(&token)
+            .header("x-auth-roles", "admin"),
+    );
+    reply.assert_denied(403, "insufficient_scope");
+    let echo = Reply::of(
+        stack
+            .get("/me")
+            .bearer(&token)
+            .header("x-auth-roles", "admin")
+            .header("x-auth-user-id", "1")
+            .header("x-auth-email", "admin@example.com"),
+    )
+    .echo();
+    allowed += 1;
+    assert_eq!(echo["headers"]["x-auth-roles"], "", "{echo}");
+    assert_eq!(
+        echo["headers"]["x-auth-email"], "user@example.com",
+        "{echo}"
+    );
+    assert_ne!(echo["headers"]["x-auth-user-id"], "1", "{echo}");
+    // The underscore alias is rejected by Envoy before any check.
+    let reply = Reply::of(
+        stack
+            .get("/me")
+            .bearer(&token)
+            .header("x_auth_roles", "admin"),
+    );
+    assert_eq!(reply.status, 400, "{reply:?}");
+
+    // Duplicate Authorization headers: Envoy merges them with ","; never accepted, even when
+    // both are the same valid token.
+    for second in [token.as_str(), "garbage"] {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        headers.append(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {second}")).expect("header"),
+        );
+        let reply = Reply::of(stack.get("/dup").headers(headers));
+        reply.assert_denied(401, "invalid_token");
+    }
+
+    // Header-name casing on the wire: the same rules apply to `AUTHORIZATION`.
+    let responses = raw_exchange(&format!(
+        "GET /case HTTP/1.1\r\nHost: x\r\nAUTHORIZATION: Bearer {token}\r\n\r\n\
+         GET /case HTTP/1.1\r\nHost: x\r\nAUTHORIZATION: Bearer {token}x\r\nConnection: close\r\n\r\n"
+    ));
+    let statuses: Vec<u16> = responses.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [200, 401], "{responses:?}");
+    allowed += 1;
+
+    // Keep-alive: each pipelined request is checked on its own.
+    let responses = raw_exchange(&format!(
+        "GET /first HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n\
+         GET /admin/second HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    ));
+    let statuses: Vec<u16> = responses.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [200, 401, 401], "{responses:?}");
+    allowed += 1;
+
+    // Content-Length + Transfer-Encoding conflicts, hiding a second, unauthenticated request in
+    // the body: Envoy refuses the message (400) and never parses the smuggled one.
+    let smuggled = "GET /admin/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let chunked_body = format!("0\r\n\r\n{smuggled}");
+    for request in [
+        format!(
+            "POST /cl-te HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{chunked_body}",
+            chunked_body.len()
+        ),
+        format!(
+            "POST /te-cl HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+             Content-Length: 4\r\n\r\n{chunked_body}"
+        ),
+        format!(
+            "POST /te-obfuscated HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\
+             Content-Length: {}\r\n\r\n{chunked_body}",
+            chunked_body.len()
+        ),
+        format!(
+            "POST /two-cl HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: {}\r\n\r\n\
+             {smuggled}",
+            smuggled.len()
+        ),
+    ] {
+        let responses = raw_exchange(&request);
+        assert!(!responses.is_empty(), "no response to {request:?}");
+        for (status, text) in &responses {
+            assert!(
+                (400..500).contains(status) || *status == 501,
+                "{status} for {request:?}: {text}"
+            );
+        }
+    }
+
+    assert_eq!(
+        stack.upstream_requests(),
+        seen + allowed,
+        "the upstream saw a request that was not authenticated"
+    );
+}
+
+#[test]
+fn login_rejects_injection_oversized_and_invalid_input_with_precise_4xx() {
+    let stack = Stack::start();
+    stack.login(&stack.user);
+    let rows = stack.user_rows();
+
+    let status_of = |auth: &[u8]| {
+        let reply = Reply::of(stack.request(Method::POST, "/login").header(
+            AUTHORIZATION,
+            HeaderValue::from_bytes(auth).expect("header"),
+        ));
+        (
+            reply.status,
+            reply.json()["error"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let basic = |raw: &[u8]| format!("Basic {}", STANDARD.encode(raw)).into_bytes();
+
+    let injections = [
+        "' OR '1'='1",
+        "user@example.com' --",
+        "user@example.com'; DROP TABLE user; --",
+        "\" OR \"\"=\"",
+        "user@example.com\0",
+        "*",
+        "%",
+        "user@example.com' UNION SELECT 1,2,3 --",
+    ];
+    for email in injections {
+        let (status, error) = status_of(&basic(format!("{email}:' OR '1'='1").as_bytes()));
+        assert_eq!(
+            (status, error.as_str()),
+            (401, "invalid_credentials"),
+            "{email:?}"
+        );
+    }
+    // The right e-mail with an injected password.
+    let (status, error) = status_of(&basic(b"user@example.com:' OR '1'='1' --"));
+    assert_eq!((status, error.as_str()), (401, "invalid_credentials"));
+
+    // Oversized fields: refused with a 4xx, never a 5xx.
+    for (case, raw) in [
+        (
+            "1 KB e-mail",
+            format!("{}@example.com:pw", "a".repeat(1024)),
+        ),
+        (
+            "10 KB password",
+            format!("user@example.com:{}", "p".repeat(10_000)),
+        ),
+        ("14 KB e-mail", format!("{}:pw", "e".repeat(14_000))),
+    ] {
+        let (status, error) = status_of(&basic(raw.as_bytes()));
+        assert!(
+            matches!(status, 400 | 401 | 413 | 431),
+            "{case}: {status} {error}"
+        );
+    }
+
+    // Invalid UTF-8 in the payload, bad base64, no colon, empty: 400 malformed_credentials.
+    for (case, auth) in [
+        (
+            "invalid UTF-8 password",
+            basic(b"user@example.com:\xff\xfe"),
+        ),
+        ("invalid UTF-8 e-mail", basic(b"\xc3(@example.com:pw")),
+        ("bad base64", b"Basic !!!!".to_vec()),
+        ("no colon", basic(b"user@example.com")),
+        ("scheme only", b"Basic".to_vec()),
+    ] {
+        let (status, error) = status_of(&auth);
+        assert_eq!(
+            (status, error.as_str()),
+            (400, "malformed_credentials"),
+            "{case}"
+        );
+    }
+    // Raw non-UTF-8 bytes in the header value itself.
+    let (status, _) = status_of(b"Basic \xff\xfe\xfd");
+    assert_eq!(status, 400);
+    // Another scheme or none: 401 missing_credentials.
+    let (status, error) = status_of(b"Bearer abc");
+    assert_eq!((status, error.as_str()), (401, "missing_credentials"));
+
+    // Nothing was changed by the attempts, and the real user still logs in.
+    assert_eq!(stack.user_rows(), rows, "user rows changed");
+    stack.login(&stack.user);
+}
+
+#[test]
+fn brute_force_across_two_replicas_locks_the_account_and_never_logs_in() {
+    let stack = Stack::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let replica = stack.spawn_login_replica(port, &[]);
+    let user = stack.user.clone();
+    let threshold = 5; // login-service's default LOCKOUT_THRESHOLD
+    let (threads, attempts) = (8, 6);
+    let evaluated = AtomicUsize::new(0);
+    let sequence = AtomicUsize::new(0);
+
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (stack, replica, user) = (&stack, &replica, &user);
+            let (evaluated, sequence) = (&evaluated, &sequence);
+            scope.spawn(move || {
+                let client = crate::stack::client();
+                for i in 0..attempts {
+                    let password = format!("wrong-{t}-{i}");
+                    // Half through Envoy (one client address), half straight at the replica with
+                    // a fresh forwarded address each time: a distributed attacker the per-address
+                    // limiter cannot stop, so only the account lock can.
+                    let request = if (t + i) % 2 == 0 {
+                        stack.request(Method::POST, "/login")
+                    } else {
+                        let n = sequence.fetch_add(1, Ordering::Relaxed);
+                        client
+                            .post(format!("{}/login", replica.url))
+                            .header("x-forwarded-for", format!("198.51.100.{}", n % 250 + 1))
+                    };
+                    let reply = Reply::of(request.basic_auth(&user.email, Some(&password)));
+                    let error = reply.json()["error"].as_str().unwrap_or("").to_owned();
+                    match (reply.status, error.as_str()) {
+                        (401, "invalid_credentials") => {
+                            evaluated.fetch_add(1, Ordering::Relaxed);
+                        }
+                        (429, "account_locked" | "rate_limited") => {}
+                        other => panic!("wrong password answered {other:?}: {reply:?}"),
+                    }
+                }
+            });
+        }
+    });
+
+    let evaluated = evaluated.into_inner();
+    println!(
+        "brute force: {} attempts, {evaluated} passwords evaluated before the lock (threshold \
+         {threshold})",
+        threads * attempts
+    );
+    assert!(
+        evaluated >= threshold,
+        "the lock came before {threshold} failures"
+    );
+    // Requests already past the lock check when the lock is written may still be evaluated; at
+    // most one per concurrent request.
+    assert!(
+        evaluated <= threshold + threads,
+        "{evaluated} guesses evaluated: the lock does not hold across replicas"
+    );
+
+    // Locked on both replicas: even the right password is refused.
+    let reply = Reply::of(
+        crate::stack::client()
+            .post(format!("{}/login", replica.url))
+            .header("x-forwarded-for", "203.0.113.77")
+            .basic_auth(&user.email, Some(&user.password)),
+    );
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert_eq!(reply.json()["error"], "account_locked", "{reply:?}");
+    let reply = Reply::of(
+        stack
+            .request(Method::POST, "/login")
+            .basic_auth(&user.email, Some(&user.password)),
+    );
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert!(
+        stack
+            .user_rows()
+            .lines()
+            .any(|l| l.contains(&user.email) && l.contains("yes")),
+        "user list does not show the account locked:\n{}",
+        stack.user_rows()
+    );
+    // Other accounts are unaffected.
+    stack.login(&stack.admin);
+}

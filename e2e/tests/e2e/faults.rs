@@ -1,0 +1,381 @@
+//! Faults under load through the real Envoy: ext-authz killed and restarted (fail closed, then
+//! recover), a signing-key rotation (no valid token refused while its key is present), and
+//! login-service SIGTERM with logins in flight (they complete). Loops are bounded in count and
+//! time; recovery times are measured and printed (`cargo test -p e2e faults -- --nocapture`).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+
+use crate::stack::{Bearer as _, ENVOY, KID, Stack, claims, now, sign_with, wait_for};
+
+/// One request of a load loop.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Which token the request carried (index into the loop's token list).
+    kind: usize,
+    /// When the response arrived.
+    at: Instant,
+    /// Its status (0 when the request itself failed).
+    status: u16,
+    /// The fault phase when the request was sent and when its response arrived.
+    phase: (u8, u8),
+}
+
+/// Concurrent clients hammering Envoy, each cycling through `tokens` (`None`: no token), until
+/// dropped. Threads are scoped by the caller.
+struct Load<'a> {
+    tokens: &'a [Option<String>],
+    samples: Mutex<Vec<Sample>>,
+    stop: AtomicBool,
+    phase: AtomicU8,
+    /// Upper bound on requests per client, whatever happens.
+    max_per_client: usize,
+}
+
+impl<'a> Load<'a> {
+    fn new(tokens: &'a [Option<String>]) -> Self {
+        Self {
+            tokens,
+            samples: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            phase: AtomicU8::new(0),
+            max_per_client: 20_000,
+        }
+    }
+
+    /// One client's loop.
+    fn run(&self, client_no: usize) {
+        let client = client_fast();
+        for i in 0..self.max_per_client {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let kind = (i + client_no) % self.tokens.len();
+            let mut request = client.get(format!("{ENVOY}/load/{client_no}/{i}"));
+            if let Some(token) = &self.tokens[kind] {
+                request = request.bearer(token);
+            }
+            let sent_phase = self.phase.load(Ordering::SeqCst);
+            let status = request.send().map_or(0, |r| r.status().as_u16());
+            let sample = Sample {
+                kind,
+                at: Instant::now(),
+                status,
+                phase: (sent_phase, self.phase.load(Ordering::SeqCst)),
+            };
+            self.samples.lock().expect("samples").push(sample);
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.samples.lock().expect("samples").len()
+    }
+
+    /// Waits until `f` holds for the samples so far (polled), failing after `deadline`.
+    fn wait(&self, what: &str, deadline: Duration, f: impl Fn(&[Sample]) -> bool) {
+        let ok = wait_for(deadline, || f(&self.samples.lock().expect("samples")));
+        assert!(ok, "load: {what} not seen within {deadline:?}");
+    }
+
+    fn finish(&self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::SeqCst);
+        std::mem::take(&mut *self.samples.lock().expect("samples"))
+    }
+}
+
+/// A client with a short timeout: a stuck request must show up as a failure, not hang the test.
+fn client_fast() -> Client {
+    Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+#[test]
+fn ext_authz_killed_and_restarted_under_load_fails_closed_and_recovers() {
+    let mut stack = Stack::start();
+    let token = stack.login(&stack.user);
+    let forged = format!("{token}x");
+    // 0: valid token, 1: no token, 2: a token with a broken signature.
+    let tokens = [Some(token), None, Some(forged)];
+    let seen = stack.upstream_requests();
+    let load = Load::new(&tokens);
+    let clients = 4;
+
+    let (kill_to_first_503, recovery) = std::thread::scope(|scope| {
+        for c in 0..clients {
+            let load = &load;
+            scope.spawn(move || load.run(c));
+        }
+        load.wait("200s before the fault", Duration::from_secs(20), |s| {
+            s.iter().filter(|s| s.status == 200).count() >= 50
+        });
+
+        let killed = Instant::now();
+        stack.kill_ext_authz();
+        // After the process is reaped: a request sent from now on cannot reach ext-authz.
+        load.phase.store(1, Ordering::SeqCst);
+        load.wait(
+            "503s while ext-authz is down",
+            Duration::from_secs(20),
+            |s| {
+                s.iter()
+                    .filter(|s| s.at > killed && s.status == 503)
+                    .count()
+                    >= 50
+            },
+        );
+        let first_503 = load
+            .samples
+            .lock()
+            .expect("samples")
+            .iter()
+            .find(|s| s.at > killed && s.status == 503)
+            .map(|s| s.at - killed)
+            .expect("a 503");
+
+        let restarted = Instant::now();
+        load.phase.store(2, Ordering::SeqCst);
+        stack.restart_ext_authz();
+        load.wait("a 200 after the restart", Duration::from_secs(20), |s| {
+            s.iter().any(|s| s.at > restarted && s.status == 200)
+        });
+        let recovery = load
+            .samples
+            .lock()
+            .expect("samples")
+            .iter()
+            .filter(|s| s.at > restarted && s.status == 200)
+            .map(|s| s.at - restarted)
+            .min()
+            .expect("a 200");
+        let before = load.count();
+        load.wait("more load after recovery", Duration::from_secs(20), |s| {
+            s.len() >= before + 100
+        });
+        load.stop.store(true, Ordering::SeqCst);
+        (first_503, recovery)
+    });
+    let samples = load.finish();
+
+    let mut ok = 0u64;
+    let mut unavailable = 0;
+    for s in &samples {
+        match (s.kind, s.status) {
+            (0, 200) => ok += 1,
+            (_, 503) => unavailable += 1,
+            (1 | 2, 401) => {}
+            (0, 401) => panic!("a valid token was refused: {s:?}"),
+            _ => panic!("unexpected answer {s:?}"),
+        }
+        // Fail closed: while ext-authz was down (sent and answered in phase 1), nothing but 503.
+        if s.phase == (1, 1) {
+            assert_eq!(s.status, 503, "answered while ext-authz was down: {s:?}");
+        }
+    }
+    assert_eq!(
+        stack.upstream_requests() - seen,
+        ok,
+        "the upstream saw more requests than valid-token 200s"
+    );
+    println!(
+        "ext-authz kill/restart under load: {} requests from {clients} clients, {ok} allowed, \
+         {unavailable} answered 503; first 503 {:?} after the kill; first 200 {:?} after the \
+         restart began (process start + Envoy reconnect)",
+        samples.len(),
+        kill_to_first_503,
+        recovery
+    );
+    assert!(unavailable >= 50);
+    assert!(recovery < Duration::from_secs(20));
+}
+
+/// The `kid` of a token's header.
+fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().expect("header");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url");
+    let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON header");
+    json["kid"].as_str().unwrap_or("").to_owned()
+}
+
+#[test]
+fn key_rotation_under_load_never_refuses_a_token_whose_key_is_present() {
+    let mut stack = Stack::start();
+    let old = stack.login(&stack.user);
+    assert_eq!(kid_of(&old), KID);
+    let c = claims(&old);
+    let (sub, email) = (
+        c["sub"].as_str().expect("sub").to_owned(),
+        c["email"].as_str().expect("email").to_owned(),
+    );
+    let new_kid = "e2e-2";
+    let new_secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let new = sign_with(
+        new_kid,
+        &new_secret,
+        &sub,
+        &email,
+        &[],
+        now(),
+        Duration::from_secs(600),
+    );
+    // 0: old key's token, 1: new key's token.
+    let tokens = [Some(old.clone()), Some(new.clone())];
+    let load = Load::new(&tokens);
+    let probe = client_fast();
+    let status = |token: &str| {
+        probe
+            .get(format!("{ENVOY}/probe"))
+            .bearer(token)
+            .send()
+            .map_or(0, |r| r.status().as_u16())
+    };
+
+    let (new_live, old_gone, fresh) = std::thread::scope(|scope| {
+        for c in 0..3 {
+            let load = &load;
+            scope.spawn(move || load.run(c));
+        }
+        load.wait("old-key 200s", Duration::from_secs(20), |s| {
+            s.iter().filter(|s| s.status == 200).count() >= 30
+        });
+        // 1: the new key is added next to the old one.
+        let added = Instant::now();
+        load.phase.store(1, Ordering::SeqCst);
+        stack.write_key(new_kid, &new_secret);
+        assert!(
+            wait_for(Duration::from_secs(10), || status(&new) == 200),
+            "the new key was never loaded"
+        );
+        let new_live = added.elapsed();
+        // Signing switches to the new key (login-service restarted with --signing-kid).
+        stack.restart_login_service_with(&["--signing-kid", new_kid]);
+        let fresh = stack.login(&stack.user);
+        assert_eq!(kid_of(&fresh), new_kid);
+        assert_eq!(status(&fresh), 200);
+        // 2: the old key is removed.
+        let removed = Instant::now();
+        load.phase.store(2, Ordering::SeqCst);
+        stack.remove_key(KID);
+        assert!(
+            wait_for(Duration::from_secs(10), || status(&old) == 401),
+            "the old key was never unloaded"
+        );
+        let old_gone = removed.elapsed();
+        let before = load.count();
+        load.wait("load after the rotation", Duration::from_secs(20), |s| {
+            s.len() >= before + 60
+        });
+        load.stop.store(true, Ordering::SeqCst);
+        (new_live, old_gone, fresh)
+    });
+    let samples = load.finish();
+
+    let new_first_ok = samples
+        .iter()
+        .filter(|s| s.kind == 1 && s.status == 200)
+        .map(|s| s.at)
+        .min()
+        .expect("the new token was accepted under load");
+    for s in &samples {
+        match s.kind {
+            // The old token: accepted whenever its key was present for the whole request;
+            // refused only once it was removed.
+            0 if s.phase.1 < 2 => assert_eq!(s.status, 200, "old token refused: {s:?}"),
+            0 => assert!(matches!(s.status, 200 | 401), "{s:?}"),
+            // The new token: refused only before its key was first loaded; never afterwards.
+            _ if s.at > new_first_ok || s.phase.0 == 2 => {
+                assert_eq!(
+                    s.status, 200,
+                    "new token refused after its key was live: {s:?}"
+                );
+            }
+            _ => assert!(matches!(s.status, 200 | 401), "{s:?}"),
+        }
+    }
+    assert_eq!(status(&fresh), 200);
+    println!(
+        "key rotation under load: {} requests; new key live {new_live:?} after the file \
+         appeared, old key refused {old_gone:?} after removal (reload interval 1 s)",
+        samples.len()
+    );
+}
+
+#[test]
+fn login_service_sigterm_lets_in_flight_logins_finish() {
+    let mut stack = Stack::start();
+    let user = stack.user.clone();
+    let baseline = stack.envoy_stat("cluster.login_service.upstream_rq_total");
+    let n: u64 = 24;
+    let results: Mutex<Vec<(u16, String, Instant)>> = Mutex::new(Vec::new());
+
+    let (terminated_at, exit) = std::thread::scope(|scope| {
+        for _ in 0..n {
+            let (user, results) = (&user, &results);
+            scope.spawn(move || {
+                let reply = client_fast()
+                    .post(format!("{ENVOY}/login"))
+                    .timeout(Duration::from_secs(30))
+                    .basic_auth(&user.email, Some(&user.password))
+                    .send();
+                let (status, body) = match reply {
+                    Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+                    Err(e) => (0, e.to_string()),
+                };
+                results
+                    .lock()
+                    .expect("results")
+                    .push((status, body, Instant::now()));
+            });
+        }
+        // Every login has reached login-service (Envoy counted it upstream): SIGTERM now.
+        let start = Instant::now();
+        while stack.envoy_stat("cluster.login_service.upstream_rq_total") < baseline + n {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the logins never reached login-service"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let terminated_at = Instant::now();
+        let exit = stack.terminate_login_service(Duration::from_secs(20));
+        (terminated_at, exit)
+    });
+    assert!(exit.success(), "login-service exit after SIGTERM: {exit}");
+
+    let results = results.into_inner().expect("results");
+    let after = results.iter().filter(|r| r.2 > terminated_at).count();
+    for (status, body, _) in &results {
+        assert_eq!(*status, 200, "an in-flight login was not completed: {body}");
+        let token = serde_json::from_str::<serde_json::Value>(body).expect("JSON")["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned();
+        let reply = stack
+            .get("/after-drain")
+            .bearer(&token)
+            .send()
+            .expect("GET");
+        assert_eq!(reply.status(), 200);
+    }
+    println!(
+        "login-service SIGTERM: {n} logins in flight, {after} completed after the signal, all 200"
+    );
+    assert!(after > 0, "no login was still in flight at SIGTERM");
+    // Down now (Envoy answers 503), and back after a restart.
+    let reply = stack.post_login(&user.email, &user.password);
+    assert_eq!(reply.status(), 503);
+    stack.restart_login_service_with(&[]);
+    stack.login(&user);
+}

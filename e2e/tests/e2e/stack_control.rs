@@ -1,0 +1,151 @@
+//! Process control for the hardening suites (`attacks`, `faults`, the soak driver): key files,
+//! a second login-service replica on the same database, SIGTERM, process ids. A child module of
+//! `stack` so it can reach the stack's processes; nothing here is needed by the flow tests.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use super::{ENVOY_ADMIN, Proc, Stack, http_ok};
+
+/// A login-service process started next to the stack's own (same database, same keys).
+pub struct Replica {
+    /// Killed and reaped when the replica is dropped.
+    _proc: Proc,
+    /// Its base URL (`http://127.0.0.1:<port>`), reached directly, not through Envoy.
+    pub url: String,
+}
+
+impl Stack {
+    /// The keys directory both services read (file name = kid).
+    pub fn keys_dir(&self) -> PathBuf {
+        self.path("keys")
+    }
+
+    /// Writes key `kid` atomically (a dot-file renamed into place: the loaders skip dot-files, so
+    /// a reload never sees a half-written key).
+    pub fn write_key(&self, kid: &str, secret: &str) {
+        let tmp = self.keys_dir().join(format!(".{kid}.tmp"));
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(secret.as_bytes()))
+            .expect("write key");
+        fs::rename(&tmp, self.keys_dir().join(kid)).expect("rename key into place");
+    }
+
+    /// Removes key file `kid`.
+    pub fn remove_key(&self, kid: &str) {
+        fs::remove_file(self.keys_dir().join(kid)).expect("remove key");
+    }
+
+    /// The secret of the stack's initial key ([`super::KID`]).
+    pub fn key_secret(&self) -> &str {
+        &self.key_secret
+    }
+
+    /// Stops login-service and starts it again with `args` added to its flags (e.g.
+    /// `--signing-kid`), waiting until `/readyz` answers 200.
+    pub fn restart_login_service_with(&mut self, args: &[&str]) {
+        self.kill_login_service();
+        let mut command = self.login_command();
+        command
+            .arg("serve")
+            .arg("--http-addr")
+            .arg("127.0.0.1:5000")
+            .arg("--keys-dir")
+            .arg(self.keys_dir())
+            .args(args);
+        self.login = Some(
+            Proc::spawn("login-service", command, self.path("login-service.log"))
+                .expect("restart login-service"),
+        );
+        self.wait_login_service();
+    }
+
+    /// Starts another login-service on `port` against the stack's database and keys, with `args`
+    /// added, and waits until its `/readyz` answers 200.
+    pub fn spawn_login_replica(&self, port: u16, args: &[&str]) -> Replica {
+        let mut command = self.login_command();
+        command
+            .arg("serve")
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--keys-dir")
+            .arg(self.keys_dir())
+            .args(args);
+        let log = self.path(&format!("login-replica-{port}.log"));
+        let mut proc = Proc::spawn("login-service replica", command, log).expect("spawn replica");
+        let url = format!("http://127.0.0.1:{port}");
+        let (client, ready) = (self.client.clone(), format!("{url}/readyz"));
+        proc.wait_ready("GET /readyz", || http_ok(&client, &ready));
+        Replica { _proc: proc, url }
+    }
+
+    /// Process ids of Envoy, ext-authz, login-service and demo-upstream (for RSS sampling).
+    #[allow(dead_code, reason = "used by the soak driver, e2e/examples/soak.rs")]
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        [&self.envoy, &self.ext_authz, &self.login, &self.upstream]
+            .into_iter()
+            .flatten()
+            .map(|p| (p.name, p.child.id()))
+            .collect()
+    }
+
+    /// Sends SIGTERM to login-service and waits (up to `deadline`) for it to exit.
+    pub fn terminate_login_service(&mut self, deadline: Duration) -> ExitStatus {
+        let mut proc = self.login.take().expect("login-service running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(proc.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = proc.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "login-service still running {deadline:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One numeric value from Envoy's admin `/stats` (0 when absent).
+    pub fn envoy_stat(&self, name: &str) -> u64 {
+        let text = self
+            .client
+            .get(format!("{ENVOY_ADMIN}/stats?filter=^{name}$"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The rows of `login-service user list` (the real CLI against the stack's database).
+    pub fn user_rows(&self) -> String {
+        let output = self
+            .login_command()
+            .args(["user", "list"])
+            .output()
+            .expect("login-service user list");
+        assert!(
+            output.status.success(),
+            "user list: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}

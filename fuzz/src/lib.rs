@@ -1,0 +1,110 @@
+//! Shared oracles for the fuzz targets: the keys the targets verify against and an independent
+//! HMAC-SHA256 check, so "accepted" can be tested against "really signed by one of our keys"
+//! without trusting the code under test.
+
+use std::collections::HashMap;
+
+use auth_token::{Key, Keyring};
+use base64::Engine as _;
+use base64::alphabet::URL_SAFE;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+
+/// The default key (kid `k1`).
+pub const SECRET1: &[u8] = b"fuzz-secret-one-0123456789abcdef0123";
+/// A second key (kid `k2`), so kid selection matters.
+pub const SECRET2: &[u8] = b"fuzz-secret-two-0123456789abcdef0123";
+
+/// Lenient base64url: padding optional, trailing bits allowed. The oracle compares decoded
+/// bytes, so a decoder that is laxer than the verifier never hides a forged signature.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// `k1` (default) and `k2`.
+pub fn ring() -> Keyring {
+    Keyring::from_keys(
+        vec![
+            Key::new("k1", SECRET1).expect("k1"),
+            Key::new("k2", SECRET2).expect("k2"),
+        ],
+        Some("k1"),
+    )
+    .expect("ring")
+}
+
+/// The secret a token header's `kid` selects (no kid: the default `k1`).
+pub fn secret_for(kid: Option<&str>) -> Option<&'static [u8]> {
+    match kid {
+        None | Some("k1") => Some(SECRET1),
+        Some("k2") => Some(SECRET2),
+        Some(_) => None,
+    }
+}
+
+/// HMAC-SHA256 of `signing_input` under `secret`.
+pub fn hmac(secret: &[u8], signing_input: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(signing_input);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Base64url without padding (how JWS segments are written).
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Panics unless `token` is a JWS whose header is exactly what we issue (`alg` `HS256`, only
+/// `alg`/`typ`/`kid`) and whose signature is the HMAC of a key in [`ring`]. Called on every
+/// token the code under test accepted.
+pub fn assert_really_signed(token: &str) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "accepted a token without three segments");
+    let header = LENIENT
+        .decode(parts[0])
+        .expect("accepted an undecodable header");
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).expect("accepted a non-JSON header");
+    let object = header.as_object().expect("accepted a non-object header");
+    for name in object.keys() {
+        assert!(
+            matches!(name.as_str(), "alg" | "typ" | "kid"),
+            "accepted header parameter {name:?}"
+        );
+    }
+    assert_eq!(object.get("alg").and_then(|a| a.as_str()), Some("HS256"));
+    let kid = match object.get("kid") {
+        None => None,
+        Some(k) => Some(k.as_str().expect("accepted a non-string kid")),
+    };
+    let secret = secret_for(kid).expect("accepted a kid outside the ring");
+    let signature = LENIENT
+        .decode(parts[2])
+        .expect("accepted an undecodable signature");
+    let signing_input = format!("{}.{}", parts[0], parts[1]);
+    assert_eq!(
+        signature,
+        hmac(secret, signing_input.as_bytes()),
+        "accepted a signature that is not our HMAC"
+    );
+}
+
+/// Signs `header.payload` (raw JSON bytes) with `secret`: a correctly signed token whatever the
+/// JSON says, to drive the fuzzer past the signature into the header and claims rules.
+pub fn sign_raw(header: &[u8], payload: &[u8], secret: &[u8]) -> String {
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let signature = hmac(secret, input.as_bytes());
+    format!("{input}.{}", b64(&signature))
+}
+
+/// Lower-cased header map from arbitrary pairs (Envoy lower-cases names).
+pub fn header_map(pairs: &[(String, String)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
+}

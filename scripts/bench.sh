@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# `make bench`: Envoy's native jwt_authn side by side with ext-authz, the CPU cost of a check,
+# direct gRPC latency, /login against the argon2 ceiling, and the criterion micro-benchmarks —
+# one run, one machine. Writes bench/results/latest.{jsonl,md} and splices the tables into
+# BENCHMARKS.md between the `bench:begin`/`bench:end` markers.
+#
+#   scripts/bench.sh                 full run (~6 min on 2 cores after the build): builds, measures,
+#                                    reports
+#   scripts/bench.sh --quick         smoke run (1 round, short steps; tables marked as such)
+#   scripts/bench.sh --no-build      use the existing target/release binaries
+#   scripts/bench.sh --no-splice     do not touch BENCHMARKS.md
+#
+# Environment (all optional):
+#   ROUNDS=3 DURATION=12 WARMUP=3    Envoy rounds; seconds per measurement / warm-up
+#   CONNS=64                         wrk connections for the Envoy configurations
+#   GRPC_RATES=1000,5000,10000,max GRPC_DURATION=10 GRPC_CONNS=4
+#   GRPC_MT_RATES=5000,max         steps for the unpinned (multi-threaded runtime) ext-authz
+#   LOGIN_CONNS=100 LOGIN_DURATION=15
+#   PORT_OFFSET=10000                every port = the shipped one + offset (see bench/render_envoy.py)
+#   ENVOY_CPU=0 OTHER_CPUS=1         CPU pinning (taskset): Envoy alone on ENVOY_CPU, wrk, ext-authz
+#                                    and the upstream on OTHER_CPUS (gRPC step: load generator on
+#                                    ENVOY_CPU, ext-authz on OTHER_CPUS)
+#   EXT_AUTHZ_ARGS="..."             extra ext-authz flags (e.g. --worker-threads 2)
+#   SKIP_CRITERION=1                 skip `cargo bench -p ext-authz`
+#
+# Everything listens on 127.0.0.1 only; every step is bounded in time; every process started here
+# is stopped on exit (by pid).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+quick=false build=true splice=true
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=true ;;
+    --no-build) build=false ;;
+    --no-splice) splice=false ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench: unknown option $arg (try --help)" >&2; exit 64 ;;
+  esac
+done
+
+if $quick; then
+  : "${ROUNDS:=1}" "${DURATION:=4}" "${WARMUP:=1}" "${GRPC_DURATION:=3}" "${LOGIN_DURATION:=5}"
+fi
+ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-12} WARMUP=${WARMUP:-3} CONNS=${CONNS:-64}
+GRPC_RATES=${GRPC_RATES:-1000,5000,10000,max} GRPC_DURATION=${GRPC_DURATION:-10}
+GRPC_CONNS=${GRPC_CONNS:-4}
+LOGIN_CONNS=${LOGIN_CONNS:-100} LOGIN_DURATION=${LOGIN_DURATION:-15}
+PORT_OFFSET=${PORT_OFFSET:-10000}
+NCPU=$(nproc)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if ((NCPU >= 2)); then
+  others=1
+  ((NCPU > 2)) && others=1-$((NCPU - 1))
+  ENVOY_CPU=${ENVOY_CPU:-0} OTHER_CPUS=${OTHER_CPUS:-$others}
+else
+  ENVOY_CPU=${ENVOY_CPU:-0} OTHER_CPUS=${OTHER_CPUS:-0}
+fi
+EXT_AUTHZ_ARGS=${EXT_AUTHZ_ARGS:-}
+
+log() { printf '\033[1mbench:\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1mbench: error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# --- tools ----------------------------------------------------------------------------------------
+# Idempotent and quick when everything is there: Debian build deps, Envoy (venv), wrk.
+scripts/bootstrap.sh --bench
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v taskset >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+fi
+for tool in wrk taskset curl python3 cargo; do
+  command -v "$tool" >/dev/null || die "$tool is required"
+done
+ENVOY=$(command -v envoy || echo "$ROOT/.venv/bin/envoy")
+
+if $build; then
+  log "building release binaries"
+  cargo build --release --locked -p ext-authz -p login-service -p demo-upstream -p bench
+  # Compiled now, so no compiler runs during the measurements.
+  [ "${SKIP_CRITERION:-0}" = 1 ] || cargo bench --locked -p ext-authz --bench check --no-run
+fi
+BIN=$ROOT/target/release
+for bin in ext-authz login-service demo-upstream bench; do
+  [ -x "$BIN/$bin" ] || die "$BIN/$bin is missing: run without --no-build"
+done
+
+# --- ports ----------------------------------------------------------------------------------------
+P_LISTEN=$((8080 + PORT_OFFSET)) P_ADMIN=$((9901 + PORT_OFFSET)) P_AUTHZ=$((9001 + PORT_OFFSET))
+P_METRICS=$((9002 + PORT_OFFSET)) P_LOGIN=$((5000 + PORT_OFFSET)) P_UP=$((8000 + PORT_OFFSET))
+P_UP_ADMIN=$((8001 + PORT_OFFSET))
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$P_AUTHZ" "$P_METRICS" "$P_LOGIN" "$P_UP" "$P_UP_ADMIN"; do
+  port_busy "$port" && die "port $port is in use (another bench run?): ss -ltnp 'sport = :$port'"
+done
+
+# --- scratch state --------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/edge-auth-bench.XXXXXX)
+RESULTS=$ROOT/bench/results
+mkdir -p "$RESULTS" "$WORK/keys" "$WORK/data" "$WORK/logs"
+RAW=$WORK/results.jsonl
+: >"$RAW"
+UDS=$WORK/ext-authz.sock
+KID=bench
+umask 077
+head -c 36 /dev/urandom | base64 -w0 >"$WORK/keys/$KID" # 48 printable bytes: the HMAC key
+umask 022
+
+pids=() names=()
+cleanup() {
+  local status=$?
+  if ((${#pids[@]})); then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      local alive=false pid
+      for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
+      $alive || break
+      sleep 0.1
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  if ((status == 0)); then rm -rf "$WORK"; else log "logs kept in $WORK/logs"; fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start() { # start NAME CPUS CMD...: background, logs in $WORK/logs/NAME.log; sets $last_pid
+  local name=$1 cpus=$2
+  shift 2
+  taskset -c "$cpus" "$@" >"$WORK/logs/$name.log" 2>&1 &
+  last_pid=$!
+  pids+=("$last_pid") names+=("$name")
+}
+wait_until() { # wait_until NAME PID CHECK...: poll for 30 s
+  local name=$1 pid=$2 i
+  shift 2
+  for i in $(seq 1 300); do
+    "$@" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || die "$name exited during startup; see $WORK/logs/$name.log"
+    sleep 0.1
+  done
+  die "$name not ready after 30 s; see $WORK/logs/$name.log"
+}
+cpu_us() { # total user+system CPU of PID in microseconds (all threads), from /proc/PID/stat
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) * 1e6 / hz }' "/proc/$1/stat"
+}
+emit() { printf '%s\n' "$*" >>"$RAW"; }
+cpus_jiffies() { # cpus_jiffies LIST (taskset syntax, e.g. 1 or 1-3): "busy total" summed over LIST
+  python3 - "$1" <<'PY'
+import sys
+cpus = set()
+for part in sys.argv[1].split(","):
+    lo, _, hi = part.partition("-")
+    cpus.update(range(int(lo), int(hi or lo) + 1))
+busy = total = 0
+for line in open("/proc/stat"):
+    name, *vals = line.split()
+    if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+        v = [int(x) for x in vals[:8]]
+        total += sum(v)
+        busy += sum(v) - v[3] - v[4]  # minus idle and iowait
+print(busy, total)
+PY
+}
+busy_pct() { # busy_pct "BUSY0 TOTAL0" "BUSY1 TOTAL1"
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    t = y[2] - x[2]; printf "%.1f", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
+}
+
+# --- services -------------------------------------------------------------------------------------
+export RUST_LOG=info
+unset JWT_SECRET JWT_DEFAULT_KID JWT_SIGNING_KID DATABASE_URL
+export DATA_DIR=$WORK/data
+log "preparing login-service (SQLite in $WORK/data)"
+"$BIN/login-service" migrate >"$WORK/logs/login-admin.log" 2>&1
+PASSWORD=$(head -c 18 /dev/urandom | base64 -w0 | tr '+/' '-_')
+printf '%s\n' "$PASSWORD" |
+  "$BIN/login-service" user add bench@example.com --admin --password-stdin >>"$WORK/logs/login-admin.log" 2>&1
+
+start demo-upstream "$OTHER_CPUS" "$BIN/demo-upstream" --addr "127.0.0.1:$P_UP" --admin-addr "127.0.0.1:$P_UP_ADMIN"
+UP_PID=$last_pid
+# shellcheck disable=SC2086 # EXT_AUTHZ_ARGS is a list of flags
+start ext-authz "$OTHER_CPUS" "$BIN/ext-authz" --grpc-addr "127.0.0.1:$P_AUTHZ" --grpc-uds "$UDS" \
+  --metrics-addr "127.0.0.1:$P_METRICS" --keys-dir "$WORK/keys" $EXT_AUTHZ_ARGS
+AUTHZ_PID=$last_pid
+# A second ext-authz for the runtime comparison of the direct gRPC steps: not pinned, so it
+# starts a multi-threaded runtime with one worker per CPU (the default outside a 1-CPU sidecar).
+P_AUTHZ_MT=$((9011 + PORT_OFFSET))
+port_busy "$P_AUTHZ_MT" && die "port $P_AUTHZ_MT is in use"
+# shellcheck disable=SC2086
+start ext-authz-mt "0-$((NCPU - 1))" "$BIN/ext-authz" --grpc-addr "127.0.0.1:$P_AUTHZ_MT" \
+  --metrics-addr "127.0.0.1:$((9012 + PORT_OFFSET))" --keys-dir "$WORK/keys" $EXT_AUTHZ_ARGS
+AUTHZ_MT_PID=$last_pid
+# login-service is not pinned: its ceiling is every core (argon2 on the blocking pool).
+"$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN" --keys-dir "$WORK/keys" \
+  >"$WORK/logs/login-service.log" 2>&1 &
+LOGIN_PID=$!
+pids+=("$LOGIN_PID") names+=(login-service)
+wait_until demo-upstream "$UP_PID" curl -fsS "http://127.0.0.1:$P_UP_ADMIN/stats"
+wait_until ext-authz "$AUTHZ_PID" test -S "$UDS"
+wait_until ext-authz-mt "$AUTHZ_MT_PID" port_busy "$P_AUTHZ_MT"
+wait_until login-service "$LOGIN_PID" curl -fsS "http://127.0.0.1:$P_LOGIN/readyz"
+
+TOKEN=$(curl -fsS -u "bench@example.com:$PASSWORD" -H 'Accept: text/plain' -X POST \
+  "http://127.0.0.1:$P_LOGIN/login") || die "login failed; see $WORK/logs/login-service.log"
+BASIC=$(printf '%s' "bench@example.com:$PASSWORD" | base64 -w0)
+
+# --- Envoy: six configurations, all running, each on its own port, all pinned to ENVOY_CPU ---------
+python3 bench/render_envoy.py "$WORK/envoy" --secret-file "$WORK/keys/$KID" --kid "$KID" \
+  --uds "$UDS" --port-offset "$PORT_OFFSET"
+# The lean configs, in bench/render_envoy.py's port order (listener offset+8081.., admin +9902..).
+LEAN=(a-noauth b-jwt_authn c-ext_authz_tcp c2-ext_authz_tcp_allowlist d-ext_authz_uds)
+CONFIGS=("${LEAN[@]}" e-shipped)
+declare -A PORT ADMIN ENVOY_PID
+PORT[e-shipped]=$P_LISTEN ADMIN[e-shipped]=$P_ADMIN
+for i in "${!LEAN[@]}"; do
+  PORT[${LEAN[$i]}]=$((P_LISTEN + i + 1)) ADMIN[${LEAN[$i]}]=$((P_ADMIN + i + 1))
+done
+for cfg in "${CONFIGS[@]}"; do
+  port_busy "${PORT[$cfg]}" && die "port ${PORT[$cfg]} is in use"
+  port_busy "${ADMIN[$cfg]}" && die "port ${ADMIN[$cfg]} is in use"
+  "$ENVOY" --mode validate --disable-hot-restart -c "$WORK/envoy/$cfg.yaml" >"$WORK/logs/validate-$cfg.log" 2>&1 ||
+    die "$cfg does not validate; see $WORK/logs/validate-$cfg.log"
+  # Its stdout is the shipped config's access log: written (it is part of that config's cost).
+  start "envoy-$cfg" "$ENVOY_CPU" "$ENVOY" -c "$WORK/envoy/$cfg.yaml" --concurrency 1 \
+    --disable-hot-restart --log-level warn
+  ENVOY_PID[$cfg]=$last_pid
+done
+for cfg in "${CONFIGS[@]}"; do
+  wait_until "envoy-$cfg" "${ENVOY_PID[$cfg]}" curl -fsS "http://127.0.0.1:${ADMIN[$cfg]}/ready"
+done
+
+# Correctness before speed: each configuration lets the token through and (b)-(e) refuse none.
+for cfg in "${CONFIGS[@]}"; do
+  url="http://127.0.0.1:${PORT[$cfg]}/api/items"
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$url")
+  [ "$code" = 200 ] || die "$cfg: GET with the token answered $code, expected 200"
+  if [ "$cfg" != a-noauth ]; then
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$url")
+    [ "$code" = 401 ] || die "$cfg: GET without a token answered $code, expected 401"
+  fi
+done
+log "all ${#CONFIGS[@]} Envoy configurations answer (200 with the token, 401 without)"
+
+run_wrk() { # run_wrk CFG ROUND SECONDS: one measurement, appended to $RAW
+  local cfg=$1 round=$2 secs=$3 url="http://127.0.0.1:${PORT[$1]}/api/items"
+  local envoy_pid=${ENVOY_PID[$cfg]} e0 e1 a0 a1 u0 u1 line
+  local c0 c1 o0 o1
+  c0=$(cpus_jiffies "$ENVOY_CPU") o0=$(cpus_jiffies "$OTHER_CPUS")
+  e0=$(cpu_us "$envoy_pid") a0=$(cpu_us "$AUTHZ_PID") u0=$(cpu_us "$UP_PID")
+  line=$(WRK_LABEL=$cfg taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d"${secs}s" --latency \
+    --timeout 5s -s bench/wrk/report.lua -H "Authorization: Bearer $TOKEN" "$url" | grep '^{"kind"')
+  e1=$(cpu_us "$envoy_pid") a1=$(cpu_us "$AUTHZ_PID") u1=$(cpu_us "$UP_PID")
+  c1=$(cpus_jiffies "$ENVOY_CPU") o1=$(cpus_jiffies "$OTHER_CPUS")
+  emit "${line%\}},\"config\":\"$cfg\",\"round\":$round,\"envoy_core_busy_pct\":$(busy_pct "$c0" "$c1"),\"other_cores_busy_pct\":$(busy_pct "$o0" "$o1"),\"envoy_cpu_us\":$(awk "BEGIN{print $e1-$e0}"),\"authz_cpu_us\":$(awk "BEGIN{print $a1-$a0}"),\"upstream_cpu_us\":$(awk "BEGIN{print $u1-$u0}")}"
+}
+
+log "warm-up: ${WARMUP}s per configuration"
+for cfg in "${CONFIGS[@]}"; do
+  WRK_LABEL=warmup taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s bench/wrk/report.lua \
+    -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$cfg]}/api/items" >/dev/null
+done
+for round in $(seq 1 "$ROUNDS"); do
+  # Rotate the order each round so no configuration always runs first or last.
+  for k in "${!CONFIGS[@]}"; do
+    cfg=${CONFIGS[$(((k + round - 1) % ${#CONFIGS[@]}))]}
+    log "round $round/$ROUNDS: $cfg (${DURATION}s, $CONNS connections)"
+    run_wrk "$cfg" "$round" "$DURATION"
+  done
+done
+
+# --- direct gRPC: open-loop load generator ----------------------------------------------------------
+log "direct Check: steps $GRPC_RATES, ${GRPC_DURATION}s each, $GRPC_CONNS HTTP/2 connections"
+taskset -c "$ENVOY_CPU" "$BIN/bench" grpc --target "http://127.0.0.1:$P_AUTHZ" --token "$TOKEN" \
+  --connections "$GRPC_CONNS" --rates "$GRPC_RATES" --duration "$GRPC_DURATION" \
+  --warmup 2 --server-pid "$AUTHZ_PID" --label "pinned to CPU $OTHER_CPUS (1 worker: current-thread runtime)" >>"$RAW"
+if ((NCPU >= 2)); then
+  log "direct Check, runtime comparison: ext-authz on all $NCPU CPUs (multi-threaded runtime)"
+  taskset -c "$ENVOY_CPU" "$BIN/bench" grpc --target "http://127.0.0.1:$P_AUTHZ_MT" --token "$TOKEN" \
+    --connections "$GRPC_CONNS" --rates "${GRPC_MT_RATES:-5000,max}" --duration "$GRPC_DURATION" \
+    --warmup 2 --server-pid "$AUTHZ_MT_PID" --label "not pinned ($NCPU workers: multi-threaded runtime)" >>"$RAW"
+fi
+
+# --- login: a burst of correct logins through the shipped Envoy, next to the argon2 ceiling --------
+log "argon2id verify time (login-service parameters)"
+"$BIN/bench" argon2 --iterations "$($quick && echo 5 || echo 20)" >>"$RAW"
+log "login burst: $LOGIN_CONNS clients for ${LOGIN_DURATION}s (POST /login via e-shipped)"
+l0=$(cpu_us "$LOGIN_PID")
+line=$(WRK_LABEL=login WRK_METHOD=POST wrk -t2 -c"$LOGIN_CONNS" -d"${LOGIN_DURATION}s" --latency \
+  --timeout 10s -s bench/wrk/report.lua -H "Authorization: Basic $BASIC" -H 'Accept: text/plain' \
+  "http://127.0.0.1:$P_LISTEN/login" | grep '^{"kind"')
+l1=$(cpu_us "$LOGIN_PID")
+emit "${line%\}},\"config\":\"login\",\"login_cpu_us\":$(awk "BEGIN{print $l1-$l0}")}"
+
+# Envoy's own view, for the record: ext_authz ok/denied/error and jwt_authn counters.
+for cfg in "${CONFIGS[@]}"; do
+  curl -fsS "http://127.0.0.1:${ADMIN[$cfg]}/stats" |
+    grep -E '^(cluster\.[a-z_]+\.ext_authz\.(ok|denied|error|failure_mode_allowed)|http\.ingress_http\.(jwt_authn\.(allowed|denied)|downstream_rq_[2-5]xx)):' |
+    sed "s/^/$cfg: /" >>"$WORK/envoy-stats.txt" || true
+done
+
+# --- criterion micro-benchmarks -------------------------------------------------------------------
+if [ "${SKIP_CRITERION:-0}" != 1 ]; then
+  log "criterion: cargo bench -p ext-authz --bench check"
+  taskset -c "$OTHER_CPUS" cargo bench --locked -p ext-authz --bench check -- \
+    --warm-up-time 1 --measurement-time "$($quick && echo 1 || echo 3)" --noplot \
+    >"$WORK/logs/criterion.log" 2>&1 || die "criterion failed; see $WORK/logs/criterion.log"
+  for name in verify decide_allow decide_deny_malformed check_request_allow; do
+    est=target/criterion/$name/new/estimates.json
+    [ -f "$est" ] && python3 -c 'import json,sys; e=json.load(open(sys.argv[1])); print(json.dumps({"kind":"criterion","name":sys.argv[2],"median_ns":e["median"]["point_estimate"],"mean_ns":e["mean"]["point_estimate"]}))' "$est" "$name" >>"$RAW"
+  done
+fi
+
+# --- report ---------------------------------------------------------------------------------------
+cp "$RAW" "$RESULTS/latest.jsonl"
+cp "$WORK/envoy-stats.txt" "$RESULTS/latest-envoy-stats.txt" 2>/dev/null || true
+{
+  echo "nproc=$NCPU"
+  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "kernel=$(uname -sr)"
+  echo "envoy=$("$ENVOY" --version 2>/dev/null | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/[A-Z]*' | head -1)"
+  echo "rustc=$(rustc --version)"
+  echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
+  echo "loadavg_at_start=$LOAD_START"
+  echo "loadavg_at_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "quick=$quick rounds=$ROUNDS duration=$DURATION conns=$CONNS grpc_conns=$GRPC_CONNS"
+  echo "login_conns=$LOGIN_CONNS login_duration=$LOGIN_DURATION envoy_cpu=$ENVOY_CPU other_cpus=$OTHER_CPUS"
+  echo "ext_authz_args=$EXT_AUTHZ_ARGS"
+} >"$RESULTS/latest.env"
+python3 bench/report.py "$RESULTS/latest.jsonl" "$RESULTS/latest.env" >"$RESULTS/latest.md"
+if $splice; then
+  python3 bench/report.py --splice BENCHMARKS.md "$RESULTS/latest.md"
+fi
+log "done: $RESULTS/latest.md$($splice && echo ' (spliced into BENCHMARKS.md)')"
