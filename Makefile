@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: run test bootstrap lint build unit k8s bench clean
+.PHONY: run test bootstrap lint build unit k8s bench fuzz soak clean
 
 run:
 	./scripts/run.sh
@@ -31,9 +31,17 @@ k8s: build
 test: lint unit k8s
 	@echo "make test: all checks passed"
 
+# Interleaved rounds through a real Envoy (no auth / jwt_authn / ext-authz TCP / UDS / shipped
+# config), the gRPC load generator, login vs argon2, criterion; rewrites BENCHMARKS.md's tables.
 bench:
-	./scripts/bootstrap.sh --bench
-	$(CARGO) bench --workspace --locked
+	./scripts/bench.sh
+
+# Not part of `make test`: bounded, but minutes long and measuring rather than asserting alone.
+fuzz: bootstrap
+	./scripts/fuzz.sh          # FUZZ_SECONDS=60 per target, FUZZ_TARGETS=... to pick
+
+soak: bootstrap
+	./scripts/soak.sh          # SOAK_SECONDS=180, SOAK_WINDOW_SECONDS=15, SOAK_CLIENTS=8
 
 clean:
 	$(CARGO) clean

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -123,6 +124,10 @@ def stack(overlays, tmp_path_factory):
     ext_env = {**container_env(r, ext_c), "KEYS_DIR": str(keys_dir), "GRPC_UDS": str(sock),
                "GRPC_ADDR": f"127.0.0.1:{ports['grpc']}", "METRICS_ADDR": f"127.0.0.1:{ports['metrics']}",
                "LOG_FORMAT": "text"}
+    if "REVOCATION_FEED_URL" in ext_env:
+        # The Service DNS name does not resolve here: same path, the local login-service.
+        path = urllib.parse.urlsplit(ext_env["REVOCATION_FEED_URL"]).path
+        ext_env["REVOCATION_FEED_URL"] = f"http://127.0.0.1:{ports['login']}{path}"
 
     login_c = pod_spec(r.get("Deployment", "login-service"))["containers"][0]
     db = f"sqlite://{tmp_path / 'login.sqlite'}"
@@ -177,6 +182,9 @@ def stack(overlays, tmp_path_factory):
         ready = f"http://127.0.0.1:{ports['ready']}"
         wait_for(lambda: request(f"{ready}/ready")[0] == 200, "envoy /ready", procs=procs)
         wait_for(lambda: request(f"http://127.0.0.1:{ports['login']}/readyz")[0] == 200, "login-service /readyz", procs=procs)
+        # ext-authz decides only after its first revocation snapshot (503 until then): a plain
+        # 401 for an anonymous request shows the whole check path is up.
+        wait_for(lambda: request(f"{base}/hello")[0] == 401, "ext-authz deciding", procs=procs)
         yield {"base": base, "ready": ready, "keys_dir": keys_dir, "keys": secret_keys}
     finally:
         for p, _ in procs:

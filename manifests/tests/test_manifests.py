@@ -14,6 +14,7 @@ import copy
 import os
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -271,8 +272,21 @@ def test_ext_authz_grpc_probe_is_its_grpc_port(r):
     c = next(c for c in all_containers(gateway) if our_binary(c) == "ext-authz")
     env = container_env(r, c)
     grpc_port = port_of(env.get("GRPC_ADDR") or cli_spec("ext-authz", ()).defaults["GRPC_ADDR"])
-    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for kind in ("startupProbe", "readinessProbe"):
         assert c[kind]["grpc"]["port"] == grpc_port
+    # Liveness must not follow gRPC health: a stale revocation feed turns health NOT_SERVING,
+    # and restarting ext-authz would not bring login-service back.
+    assert c["livenessProbe"]["tcpSocket"]["port"] == grpc_port
+
+
+def test_revocation_feed_url_points_at_the_login_service(r):
+    gateway = pod_spec(r.get("Deployment", "gateway"))
+    c = next(c for c in all_containers(gateway) if our_binary(c) == "ext-authz")
+    url = urllib.parse.urlsplit(container_env(r, c)["REVOCATION_FEED_URL"])
+    service = r.get("Service", "login-service")
+    assert url.hostname == service["metadata"]["name"]
+    assert url.port in [p["port"] for p in service["spec"]["ports"]]
+    assert url.path == "/revocations"
 
 
 def test_envoy_listeners_match_container_ports_and_probes(r):
