@@ -335,12 +335,25 @@ async fn authenticate(
             state.addresses.record_failure(&ip, Instant::now());
             let policy = s.account_policy;
             let id = u.id;
-            let lock = state
+            let failure = state
                 .db
                 .run(move |c| users::record_failure(c, id, &policy))
                 .await?;
-            if lock.is_some() {
-                info!(user_id = id, "account locked after repeated failures");
+            match failure {
+                // Why: a concurrent guess locked the account while this one was being hashed;
+                // answering 401 here would grant more guesses than the policy allows.
+                users::Failure::AlreadyLocked(until) => {
+                    let wait = (until - Utc::now().naive_utc())
+                        .to_std()
+                        .unwrap_or_default();
+                    return Err(ApiError::Locked {
+                        retry_after: retry_after_secs(wait),
+                    });
+                }
+                users::Failure::Counted(Some(_)) => {
+                    info!(user_id = id, "account locked after repeated failures");
+                }
+                users::Failure::Counted(None) | users::Failure::NoAccount => {}
             }
             Err(ApiError::InvalidCredentials)
         }

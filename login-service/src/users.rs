@@ -204,43 +204,61 @@ pub fn lock_end(conn: &mut DbConn, id: i32) -> QueryResult<Option<NaiveDateTime>
 /// database round trips whether or not the account exists.
 pub const NO_ACCOUNT_ID: i32 = -1;
 
-/// A failed login for account `id`: forgets stale failures, increments the count atomically (so
-/// concurrent replicas do not lose failures), and locks the account per `policy`. Returns the
-/// new lock end, if any.
-pub fn record_failure(
-    conn: &mut DbConn,
-    id: i32,
-    policy: &Policy,
-) -> QueryResult<Option<NaiveDateTime>> {
+/// What [`record_failure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The failure was counted; `Some(until)` when it locked the account.
+    Counted(Option<NaiveDateTime>),
+    /// A concurrent failure (on any replica) had locked the account first: not counted, and the
+    /// caller answers as for a locked account.
+    AlreadyLocked(NaiveDateTime),
+    /// No such account (the [`NO_ACCOUNT_ID`] timing twin).
+    NoAccount,
+}
+
+/// A failed login for account `id`: forgets stale failures, then counts this one and locks the
+/// account per `policy` — unless it is already locked.
+///
+/// Why one conditional `UPDATE`: "not locked?" and "count it" must be a single atomic step, or a
+/// burst of concurrent wrong guesses that all saw the account unlocked would each be answered
+/// 401 (more guesses than the policy allows). The row lock of the `UPDATE` (InnoDB) or the
+/// database write lock (SQLite) serialises the burst: exactly `threshold` failures are counted
+/// before the lock, and every later one finds it.
+pub fn record_failure(conn: &mut DbConn, id: i32, policy: &Policy) -> QueryResult<Failure> {
     let t = now();
     let reset_after =
         chrono::Duration::from_std(policy.reset_after).unwrap_or(chrono::Duration::MAX);
     let stale_before = t
         .checked_sub_signed(reset_after)
         .unwrap_or(NaiveDateTime::MIN);
+    let unlocked = || user::locked_until.is_null().or(user::locked_until.le(t));
     conn.transaction(|conn| {
         diesel::update(
             user::table
                 .find(id)
                 .filter(user::updated_at.lt(stale_before))
-                .filter(user::locked_until.is_null().or(user::locked_until.le(t))),
+                .filter(unlocked()),
         )
         .set(user::failed_logins.eq(0))
         .execute(conn)?;
-        diesel::update(user::table.find(id))
+        let counted = diesel::update(user::table.find(id).filter(unlocked()))
             .set((
                 user::failed_logins.eq(user::failed_logins + 1),
                 user::updated_at.eq(t),
             ))
             .execute(conn)?;
-        let Some(failures) = user::table
+        let Some((failures, locked_until)) = user::table
             .find(id)
-            .select(user::failed_logins)
-            .first::<i32>(conn)
+            .select((user::failed_logins, user::locked_until))
+            .first::<(i32, Option<NaiveDateTime>)>(conn)
             .optional()?
         else {
-            return Ok(None);
+            return Ok(Failure::NoAccount);
         };
+        if counted == 0 {
+            // The filter failed on an existing row: it is locked until a time after `t`.
+            return Ok(Failure::AlreadyLocked(locked_until.unwrap_or(t)));
+        }
         let lock = policy
             .lock_for(u32::try_from(failures).unwrap_or(0))
             .map(|d| {
@@ -252,7 +270,7 @@ pub fn record_failure(
                 .set(user::locked_until.eq(Some(until)))
                 .execute(conn)?;
         }
-        Ok(lock)
+        Ok(Failure::Counted(lock))
     })
 }
 
