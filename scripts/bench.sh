@@ -28,6 +28,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 quick=false build=true splice=true
 for arg in "$@"; do
@@ -82,7 +84,7 @@ if $build; then
   log "building release binaries"
   cargo build --release --locked -p ext-authz -p login-service -p demo-upstream -p bench
   # Compiled now, so no compiler runs during the measurements.
-  [ "${SKIP_CRITERION:-0}" = 1 ] || cargo bench --locked -p ext-authz --bench check --no-run
+  [ "${SKIP_CRITERION:-0}" = 1 ] || cargo bench --locked -p ext-authz --bench check --bench revocation --no-run
 fi
 BIN=$ROOT/target/release
 for bin in ext-authz login-service demo-upstream bench; do
@@ -93,7 +95,6 @@ done
 P_LISTEN=$((8080 + PORT_OFFSET)) P_ADMIN=$((9901 + PORT_OFFSET)) P_AUTHZ=$((9001 + PORT_OFFSET))
 P_METRICS=$((9002 + PORT_OFFSET)) P_LOGIN=$((5000 + PORT_OFFSET)) P_UP=$((8000 + PORT_OFFSET))
 P_UP_ADMIN=$((8001 + PORT_OFFSET))
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for port in "$P_AUTHZ" "$P_METRICS" "$P_LOGIN" "$P_UP" "$P_UP_ADMIN"; do
   port_busy "$port" && die "port $port is in use (another bench run?): ss -ltnp 'sport = :$port'"
 done
@@ -114,15 +115,7 @@ pids=() names=()
 cleanup() {
   local status=$?
   if ((${#pids[@]})); then
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      local alive=false pid
-      for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
-      $alive || break
-      sleep 0.1
-    done
-    kill -KILL "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
+    stop_pids 5 "${pids[@]}"
   fi
   if ((status == 0)); then rm -rf "$WORK"; else log "logs kept in $WORK/logs"; fi
   exit "$status"
@@ -308,11 +301,16 @@ done
 
 # --- criterion micro-benchmarks -------------------------------------------------------------------
 if [ "${SKIP_CRITERION:-0}" != 1 ]; then
-  log "criterion: cargo bench -p ext-authz --bench check"
-  taskset -c "$OTHER_CPUS" cargo bench --locked -p ext-authz --bench check -- \
-    --warm-up-time 1 --measurement-time "$($quick && echo 1 || echo 3)" --noplot \
-    >"$WORK/logs/criterion.log" 2>&1 || die "criterion failed; see $WORK/logs/criterion.log"
-  for name in verify decide_allow decide_deny_malformed check_request_allow; do
+  # check: token verification and the decision; revocation: the same path with 100k revocations.
+  for bench in check revocation; do
+    log "criterion: cargo bench -p ext-authz --bench $bench"
+    taskset -c "$OTHER_CPUS" cargo bench --locked -p ext-authz --bench "$bench" -- \
+      --warm-up-time 1 --measurement-time "$($quick && echo 1 || echo 3)" --noplot \
+      >>"$WORK/logs/criterion.log" 2>&1 || die "criterion failed; see $WORK/logs/criterion.log"
+  done
+  for name in verify decide_allow decide_deny_malformed check_request_allow \
+    decide_allow_no_revocations decide_allow_100k_revocations \
+    check_request_allow_no_revocations check_request_allow_100k_revocations revocation_lookup_100k; do
     est=target/criterion/$name/new/estimates.json
     [ -f "$est" ] && python3 -c 'import json,sys; e=json.load(open(sys.argv[1])); print(json.dumps({"kind":"criterion","name":sys.argv[2],"median_ns":e["median"]["point_estimate"],"mean_ns":e["mean"]["point_estimate"]}))' "$est" "$name" >>"$RAW"
   done
