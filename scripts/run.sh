@@ -16,6 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 UDS_PATH=/tmp/edge-auth/ext-authz.sock # must match envoy/envoy-uds.yaml
 ENVOY_CONFIG=envoy/envoy.yaml
@@ -48,7 +50,6 @@ die() { printf '%s %s\n' "$(bold 'run: error:')" "$*" >&2; exit 1; }
 command -v curl >/dev/null || die "curl is required (apt-get install curl)"
 
 # --- ports first: say exactly which one is taken -----------------------------------------------
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for entry in 8080:"Envoy listener" 9901:"Envoy admin" 9001:"ext-authz gRPC" \
   9002:"ext-authz metrics" 5000:"login-service" 8000:"demo-upstream" 8001:"demo-upstream admin"; do
   port=${entry%%:*} what=${entry#*:}
@@ -142,16 +143,7 @@ cleanup() {
   trap '' INT TERM
   if ((${#pids[@]})); then
     log "stopping ${names[*]}"
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    # Give each 10 s to drain, then force.
-    for _ in $(seq 1 100); do
-      local alive=false pid
-      for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=true; done
-      $alive || break
-      sleep 0.1
-    done
-    kill -KILL "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
+    stop_pids 10 "${pids[@]}" # 10 s to drain, then force
     log "stopped"
   fi
   exit "$status"

@@ -3,56 +3,26 @@
 //! (90k tokens + 10k user-wide cuts, none matching the token), plus the cost of rebuilding a
 //! 100k set for one new feed entry (what a logout costs each replica, off the hot path).
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_token::{Issuer, Key, Keyring, Verifier, VerifierConfig};
+use auth_token::{Verifier, VerifierConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use ext_authz::keys::KeyStore;
 use ext_authz::metrics::Metrics;
 use ext_authz::revocation::{Entry, RevocationSet, Revocations};
 use ext_authz::service::AuthzService;
+use ext_authz::test_support::check_request;
 use ext_authz::{Policy, Settings, decide, decide_with_revocations};
 
-const SECRET: &[u8] = b"benchmark-secret-0123456789abcdef0123";
 const ENTRIES: i64 = 100_000;
 
-fn ring() -> Keyring {
-    Keyring::from_keys(vec![Key::new("k1", SECRET).unwrap()], None).unwrap()
-}
+mod common;
 
 fn request(token: &str) -> CheckRequest {
-    let headers: HashMap<String, String> = [
-        (":authority", "edge.example.com"),
-        (":method", "GET"),
-        (":path", "/api/items?page=2"),
-        (":scheme", "https"),
-        ("accept", "application/json"),
-        ("user-agent", "bench/1.0"),
-        ("x-request-id", "0b7d8f8e-5d1c-4f0e-9d55-3c2c6c2f2a11"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .chain([("authorization".to_owned(), format!("Bearer {token}"))])
-    .collect();
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: HashMap::from([("require_roles".to_owned(), "admin".to_owned())]),
-            ..Default::default()
-        }),
-    }
+    check_request(common::headers(token), &[("require_roles", "admin")])
 }
 
 /// 90% single tokens (uuid-like jtis), 10% user-wide cuts, all live for an hour.
@@ -69,23 +39,10 @@ fn entries(now: i64) -> Vec<Entry> {
 }
 
 fn bench(c: &mut Criterion) {
-    let ring = ring();
+    let ring = common::ring();
     let now = auth_token::now_unix();
     let now_i = i64::try_from(now).unwrap();
-    let token = Issuer {
-        ttl: Duration::from_secs(3600),
-        issuer: None,
-        audience: None,
-    }
-    .issue(
-        ring.get(Some("k1")).unwrap(),
-        "12345",
-        "bench@example.com",
-        &["admin".to_owned()],
-        now,
-    )
-    .unwrap()
-    .token;
+    let token = common::token(&ring, &["admin"], now);
     let settings = Settings {
         verifier: Verifier::new(&VerifierConfig::default()),
         realm: "edge".into(),
@@ -128,7 +85,7 @@ fn bench(c: &mut Criterion) {
 
     // The whole check, as the gRPC handler runs it.
     let plain = AuthzService::new(
-        Arc::new(KeyStore::new(self::ring())),
+        Arc::new(KeyStore::new(common::ring())),
         settings.clone(),
         Arc::new(Metrics::new()),
         false,
@@ -137,7 +94,7 @@ fn bench(c: &mut Criterion) {
     revocations.store(set.clone());
     revocations.mark_synced();
     let with = AuthzService::new(
-        Arc::new(KeyStore::new(self::ring())),
+        Arc::new(KeyStore::new(common::ring())),
         settings.clone(),
         Arc::new(Metrics::new()),
         false,

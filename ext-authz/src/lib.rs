@@ -33,5 +33,6 @@ pub use check::{Decision, Denial, Reason, Settings, decide, decide_with_revocati
 pub use config::Config;
 pub use policy::Policy;
 
-#[cfg(test)]
-pub(crate) mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod test_support;

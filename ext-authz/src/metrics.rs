@@ -273,6 +273,7 @@ impl EncodeMetric for LatencyHistogram {
 mod tests {
     use super::*;
     use crate::check::{Denial, DenyStatus};
+    use crate::test_support::claims_with_roles;
 
     #[test]
     fn exposition_has_every_series_and_counts() {
@@ -280,17 +281,7 @@ mod tests {
         m.set_keys_loaded(2);
         m.record_reload();
         m.record_reload_failure();
-        let claims = auth_token::Claims {
-            sub: "1".into(),
-            email: "e".into(),
-            roles: vec![],
-            iat: 0,
-            nbf: 0,
-            exp: 0,
-            jti: "j".into(),
-            iss: None,
-            aud: None,
-        };
+        let claims = claims_with_roles(&[]);
         m.record_check(&Decision::Allow { claims }, Duration::from_micros(7));
         let denial = Denial {
             status: DenyStatus::Unauthorized,

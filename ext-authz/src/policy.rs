@@ -58,20 +58,7 @@ impl<'a> Policy<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn claims(roles: &[&str]) -> Claims {
-        Claims {
-            sub: "1".into(),
-            email: "a@example.com".into(),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            iat: 0,
-            nbf: 0,
-            exp: 0,
-            jti: "j".into(),
-            iss: None,
-            aud: None,
-        }
-    }
+    use crate::test_support::claims_with_roles as claims;
 
     #[test]
     fn parses_and_trims() {

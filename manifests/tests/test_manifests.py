@@ -190,6 +190,22 @@ def test_listen_addresses_are_declared_container_ports(r):
                 assert not addr.startswith("127."), f"{w['metadata']['name']}/{c['name']}: {var}={addr} unreachable from the kubelet"
 
 
+def write_jwt_keys(r, keys_dir: Path) -> Path:
+    """The rendered `jwt-keys` Secret written out as a keys directory (file name = kid)."""
+    keys_dir.mkdir()
+    for kid, key in config_data(r, "Secret", "jwt-keys").items():
+        (keys_dir / kid).write_text(key)
+    return keys_dir
+
+
+def run_check_config(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Runs `argv` (ending in `--check-config`) with only `env` and PATH set."""
+    return subprocess.run(
+        argv,
+        env={"PATH": os.environ.get("PATH", ""), **env}, capture_output=True, text=True, timeout=30,
+    )
+
+
 def test_ext_authz_check_config_accepts_the_rendered_env(r, tmp_path):
     """`ext-authz --check-config` with the rendered env: values parse and the keys load."""
     gateway = pod_spec(r.get("Deployment", "gateway"))
@@ -197,19 +213,13 @@ def test_ext_authz_check_config_accepts_the_rendered_env(r, tmp_path):
     spec = cli_spec("ext-authz", ())
     if "--check-config" not in spec.flags:
         pytest.skip("ext-authz has no --check-config")
-    keys_dir = tmp_path / "keys"
-    keys_dir.mkdir()
-    for kid, key in config_data(r, "Secret", "jwt-keys").items():
-        (keys_dir / kid).write_text(key)
+    keys_dir = write_jwt_keys(r, tmp_path / "keys")
     env = {k: v for k, v in container_env(r, c).items() if v is not None}
     mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "jwt-keys")
     assert env["KEYS_DIR"] == mount
     env["KEYS_DIR"] = str(keys_dir)
     env["GRPC_UDS"] = str(tmp_path / "ext-authz.sock")
-    proc = subprocess.run(
-        [str(binary("ext-authz")), "--check-config"],
-        env={"PATH": os.environ.get("PATH", ""), **env}, capture_output=True, text=True, timeout=30,
-    )
+    proc = run_check_config([str(binary("ext-authz")), "--check-config"], env)
     assert proc.returncode == 0, f"ext-authz --check-config: {proc.stderr.strip()}"
 
 
@@ -220,17 +230,11 @@ def test_login_service_check_config_accepts_the_rendered_env(r, tmp_path):
     spec = cli_spec("login-service", subs)
     if "--check-config" not in spec.flags:
         pytest.skip("login-service serve has no --check-config")
-    keys_dir = tmp_path / "keys"
-    keys_dir.mkdir()
-    for kid, key in config_data(r, "Secret", "jwt-keys").items():
-        (keys_dir / kid).write_text(key)
+    keys_dir = write_jwt_keys(r, tmp_path / "keys")
     env = {k: v for k, v in container_env(r, c).items() if v is not None}
     env["KEYS_DIR"] = str(keys_dir)
     # DATABASE_URL stays the rendered one: --check-config parses it but opens no connection.
-    proc = subprocess.run(
-        [str(binary("login-service")), *subs, "--check-config"],
-        env={"PATH": os.environ.get("PATH", ""), **env}, capture_output=True, text=True, timeout=30,
-    )
+    proc = run_check_config([str(binary("login-service")), *subs, "--check-config"], env)
     assert proc.returncode == 0, f"login-service --check-config: {proc.stderr.strip()}"
 
 

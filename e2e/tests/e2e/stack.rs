@@ -350,7 +350,7 @@ impl Stack {
 
         // Start everything, then wait for each: startups overlap.
         stack.spawn_ext_authz()?;
-        stack.spawn_login_service()?;
+        stack.spawn_login_service(&[])?;
         stack.spawn_upstream()?;
         stack.spawn_envoy()?;
         stack.wait_ext_authz();
@@ -394,6 +394,19 @@ impl Stack {
             "DATABASE_URL",
             format!("sqlite://{}", self.path("login.sqlite").display()),
         );
+        command
+    }
+
+    /// `login-service serve` on `http_addr` with the stack's database and keys, `args` added.
+    fn login_serve_command(&self, http_addr: &str, args: &[&str]) -> Command {
+        let mut command = self.login_command();
+        command
+            .arg("serve")
+            .arg("--http-addr")
+            .arg(http_addr)
+            .arg("--keys-dir")
+            .arg(self.path("keys"))
+            .args(args);
         command
     }
 
@@ -457,14 +470,9 @@ impl Stack {
         }
     }
 
-    fn spawn_login_service(&mut self) -> anyhow::Result<()> {
-        let mut command = self.login_command();
-        command
-            .arg("serve")
-            .arg("--http-addr")
-            .arg("127.0.0.1:5000")
-            .arg("--keys-dir")
-            .arg(self.path("keys"));
+    /// Starts the stack's login-service on port 5000, with `args` added to its flags.
+    fn spawn_login_service(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        let command = self.login_serve_command("127.0.0.1:5000", args);
         self.login = Some(Proc::spawn(
             "login-service",
             command,

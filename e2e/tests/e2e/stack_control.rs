@@ -54,32 +54,15 @@ impl Stack {
     /// `--signing-kid`), waiting until `/readyz` answers 200.
     pub fn restart_login_service_with(&mut self, args: &[&str]) {
         self.kill_login_service();
-        let mut command = self.login_command();
-        command
-            .arg("serve")
-            .arg("--http-addr")
-            .arg("127.0.0.1:5000")
-            .arg("--keys-dir")
-            .arg(self.keys_dir())
-            .args(args);
-        self.login = Some(
-            Proc::spawn("login-service", command, self.path("login-service.log"))
-                .expect("restart login-service"),
-        );
+        self.spawn_login_service(args)
+            .expect("restart login-service");
         self.wait_login_service();
     }
 
     /// Starts another login-service on `port` against the stack's database and keys, with `args`
     /// added, and waits until its `/readyz` answers 200.
     pub fn spawn_login_replica(&self, port: u16, args: &[&str]) -> Replica {
-        let mut command = self.login_command();
-        command
-            .arg("serve")
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--keys-dir")
-            .arg(self.keys_dir())
-            .args(args);
+        let command = self.login_serve_command(&format!("127.0.0.1:{port}"), args);
         let log = self.path(&format!("login-replica-{port}.log"));
         let mut proc = Proc::spawn("login-service replica", command, log).expect("spawn replica");
         let url = format!("http://127.0.0.1:{port}");

@@ -3,10 +3,6 @@
 use std::collections::HashMap;
 
 use envoy_types::ext_authz::v3::pb::HeaderValueOption;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Request as AttrRequest,
-};
 
 use super::*;
 use crate::test_support::*;
@@ -18,25 +14,6 @@ fn service(dry_run: bool, strip: bool) -> AuthzService {
         Arc::new(Metrics::new()),
         strip,
     )
-}
-
-fn request(headers: HashMap<String, String>, extensions: &[(&str, &str)]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: extensions
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ..Default::default()
-        }),
-    }
 }
 
 /// `(name, value, append)` of each header option.
@@ -78,7 +55,7 @@ fn allow_sets_all_identity_headers_with_append_false() {
     let mut h = headers(&format!("Bearer {token}"));
     h.insert("x-auth-user-id".into(), "spoofed".into());
     let resp = service(false, false)
-        .check_request(&request(h, &[]))
+        .check_request(&check_request(h, &[]))
         .unwrap();
     let ok = ok_response(&resp);
     assert_eq!(
@@ -104,7 +81,7 @@ fn allow_sets_all_identity_headers_with_append_false() {
 fn allow_without_roles_sets_empty_roles_header() {
     let token = issue("k1", SECRET, &[]);
     let resp = service(false, true)
-        .check_request(&request(headers(&format!("Bearer {token}")), &[]))
+        .check_request(&check_request(headers(&format!("Bearer {token}")), &[]))
         .unwrap();
     let ok = ok_response(&resp);
     assert_eq!(
@@ -118,7 +95,7 @@ fn allow_without_roles_sets_empty_roles_header() {
 #[test]
 fn missing_token_is_401_unauthenticated() {
     let resp = service(false, false)
-        .check_request(&request(HashMap::new(), &[]))
+        .check_request(&check_request(HashMap::new(), &[]))
         .unwrap();
     let status = resp.status.as_ref().unwrap();
     assert_eq!(status.code, 16);
@@ -152,7 +129,7 @@ fn missing_token_is_401_unauthenticated() {
 fn invalid_token_is_401_with_invalid_token_challenge() {
     let wrong = issue("k1", OTHER_SECRET, &[]);
     let resp = service(false, false)
-        .check_request(&request(headers(&format!("Bearer {wrong}")), &[]))
+        .check_request(&check_request(headers(&format!("Bearer {wrong}")), &[]))
         .unwrap();
     assert_eq!(resp.status.as_ref().unwrap().code, 16);
     let d = denied_response(&resp);
@@ -171,7 +148,7 @@ fn invalid_token_is_401_with_invalid_token_challenge() {
 fn missing_role_is_403_permission_denied() {
     let token = issue("k1", SECRET, &["user"]);
     let resp = service(false, false)
-        .check_request(&request(
+        .check_request(&check_request(
             headers(&format!("Bearer {token}")),
             &[("require_roles", "admin"), ("unknown_key", "ignored")],
         ))
@@ -194,7 +171,7 @@ fn dry_run_allows_and_never_passes_spoofed_identity() {
     let svc = service(true, false);
     // No token: allowed, client-supplied identity headers removed.
     let mut h = HashMap::from([("x-auth-user-id".to_owned(), "spoofed".to_owned())]);
-    let resp = svc.check_request(&request(h.clone(), &[])).unwrap();
+    let resp = svc.check_request(&check_request(h.clone(), &[])).unwrap();
     let ok = ok_response(&resp);
     assert!(ok.headers.is_empty());
     assert_eq!(
@@ -205,7 +182,7 @@ fn dry_run_allows_and_never_passes_spoofed_identity() {
     let token = issue("k1", SECRET, &["user"]);
     h.insert("authorization".into(), format!("Bearer {token}"));
     let resp = svc
-        .check_request(&request(h, &[("require_roles", "admin")]))
+        .check_request(&check_request(h, &[("require_roles", "admin")]))
         .unwrap();
     let ok = ok_response(&resp);
     assert_eq!(options(&ok.headers)[0].1, "42");
@@ -229,7 +206,7 @@ fn no_keys_is_an_rpc_error_not_a_deny() {
         false,
     );
     let err = svc
-        .check_request(&request(headers("Bearer x.y.z"), &[]))
+        .check_request(&check_request(headers("Bearer x.y.z"), &[]))
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert!(
@@ -252,7 +229,7 @@ fn request_without_attributes_is_missing_token() {
 async fn grpc_trait_delegates() {
     let token = issue("k1", SECRET, &[]);
     let resp = service(false, false)
-        .check(Request::new(request(
+        .check(Request::new(check_request(
             headers(&format!("Bearer {token}")),
             &[],
         )))

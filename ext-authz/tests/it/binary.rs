@@ -184,18 +184,10 @@ async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
     let token_text = token("default", SECRET, &[]);
     let good = format!("Bearer {token_text}");
     for channel in [tcp.clone(), uds] {
-        let resp = authz(channel)
-            .check(check_request(Some(&good), &[]))
-            .await
-            .unwrap()
-            .into_inner();
+        let resp = check(&mut authz(channel), Some(&good), &[]).await;
         assert_eq!(http_status(&resp), 200);
     }
-    let resp = authz(tcp.clone())
-        .check(check_request(Some("Bearer not.a.token"), &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = check(&mut authz(tcp.clone()), Some("Bearer not.a.token"), &[]).await;
     assert_eq!(http_status(&resp), 401);
     assert!(
         scrape(metrics_addr)

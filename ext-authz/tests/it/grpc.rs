@@ -22,26 +22,14 @@ async fn tcp_checks_health_and_metrics() {
 
     let mut client = authz(channel);
     let good = format!("Bearer {}", token("default", SECRET, &["admin"]));
-    let resp = client
-        .check(check_request(Some(&good), &[("require_roles", "admin")]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = check(&mut client, Some(&good), &[("require_roles", "admin")]).await;
     assert_eq!(http_status(&resp), 200);
 
-    let resp = client
-        .check(check_request(None, &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = check(&mut client, None, &[]).await;
     assert_eq!(http_status(&resp), 401);
     assert_eq!(resp.status.unwrap().code, 16);
 
-    let resp = client
-        .check(check_request(Some(&good), &[("require_roles", "root")]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = check(&mut client, Some(&good), &[("require_roles", "root")]).await;
     assert_eq!(http_status(&resp), 403);
     assert_eq!(resp.status.unwrap().code, 7);
 
@@ -83,11 +71,7 @@ async fn unix_socket_replaces_stale_file_and_is_group_accessible() {
     let channel = uds_channel(&path).await;
     assert_eq!(health(channel.clone(), "").await, ServingStatus::Serving);
     let good = format!("Bearer {}", token("default", SECRET, &[]));
-    let resp = authz(channel)
-        .check(check_request(Some(&good), &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = check(&mut authz(channel), Some(&good), &[]).await;
     assert_eq!(http_status(&resp), 200);
 
     running.shutdown();

@@ -13,8 +13,8 @@ use ext_authz::server;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::support::{
-    AUTHZ_SERVICE, SECRET, authz, check_request, config, eventually, health, http_status,
-    metric_value, scrape, tcp_channel, token,
+    AUTHZ_SERVICE, SECRET, authz, check, check_request, config, eventually, health, http_status,
+    metric_value, scrape, tcp_channel, token, wait_for_health,
 };
 
 #[derive(Default)]
@@ -115,16 +115,15 @@ async fn follows_the_feed_and_fails_closed_when_it_is_stale() {
 
     // Feed up: snapshot, SERVING, the token is allowed; the feed token is sent.
     state.up.store(true, Ordering::SeqCst);
-    eventually("SERVING", Duration::from_secs(10), || {
-        let channel = channel.clone();
-        async move { (health(channel, AUTHZ_SERVICE).await == ServingStatus::Serving).then_some(()) }
-    })
+    wait_for_health(
+        "SERVING",
+        Duration::from_secs(10),
+        &channel,
+        AUTHZ_SERVICE,
+        ServingStatus::Serving,
+    )
     .await;
-    let resp = client
-        .check(check_request(Some(&bearer), &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = check(&mut client, Some(&bearer), &[]).await;
     assert_eq!(http_status(&resp), 200);
     assert_eq!(
         state.token_seen.lock().unwrap().as_deref(),
@@ -171,21 +170,18 @@ async fn follows_the_feed_and_fails_closed_when_it_is_stale() {
     );
     // Another token of the same user is untouched.
     let other = format!("Bearer {}", token("default", SECRET, &[]));
-    let resp = client
-        .check(check_request(Some(&other), &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = check(&mut client, Some(&other), &[]).await;
     assert_eq!(http_status(&resp), 200);
 
     // Feed down for longer than the grace: NOT_SERVING, and fail-closed: UNAVAILABLE.
     state.up.store(false, Ordering::SeqCst);
-    eventually("NOT_SERVING", Duration::from_secs(15), || {
-        let channel = channel.clone();
-        async move {
-            (health(channel, AUTHZ_SERVICE).await == ServingStatus::NotServing).then_some(())
-        }
-    })
+    wait_for_health(
+        "NOT_SERVING",
+        Duration::from_secs(15),
+        &channel,
+        AUTHZ_SERVICE,
+        ServingStatus::NotServing,
+    )
     .await;
     let err = client
         .check(check_request(Some(&other), &[]))
@@ -198,16 +194,15 @@ async fn follows_the_feed_and_fails_closed_when_it_is_stale() {
 
     // Back: SERVING again, what was revoked still is.
     state.up.store(true, Ordering::SeqCst);
-    eventually("SERVING again", Duration::from_secs(15), || {
-        let channel = channel.clone();
-        async move { (health(channel, "").await == ServingStatus::Serving).then_some(()) }
-    })
+    wait_for_health(
+        "SERVING again",
+        Duration::from_secs(15),
+        &channel,
+        "",
+        ServingStatus::Serving,
+    )
     .await;
-    let resp = client
-        .check(check_request(Some(&bearer), &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = check(&mut client, Some(&bearer), &[]).await;
     assert_eq!(http_status(&resp), 401);
 
     running.shutdown();

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 use auth_token::{Issuer, Key};
 use clap::Parser as _;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use ext_authz::Config;
 use hyper_util::rt::TokioIo;
@@ -53,22 +51,20 @@ pub fn check_request(authorization: Option<&str>, extensions: &[(&str, &str)]) -
     if let Some(value) = authorization {
         headers.insert("authorization".to_owned(), value.to_owned());
     }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: extensions
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ..Default::default()
-        }),
-    }
+    ext_authz::test_support::check_request(headers, extensions)
+}
+
+/// One check through `client`; the call itself must succeed.
+pub async fn check(
+    client: &mut AuthorizationClient<Channel>,
+    authorization: Option<&str>,
+    extensions: &[(&str, &str)],
+) -> CheckResponse {
+    client
+        .check(check_request(authorization, extensions))
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// The HTTP status Envoy would answer (200 for an allow).
@@ -133,6 +129,21 @@ where
         assert!(start.elapsed() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls the health of `service` over `channel` until it is `want` (see [`eventually`]).
+pub async fn wait_for_health(
+    what: &str,
+    deadline: Duration,
+    channel: &Channel,
+    service: &str,
+    want: ServingStatus,
+) {
+    eventually(what, deadline, || {
+        let channel = channel.clone();
+        async move { (health(channel, service).await == want).then_some(()) }
+    })
+    .await;
 }
 
 /// `GET /metrics` over a raw HTTP/1.0 connection.

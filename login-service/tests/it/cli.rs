@@ -1,50 +1,16 @@
 //! The real binary: migrate, user add/passwd/disable/enable/remove/list, exit codes, startup
 //! configuration errors.
 
-use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
-use crate::helpers::{TestDb, binary, db_test, spawn_app_with};
+use crate::helpers::{TestDb, binary, code, db_test, run_cli, run_cli_ok, spawn_app_with};
 
 fn run(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(binary());
-    cmd.env_clear()
-        .env("DATABASE_URL", &db.url)
-        .env("RUST_LOG", "warn")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-#[track_caller]
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
+    run_cli(db, &[], args, stdin)
 }
 
 fn run_ok(db: &TestDb, args: &[&str], stdin: Option<&str>) -> String {
-    let o = run(db, args, stdin);
-    assert_eq!(
-        code(&o),
-        0,
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    run_cli_ok(db, &[], args, stdin)
 }
 
 async fn user_admin_commands(db: TestDb) {

@@ -1,7 +1,9 @@
 //! `spawn_app`, per-test databases, and the `db_test!` macro.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -229,6 +231,17 @@ impl TestApp {
         self.insert_raw(email, &hash, admin).await;
     }
 
+    /// Sets the password of `email` to an OWASP hash of `password` (what `user passwd` does).
+    pub async fn set_password(&self, email: &str, password: &str) {
+        let hash = password::hash_with(password.as_bytes(), password::owasp_params()).unwrap();
+        let e = email.to_owned();
+        self.state
+            .db
+            .run(move |c| users::set_password(c, &e, &hash))
+            .await
+            .unwrap();
+    }
+
     /// Creates a user whose `password` column holds `stored` as is.
     pub async fn insert_raw(&self, email: &str, stored: &str, admin: bool) {
         let (e, h) = (email.to_owned(), stored.to_owned());
@@ -288,4 +301,50 @@ where
 /// Path of the built binary.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_login-service"))
+}
+
+/// Runs the binary as a command-line tool against `db`: a clean environment with
+/// `DATABASE_URL`, `RUST_LOG=warn` and `env`; `stdin`, if any, is written then closed.
+pub fn run_cli(db: &TestDb, env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The exit code of a process that exited normally.
+#[track_caller]
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally")
+}
+
+/// [`run_cli`], asserting exit code 0; returns stdout.
+pub fn run_cli_ok(db: &TestDb, env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> String {
+    let o = run_cli(db, env, args, stdin);
+    assert_eq!(
+        code(&o),
+        0,
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
 }

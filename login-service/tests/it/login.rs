@@ -151,13 +151,7 @@ async fn seed_plaintext_password_never_matches(db: TestDb) {
         "Admin123"
     );
     // After `user passwd` (a hash), login works.
-    let h = login_service::password::hash_with(b"new pw", login_service::password::owasp_params())
-        .unwrap();
-    app.state
-        .db
-        .run(move |c| login_service::users::set_password(c, "seed@example.com", &h))
-        .await
-        .unwrap();
+    app.set_password("seed@example.com", "new pw").await;
     let r = app
         .login("seed@example.com", "new pw", "198.51.100.6")
         .await;
@@ -261,13 +255,7 @@ async fn seed_database_is_adopted(db: TestDb) {
         .await;
     assert_eq!(r.status(), 401);
     // …until an admin sets a password (`login-service user passwd`).
-    let h = login_service::password::hash_with(b"fresh", login_service::password::owasp_params())
-        .unwrap();
-    app.state
-        .db
-        .run(move |c| login_service::users::set_password(c, "georgio@email.com", &h))
-        .await
-        .unwrap();
+    app.set_password("georgio@email.com", "fresh").await;
     let r = app
         .login("georgio@email.com", "fresh", "198.51.100.8")
         .await;

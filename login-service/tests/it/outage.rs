@@ -9,7 +9,7 @@ use diesel::Connection as _;
 use diesel::mysql::MysqlConnection;
 use serde_json::Value;
 
-use crate::helpers::{TestDb, poll, spawn_app_with};
+use crate::helpers::{TestApp, TestDb, poll, spawn_app_with};
 
 /// A MariaDB server of this test's own: temp datadir, free port, killed on Drop.
 struct PrivateMariadb {
@@ -31,7 +31,11 @@ fn tool(name: &str) -> PathBuf {
 impl PrivateMariadb {
     fn install() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        // Why: two private servers bootstrapping at once in the shared /tmp collide on MariaDB's
+        // temporary-table names ("Could not remove temporary table"); each gets its own TMPDIR.
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let out = Command::new(tool("mariadb-install-db"))
+            .env("TMPDIR", dir.path().join("tmp"))
             .args([
                 "--no-defaults",
                 "--auth-root-authentication-method=normal",
@@ -65,6 +69,7 @@ impl PrivateMariadb {
     fn start(&mut self) {
         let d = self.dir.path();
         let child = Command::new(tool("mariadbd"))
+            .env("TMPDIR", d.join("tmp"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", d.join("data").display()))
             .arg(format!("--socket={}", d.join("mysqld.sock").display()))
@@ -100,6 +105,26 @@ impl PrivateMariadb {
             let _ = c.wait();
         }
     }
+
+    /// Stops the server (off the async runtime) and hands it back for a later restart.
+    async fn stopped(mut self) -> Self {
+        tokio::task::spawn_blocking(move || {
+            self.kill();
+            self
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Starts the server again on the same port and datadir (off the async runtime).
+    async fn restarted(mut self) -> Self {
+        tokio::task::spawn_blocking(move || {
+            self.start();
+            self
+        })
+        .await
+        .unwrap()
+    }
 }
 
 impl Drop for PrivateMariadb {
@@ -108,9 +133,9 @@ impl Drop for PrivateMariadb {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_stopped_and_restarted_mysql() {
-    let mut server = tokio::task::spawn_blocking(|| {
+/// A fresh private `mariadbd`, migrated, with a login-service on it (1 s pool timeout).
+async fn app_on_private_mariadb() -> (PrivateMariadb, TestApp) {
+    let server = tokio::task::spawn_blocking(|| {
         let mut s = PrivateMariadb::install();
         s.start();
         s
@@ -125,6 +150,12 @@ async fn database_stopped_and_restarted_mysql() {
         s.pool.connection_timeout = Duration::from_secs(1);
     })
     .await;
+    (server, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_stopped_and_restarted_mysql() {
+    let (server, app) = app_on_private_mariadb().await;
     app.add_user("up@example.com", "pw", false).await;
     app.add_user("other@example.com", "pw2", true).await;
     assert_eq!(
@@ -135,12 +166,7 @@ async fn database_stopped_and_restarted_mysql() {
     );
 
     // Stop the database.
-    let mut server = tokio::task::spawn_blocking(move || {
-        server.kill();
-        server
-    })
-    .await
-    .unwrap();
+    let server = server.stopped().await;
 
     let r = app.login("up@example.com", "pw", "192.0.2.30").await;
     assert_eq!(r.status(), 503);
@@ -157,12 +183,7 @@ async fn database_stopped_and_restarted_mysql() {
     // An outage is not "no such user": nothing was counted against the account.
 
     // Restart on the same port and datadir; login-service recovers by itself.
-    let server = tokio::task::spawn_blocking(move || {
-        server.start();
-        server
-    })
-    .await
-    .unwrap();
+    let server = server.restarted().await;
     let ok = poll(Duration::from_secs(60), || async {
         let r = app.login("up@example.com", "pw", "192.0.2.30").await;
         (r.status() == 200).then_some(())
@@ -218,21 +239,7 @@ async fn database_outage_under_login_load_loses_no_rows_mysql() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    let mut server = tokio::task::spawn_blocking(|| {
-        let mut s = PrivateMariadb::install();
-        s.start();
-        s
-    })
-    .await
-    .unwrap();
-    let base = server.base_url();
-    let db = tokio::task::spawn_blocking(move || TestDb::mysql_at(&base))
-        .await
-        .unwrap();
-    let app = spawn_app_with(db, |s| {
-        s.pool.connection_timeout = Duration::from_secs(1);
-    })
-    .await;
+    let (server, app) = app_on_private_mariadb().await;
     let users = [
         ("load1@example.com", "pw-one"),
         ("load2@example.com", "pw-two"),
@@ -288,12 +295,7 @@ async fn database_outage_under_login_load_loses_no_rows_mysql() {
     assert!(served(30).await.is_some(), "no load before the outage");
 
     let killed = Instant::now();
-    let mut server = tokio::task::spawn_blocking(move || {
-        server.kill();
-        server
-    })
-    .await
-    .unwrap();
+    let server = server.stopped().await;
     let r = poll(Duration::from_secs(30), || async {
         let r = app.login("load2@example.com", "pw-two", "192.0.2.61").await;
         (r.status() == 503).then_some(())
@@ -303,12 +305,7 @@ async fn database_outage_under_login_load_loses_no_rows_mysql() {
     let first_503 = killed.elapsed();
 
     let restarted = Instant::now();
-    let server = tokio::task::spawn_blocking(move || {
-        server.start();
-        server
-    })
-    .await
-    .unwrap();
+    let server = server.restarted().await;
     let ok = poll(Duration::from_secs(60), || async {
         let r = app
             .login("load3@example.com", "pw-three", "192.0.2.62")

@@ -2,13 +2,11 @@
 //! feed token, expiry), the `iat` rule after a user-wide revocation, and the CLI commands that
 //! revoke (`user revoke`, `passwd`, `disable`, `remove`).
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use login_service::revocations::{self, FeedPage, Reason, Revocation};
 
-use crate::helpers::{TestApp, TestDb, binary, db_test, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestDb, db_test, run_cli, run_cli_ok, spawn_app, spawn_app_with};
 
 async fn token(app: &TestApp, email: &str, pw: &str) -> String {
     let r = app.login(email, pw, "192.0.2.50").await;
@@ -295,32 +293,7 @@ async fn login_after_user_revocation_is_dated_after_it(db: TestDb) {
 db_test!(login_after_user_revocation_is_dated_after_it);
 
 fn cli(db: &TestDb, args: &[&str], stdin: Option<&str>) {
-    let mut child = Command::new(binary())
-        .env_clear()
-        .env("DATABASE_URL", &db.url)
-        .env("RUST_LOG", "warn")
-        .env("MAX_TOKEN_TTL", "2h")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let o = child.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    run_cli_ok(db, &[("MAX_TOKEN_TTL", "2h")], args, stdin);
 }
 
 async fn cli_commands_revoke_all_tokens_of_the_user(db: TestDb) {
@@ -365,12 +338,7 @@ async fn cli_commands_revoke_all_tokens_of_the_user(db: TestDb) {
         assert_eq!(r.expires_at - r.revoked_at, 7200, "MAX_TOKEN_TTL=2h");
     }
     // Unknown user: 67, nothing stored.
-    let o = Command::new(binary())
-        .env_clear()
-        .env("DATABASE_URL", &alias.url)
-        .args(["user", "revoke", "ghost@example.com"])
-        .output()
-        .unwrap();
+    let o = run_cli(&alias, &[], &["user", "revoke", "ghost@example.com"], None);
     assert_eq!(o.status.code(), Some(67));
     assert_eq!(rows(&app).await.len(), 4);
 }
