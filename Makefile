@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: run test bootstrap lint build unit k8s bench fuzz soak clean
+.PHONY: run test bootstrap lint build unit k8s bench-configs bench fuzz soak clean
 
 run:
 	./scripts/run.sh
@@ -28,7 +28,11 @@ unit: build
 k8s: build
 	./scripts/check-k8s.sh
 
-test: lint unit k8s
+# The bench-only Envoy configs are rendered by make bench; keep them valid in every test run.
+bench-configs: bootstrap
+	./scripts/check-bench-configs.sh
+
+test: lint unit k8s bench-configs
 	@echo "make test: all checks passed"
 
 # Interleaved rounds through a real Envoy (no auth / jwt_authn / ext-authz TCP / UDS / shipped
