@@ -140,14 +140,33 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Inserts one row so that ids become visible in id order (see the module docs).
+/// The answer of MySQL's `GET_LOCK`: 1 obtained, 0 timed out, NULL error.
+#[derive(QueryableByName)]
+struct NamedLock {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    got: Option<i64>,
+}
+
+/// Inserts one row so that ids become visible in id order (see the module docs). On MySQL a
+/// timeout of the ordering lock (10 s) is an error, never an unordered insert.
 fn insert(conn: &mut DbConn, row: &NewRevocation<'_>) -> QueryResult<()> {
     match conn {
         DbConn::Mysql(c) => {
             // Why: InnoDB hands out AUTO_INCREMENT ids before commit; two replicas inserting at
             // once could commit 7 before 6, and a feed reader at cursor 7 would never see 6.
             // The named lock makes allocate + commit one critical section.
-            diesel::sql_query("DO GET_LOCK('login_service_revocation', 10)").execute(c)?;
+            let got = diesel::sql_query(
+                "SELECT CAST(GET_LOCK('login_service_revocation', 10) AS SIGNED) AS got",
+            )
+            .get_result::<NamedLock>(c)?;
+            // Why: inserting without the lock could reopen the ordering gap and hide this
+            // revocation from a follower for good; failing (503, the caller retries) is safer.
+            if got.got != Some(1) {
+                return Err(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::Unknown,
+                    Box::new("timed out waiting for the revocation ordering lock".to_owned()),
+                ));
+            }
             let inserted = diesel::insert_into(revocation::table)
                 .values(row)
                 .execute(c);
