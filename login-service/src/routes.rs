@@ -303,10 +303,13 @@ async fn authenticate(
             };
             let u2 = u.clone();
             let now = crate::revocations::now_secs();
-            let cutoff = state
+            let outcome = state
                 .db
                 .run(move |c| {
-                    users::record_success(c, &u2)?;
+                    if !users::record_success(c, u2.id)? {
+                        // Locked by a concurrent failure since the re-read above.
+                        return users::lock_end(c, u2.id).map(Err);
+                    }
                     if let Some(h) = upgrade {
                         users::upgrade_hash(c, u2.id, &h)?;
                         info!(
@@ -314,9 +317,13 @@ async fn authenticate(
                             "password hash upgraded to current parameters"
                         );
                     }
-                    crate::revocations::user_cutoff(c, &u2.id.to_string(), now)
+                    crate::revocations::user_cutoff(c, &u2.id.to_string(), now).map(Ok)
                 })
                 .await?;
+            let cutoff = match outcome {
+                Ok(cutoff) => cutoff,
+                Err(until) => return Err(locked_until(until)),
+            };
             // Why: `iat` has one-second resolution; a token issued in the second of a user-wide
             // revocation would be revoked by it (`iat <= T`), so it is dated after it.
             let iat = crate::revocations::fresh_iat(cutoff).await;
@@ -342,14 +349,7 @@ async fn authenticate(
             match failure {
                 // Why: a concurrent guess locked the account while this one was being hashed;
                 // answering 401 here would grant more guesses than the policy allows.
-                users::Failure::AlreadyLocked(until) => {
-                    let wait = (until - Utc::now().naive_utc())
-                        .to_std()
-                        .unwrap_or_default();
-                    return Err(ApiError::Locked {
-                        retry_after: retry_after_secs(wait),
-                    });
-                }
+                users::Failure::AlreadyLocked(until) => return Err(locked_until(Some(until))),
                 users::Failure::Counted(Some(_)) => {
                     info!(user_id = id, "account locked after repeated failures");
                 }
@@ -365,6 +365,17 @@ async fn authenticate(
             no_op_failure_write(state).await?;
             Err(ApiError::InvalidCredentials)
         }
+    }
+}
+
+/// The 429 for an account locked until `until` (a lock that has just ended still answers 429,
+/// with the minimum `Retry-After`).
+fn locked_until(until: Option<chrono::NaiveDateTime>) -> ApiError {
+    let wait = until
+        .and_then(|t| (t - Utc::now().naive_utc()).to_std().ok())
+        .unwrap_or_default();
+    ApiError::Locked {
+        retry_after: retry_after_secs(wait),
     }
 }
 

@@ -172,19 +172,28 @@ pub fn list(conn: &mut DbConn) -> QueryResult<Vec<User>> {
         .load(conn)
 }
 
-/// A successful login: clears the failure count and lock (only writes when there is one).
-pub fn record_success(conn: &mut DbConn, u: &User) -> QueryResult<()> {
-    if u.failed_logins == 0 && u.locked_until.is_none() {
-        return Ok(());
-    }
-    diesel::update(user::table.find(u.id))
-        .set((
-            user::failed_logins.eq(0),
-            user::locked_until.eq(None::<NaiveDateTime>),
-            user::updated_at.eq(now()),
-        ))
-        .execute(conn)
-        .map(|_| ())
+/// A successful login: clears the failure count and lock — only if the account is not locked
+/// at this moment. Returns `false` when a concurrent failure (on any replica) locked it while
+/// this password was being hashed; the caller then answers as for a locked account.
+///
+/// Why one conditional `UPDATE` (the twin of [`record_failure`]): a separate "is it locked?"
+/// read followed by this write left one round trip in which a right guess inside a burst of
+/// wrong ones could log in during the lock and clear it. The count is of rows *matched*
+/// (SQLite, and diesel's MySQL connection with `CLIENT_FOUND_ROWS`), so a clean row that needs
+/// no change still counts; `updated_at` is left alone, a login changes nothing of the account.
+pub fn record_success(conn: &mut DbConn, id: i32) -> QueryResult<bool> {
+    let t = now();
+    let cleared = diesel::update(
+        user::table
+            .find(id)
+            .filter(user::locked_until.is_null().or(user::locked_until.le(t))),
+    )
+    .set((
+        user::failed_logins.eq(0),
+        user::locked_until.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?;
+    Ok(cleared == 1)
 }
 
 /// The current `locked_until` of account `id` (`None` when unset or there is no such row): the
