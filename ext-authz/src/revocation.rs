@@ -28,13 +28,10 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
 use auth_token::Claims;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
-use tonic_health::ServingStatus;
 
 use crate::metrics::Metrics;
-use crate::service::AuthzService;
 use crate::shutdown::ShutdownSignal;
 
 /// One entry of the feed (login-service's `revocation` row).
@@ -447,21 +444,7 @@ pub async fn watch(
             } else if healthy {
                 tracing::info!("revocations in sync: reporting SERVING");
             }
-            let status = if healthy {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            health.set_service_status("", status).await;
-            if healthy {
-                health
-                    .set_serving::<AuthorizationServer<AuthzService>>()
-                    .await;
-            } else {
-                health
-                    .set_not_serving::<AuthorizationServer<AuthzService>>()
-                    .await;
-            }
+            crate::server::report_health(&health, healthy).await;
             serving = Some(healthy);
         }
     }

@@ -139,22 +139,9 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     let uds_listener = config.grpc_uds.as_deref().map(bind_uds).transpose()?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    // Keys are loaded (start takes a ring): serving, overall and for the Authorization service.
-    health_reporter
-        .set_serving::<AuthorizationServer<AuthzService>>()
-        .await;
-    health_reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-    if revocations.is_some() {
-        // Why: until the first revocation snapshot, a revoked token would be allowed.
-        health_reporter
-            .set_not_serving::<AuthorizationServer<AuthzService>>()
-            .await;
-        health_reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-    }
+    // Keys are loaded (start takes a ring): serving — unless revocations are followed.
+    // Why: until the first revocation snapshot, a revoked token would be allowed.
+    report_health(&health_reporter, revocations.is_none()).await;
 
     // `outer` is what callers pull; `stop` tells the listeners, after health flipped.
     let (trigger, outer) = shutdown::channel();
@@ -278,12 +265,7 @@ async fn supervise(
         }
     }
     // Why: probes and Envoy health checks must see NOT_SERVING before connections go away.
-    health
-        .set_not_serving::<AuthorizationServer<AuthzService>>()
-        .await;
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
+    report_health(&health, false).await;
     stop.trigger();
     let drain = async {
         while let Some(joined) = tasks.join_next().await {
@@ -364,4 +346,21 @@ fn metrics_router(metrics: Arc<Metrics>) -> axum::Router {
             }
         }),
     )
+}
+
+/// Sets the overall (`""`) status and the Authorization service's together: a kubelet probe
+/// asks for the first, an Envoy health check may name the second, and they must never disagree.
+pub(crate) async fn report_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <AuthorizationServer<AuthzService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
 }
