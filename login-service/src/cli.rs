@@ -229,13 +229,8 @@ fn user(global: &GlobalArgs, cmd: UserCommand) -> Result<(), CliError> {
             email,
             password_stdin,
         } => {
-            let email = users::normalize_email(&email)?;
-            let db = open(global)?;
-            // Check first, so an unknown user is reported before asking for a password.
-            let e2 = email.clone();
-            let Some(found) = db.run_sync(move |c| users::find_by_email(c, &e2))? else {
-                return Err(CliError::NoUser(email));
-            };
+            // Look up first, so an unknown user is reported before asking for a password.
+            let (db, email, found) = existing_user(global, &email)?;
             let id = found.id;
             let pw = read_password(password_stdin)?;
             let h = hash(&pw)?;
@@ -250,24 +245,14 @@ fn user(global: &GlobalArgs, cmd: UserCommand) -> Result<(), CliError> {
         UserCommand::Disable { email } => set_disabled(global, &email, true),
         UserCommand::Enable { email } => set_disabled(global, &email, false),
         UserCommand::Remove { email } => {
-            let email = users::normalize_email(&email)?;
-            let db = open(global)?;
-            let e2 = email.clone();
-            let Some(found) = db.run_sync(move |c| users::find_by_email(c, &e2))? else {
-                return Err(CliError::NoUser(email));
-            };
+            let (db, email, found) = existing_user(global, &email)?;
             let e2 = email.clone();
             expect_one(db.run_sync(move |c| users::remove(c, &e2))?, &email)?;
             eprintln!("login-service: user {email} removed");
             revoke_all(global, &db, &email, found.id, Reason::Removed)
         }
         UserCommand::Revoke { email } => {
-            let email = users::normalize_email(&email)?;
-            let db = open(global)?;
-            let e2 = email.clone();
-            let Some(found) = db.run_sync(move |c| users::find_by_email(c, &e2))? else {
-                return Err(CliError::NoUser(email));
-            };
+            let (db, email, found) = existing_user(global, &email)?;
             revoke_all(global, &db, &email, found.id, Reason::Admin)
         }
         UserCommand::List => {
@@ -306,14 +291,20 @@ fn expect_one(rows: usize, email: &str) -> Result<(), CliError> {
     }
 }
 
-fn set_disabled(global: &GlobalArgs, email: &str, disabled: bool) -> Result<(), CliError> {
+/// The database, the normalised e-mail and its account; `NoUser` (exit 67) when there is none.
+fn existing_user(global: &GlobalArgs, email: &str) -> Result<(Db, String, users::User), CliError> {
     let email = users::normalize_email(email)?;
     let db = open(global)?;
     let e2 = email.clone();
-    // Look up first: MySQL may report 0 changed rows when the flag already has that value.
-    let Some(found) = db.run_sync(move |c| users::find_by_email(c, &e2))? else {
-        return Err(CliError::NoUser(email));
-    };
+    match db.run_sync(move |c| users::find_by_email(c, &e2))? {
+        Some(found) => Ok((db, email, found)),
+        None => Err(CliError::NoUser(email)),
+    }
+}
+
+fn set_disabled(global: &GlobalArgs, email: &str, disabled: bool) -> Result<(), CliError> {
+    // Look up first: an unknown user is exit 67, and the id is needed for the revocation.
+    let (db, email, found) = existing_user(global, email)?;
     let e2 = email.clone();
     db.run_sync(move |c| users::set_disabled(c, &e2, disabled))?;
     eprintln!(
