@@ -254,10 +254,7 @@ async fn authenticate(
         Some(u) => {
             Span::current().record("user_id", u.id);
             if let Some(until) = u.locked_until.filter(|t| *t > now) {
-                let wait = (until - now).to_std().unwrap_or_default();
-                return Err(ApiError::Locked {
-                    retry_after: retry_after_secs(wait),
-                });
+                return Err(locked_until(Some(until)));
             }
         }
         None => {
@@ -276,22 +273,25 @@ async fn authenticate(
         .await?;
 
     // Why: a lock may have been written by a concurrent request (on any replica) while this one
-    // waited for the hasher; without this second look, a burst of guesses that all passed the
-    // check above was answered in full (unbounded guesses per lock, and a right guess logged in
-    // during the lock). Accounts and unknown e-mails alike, so 401/429 stays uninformative.
+    // waited for the hasher. For accounts, the success and failure writes below are the
+    // authoritative gates (conditional UPDATEs); this second look answers the remaining paths
+    // alike — a disabled account, and unknown e-mails through their in-memory tracker — so
+    // 401/429 stays uninformative and every path costs the same round trips.
     let lock_id = user.as_ref().map_or(users::NO_ACCOUNT_ID, |u| u.id);
     let lock_end = state.db.run(move |c| users::lock_end(c, lock_id)).await?;
-    let now = Utc::now().naive_utc();
-    let wait = match &user {
-        Some(_) => lock_end
-            .filter(|t| *t > now)
-            .map(|until| (until - now).to_std().unwrap_or_default()),
-        None => state.unknown_emails.check(&tracker_key, Instant::now()),
-    };
-    if let Some(wait) = wait {
-        return Err(ApiError::Locked {
-            retry_after: retry_after_secs(wait),
-        });
+    match &user {
+        Some(_) => {
+            if let Some(until) = lock_end.filter(|t| *t > Utc::now().naive_utc()) {
+                return Err(locked_until(Some(until)));
+            }
+        }
+        None => {
+            if let Some(wait) = state.unknown_emails.check(&tracker_key, Instant::now()) {
+                return Err(ApiError::Locked {
+                    retry_after: retry_after_secs(wait),
+                });
+            }
+        }
     }
 
     match (user, verdict) {
