@@ -205,6 +205,18 @@ fn shipped_config_keeps_its_security_settings() {
         .expect("timeout like 0.5s");
     assert!((0.25..=1.0).contains(&secs), "timeout {timeout}");
 
+    // Local replies: only Envoy's own 400s are given a JSON body; ext-authz's 401/403 (also
+    // local replies) keep theirs.
+    let local_reply = &hcm["local_reply_config"];
+    assert!(
+        local_reply.get("body_format").is_none(),
+        "no catch-all body"
+    );
+    for mapper in local_reply["mappers"].as_sequence().expect("mappers") {
+        let filter = serde_norway::to_string(&mapper["filter"]).expect("filter");
+        assert!(filter.contains("default_value: 400"), "{filter}");
+    }
+
     // The access log never records credentials.
     let log = serde_norway::to_string(&hcm["access_log"]).expect("access_log");
     assert!(!log.to_lowercase().contains("authorization"), "{log}");
