@@ -795,6 +795,9 @@ const SPELLINGS: &[(&str, Spelling)] = &[
     ("/admin%", Spelling::Refused),
     ("/admin%zz", Spelling::Refused),
     ("/admin%2", Spelling::Refused),
+    // Encoded `?` and `#`: a decode-and-reparse upstream would cut the path there.
+    ("/admin%3Fx", Spelling::Refused),
+    ("/admin%23x", Spelling::Refused),
     // Unicode lookalikes: fullwidth `ａ`, dotless `ı` (upper-cases to I), fullwidth `／` and `．`.
     ("/%EF%BD%81dmin/x", Spelling::Refused),
     ("/adm%C4%B1n/x", Spelling::Refused),
