@@ -146,20 +146,28 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Builds a verifier; `exp` is always required.
+    /// Builds a verifier; `exp`, `nbf`, `iat` and `sub` are always required, `iss`/`aud` when
+    /// configured.
     pub fn new(config: &VerifierConfig) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = config.leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub"]);
+        // Why: jsonwebtoken compares `iss`/`aud` only when the token carries them; a configured
+        // one must also be a required claim, or a token without it would be accepted.
+        let mut required = vec!["exp", "nbf", "iat", "sub"];
         match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Self {
             validation,
             leeway_secs: config.leeway_secs,
@@ -317,6 +325,67 @@ mod tests {
         assert_eq!(
             verifier().verify(&token, &other_kid, now),
             Err(VerifyError::UnknownKey)
+        );
+    }
+
+    /// jsonwebtoken checks `iss`/`aud` only when the token carries them: a configured issuer or
+    /// audience must also make the claim required, or a token without it would pass.
+    #[test]
+    fn configured_issuer_and_audience_are_required() {
+        let now = crate::now_unix();
+        let ring = ring();
+        let key = ring.get(None).unwrap();
+        let issue = |issuer: Option<&str>, audience: Option<&str>| {
+            Issuer {
+                ttl: Duration::from_secs(600),
+                issuer: issuer.map(str::to_owned),
+                audience: audience.map(str::to_owned),
+            }
+            .issue(key, "42", "a@example.com", &["admin".into()], now)
+            .unwrap()
+            .token
+        };
+        let both = verifier();
+        let iss_only = Verifier::new(&VerifierConfig {
+            issuer: Some("login".into()),
+            ..VerifierConfig::default()
+        });
+        let aud_only = Verifier::new(&VerifierConfig {
+            audience: Some("edge".into()),
+            ..VerifierConfig::default()
+        });
+        let cases = [
+            (&both, None, None, Err(VerifyError::MissingClaim)),
+            (&both, Some("login"), None, Err(VerifyError::MissingClaim)),
+            (&both, None, Some("edge"), Err(VerifyError::MissingClaim)),
+            (&both, Some("login"), Some("edge"), Ok(())),
+            (&iss_only, None, None, Err(VerifyError::MissingClaim)),
+            (
+                &iss_only,
+                None,
+                Some("edge"),
+                Err(VerifyError::MissingClaim),
+            ),
+            (&iss_only, Some("login"), None, Ok(())),
+            (&aud_only, None, None, Err(VerifyError::MissingClaim)),
+            (
+                &aud_only,
+                Some("login"),
+                None,
+                Err(VerifyError::MissingClaim),
+            ),
+            (&aud_only, None, Some("edge"), Ok(())),
+        ];
+        for (verifier, iss, aud, want) in cases {
+            let got = verifier.verify(&issue(iss, aud), &ring, now).map(|_| ());
+            assert_eq!(got, want, "iss {iss:?} aud {aud:?}");
+        }
+        // Without configuration neither claim is required (and one present is not checked).
+        let open = Verifier::new(&VerifierConfig::default());
+        assert!(open.verify(&issue(None, None), &ring, now).is_ok());
+        assert!(
+            open.verify(&issue(Some("x"), Some("y")), &ring, now)
+                .is_ok()
         );
     }
 

@@ -731,3 +731,384 @@ fn brute_force_across_two_replicas_locks_the_account_and_never_logs_in() {
     // Other accounts are unaffected.
     stack.login(&stack.admin);
 }
+
+/// The answer Envoy gives to one spelling of a path (issue #11, item 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spelling {
+    /// Lands on the admin route: 403 `insufficient_scope` for a plain token, 200 for an admin.
+    Admin,
+    /// Refused by the `refused_path` route or Envoy's path normalisation: 400 `invalid_path`
+    /// JSON, whatever the token.
+    Refused,
+    /// Refused by Envoy's HTTP/1 codec (not a parsable request): 400 `bad_request` JSON.
+    Rejected,
+    /// Normalised to a path outside the admin area: 200, the upstream sees exactly this path.
+    Upstream(&'static str),
+}
+
+/// Every spelling of an admin path that an upstream could treat as `/admin...`, and what the edge
+/// must answer. Documented in envoy/README.md ("Path spellings") and SECURITY.md.
+const SPELLINGS: &[(&str, Spelling)] = &[
+    ("/admin", Spelling::Admin),
+    ("/admin?x=1", Spelling::Admin),
+    ("/admin/", Spelling::Admin),
+    ("/admin/reports", Spelling::Admin),
+    ("/ADMIN", Spelling::Admin),
+    ("/Admin/x", Spelling::Admin),
+    ("//admin/x", Spelling::Admin),
+    ("/./admin/x", Spelling::Admin),
+    ("/x/../admin/x", Spelling::Admin),
+    ("/login/../admin/x", Spelling::Admin),
+    ("/admin/x/..", Spelling::Admin),
+    ("/%61dmin/x", Spelling::Admin),
+    ("/%2e/admin", Spelling::Admin),
+    ("/%2e%2e/admin/x", Spelling::Admin),
+    ("/x/%2E%2E/admin/x", Spelling::Admin),
+    // Envoy's normaliser resolves `..;` like `..`, so Tomcat's `/..;/` trick lands on /admin.
+    ("/x/..;/admin/x", Spelling::Admin),
+    ("/admin.json", Spelling::Admin),
+    ("/admin.", Spelling::Admin),
+    ("/admin%2e", Spelling::Admin),
+    ("/admin:export", Spelling::Admin),
+    ("/admin%3Aexport", Spelling::Admin),
+    // A raw backslash is turned into `/` by the normaliser.
+    ("/admin\\reports", Spelling::Admin),
+    ("/admin/x?next=/../../", Spelling::Admin),
+    // Absolute-form request targets are routed on their path.
+    ("http://evil.example/admin", Spelling::Admin),
+    ("http://127.0.0.1:8080/admin/x", Spelling::Admin),
+    // Path parameters (stripped by Tomcat/Spring), encoded or not.
+    ("/admin;x=1/reports", Spelling::Refused),
+    ("/admin;jsessionid=1", Spelling::Refused),
+    ("/;x/admin/x", Spelling::Refused),
+    ("/admin%3bx", Spelling::Refused),
+    // Whitespace at a segment edge (trimmed by some matchers), control characters.
+    ("/admin%20", Spelling::Refused),
+    ("/%20admin/x", Spelling::Refused),
+    ("/admin%20/x", Spelling::Refused),
+    ("/admin%09", Spelling::Refused),
+    ("/admin%0d%0a", Spelling::Refused),
+    ("/admin%7F", Spelling::Refused),
+    // Double encoding and malformed escapes.
+    ("/admin%252f", Spelling::Refused),
+    ("/%2561dmin/x", Spelling::Refused),
+    ("/admin%", Spelling::Refused),
+    ("/admin%zz", Spelling::Refused),
+    ("/admin%2", Spelling::Refused),
+    // Encoded `?` and `#`: a decode-and-reparse upstream would cut the path there.
+    ("/admin%3Fx", Spelling::Refused),
+    ("/admin%23x", Spelling::Refused),
+    // Unicode lookalikes: fullwidth `ａ`, dotless `ı` (upper-cases to I), fullwidth `／` and `．`.
+    ("/%EF%BD%81dmin/x", Spelling::Refused),
+    ("/adm%C4%B1n/x", Spelling::Refused),
+    ("/x%EF%BC%8F..%EF%BC%8Fadmin", Spelling::Refused),
+    ("/x/%EF%BC%8E%EF%BC%8E/admin/x", Spelling::Refused),
+    // Escaped slashes and backslashes, NUL, fragments: refused by Envoy's path normalisation.
+    ("/admin%2Fx", Spelling::Refused),
+    ("/admin%2fx", Spelling::Refused),
+    ("/admin%5creports", Spelling::Refused),
+    ("/admin%5Creports", Spelling::Refused),
+    ("/admin%00", Spelling::Refused),
+    ("/admin#x", Spelling::Refused),
+    ("/admin/x#frag", Spelling::Refused),
+    // Raw non-ASCII, DEL, relative targets: not HTTP/1.1 request lines.
+    ("/\u{ff41}dmin/x", Spelling::Rejected),
+    ("/a\u{7f}dmin", Spelling::Rejected),
+    ("admin/x", Spelling::Rejected),
+    // Normalised out of the admin area: the upstream sees the canonical path, not /admin.
+    ("/admin/%2e%2e/", Spelling::Upstream("/")),
+    ("/admin/..", Spelling::Upstream("/")),
+    ("/admin/.%2e/x", Spelling::Upstream("/x")),
+    ("/administrator", Spelling::Upstream("/administrator")),
+    ("/admin~", Spelling::Upstream("/admin~")),
+];
+
+/// The exact body of the `refused_path` route.
+const INVALID_PATH: &str = r#"{"error":"invalid_path","message":"path refused at the edge"}"#;
+
+/// Sends `method target` byte for byte over HTTP/1.1 and returns the status and body.
+fn raw_request(method: &str, target: &str, token: &str) -> (u16, String) {
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let mut stream = TcpStream::connect("127.0.0.1:8080").expect("connect to Envoy");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    // `Connection: close`: the response ends when Envoy closes (also for HEAD, which announces
+    // a length but sends no body).
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response to {method} {target:?}: {text:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status for {method} {target:?}: {head:?}"));
+    (status, body.to_owned())
+}
+
+/// Checks one answer against its [`Spelling`]; returns a description of the mismatch, if any.
+fn spelling_mismatch(spelling: Spelling, admin: bool, status: u16, body: &str) -> Option<String> {
+    let json = |b: &str| serde_json::from_str::<serde_json::Value>(b).ok();
+    let ok = match spelling {
+        Spelling::Admin if admin => status == 200,
+        Spelling::Admin => {
+            status == 403 && json(body).is_some_and(|j| j["error"] == "insufficient_scope")
+        }
+        Spelling::Refused => status == 400 && body.trim_end() == INVALID_PATH,
+        Spelling::Rejected => {
+            status == 400
+                && json(body).is_some_and(|j| {
+                    j["error"] == "bad_request"
+                        && j["message"]
+                            .as_str()
+                            .is_some_and(|m| m.starts_with("http1."))
+                })
+        }
+        Spelling::Upstream(path) => status == 200 && json(body).is_some_and(|j| j["path"] == path),
+    };
+    (!ok).then(|| format!("got {status} {body:.120}"))
+}
+
+#[test]
+fn path_spellings_of_the_admin_area_need_the_admin_role_or_are_refused() {
+    let stack = Stack::start();
+    let user = stack.login(&stack.user);
+    let admin = stack.login(&stack.admin);
+    let seen = stack.upstream_requests();
+    let mut expected_hits = 0;
+    let mut wrong = Vec::new();
+
+    for &(target, spelling) in SPELLINGS {
+        for (who, token) in [("user", &user), ("admin", &admin)] {
+            let is_admin = who == "admin";
+            let (status, body) = raw_request("GET", target, token);
+            if status == 200 {
+                expected_hits += 1;
+            }
+            if let Some(why) = spelling_mismatch(spelling, is_admin, status, &body) {
+                wrong.push(format!(
+                    "{who} GET {target:?}: expected {spelling:?}, {why}"
+                ));
+            }
+        }
+    }
+    // Any method: the admin policy does not depend on it; unknown methods and CONNECT are 400.
+    for method in ["HEAD", "OPTIONS", "TRACE", "DELETE", "PATCH", "POST", "PUT"] {
+        for target in ["/admin", "/admin/x"] {
+            let (status, body) = raw_request(method, target, &user);
+            let ok = status == 403 && (method == "HEAD" || body.contains("insufficient_scope"));
+            if !ok {
+                wrong.push(format!(
+                    "user {method} {target}: expected 403, got {status} {body}"
+                ));
+            }
+        }
+    }
+    for method in ["FOO", "CONNECT"] {
+        let (status, body) = raw_request(method, "/admin/x", &user);
+        if let Some(why) = spelling_mismatch(Spelling::Rejected, false, status, &body) {
+            wrong.push(format!("user {method} /admin/x: expected Rejected, {why}"));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong answers:\n{}", wrong.join("\n"));
+    // Only the 200s reached the upstream: no refused spelling was forwarded.
+    assert_eq!(stack.upstream_requests(), seen + expected_hits);
+}
+
+/// One HTTP/2 (prior knowledge) request with `path` sent as `:path` verbatim.
+async fn h2_request(path: &str, token: &str) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect("127.0.0.1:8080")
+        .await
+        .expect("connect to Envoy");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("h2 ready");
+    let request = http::Request::get(format!("http://127.0.0.1:8080{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    let response = response.await.expect("h2 response");
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("body chunk");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[test]
+fn http2_path_spellings_get_the_same_answers() {
+    let stack = Stack::start();
+    let user = stack.login(&stack.user);
+    let seen = stack.upstream_requests();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut hits = 0;
+    let mut wrong = Vec::new();
+    for &(path, spelling) in SPELLINGS {
+        // `:path` must be a valid URI here: no raw backslash, non-ASCII, `#`, absolute or
+        // relative forms (HTTP/1.1 covers those).
+        if !path.starts_with('/') || path.contains(['\\', '#']) || !path.is_ascii() {
+            continue;
+        }
+        if path.contains('\u{7f}') {
+            continue;
+        }
+        let (status, body) = runtime.block_on(h2_request(path, &user));
+        if status == 200 {
+            hits += 1;
+        }
+        if let Some(why) = spelling_mismatch(spelling, false, status, &body) {
+            wrong.push(format!("h2 {path:?}: expected {spelling:?}, {why}"));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong answers:\n{}", wrong.join("\n"));
+    assert_eq!(stack.upstream_requests(), seen + hits);
+}
+
+/// Headers a client may send that Envoy or an upstream framework would act on. None may reach
+/// an upstream (item 11): Envoy strips some, the virtual host's `request_headers_to_remove`
+/// the rest.
+const CLIENT_ROUTING_HEADERS: &[&str] = &[
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-retry-on",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-max-retries",
+    "x-envoy-force-trace",
+    "x-envoy-original-path",
+    "x-envoy-internal",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-ip-tags",
+    "x-envoy-attempt-count",
+    "x-envoy-is-timeout-retry",
+    "x-envoy-original-dst-host",
+    "x-envoy-original-method",
+    "x-envoy-upstream-canary",
+    "x-envoy-upstream-service-time",
+    "x-envoy-auth-failure-mode-allowed",
+    "x-envoy-auth-headers-to-remove",
+    "x-envoy-peer-metadata",
+    "x-envoy-overloaded",
+    "x-envoy-degraded",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-prefix",
+    "x-forwarded-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+];
+
+#[test]
+fn client_envoy_and_routing_headers_never_reach_the_upstream() {
+    let stack = Stack::start();
+    let user = stack.login(&stack.user);
+    let seen = stack.upstream_requests();
+
+    let mut request = stack
+        .get("/x")
+        .bearer(&user)
+        .header("x-request-id", "client-chosen-request-id")
+        .header("x-envoy-external-address", "203.0.113.7");
+    for name in CLIENT_ROUTING_HEADERS {
+        let value = match *name {
+            "x-envoy-upstream-rq-timeout-ms" | "x-envoy-upstream-rq-per-try-timeout-ms" => "1",
+            "x-envoy-retry-on" => "5xx,retriable-status-codes",
+            // Would make Envoy retry the upstream's 200 three times if honoured.
+            "x-envoy-retriable-status-codes" => "200",
+            "x-envoy-max-retries" => "3",
+            "x-original-url" | "x-rewrite-url" | "x-original-uri" | "x-forwarded-prefix" => {
+                "/admin/reports"
+            }
+            "forwarded" => "for=203.0.113.7",
+            "x-real-ip" | "x-client-ip" | "true-client-ip" => "203.0.113.7",
+            "x-http-method-override" | "x-http-method" | "x-method-override" => "DELETE",
+            _ => "client",
+        };
+        request = request.header(*name, value);
+    }
+    let echo = Reply::of(request).echo();
+    let headers = echo["headers"].as_object().expect("echoed headers");
+    let leaked: Vec<&str> = CLIENT_ROUTING_HEADERS
+        .iter()
+        .copied()
+        .filter(|name| headers.contains_key(*name))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "reached the upstream: {leaked:?}\n{echo}"
+    );
+    // Envoy's own values, not the client's: the real peer, a fresh request id, the route's
+    // timeout (the client's 1 ms was ignored), and one attempt only.
+    assert_eq!(echo["headers"]["x-envoy-external-address"], "127.0.0.1");
+    let request_id = echo["headers"]["x-request-id"]
+        .as_str()
+        .expect("x-request-id");
+    assert!(
+        uuid::Uuid::parse_str(request_id).is_ok(),
+        "x-request-id {request_id:?} is not Envoy's"
+    );
+    assert_eq!(echo["headers"]["x-envoy-expected-rq-timeout-ms"], "15000");
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/x");
+    assert_eq!(stack.upstream_requests(), seen + 1, "no retry of the 200");
+
+    // A 1 ms upstream timeout chosen by the client would turn a login (an argon2id hash, tens of
+    // ms) into a 504; it is ignored, so the wrong password gets login-service's own 401.
+    let reply = Reply::of(
+        stack
+            .request(Method::POST, "/login")
+            .basic_auth(&stack.user.email, Some("wrong password"))
+            .header("x-envoy-upstream-rq-timeout-ms", "1")
+            .header("x-envoy-upstream-rq-per-try-timeout-ms", "1"),
+    );
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert_eq!(reply.json()["error"], "invalid_credentials", "{reply:?}");
+}
+
+/// A configured issuer and audience hold through Envoy: a token without them is 401.
+#[test]
+fn configured_issuer_and_audience_refuse_tokens_without_them() {
+    let stack = Stack::start_with_args(
+        crate::stack::Transport::Tcp,
+        &["--issuer", "e2e-login", "--audience", "e2e-edge"],
+    );
+    let seen = stack.upstream_requests();
+    let hour = Duration::from_secs(3600);
+    let without = stack.sign("2", "user@example.com", &[], now(), hour);
+    let reply = Reply::of(stack.get("/x").bearer(&without));
+    assert_invalid(&reply, "missing claim", "token without iss/aud");
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"error": "invalid_token", "message": "missing claim"})
+    );
+    let issuer = auth_token::Issuer {
+        ttl: hour,
+        issuer: Some("e2e-login".into()),
+        audience: Some("e2e-edge".into()),
+    };
+    let with = stack.sign_issued(&issuer, "2", "user@example.com", &[], now());
+    let echo = Reply::of(stack.get("/x").bearer(&with)).echo();
+    assert_eq!(echo["headers"]["x-auth-user-id"], "2", "{echo}");
+    assert_eq!(stack.upstream_requests(), seen + 1);
+}

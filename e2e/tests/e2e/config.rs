@@ -205,17 +205,58 @@ fn shipped_config_keeps_its_security_settings() {
         .expect("timeout like 0.5s");
     assert!((0.25..=1.0).contains(&secs), "timeout {timeout}");
 
+    // Local replies: only Envoy's own 400s are given a JSON body; ext-authz's 401/403 (also
+    // local replies) keep theirs.
+    let local_reply = &hcm["local_reply_config"];
+    assert!(
+        local_reply.get("body_format").is_none(),
+        "no catch-all body"
+    );
+    for mapper in local_reply["mappers"].as_sequence().expect("mappers") {
+        let filter = serde_norway::to_string(&mapper["filter"]).expect("filter");
+        assert!(filter.contains("default_value: 400"), "{filter}");
+    }
+
     // The access log never records credentials.
     let log = serde_norway::to_string(&hcm["access_log"]).expect("access_log");
     assert!(!log.to_lowercase().contains("authorization"), "{log}");
 
-    // Routes: POST /login public, /admin/ needs the admin role, the rest protected.
-    let routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    // Client headers that Envoy forwards and upstream frameworks act on are removed for every
+    // route (issue #11; the list and the test: attacks::client_envoy_and_routing_headers_*).
+    let vhost = &hcm["route_config"]["virtual_hosts"][0];
+    let removed: Vec<&str> = vhost["request_headers_to_remove"]
         .as_sequence()
-        .expect("routes");
+        .expect("request_headers_to_remove")
+        .iter()
+        .map(|h| h.as_str().expect("header name"))
+        .collect();
+    for name in [
+        "x-original-url",
+        "x-rewrite-url",
+        "x-forwarded-prefix",
+        "x-http-method-override",
+        "forwarded",
+        "x-envoy-attempt-count",
+        "x-envoy-original-dst-host",
+    ] {
+        assert!(removed.contains(&name), "{name} not removed: {removed:?}");
+    }
+
+    // Routes: ambiguous paths refused, POST /login public, /admin needs the admin role, the
+    // rest protected.
+    let routes = vhost["routes"].as_sequence().expect("routes");
     let per_route =
         |r: &Value| r["typed_per_filter_config"]["envoy.filters.http.ext_authz"].clone();
-    let login = &routes[0];
+    // The refusal comes first and answers itself: nothing behind it is ever reached.
+    let refused = &routes[0];
+    assert_eq!(refused["name"], "refused_path");
+    assert!(refused["match"]["safe_regex"]["regex"].is_string());
+    assert_eq!(refused["direct_response"]["status"], 400);
+    assert!(
+        refused.get("route").is_none(),
+        "refused_path never forwards"
+    );
+    let login = &routes[1];
     assert_eq!(login["match"]["path"], "/login");
     assert_eq!(login["match"]["headers"][0]["name"], ":method");
     assert_eq!(
@@ -224,8 +265,11 @@ fn shipped_config_keeps_its_security_settings() {
     );
     assert_eq!(login["route"]["cluster"], "login_service");
     assert_eq!(per_route(login)["disabled"], true);
-    let admin = &routes[1];
-    assert_eq!(admin["match"]["prefix"], "/admin/");
+    let admin = &routes[2];
+    assert_eq!(
+        admin["match"]["safe_regex"]["regex"],
+        "(?i)/admin([/.:].*|%3a.*)?"
+    );
     assert_eq!(
         per_route(admin)["check_settings"]["context_extensions"]["require_roles"],
         "admin"
@@ -233,10 +277,11 @@ fn shipped_config_keeps_its_security_settings() {
     let rest = routes.last().expect("catch-all");
     assert_eq!(rest["match"]["prefix"], "/");
     assert!(per_route(rest).is_null(), "the catch-all stays protected");
-    // Only the login route disables the check.
-    let disabled = routes
+    // Only the login route and the refusal (which forwards nothing) disable the check.
+    let disabled: Vec<&Value> = routes
         .iter()
         .filter(|r| per_route(r)["disabled"] == true)
-        .count();
-    assert_eq!(disabled, 1);
+        .map(|r| &r["name"])
+        .collect();
+    assert_eq!(disabled, ["refused_path", "login"]);
 }

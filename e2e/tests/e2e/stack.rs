@@ -597,6 +597,23 @@ impl Stack {
     pub fn sign(&self, sub: &str, email: &str, roles: &[&str], iat: u64, ttl: Duration) -> String {
         sign_with(KID, &self.key_secret, sub, email, roles, iat, ttl)
     }
+
+    /// A token signed with the stack's key by `issuer` (its `iss`, `aud` and lifetime).
+    pub fn sign_issued(
+        &self,
+        issuer: &auth_token::Issuer,
+        sub: &str,
+        email: &str,
+        roles: &[&str],
+        iat: u64,
+    ) -> String {
+        let key = auth_token::Key::new(KID, self.key_secret.as_bytes()).expect("test key");
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        issuer
+            .issue(&key, sub, email, &roles, iat)
+            .expect("sign")
+            .token
+    }
 }
 
 impl Drop for Stack {

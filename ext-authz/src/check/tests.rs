@@ -379,6 +379,29 @@ fn issuer_and_audience_when_configured() {
         with("login", "other").reason(),
         Reason::Invalid(VerifyError::WrongAudience)
     );
+    // A configured issuer/audience is required: a token without the claim is refused.
+    let claims_without = |extra: &str| {
+        let p = payload(0, 0, 300).replace(r#""jti":"j1""#, &format!(r#""jti":"j1"{extra}"#));
+        let token = forge(H_K1, &p, SECRET);
+        decide(
+            &headers(&format!("Bearer {token}")),
+            &Policy::NONE,
+            &ring(),
+            &settings,
+            now(),
+        )
+    };
+    for extra in ["", r#","iss":"login""#, r#","aud":"edge""#] {
+        let Decision::Deny(denial) = claims_without(extra) else {
+            panic!("allowed without iss/aud: {extra:?}");
+        };
+        assert_eq!(denial.reason, Reason::Invalid(VerifyError::MissingClaim));
+        assert_eq!(denial.status.http_code(), 401);
+        assert_eq!(
+            denial.body,
+            r#"{"error":"invalid_token","message":"missing claim"}"#
+        );
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use envoy_types::ext_authz::v3::pb::HttpResponse;
 use ext_authz::server;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -147,4 +148,71 @@ async fn shutdown_flips_health_to_not_serving_and_drains_within_deadline() {
     for task in load {
         task.await.unwrap();
     }
+}
+
+/// `--issuer`/`--audience` make the claims required: a token signed with a loaded key but
+/// without `iss` or `aud` is refused with 401 invalid_token (issue #11, item 3).
+#[tokio::test]
+async fn configured_issuer_and_audience_refuse_tokens_without_them() {
+    let config = config(&[
+        "--jwt-secret",
+        SECRET,
+        "--issuer",
+        "login",
+        "--audience",
+        "edge",
+    ]);
+    let running = server::start(&config, config.load().unwrap())
+        .await
+        .unwrap();
+    let mut client = authz(tcp_channel(running.grpc_addr).await);
+    let sign = |issuer: Option<&str>, audience: Option<&str>| {
+        let key = auth_token::Key::new("default", SECRET.as_bytes()).unwrap();
+        let token = auth_token::Issuer {
+            ttl: Duration::from_secs(600),
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
+        }
+        .issue(&key, "7", "it@example.com", &[], auth_token::now_unix())
+        .unwrap()
+        .token;
+        format!("Bearer {token}")
+    };
+
+    let good = check(&mut client, Some(&sign(Some("login"), Some("edge"))), &[]).await;
+    assert_eq!(http_status(&good), 200);
+    for (iss, aud) in [(None, None), (Some("login"), None), (None, Some("edge"))] {
+        let resp = check(&mut client, Some(&sign(iss, aud)), &[]).await;
+        assert_eq!(http_status(&resp), 401, "iss {iss:?} aud {aud:?}");
+        let Some(HttpResponse::DeniedResponse(denied)) = resp.http_response else {
+            panic!("not a denial: iss {iss:?} aud {aud:?}");
+        };
+        assert_eq!(
+            denied.body,
+            r#"{"error":"invalid_token","message":"missing claim"}"#
+        );
+        let challenge = denied
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == "www-authenticate")
+            .map(|h| h.value.clone());
+        assert_eq!(
+            challenge.as_deref(),
+            Some(
+                r#"Bearer realm="edge", error="invalid_token", error_description="missing claim""#
+            )
+        );
+    }
+    let text = scrape(running.metrics_addr).await;
+    assert!(
+        text.contains(r#"ext_authz_checks_total{decision="deny",reason="missing_claim"} 3"#),
+        "{text}"
+    );
+
+    running.shutdown();
+    tokio::time::timeout(Duration::from_secs(15), running.wait())
+        .await
+        .expect("drained in time")
+        .unwrap();
 }
