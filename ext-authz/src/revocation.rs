@@ -485,6 +485,20 @@ pub async fn watch(
             );
         }
         was_blind = blind;
+        // Why this order: whoever sees the feed service change also sees this tick's "can
+        // decide" answer (the outage tests rely on it).
+        if serving != Some(can_decide) && !outer.is_triggered() {
+            if can_decide {
+                tracing::info!("can decide: reporting SERVING");
+            } else if serving.is_some() {
+                tracing::warn!(
+                    lag_ms = state.lag_ms(now),
+                    "fail-closed and the revocation feed is stale: reporting NOT_SERVING, checks answer UNAVAILABLE"
+                );
+            }
+            crate::server::report_health(&health, can_decide).await;
+            serving = Some(can_decide);
+        }
         if was_fresh != Some(fresh) {
             if fresh {
                 tracing::info!("revocation feed fresh: {FEED_HEALTH_SERVICE} SERVING");
@@ -506,18 +520,6 @@ pub async fn watch(
                 )
                 .await;
             was_fresh = Some(fresh);
-        }
-        if serving != Some(can_decide) && !outer.is_triggered() {
-            if can_decide {
-                tracing::info!("can decide: reporting SERVING");
-            } else if serving.is_some() {
-                tracing::warn!(
-                    lag_ms = state.lag_ms(now),
-                    "fail-closed and the revocation feed is stale: reporting NOT_SERVING, checks answer UNAVAILABLE"
-                );
-            }
-            crate::server::report_health(&health, can_decide).await;
-            serving = Some(can_decide);
         }
     }
 }
