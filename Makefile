@@ -1,13 +1,15 @@
 # The two commands of the README's quick start, and the checks CI runs.
-#   make run    build and start the whole stack locally (Envoy on 127.0.0.1:8080)
+#   make run    install build deps, build and start the whole stack locally (Envoy on 127.0.0.1:8080)
 #   make test   everything CI checks, installing what a fresh Debian machine lacks
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: run test bootstrap lint build unit k8s bench-configs bench fuzz soak clean
+.PHONY: run test bootstrap lint build unit k8s bench-configs smoke bench fuzz soak clean
 
+# scripts/run.sh runs scripts/bootstrap.sh (C compiler, libmariadb-dev, pkg-config, Envoy) before
+# cargo, so this works as the first command on a fresh Debian machine.
 run:
 	./scripts/run.sh
 
@@ -17,6 +19,7 @@ bootstrap:
 lint: bootstrap
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	shellcheck -x scripts/*.sh .ci/run
 
 # The e2e tests start the real binaries from target/debug, so build them before testing.
 build: bootstrap
@@ -32,7 +35,12 @@ k8s: build
 bench-configs: bootstrap
 	./scripts/check-bench-configs.sh
 
-test: lint unit k8s bench-configs
+# The quick start as a newcomer meets it: scripts/run.sh (bootstrap, build, start), the
+# walkthrough's requests, SIGTERM and cleanup. Fixed ports, like the e2e tests.
+smoke: build
+	./scripts/smoke-run.sh
+
+test: lint unit k8s bench-configs smoke
 	@echo "make test: all checks passed"
 
 # Interleaved rounds through a real Envoy (no auth / jwt_authn / ext-authz TCP / UDS / shipped

@@ -17,6 +17,8 @@
 #   jwt-keys.env          KID=KEY lines; the Secret `jwt-keys` is mounted as KEYS_DIR, one file
 #                         per kid. KEY = 64 hex characters (the 64 ASCII bytes are the HMAC key).
 #   database-url          DATABASE_URL for login-service and the migrate Job
+#   revocation-feed-token REVOCATION_FEED_TOKEN shared by login-service (required: it listens on
+#                         0.0.0.0) and ext-authz (sent as Bearer to GET /revocations)
 #   mysql-password        MariaDB password of auth_user            (minikube only)
 #   mysql-root-password   MariaDB root password                    (minikube only)
 set -euo pipefail
@@ -86,6 +88,7 @@ for overlay in "${overlays[@]}"; do
 
   write "$keys" "$(printf '%s=%s\n' "$INITIAL_KID" "$(random_hex)")
 "
+  write "$secrets/revocation-feed-token" "$(random_hex)"
   case "$overlay" in
     production)
       [[ -n "${DATABASE_URL:-}" ]] || [[ -e "$secrets/database-url" && $force == false ]] \

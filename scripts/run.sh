@@ -2,12 +2,16 @@
 # The one-command local stack (`make run`): Envoy on http://127.0.0.1:8080 in front of ext-authz,
 # login-service and the demo upstream, all on loopback.
 #
-#   scripts/run.sh              build release binaries, prepare .data/, start everything
+#   scripts/run.sh              install what is missing (scripts/bootstrap.sh: C compiler,
+#                               libmariadb-dev, pkg-config, curl, Envoy), build release binaries,
+#                               prepare .data/, start everything
 #   scripts/run.sh --uds        Envoy reaches ext-authz over a Unix socket (envoy/envoy-uds.yaml)
 #   scripts/run.sh --no-build   skip `cargo build --release --bins`
+#   scripts/run.sh --debug      build and run target/debug instead (what `make smoke` uses)
 #
 # Environment:
-#   DATA_DIR       state directory (default .data): keys/ (signing key), login.sqlite, logs/
+#   DATA_DIR       state directory (default .data): keys/ (signing key), revocation-feed-token,
+#                  login.sqlite, logs/
 #   DATABASE_URL   mysql://... switches login-service to MySQL (migrated here); unset = SQLite
 #   READY_TIMEOUT  seconds each component may take to become ready (default 60)
 #
@@ -21,12 +25,13 @@ ROOT=$PWD
 
 UDS_PATH=/tmp/edge-auth/ext-authz.sock # must match envoy/envoy-uds.yaml
 ENVOY_CONFIG=envoy/envoy.yaml
-transport=tcp build=true
+transport=tcp build=true profile=release
 for arg in "$@"; do
   case "$arg" in
     --uds) transport=uds ENVOY_CONFIG=envoy/envoy-uds.yaml ;;
     --no-build) build=false ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --debug) profile=debug ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -36,7 +41,7 @@ case "$DATA_DIR" in /*) ;; *) DATA_DIR=$ROOT/$DATA_DIR ;; esac
 KEYS_DIR=$DATA_DIR/keys
 LOG_DIR=$DATA_DIR/logs
 READY_TIMEOUT=${READY_TIMEOUT:-60}
-BIN=$ROOT/target/release
+BIN=$ROOT/target/$profile
 LISTEN=127.0.0.1:8080
 
 if [ -t 1 ]; then
@@ -46,8 +51,6 @@ else
 fi
 log() { printf '%s %s\n' "$(bold run:)" "$*" >&2; }
 die() { printf '%s %s\n' "$(bold 'run: error:')" "$*" >&2; exit 1; }
-
-command -v curl >/dev/null || die "curl is required (apt-get install curl)"
 
 # --- ports first: say exactly which one is taken -----------------------------------------------
 for entry in 8080:"Envoy listener" 9901:"Envoy admin" 9001:"ext-authz gRPC" \
@@ -59,10 +62,17 @@ Find it with: ss -ltnp 'sport = :$port'"
   fi
 done
 
-# --- binaries and Envoy ------------------------------------------------------------------------
+# --- build dependencies, binaries and Envoy ----------------------------------------------------
+# Why before cargo: on a fresh Debian machine mysqlclient-sys's build script needs pkg-config and
+# libmariadb-dev, and the build a C compiler; the README promises `make run` as the first command.
+"$ROOT/scripts/bootstrap.sh" || die "scripts/bootstrap.sh could not install the build dependencies"
+command -v curl >/dev/null || die "curl is required (apt-get install curl)"
+command -v cargo >/dev/null || die "cargo is required: install Rust (https://rustup.rs), then retry"
 if $build; then
-  log "building release binaries (cargo build --release --bins)"
-  cargo build --release --bins
+  cargo_args=(build --bins --locked)
+  [ "$profile" = release ] && cargo_args+=(--release)
+  log "building $profile binaries (cargo ${cargo_args[*]})"
+  cargo "${cargo_args[@]}"
 fi
 for bin in ext-authz login-service demo-upstream; do
   [ -x "$BIN/$bin" ] || die "$BIN/$bin is missing: run without --no-build"
@@ -86,6 +96,15 @@ if [ -z "$(find "$KEYS_DIR" -mindepth 1 -maxdepth 1 -type f ! -name '.*' -print 
   mv "$KEYS_DIR/.dev-1.tmp" "$KEYS_DIR/dev-1"
   log "created a development signing key in $KEYS_DIR/dev-1"
 fi
+# The revocation feed's shared token: login-service requires it on GET /revocations, ext-authz
+# sends it. Passed through the environment (not argv, which `ps` shows).
+FEED_TOKEN_FILE=$DATA_DIR/revocation-feed-token
+if [ ! -s "$FEED_TOKEN_FILE" ]; then
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$FEED_TOKEN_FILE.tmp"
+  mv "$FEED_TOKEN_FILE.tmp" "$FEED_TOKEN_FILE"
+  log "created the revocation feed token in $FEED_TOKEN_FILE"
+fi
+REVOCATION_FEED_TOKEN=$(cat "$FEED_TOKEN_FILE")
 
 # login-service reads DATABASE_URL, or $DATA_DIR/login.sqlite when it is unset. Keys come from
 # KEYS_DIR only: a JWT_SECRET from the shell would conflict with it.
@@ -181,6 +200,7 @@ if [ "$transport" = uds ]; then
   rm -f "$UDS_PATH"
   ext_authz_args+=(--grpc-uds "$UDS_PATH")
 fi
+export REVOCATION_FEED_TOKEN # both read it from the environment
 start ext-authz "$LOG_DIR/ext-authz.log" "$BIN/ext-authz" "${ext_authz_args[@]}"
 start login-service "$LOG_DIR/login-service.log" \
   "$BIN/login-service" serve --http-addr 127.0.0.1:5000 --keys-dir "$KEYS_DIR"
@@ -201,6 +221,7 @@ wait_ready demo-upstream "$LOG_DIR/demo-upstream.log" curl -fsS http://127.0.0.1
 wait_ready envoy "$LOG_DIR/envoy.log" curl -fsS http://127.0.0.1:9901/ready
 # ext-authz decides only once it holds the first revocation snapshot (until then Envoy answers
 # 503): an anonymous request answered 401 shows the whole check path is up.
+# shellcheck disable=SC2317 # invoked through wait_ready
 anonymous_is_401() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$LISTEN/hello")" = 401 ]; }
 wait_ready ext-authz "$LOG_DIR/ext-authz.log" anonymous_is_401
 

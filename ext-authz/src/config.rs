@@ -87,12 +87,19 @@ pub struct Config {
     /// Bearer token for the feed (login-service's `REVOCATION_FEED_TOKEN`).
     #[arg(long, env = "REVOCATION_FEED_TOKEN", hide_env_values = true)]
     pub revocation_feed_token: Option<secrecy::SecretString>,
-    /// Without a successful feed response for this long, report NOT_SERVING (and, with
-    /// --revocation-fail-closed, refuse to decide).
+    /// Without a successful feed response for this long the revocation data is stale: the
+    /// `edge-auth.revocation-feed` health service reports NOT_SERVING (and, with
+    /// --revocation-fail-closed, checks are refused).
     #[arg(long, env = "REVOCATION_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub revocation_grace: Duration,
-    /// After the grace without the feed, answer checks with gRPC UNAVAILABLE (Envoy: 503)
-    /// instead of deciding with the revocations known so far.
+    /// Fail-open only: how long after the start checks wait (UNAVAILABLE, health NOT_SERVING)
+    /// for the first revocation snapshot before deciding with an empty set (logged at ERROR).
+    /// Keep it below the startup probe's budget.
+    #[arg(long, env = "REVOCATION_STARTUP_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub revocation_startup_wait: Duration,
+    /// When the feed is stale (and before the first snapshot), answer checks with gRPC
+    /// UNAVAILABLE (Envoy: 503) and report NOT_SERVING, instead of deciding with the
+    /// revocations known so far: a login-service outage then takes the edge down.
     #[arg(long, env = "REVOCATION_FAIL_CLOSED", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub revocation_fail_closed: bool,
@@ -167,6 +174,7 @@ impl Config {
             token: self.revocation_feed_token.clone(),
             wait: self.revocation_feed_wait,
             grace: self.revocation_grace,
+            startup_wait: self.revocation_startup_wait,
             fail_closed: self.revocation_fail_closed,
             limit: 1000,
         })

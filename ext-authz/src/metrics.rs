@@ -10,6 +10,10 @@
 //! - `ext_authz_revocations_known`: entries in the in-memory revocation set.
 //! - `ext_authz_revocation_feed_lag_seconds`: time since the last successful feed response.
 //! - `ext_authz_revocation_feed_errors_total`: failed feed requests.
+//! - `ext_authz_revocation_feed_fresh`: 1 while a snapshot is loaded and the feed answered
+//!   within `--revocation-grace` (the feed health service's SERVING), else 0.
+//! - `ext_authz_revocation_deciding_without_snapshot`: 1 while checks are decided although no
+//!   revocation snapshot was ever loaded (fail-open after the startup wait).
 //!
 //! Hot path: every `(decision, reason)` counter is created at startup and indexed by
 //! [`Reason::index`], and the latency histogram is a fixed array of atomics; recording a check
@@ -52,6 +56,8 @@ pub struct Metrics {
     revocations_known: Gauge,
     feed_lag: Gauge<f64, AtomicU64>,
     feed_errors: Counter,
+    feed_fresh: Gauge,
+    deciding_without_snapshot: Gauge,
 }
 
 impl Default for Metrics {
@@ -134,8 +140,22 @@ impl Metrics {
             "Revocation feed requests that failed",
             feed_errors.clone(),
         );
+        let feed_fresh = Gauge::default();
+        registry.register(
+            "revocation_feed_fresh",
+            "1 while a revocation snapshot is loaded and the feed answered within the grace, else 0",
+            feed_fresh.clone(),
+        );
+        let deciding_without_snapshot = Gauge::default();
+        registry.register(
+            "revocation_deciding_without_snapshot",
+            "1 while checks are decided although no revocation snapshot was ever loaded (revoked tokens pass)",
+            deciding_without_snapshot.clone(),
+        );
         Self {
             registry,
+            feed_fresh,
+            deciding_without_snapshot,
             revocations_known,
             feed_lag,
             feed_errors,
@@ -189,6 +209,16 @@ impl Metrics {
     /// Sets the time since the last successful feed response.
     pub fn set_feed_lag(&self, lag: Duration) {
         self.feed_lag.set(lag.as_secs_f64());
+    }
+
+    /// Sets whether the revocation data is fresh.
+    pub fn set_feed_fresh(&self, fresh: bool) {
+        self.feed_fresh.set(i64::from(fresh));
+    }
+
+    /// Sets whether checks are decided without any revocation snapshot.
+    pub fn set_deciding_without_snapshot(&self, blind: bool) {
+        self.deciding_without_snapshot.set(i64::from(blind));
     }
 
     /// Counts a failed feed request.
@@ -308,6 +338,8 @@ mod tests {
             r#"ext_authz_keys_loaded 2"#,
             r#"ext_authz_key_reloads_total 1"#,
             r#"ext_authz_key_reload_failures_total 1"#,
+            r#"ext_authz_revocation_feed_fresh 0"#,
+            r#"ext_authz_revocation_deciding_without_snapshot 0"#,
             r#"ext_authz_check_duration_seconds_count 4"#,
             r#"ext_authz_check_duration_seconds_bucket{le="0.00001"} 2"#,
             r#"ext_authz_check_duration_seconds_bucket{le="+Inf"} 4"#,

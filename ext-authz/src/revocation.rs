@@ -15,11 +15,17 @@
 //!   long-polls `?since=<cursor>&wait=<--revocation-feed-wait>` (409 `cursor_ahead`: the feed's
 //!   database was replaced, take a new snapshot); errors back off (250 ms → 5 s),
 //!   are counted and logged once per distinct message.
-//! - [`watch`]: every 500 ms, updates the lag gauge, drops expired entries, and drives gRPC
-//!   health: NOT_SERVING until the first complete snapshot and whenever the last successful
-//!   feed response is older than `--revocation-grace`. Checks fail with `UNAVAILABLE` before the
-//!   first snapshot and, with `--revocation-fail-closed`, when the feed is stale (see
-//!   [`Revocations::usable`]).
+//! - [`watch`]: every 500 ms, updates the lag and freshness gauges, drops expired entries, and
+//!   drives gRPC health. Two questions, two answers (issue #11: a login-service outage must not
+//!   take the edge down):
+//!   - "can decide" — the overall `""` and `envoy.service.auth.v3.Authorization` services, which
+//!     readiness probes follow: [`Revocations::usable`]. Fail-open (default): after the first
+//!     snapshot always; before it, once `--revocation-startup-wait` has passed (then it decides
+//!     with an empty set: an ERROR line and `ext_authz_revocation_deciding_without_snapshot 1`).
+//!     Fail-closed: only while the feed is fresh.
+//!   - "revocation data is fresh" — the named service [`FEED_HEALTH_SERVICE`] and the
+//!     `ext_authz_revocation_feed_fresh` gauge: a snapshot was loaded and the last successful
+//!     feed response is not older than `--revocation-grace`. For alerts, not for readiness.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,14 +165,21 @@ pub struct FeedConfig {
     pub token: Option<SecretString>,
     /// Long-poll wait asked of the server.
     pub wait: Duration,
-    /// Without a successful feed response for this long: NOT_SERVING (and, when
-    /// `fail_closed`, checks fail with UNAVAILABLE).
+    /// Without a successful feed response for this long the feed is stale: the feed health
+    /// service turns NOT_SERVING (and, when `fail_closed`, checks fail with UNAVAILABLE).
     pub grace: Duration,
+    /// Fail-open only: how long checks wait for the first snapshot (UNAVAILABLE meanwhile)
+    /// before deciding with an empty set.
+    pub startup_wait: Duration,
     /// Refuse to decide (gRPC UNAVAILABLE → Envoy's 503) when the feed is stale.
     pub fail_closed: bool,
     /// Entries per page.
     pub limit: u32,
 }
+
+/// The gRPC health service name that reports whether the revocation data is fresh (SERVING)
+/// or stale (NOT_SERVING). Not "can decide": that is the overall `""` service.
+pub const FEED_HEALTH_SERVICE: &str = "edge-auth.revocation-feed";
 
 /// The shared revocation state: the active set and the feed's freshness.
 #[derive(Debug)]
@@ -180,6 +193,8 @@ pub struct Revocations {
     /// Unix milliseconds of the start (staleness before the first snapshot counts from here).
     started_ms: u64,
     grace_ms: u64,
+    /// Fail-open: before the first snapshot, checks wait this long (see [`Revocations::usable`]).
+    startup_wait_ms: u64,
     fail_closed: bool,
     leeway: u64,
 }
@@ -191,17 +206,28 @@ fn now_ms() -> u64 {
 }
 
 impl Revocations {
-    /// Empty, never synced. `leeway` is the verifier's `exp` leeway (seconds).
+    /// Empty, never synced. `leeway` is the verifier's `exp` leeway (seconds). The startup
+    /// wait is the grace until [`Revocations::with_startup_wait`] says otherwise.
     pub fn new(grace: Duration, fail_closed: bool, leeway: u64) -> Self {
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
         Self {
             set: ArcSwap::from_pointee(RevocationSet::default()),
             writer: Mutex::new(()),
             synced_ms: AtomicU64::new(0),
             started_ms: now_ms(),
-            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            grace_ms,
+            startup_wait_ms: grace_ms,
             fail_closed,
             leeway,
         }
+    }
+
+    /// Sets how long, before the first snapshot, a fail-open replica waits before deciding
+    /// with an empty set.
+    #[must_use]
+    pub fn with_startup_wait(mut self, wait: Duration) -> Self {
+        self.startup_wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self
     }
 
     /// The active set, for one check. Lock-free.
@@ -247,29 +273,39 @@ impl Revocations {
         now_ms.saturating_sub(since)
     }
 
-    /// Ready: a snapshot was received and the feed is not older than the grace.
-    pub fn healthy(&self, now_ms: u64) -> bool {
+    /// Fresh: a snapshot was received and the feed is not older than the grace. Reported by
+    /// [`FEED_HEALTH_SERVICE`] and the `revocation_feed_fresh` gauge; readiness does not follow
+    /// it unless fail-closed.
+    pub fn fresh(&self, now_ms: u64) -> bool {
         self.ever_synced() && self.lag_ms(now_ms) <= self.grace_ms
     }
 
     /// Whether checks may be decided (else they are answered `UNAVAILABLE`):
-    /// - before the first snapshot: no (nothing is known, a revoked token would pass) — except
-    ///   fail-open once the grace after the start has passed;
-    /// - after it: fail-open always (enforcing what is known); fail-closed while the last
-    ///   successful feed response is not older than the grace.
+    /// - fail-open (default): after the first snapshot always (enforcing what is known, however
+    ///   stale); before it, once `startup_wait` has passed since the start (with an empty set:
+    ///   see [`Revocations::deciding_without_snapshot`]);
+    /// - fail-closed: only while [`Revocations::fresh`].
     ///
     /// One atomic load (plus a clock read when it matters).
     pub fn usable(&self) -> bool {
-        let synced = self.ever_synced();
-        if synced && !self.fail_closed {
+        if !self.fail_closed && self.ever_synced() {
             return true;
         }
-        let within_grace = self.lag_ms(now_ms()) <= self.grace_ms;
-        if synced {
-            within_grace
-        } else {
-            !self.fail_closed && !within_grace
+        self.usable_at(now_ms())
+    }
+
+    /// [`Revocations::usable`] at `now_ms`: what gRPC health reports as "can decide".
+    pub fn usable_at(&self, now_ms: u64) -> bool {
+        if self.fail_closed {
+            return self.fresh(now_ms);
         }
+        self.ever_synced() || now_ms.saturating_sub(self.started_ms) >= self.startup_wait_ms
+    }
+
+    /// True while checks are decided although no snapshot was ever loaded (fail-open after
+    /// the startup wait): a token revoked before this replica started is accepted.
+    pub fn deciding_without_snapshot(&self, now_ms: u64) -> bool {
+        !self.ever_synced() && self.usable_at(now_ms)
     }
 
     /// The `exp` leeway (seconds) entries are kept for.
@@ -404,8 +440,9 @@ pub async fn follow(
     }
 }
 
-/// Every 500 ms until `stop`: lag gauge, expiry, and gRPC health from the feed's freshness.
-/// `outer` is the shutdown request: once it fired, health is left NOT_SERVING.
+/// Every 500 ms until `stop`: lag and freshness gauges, expiry, and gRPC health ("can decide"
+/// on `""`/Authorization, "fresh" on [`FEED_HEALTH_SERVICE`]). `outer` is the shutdown
+/// request: once it fired, health is left NOT_SERVING.
 pub async fn watch(
     state: Arc<Revocations>,
     metrics: Arc<Metrics>,
@@ -416,6 +453,8 @@ pub async fn watch(
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut serving: Option<bool> = None;
+    let mut was_fresh: Option<bool> = None;
+    let mut was_blind = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -434,18 +473,53 @@ pub async fn watch(
             });
             metrics.set_revocations_known(len);
         }
-        let healthy = state.healthy(now);
-        if serving != Some(healthy) && !outer.is_triggered() {
-            if !healthy && serving.is_some() {
+        let fresh = state.fresh(now);
+        let can_decide = state.usable_at(now);
+        let blind = state.deciding_without_snapshot(now);
+        metrics.set_feed_fresh(fresh);
+        metrics.set_deciding_without_snapshot(blind);
+        if blind && !was_blind {
+            tracing::error!(
+                lag_ms = state.lag_ms(now),
+                "no revocation snapshot after the startup wait: deciding WITHOUT revocation data (revoked tokens are accepted until the feed answers)"
+            );
+        }
+        was_blind = blind;
+        // Why this order: whoever sees the feed service change also sees this tick's "can
+        // decide" answer (the outage tests rely on it).
+        if serving != Some(can_decide) && !outer.is_triggered() {
+            if can_decide {
+                tracing::info!("can decide: reporting SERVING");
+            } else if serving.is_some() {
                 tracing::warn!(
                     lag_ms = state.lag_ms(now),
-                    "revocation feed stale: reporting NOT_SERVING"
+                    "fail-closed and the revocation feed is stale: reporting NOT_SERVING, checks answer UNAVAILABLE"
                 );
-            } else if healthy {
-                tracing::info!("revocations in sync: reporting SERVING");
             }
-            crate::server::report_health(&health, healthy).await;
-            serving = Some(healthy);
+            crate::server::report_health(&health, can_decide).await;
+            serving = Some(can_decide);
+        }
+        if was_fresh != Some(fresh) {
+            if fresh {
+                tracing::info!("revocation feed fresh: {FEED_HEALTH_SERVICE} SERVING");
+            } else if was_fresh.is_some() {
+                tracing::warn!(
+                    lag_ms = state.lag_ms(now),
+                    fail_closed = state.fail_closed,
+                    "revocation feed stale: {FEED_HEALTH_SERVICE} NOT_SERVING; revocations made meanwhile are not seen"
+                );
+            }
+            health
+                .set_service_status(
+                    FEED_HEALTH_SERVICE,
+                    if fresh {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    },
+                )
+                .await;
+            was_fresh = Some(fresh);
         }
     }
 }
@@ -621,20 +695,42 @@ mod tests {
         let r = Revocations::new(Duration::from_secs(30), true, 30);
         let now = now_ms();
         assert!(!r.ever_synced());
-        assert!(!r.healthy(now), "not ready before the first snapshot");
+        assert!(!r.fresh(now), "not fresh before the first snapshot");
         assert!(!r.usable(), "no decision before the first snapshot");
-        assert!(!r.healthy(now + 31_000));
+        assert!(!r.fresh(now + 31_000));
+        assert!(
+            !r.usable_at(now + 31_000),
+            "fail-closed never decides blind"
+        );
         r.mark_synced();
-        assert!(r.healthy(now_ms()));
+        assert!(r.fresh(now_ms()));
         assert!(r.usable());
-        assert!(!r.healthy(now_ms() + 31_000), "stale after the grace");
+        assert!(!r.fresh(now_ms() + 31_000), "stale after the grace");
+        assert!(
+            !r.usable_at(now_ms() + 31_000),
+            "fail-closed: stale is UNAVAILABLE"
+        );
         let open = Revocations::new(Duration::from_secs(30), false, 30);
         assert!(
             !open.usable(),
             "fail-open waits for the snapshot during the grace"
         );
+        assert!(!open.deciding_without_snapshot(now));
+        assert!(open.usable_at(now + 31_000) && open.deciding_without_snapshot(now + 31_000));
+        let short = Revocations::new(Duration::from_secs(120), false, 30)
+            .with_startup_wait(Duration::from_secs(10));
+        assert!(!short.usable_at(now + 9_000));
+        assert!(
+            short.usable_at(now + 10_500),
+            "the startup wait, not the grace"
+        );
         open.mark_synced();
         assert!(open.usable());
+        assert!(
+            open.usable_at(now_ms() + 3_600_000),
+            "fail-open decides with what is known, however stale"
+        );
+        assert!(!open.deciding_without_snapshot(now_ms() + 3_600_000));
         let open = Revocations::new(Duration::ZERO, false, 30);
         std::thread::sleep(Duration::from_millis(5));
         assert!(

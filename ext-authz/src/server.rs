@@ -117,11 +117,10 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     );
     let feed = config.feed_config();
     let revocations = feed.as_ref().map(|feed| {
-        Arc::new(Revocations::new(
-            feed.grace,
-            feed.fail_closed,
-            config.leeway_secs,
-        ))
+        Arc::new(
+            Revocations::new(feed.grace, feed.fail_closed, config.leeway_secs)
+                .with_startup_wait(feed.startup_wait),
+        )
     });
     if let Some(revocations) = &revocations {
         service = service.with_revocations(Arc::clone(revocations));
@@ -139,9 +138,15 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     let uds_listener = config.grpc_uds.as_deref().map(bind_uds).transpose()?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    // Keys are loaded (start takes a ring): serving — unless revocations are followed.
-    // Why: until the first revocation snapshot, a revoked token would be allowed.
+    // Keys are loaded (start takes a ring): can decide — unless revocations are followed, then
+    // `revocation::watch` reports (after the first snapshot or the startup wait).
+    // Why: right after a restart, a revoked token would be allowed.
     report_health(&health_reporter, revocations.is_none()).await;
+    if revocations.is_some() {
+        health_reporter
+            .set_service_status(revocation::FEED_HEALTH_SERVICE, ServingStatus::NotServing)
+            .await;
+    }
 
     // `outer` is what callers pull; `stop` tells the listeners, after health flipped.
     let (trigger, outer) = shutdown::channel();

@@ -201,6 +201,11 @@ pub struct ServeArgs {
     /// `--revocation-feed-token`).
     #[arg(long, env = "REVOCATION_FEED_TOKEN", hide_env_values = true)]
     pub revocation_feed_token: Option<SecretString>,
+    /// Serve `GET /revocations` without a token although the listener is not loopback-only
+    /// (otherwise a missing REVOCATION_FEED_TOKEN stops the start).
+    #[arg(long, env = "INSECURE_OPEN_FEED", action = ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_open_feed: bool,
     /// How often expired revocations are deleted from the database.
     #[arg(long, env = "REVOCATION_CLEANUP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub revocation_cleanup_interval: Duration,
@@ -221,6 +226,11 @@ pub enum ConfigError {
     /// A value out of range.
     #[error("invalid setting: {0}")]
     Invalid(String),
+    /// Production settings (a non-loopback listener) without a revocation feed token.
+    #[error(
+        "REVOCATION_FEED_TOKEN is required when listening on {0} (not loopback): GET /revocations lists revoked users and token ids; set it (and ext-authz's --revocation-feed-token) or pass --insecure-open-feed"
+    )]
+    OpenFeed(SocketAddr),
 }
 
 /// Everything `serve` needs, validated.
@@ -318,6 +328,14 @@ impl ServeArgs {
                 "--lockout-max must be ≤ 30 days".into(),
             ));
         }
+        let feed_token = self
+            .revocation_feed_token
+            .clone()
+            .filter(|t| !t.expose_secret().is_empty());
+        // Why: the feed lists subjects and token ids; "production" = reachable beyond this host.
+        if feed_token.is_none() && !self.http_addr.ip().is_loopback() && !self.insecure_open_feed {
+            return Err(ConfigError::OpenFeed(self.http_addr));
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Settings {
             http_addr: self.http_addr,
@@ -352,10 +370,7 @@ impl ServeArgs {
             max_header_bytes: self.max_header_bytes,
             shutdown_timeout: self.shutdown_timeout,
             revocation: RevocationSettings {
-                feed_token: self
-                    .revocation_feed_token
-                    .clone()
-                    .filter(|t| !t.expose_secret().is_empty()),
+                feed_token,
                 user_ttl: global.max_token_ttl.max(self.token_ttl),
                 cleanup_interval: self.revocation_cleanup_interval,
             },
@@ -420,12 +435,55 @@ mod tests {
 
     #[test]
     fn no_subcommand_means_serve_with_defaults() {
-        let cli = Cli::try_parse_from(["login-service", "--jwt-secret", &"k".repeat(32)]).unwrap();
+        let cli = Cli::try_parse_from([
+            "login-service",
+            "--jwt-secret",
+            &"k".repeat(32),
+            "--revocation-feed-token",
+            "feed-token",
+        ])
+        .unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.http_addr.port(), 5000);
         assert!(cli.serve.trust_forwarded_for);
         let s = cli.serve.resolve(&cli.global).unwrap();
         assert_eq!(s.issuer.ttl, Duration::from_secs(86_400));
+    }
+
+    /// Issue #11 item 10: a listener reachable beyond this host (the default 0.0.0.0) without
+    /// REVOCATION_FEED_TOKEN would publish the feed to anyone; refused unless opted out.
+    #[test]
+    fn non_loopback_listener_requires_a_feed_token() {
+        let resolve = |args: &[&str]| {
+            let secret = "k".repeat(32);
+            let argv = ["login-service", "--jwt-secret", secret.as_str()];
+            let cli = Cli::try_parse_from(argv.iter().chain(args)).unwrap();
+            cli.serve.resolve(&cli.global)
+        };
+        for refused in [
+            &[][..],
+            &["--http-addr", "10.1.2.3:5000"],
+            &["--http-addr", "[::]:5000"],
+            &["--revocation-feed-token", ""],
+        ] {
+            let err = resolve(refused).unwrap_err();
+            assert!(matches!(err, ConfigError::OpenFeed(_)), "{refused:?}");
+            let line = err.to_string();
+            assert_eq!(line.lines().count(), 1);
+            assert!(
+                line.starts_with("REVOCATION_FEED_TOKEN is required when listening on "),
+                "{line}"
+            );
+            assert!(line.contains("--insecure-open-feed"), "{line}");
+        }
+        for allowed in [
+            &["--revocation-feed-token", "t"][..],
+            &["--http-addr", "127.0.0.1:5000"],
+            &["--http-addr", "[::1]:5000"],
+            &["--insecure-open-feed"],
+        ] {
+            resolve(allowed).unwrap_or_else(|e| panic!("{allowed:?}: {e}"));
+        }
     }
 
     #[test]

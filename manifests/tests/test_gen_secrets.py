@@ -40,6 +40,8 @@ def test_minikube_secrets_are_private_consistent_and_kept(tree):
     url = (secrets / "database-url").read_text()
     assert url == f"mysql://auth_user:{password}@mysql.edge-auth.svc.cluster.local:3306/auth"
     assert list(keys(tree)) == ["key-1"] and len(keys(tree)["key-1"]) == 64
+    feed_token = (secrets / "revocation-feed-token").read_text()
+    assert len(feed_token) == 64 and all(ch in "0123456789abcdef" for ch in feed_token)
     before = {f.name: f.read_text() for f in secrets.iterdir()}
     assert gen(tree).returncode == 0
     assert before == {f.name: f.read_text() for f in secrets.iterdir()}, "a second run must change nothing"
@@ -62,3 +64,7 @@ def test_production_needs_a_database_url(tree):
     assert gen(tree, "production", env={"DATABASE_URL": url}).returncode == 0
     assert (tree / "overlays" / "production" / "secrets" / "database-url").read_text() == url
     assert not (tree / "overlays" / "production" / "secrets" / "mysql-password").exists()
+    token = (tree / "overlays" / "production" / "secrets" / "revocation-feed-token").read_text()
+    assert len(token) == 64, "production gets its own feed token"
+    minikube = tree / "overlays" / "minikube" / "secrets" / "revocation-feed-token"
+    assert gen(tree).returncode == 0 and minikube.read_text() != token

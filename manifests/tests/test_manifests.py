@@ -276,11 +276,48 @@ def test_ext_authz_grpc_probe_is_its_grpc_port(r):
     c = next(c for c in all_containers(gateway) if our_binary(c) == "ext-authz")
     env = container_env(r, c)
     grpc_port = port_of(env.get("GRPC_ADDR") or cli_spec("ext-authz", ()).defaults["GRPC_ADDR"])
-    for kind in ("startupProbe", "readinessProbe"):
-        assert c[kind]["grpc"]["port"] == grpc_port
-    # Liveness must not follow gRPC health: a stale revocation feed turns health NOT_SERVING,
-    # and restarting ext-authz would not bring login-service back.
+    assert c["readinessProbe"]["grpc"]["port"] == grpc_port
+    # Startup and liveness must not follow gRPC health: with fail-closed (or before the first
+    # revocation snapshot) it is NOT_SERVING, and restarting ext-authz would not bring
+    # login-service back.
+    assert c["startupProbe"]["tcpSocket"]["port"] == grpc_port
     assert c["livenessProbe"]["tcpSocket"]["port"] == grpc_port
+
+
+def test_revocation_feed_token_is_wired_into_both_containers(r):
+    """Issue #11 item 10: the feed lists revoked subjects and token ids, so both ends get the
+    same generated token from one Secret key (login-service refuses to start without it on a
+    non-loopback listener)."""
+    gateway = pod_spec(r.get("Deployment", "gateway"))
+    ext = next(c for c in all_containers(gateway) if our_binary(c) == "ext-authz")
+    login = next(c for c in pod_spec(r.get("Deployment", "login-service"))["containers"]
+                 if our_binary(c) == "login-service")
+    refs = []
+    for c in (ext, login):
+        item = next((e for e in c.get("env", []) if e["name"] == "REVOCATION_FEED_TOKEN"), None)
+        assert item, f"{c['name']} does not get REVOCATION_FEED_TOKEN"
+        refs.append(item["valueFrom"]["secretKeyRef"])
+    assert refs[0] == refs[1], refs
+    assert refs[0]["key"] == "REVOCATION_FEED_TOKEN" and not refs[0].get("optional")
+    token = container_env(r, ext)["REVOCATION_FEED_TOKEN"]
+    assert token == container_env(r, login)["REVOCATION_FEED_TOKEN"]
+    assert token and len(token) >= 32, "a generated token, not a placeholder"
+
+
+def test_fail_closed_is_explicit_and_startup_does_not_wait_for_the_feed(r):
+    """Issue #11 item 6: fail-open is the stated default, and a first deploy (login-service not
+    up yet) converges without restarts: the startup probe asks only "is ext-authz listening"
+    (keys are loaded before it binds); readiness ("can decide") follows gRPC health."""
+    gateway = pod_spec(r.get("Deployment", "gateway"))
+    c = next(c for c in all_containers(gateway) if our_binary(c) == "ext-authz")
+    env = container_env(r, c)
+    assert env.get("REVOCATION_FAIL_CLOSED") == "false", "the fail-closed choice must be explicit"
+    assert "tcpSocket" in c["startupProbe"] and "grpc" not in c["startupProbe"]
+    assert "grpc" in c["readinessProbe"]
+    # Before the first snapshot, fail-open waits REVOCATION_STARTUP_WAIT: within two readiness
+    # periods of the startup probe's budget so the pod turns Ready without a restart.
+    wait = env.get("REVOCATION_STARTUP_WAIT") or cli_spec("ext-authz", ()).defaults["REVOCATION_STARTUP_WAIT"]
+    assert wait.endswith("s") and int(wait[:-1]) <= 30, wait
 
 
 def test_revocation_feed_url_points_at_the_login_service(r):

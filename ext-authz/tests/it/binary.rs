@@ -238,3 +238,57 @@ async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
     assert!(joined.contains(r#""request_id":"it-1""#), "{joined}");
     assert!(!sock.exists(), "socket removed on exit");
 }
+
+/// Started while the feed is unreachable (fail-open): once the startup wait passes it decides
+/// with an empty revocation set — and says so with one ERROR line (and the gauge, see
+/// revocation.rs), so an operator cannot miss that revoked tokens may pass here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deciding_without_a_revocation_snapshot_logs_an_error() {
+    // A port that refuses connections: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = command()
+        .env("JWT_SECRET", SECRET)
+        .env("LOG_FORMAT", "json")
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--revocation-feed-url",
+            &format!("http://{closed}/revocations"),
+            "--revocation-startup-wait",
+            "300ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (grpc_addr, _metrics, logs) = serving_addrs(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let line = logs
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("an ERROR line about deciding without revocation data");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["level"] == "ERROR" {
+            break v;
+        }
+    };
+    assert_eq!(
+        line["message"],
+        "no revocation snapshot after the startup wait: deciding WITHOUT revocation data (revoked tokens are accepted until the feed answers)"
+    );
+    let channel = tcp_channel(grpc_addr).await;
+    assert_eq!(health(channel, "").await, ServingStatus::Serving);
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let exit = tokio::task::spawn_blocking(move || {
+        wait_with_deadline(&mut child, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}

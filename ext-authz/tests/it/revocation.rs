@@ -188,6 +188,12 @@ async fn follows_the_feed_and_fails_closed_when_it_is_stale() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
+    // Fail-closed: "can decide" follows the feed, so every service agrees.
+    assert_eq!(health(channel.clone(), "").await, ServingStatus::NotServing);
+    assert_eq!(
+        health(channel.clone(), FEED_SERVICE).await,
+        ServingStatus::NotServing
+    );
     let text = scrape(running.metrics_addr).await;
     assert!(metric_value(&text, "ext_authz_revocation_feed_errors_total").unwrap() >= 1.0);
     assert!(metric_value(&text, "ext_authz_revocation_feed_lag_seconds").unwrap() > 0.5);
@@ -227,5 +233,257 @@ fn feed_url_is_validated() {
     c.validate().unwrap();
     let feed = c.feed_config().unwrap();
     assert_eq!(feed.grace, Duration::from_secs(30));
+    assert_eq!(feed.startup_wait, Duration::from_secs(10));
     assert!(!feed.fail_closed);
+}
+
+/// The named health service that reports the feed's freshness (not "can decide").
+const FEED_SERVICE: &str = "edge-auth.revocation-feed";
+
+async fn start_feed(up: bool) -> (Arc<Feed>, String) {
+    let state = Arc::new(Feed::default());
+    state.up.store(up, Ordering::SeqCst);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let feed_addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/revocations", axum::routing::get(feed))
+        .with_state(Arc::clone(&state));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (state, format!("http://{feed_addr}/revocations"))
+}
+
+/// Issue #11 item 6: a login-service outage must not take the edge down. With the default
+/// (fail-open) mode the overall and Authorization health stay SERVING and issued tokens keep
+/// working; only the named feed service and the freshness gauge report the stale feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_outage_keeps_deciding_and_only_the_feed_service_goes_not_serving() {
+    let (state, url) = start_feed(true).await;
+    let config = config(&[
+        "--jwt-secret",
+        SECRET,
+        "--revocation-feed-url",
+        &url,
+        "--revocation-grace",
+        "1s",
+        "--revocation-feed-wait",
+        "1s",
+    ]);
+    let running = server::start(&config, config.load().unwrap())
+        .await
+        .unwrap();
+    let channel = tcp_channel(running.grpc_addr).await;
+    let mut client = authz(channel.clone());
+    let bearer = format!("Bearer {}", token("default", SECRET, &[]));
+    for service in ["", AUTHZ_SERVICE, FEED_SERVICE] {
+        wait_for_health(
+            service,
+            Duration::from_secs(10),
+            &channel,
+            service,
+            ServingStatus::Serving,
+        )
+        .await;
+    }
+    let text = scrape(running.metrics_addr).await;
+    assert_eq!(
+        metric_value(&text, "ext_authz_revocation_feed_fresh"),
+        Some(1.0)
+    );
+
+    // login-service (the feed) goes down for longer than the grace.
+    state.up.store(false, Ordering::SeqCst);
+    wait_for_health(
+        "feed NOT_SERVING",
+        Duration::from_secs(15),
+        &channel,
+        FEED_SERVICE,
+        ServingStatus::NotServing,
+    )
+    .await;
+    assert_eq!(health(channel.clone(), "").await, ServingStatus::Serving);
+    assert_eq!(
+        health(channel.clone(), AUTHZ_SERVICE).await,
+        ServingStatus::Serving
+    );
+    let resp = check(&mut client, Some(&bearer), &[]).await;
+    assert_eq!(http_status(&resp), 200, "issued tokens keep working");
+    let text = scrape(running.metrics_addr).await;
+    assert_eq!(
+        metric_value(&text, "ext_authz_revocation_feed_fresh"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(&text, "ext_authz_revocation_deciding_without_snapshot"),
+        Some(0.0),
+        "a snapshot was loaded: what is known is enforced"
+    );
+    assert!(metric_value(&text, "ext_authz_revocation_feed_lag_seconds").unwrap() > 1.0);
+
+    // Back: the feed service is SERVING again.
+    state.up.store(true, Ordering::SeqCst);
+    wait_for_health(
+        "feed SERVING again",
+        Duration::from_secs(15),
+        &channel,
+        FEED_SERVICE,
+        ServingStatus::Serving,
+    )
+    .await;
+    let text = scrape(running.metrics_addr).await;
+    assert_eq!(
+        metric_value(&text, "ext_authz_revocation_feed_fresh"),
+        Some(1.0)
+    );
+
+    running.shutdown();
+    running.wait().await.unwrap();
+}
+
+/// Started while the feed is down (fail-open): UNAVAILABLE and NOT_SERVING for the startup
+/// wait only (so a first deploy converges without restarts), then it decides with an empty set
+/// and says so with a gauge; the first snapshot clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_while_the_feed_is_down_decides_after_the_startup_wait_and_says_so() {
+    let (state, url) = start_feed(false).await;
+    let config = config(&[
+        "--jwt-secret",
+        SECRET,
+        "--revocation-feed-url",
+        &url,
+        "--revocation-grace",
+        "2m",
+        "--revocation-startup-wait",
+        "1s",
+        "--revocation-feed-wait",
+        "1s",
+    ]);
+    let running = server::start(&config, config.load().unwrap())
+        .await
+        .unwrap();
+    let channel = tcp_channel(running.grpc_addr).await;
+    let mut client = authz(channel.clone());
+    let bearer = format!("Bearer {}", token("default", SECRET, &[]));
+
+    // Right after the start: nothing known, no decision yet.
+    assert_eq!(health(channel.clone(), "").await, ServingStatus::NotServing);
+    let err = client
+        .check(check_request(Some(&bearer), &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+
+    // After the startup wait (well before the 2m grace): can decide, feed still not fresh.
+    wait_for_health(
+        "SERVING after the startup wait",
+        Duration::from_secs(10),
+        &channel,
+        AUTHZ_SERVICE,
+        ServingStatus::Serving,
+    )
+    .await;
+    assert_eq!(health(channel.clone(), "").await, ServingStatus::Serving);
+    assert_eq!(
+        health(channel.clone(), FEED_SERVICE).await,
+        ServingStatus::NotServing
+    );
+    let resp = check(&mut client, Some(&bearer), &[]).await;
+    assert_eq!(http_status(&resp), 200);
+    let text = eventually(
+        "deciding_without_snapshot 1",
+        Duration::from_secs(5),
+        || {
+            let addr = running.metrics_addr;
+            async move {
+                let text = scrape(addr).await;
+                (metric_value(&text, "ext_authz_revocation_deciding_without_snapshot") == Some(1.0))
+                    .then_some(text)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        metric_value(&text, "ext_authz_revocation_feed_fresh"),
+        Some(0.0)
+    );
+
+    // The feed comes up: snapshot, fresh, the alarm clears.
+    state.up.store(true, Ordering::SeqCst);
+    wait_for_health(
+        "feed SERVING",
+        Duration::from_secs(15),
+        &channel,
+        FEED_SERVICE,
+        ServingStatus::Serving,
+    )
+    .await;
+    eventually(
+        "deciding_without_snapshot 0",
+        Duration::from_secs(5),
+        || {
+            let addr = running.metrics_addr;
+            async move {
+                let text = scrape(addr).await;
+                (metric_value(&text, "ext_authz_revocation_deciding_without_snapshot") == Some(0.0)
+                    && metric_value(&text, "ext_authz_revocation_feed_fresh") == Some(1.0))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+
+    running.shutdown();
+    running.wait().await.unwrap();
+}
+
+/// Fail-closed and started while the feed is down: never decides, and never reports SERVING,
+/// however long the startup wait (the operator chose availability to follow the feed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_never_decides_without_a_snapshot() {
+    let (_state, url) = start_feed(false).await;
+    let config = config(&[
+        "--jwt-secret",
+        SECRET,
+        "--revocation-feed-url",
+        &url,
+        "--revocation-grace",
+        "200ms",
+        "--revocation-startup-wait",
+        "200ms",
+        "--revocation-fail-closed",
+    ]);
+    let running = server::start(&config, config.load().unwrap())
+        .await
+        .unwrap();
+    let channel = tcp_channel(running.grpc_addr).await;
+    let mut client = authz(channel.clone());
+    let bearer = format!("Bearer {}", token("default", SECRET, &[]));
+    // Wait until the watcher has run well past both waits (its lag gauge says so).
+    eventually("lag past the waits", Duration::from_secs(10), || {
+        let addr = running.metrics_addr;
+        async move {
+            let text = scrape(addr).await;
+            (metric_value(&text, "ext_authz_revocation_feed_lag_seconds")? > 1.0).then_some(())
+        }
+    })
+    .await;
+    for service in ["", AUTHZ_SERVICE, FEED_SERVICE] {
+        assert_eq!(
+            health(channel.clone(), service).await,
+            ServingStatus::NotServing,
+            "{service:?}"
+        );
+    }
+    let err = client
+        .check(check_request(Some(&bearer), &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    let text = scrape(running.metrics_addr).await;
+    assert_eq!(
+        metric_value(&text, "ext_authz_revocation_deciding_without_snapshot"),
+        Some(0.0)
+    );
+
+    running.shutdown();
+    running.wait().await.unwrap();
 }

@@ -161,10 +161,28 @@ fn startup_configuration_errors_exit_64() {
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )
     };
-    let (c, err) = check(&[("JWT_SECRET", &secret)], &["serve", "--check-config"]);
+    let (c, err) = check(
+        &[("JWT_SECRET", &secret), ("REVOCATION_FEED_TOKEN", "t")],
+        &["serve", "--check-config"],
+    );
     assert_eq!(c, 0, "{err}");
-    let (c, _) = check(&[("JWT_SECRET", &secret)], &["--check-config"]);
+    let (c, _) = check(
+        &[("JWT_SECRET", &secret), ("HTTP_ADDR", "127.0.0.1:5000")],
+        &["--check-config"],
+    );
     assert_eq!(c, 0, "no subcommand = serve");
+    // Production settings (the default 0.0.0.0 listener) without a feed token: one line, 64.
+    let (c, err) = check(&[("JWT_SECRET", &secret)], &["--check-config"]);
+    assert_eq!(c, 64, "{err}");
+    assert_eq!(
+        err,
+        "login-service: REVOCATION_FEED_TOKEN is required when listening on 0.0.0.0:5000 (not loopback): GET /revocations lists revoked users and token ids; set it (and ext-authz's --revocation-feed-token) or pass --insecure-open-feed\n"
+    );
+    let (c, err) = check(
+        &[("JWT_SECRET", &secret), ("INSECURE_OPEN_FEED", "true")],
+        &["--check-config"],
+    );
+    assert_eq!(c, 0, "{err}");
     let (c, err) = check(&[], &["serve", "--check-config"]);
     assert_eq!(c, 64);
     assert!(err.contains("JWT_SECRET"), "{err}");

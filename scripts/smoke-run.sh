@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The README's quick start the way a newcomer meets it (`make smoke`, part of `make test`):
+# `scripts/run.sh` — bootstrap, build, start — with a fresh DATA_DIR in the background, then the
+# walkthrough it prints, then SIGTERM and a check that it cleaned up after itself.
+#
+#   scripts/smoke-run.sh             run.sh --debug (the binaries `make test` already built)
+#   SMOKE_PROFILE=release scripts/smoke-run.sh
+#                                    exactly `make run` (cargo build --release)
+#
+# Asserts: the walkthrough appears; login 200 with a token; protected route 200 with the
+# identity headers; no token 401 missing_token; logout 204, then the same token 401 "token
+# revoked" (so ext-authz follows the feed with the generated REVOCATION_FEED_TOKEN); the feed
+# itself 401 without that token; after SIGTERM run.sh exits 143 and no port and no process of
+# the stack is left. Uses the fixed local ports like the e2e tests: on a shared machine run it
+# under `flock /tmp/edge-e2e.lock`. SMOKE_TIMEOUT (default 900 s) bounds the start, build included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
+PROFILE=${SMOKE_PROFILE:-debug}
+TIMEOUT=${SMOKE_TIMEOUT:-900}
+LISTEN=http://127.0.0.1:8080
+PORTS=(8080 9901 9001 9002 5000 8000 8001)
+
+log() { printf 'smoke: %s\n' "$*" >&2; }
+fail() {
+  printf 'smoke: FAIL: %s\n' "$*" >&2
+  if [ -f "${out:-}" ]; then
+    printf -- '--- run.sh output (last 40 lines) ---\n' >&2
+    tail -n 40 "$out" >&2
+  fi
+  exit 1
+}
+
+tmp=$(mktemp -d)
+out=$tmp/run.out
+run_pid=
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+  local status=$?
+  if [ -n "$run_pid" ] && kill -0 "$run_pid" 2>/dev/null; then
+    stop_pids 15 "$run_pid"
+  fi
+  rm -rf "$tmp"
+  exit "$status"
+}
+trap cleanup EXIT
+
+args=()
+[ "$PROFILE" = debug ] && args+=(--debug)
+log "starting scripts/run.sh ${args[*]} (DATA_DIR=$tmp/data)"
+: >"$out"
+DATA_DIR=$tmp/data READY_TIMEOUT=120 scripts/run.sh "${args[@]}" </dev/null >"$out" 2>&1 &
+run_pid=$!
+
+# --- the walkthrough appears (or run.sh dies, or the deadline passes) ---------------------------
+deadline=$((SECONDS + TIMEOUT))
+until grep -q '^Stack is up on ' "$out"; do
+  kill -0 "$run_pid" 2>/dev/null || fail "run.sh exited before the stack was up"
+  ((SECONDS < deadline)) || fail "no walkthrough after ${TIMEOUT}s"
+  sleep 0.5
+done
+log "stack up after ${SECONDS}s"
+
+# The passwords printed once for the users created on this first run.
+password_of() { awk -v email="$1" '$1 == email { print $2; exit }' "$out"; }
+admin_pw=$(password_of demo@example.com)
+user_pw=$(password_of user@example.com)
+if [ -z "$admin_pw" ] || [ -z "$user_pw" ]; then fail "the demo users' passwords were not printed"; fi
+
+# request METHOD PATH [curl args...]: sets $status and $body.
+request() {
+  local method=$1 path=$2
+  shift 2
+  body=$(curl -sS -o - -w '\n%{http_code}' -X "$method" "$@" "$LISTEN$path") || fail "curl $path failed"
+  status=${body##*$'\n'}
+  body=${body%$'\n'*}
+}
+expect() { # expect STATUS WHAT
+  [ "$status" = "$1" ] || fail "$2: HTTP $status (want $1): $body"
+  log "ok: $2 -> $1"
+}
+
+# 1. log in
+request POST /login -u "demo@example.com:$admin_pw" -H 'Accept: text/plain'
+expect 200 "POST /login (demo@example.com)"
+token=$body
+[[ "$token" =~ ^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$ ]] || fail "not a JWT: $token"
+
+# 2. protected route with the token: the echo shows the identity ext-authz added
+request GET /hello -H "Authorization: Bearer $token"
+expect 200 "GET /hello with the token"
+grep -q '"x-auth-email": *"demo@example.com"' <<<"$body" || fail "no x-auth-email in the echo: $body"
+
+# 3. no token
+request GET /hello
+expect 401 "GET /hello without a token"
+grep -q '"error":"missing_token"' <<<"$body" || fail "not missing_token: $body"
+
+# 4. /admin/ with a non-admin token
+request POST /login -u "user@example.com:$user_pw" -H 'Accept: text/plain'
+expect 200 "POST /login (user@example.com)"
+request GET /admin/reports -H "Authorization: Bearer $body"
+expect 403 "GET /admin/reports as a non-admin"
+
+# 5. logout, then the token is refused at the edge (through the token-protected feed)
+request POST /logout -H "Authorization: Bearer $token"
+expect 204 "POST /logout"
+deadline=$((SECONDS + 5))
+while :; do
+  request GET /hello -H "Authorization: Bearer $token"
+  [ "$status" = 401 ] && break
+  ((SECONDS < deadline)) || fail "token still accepted 5 s after logout: HTTP $status"
+  sleep 0.1
+done
+grep -q '"message":"token revoked"' <<<"$body" || fail "not token revoked: $body"
+log "ok: GET /hello after logout -> 401 token revoked"
+
+# The feed is not open: without the generated token login-service answers 401.
+feed_status=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5000/revocations)
+[ "$feed_status" = 401 ] || fail "GET /revocations without the feed token: HTTP $feed_status (want 401)"
+log "ok: GET /revocations without the feed token -> 401"
+
+# --- SIGTERM: run.sh stops everything it started ------------------------------------------------
+kill -TERM "$run_pid"
+set +e
+wait "$run_pid"
+exit_status=$?
+set -e
+run_pid=
+[ "$exit_status" = 143 ] || fail "run.sh exited $exit_status after SIGTERM (want 143)"
+for port in "${PORTS[@]}"; do
+  if port_busy "$port"; then fail "port $port still in use after run.sh stopped"; fi
+done
+# ext-authz and login-service carry DATA_DIR in their arguments.
+if left=$(pgrep -af -- "$tmp/data"); then fail "processes left after run.sh stopped: $left"; fi
+grep -q 'stopped' "$out" || fail "run.sh did not report stopping"
+log "ok: SIGTERM -> exit 143, every port free, no process left"
+log "passed"
