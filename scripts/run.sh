@@ -31,7 +31,7 @@ for arg in "$@"; do
     --uds) transport=uds ENVOY_CONFIG=envoy/envoy-uds.yaml ;;
     --no-build) build=false ;;
     --debug) profile=debug ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done

@@ -193,7 +193,7 @@ impl Config {
 /// One line describing a loaded configuration: kids and settings, never secrets.
 pub fn summary(config: &Config, ring: &Keyring) -> String {
     format!(
-        "config ok: kids=[{}] default_kid={} keys_source={} grpc_addr={} grpc_uds={} metrics_addr={} issuer={} audience={} leeway_secs={} max_token_bytes={} strip_authorization={} dry_run={} revocation_feed={}",
+        "config ok: kids=[{}] default_kid={} keys_source={} grpc_addr={} grpc_uds={} metrics_addr={} issuer={} audience={} leeway_secs={} max_token_bytes={} strip_authorization={} dry_run={} revocation_feed={} revocation_fail_closed={} revocation_startup_wait={:?}",
         ring.kids().join(","),
         ring.default_kid().unwrap_or("-"),
         if config.keys.keys_dir.is_some() {
@@ -214,6 +214,8 @@ pub fn summary(config: &Config, ring: &Keyring) -> String {
         config.strip_authorization,
         config.dry_run,
         config.revocation_feed_url.as_deref().unwrap_or("-"),
+        config.revocation_fail_closed,
+        config.revocation_startup_wait,
     )
 }
 
@@ -283,6 +285,10 @@ mod tests {
         let ring = c.load().unwrap();
         let line = summary(&c, &ring);
         assert!(line.contains("kids=[default]"), "{line}");
+        assert!(
+            line.ends_with("revocation_fail_closed=false revocation_startup_wait=10s"),
+            "{line}"
+        );
         assert!(!line.contains(SECRET));
     }
 
