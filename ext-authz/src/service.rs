@@ -101,7 +101,10 @@ impl AuthzService {
         let ring = inner.keys.load();
         let Some(ring) = ring.as_deref() else {
             inner.metrics.record_check_error(started.elapsed());
-            tracing::error!(request_id, "no keys loaded; cannot decide");
+            // Why debug: this holds for every request until keys load; the state is reported once
+            // (start-up refuses to listen without keys, the reloader logs its error) and counted in
+            // the check-error metric, so a flood of requests cannot flood the log.
+            tracing::debug!(request_id, "no keys loaded; cannot decide");
             // Why: an RPC error (not a deny) lets Envoy apply failure_mode_allow/status_on_error.
             return Err(Status::unavailable("no signing keys loaded"));
         };
@@ -112,7 +115,10 @@ impl AuthzService {
             && !revocations.usable()
         {
             inner.metrics.record_check_error(started.elapsed());
-            tracing::error!(request_id, "revocations not in sync; cannot decide");
+            // Why debug: the feed watcher logs the stale/missing feed once (and the health service
+            // `edge-auth.revocation-feed` and gauges show it); one line per refused request would
+            // let any client flood the log during an outage.
+            tracing::debug!(request_id, "revocations not in sync; cannot decide");
             // Why: no snapshot yet, or stale with --revocation-fail-closed: an RPC error makes
             // Envoy answer status_on_error (503) instead of letting a revoked token through.
             return Err(Status::unavailable("revocation feed unavailable"));
