@@ -3,7 +3,7 @@
 //! around them (body/header limits, timeout, JSON errors for everything).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -44,6 +44,30 @@ pub struct AppState {
     pub addresses: Tracker<IpAddr>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Test hook, unset in production: holds every login between its password check and its
+    /// success write, so an integration test can change the account inside that window.
+    #[doc(hidden)]
+    pub pause_after_verify: OnceLock<Arc<LoginPause>>,
+}
+
+/// A rendezvous for [`AppState::pause_after_verify`]: the login signals `reached`, then waits
+/// for a permit on `resume`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct LoginPause {
+    /// Notified (one permit stored) when a login reaches the pause.
+    pub reached: tokio::sync::Notify,
+    /// One permit lets one paused login go on.
+    pub resume: tokio::sync::Semaphore,
+}
+
+impl Default for LoginPause {
+    fn default() -> Self {
+        Self {
+            reached: tokio::sync::Notify::new(),
+            resume: tokio::sync::Semaphore::new(0),
+        }
+    }
 }
 
 impl AppState {
@@ -56,6 +80,7 @@ impl AppState {
             db,
             hasher,
             metrics: Metrics::new(),
+            pause_after_verify: OnceLock::new(),
             settings,
         })
     }
@@ -243,10 +268,25 @@ async fn authenticate(
     let tracker_key = email
         .clone()
         .unwrap_or_else(|| creds.email.trim().to_lowercase());
-    let user: Option<User> = match email {
-        Some(e) => state.db.run(move |c| users::find_by_email(c, &e)).await?,
-        None => None,
-    };
+    // The user-wide revocation cutoff is read with the row: a newer one at the success write
+    // means the account was revoked while this login was in flight. Unknown e-mails run the
+    // same two queries (timing).
+    let now_s = crate::revocations::now_secs();
+    let (user, cutoff): (Option<User>, Option<i64>) = state
+        .db
+        .run(move |c| {
+            let user = match email {
+                Some(e) => users::find_by_email(c, &e)?,
+                None => None,
+            };
+            let sub = user
+                .as_ref()
+                .map_or(users::NO_ACCOUNT_ID, |u| u.id)
+                .to_string();
+            let cutoff = crate::revocations::user_cutoff(c, &sub, now_s)?;
+            Ok((user, cutoff))
+        })
+        .await?;
 
     // Locked: answer 429 before looking at the password, for accounts and unknown e-mails alike.
     let now = Utc::now().naive_utc();
@@ -271,6 +311,12 @@ async fn authenticate(
         .hasher
         .verify(user.as_ref().map(|u| u.password.clone()), password.clone())
         .await?;
+    if let Some(pause) = state.pause_after_verify.get() {
+        pause.reached.notify_one();
+        if let Ok(permit) = pause.resume.acquire().await {
+            permit.forget();
+        }
+    }
 
     // Why: a lock may have been written by a concurrent request (on any replica) while this one
     // waited for the hasher. For accounts, the success and failure writes below are the
@@ -301,32 +347,42 @@ async fn authenticate(
             } else {
                 None
             };
-            let u2 = u.clone();
-            let now = crate::revocations::now_secs();
+            // Why: the token's `iat` is fixed *before* the success write. A CLI change (disable,
+            // passwd, remove) commits its row change and then revokes `iat <= T` with T read
+            // after that commit; if our conditional write came first, `iat <= T` and the cut
+            // revokes this token; if the change came first, the write finds the row changed and
+            // no token is issued. (`fresh_iat` still dates it after a cut seen at lookup.)
+            let iat = crate::revocations::fresh_iat(cutoff).await;
+            let (id, verified) = (u.id, u.password.clone());
             let outcome = state
                 .db
                 .run(move |c| {
-                    if !users::record_success(c, u2.id)? {
-                        // Locked by a concurrent failure since the re-read above.
-                        return users::lock_end(c, u2.id).map(Err);
+                    match users::record_success(c, id, &verified)? {
+                        users::Success::Recorded => {}
+                        other => return Ok(other),
                     }
-                    if let Some(h) = upgrade {
-                        users::upgrade_hash(c, u2.id, &h)?;
-                        info!(
-                            user_id = u2.id,
-                            "password hash upgraded to current parameters"
-                        );
+                    // A user-wide revocation newer than the one seen at lookup: the account
+                    // was revoked while this login was in flight (`user revoke`, logout-all).
+                    let now = crate::revocations::now_secs();
+                    if crate::revocations::user_cutoff(c, &id.to_string(), now)? > cutoff {
+                        return Ok(users::Success::Changed);
                     }
-                    crate::revocations::user_cutoff(c, &u2.id.to_string(), now).map(Ok)
+                    if let Some(h) = upgrade
+                        && users::upgrade_hash(c, id, &verified, &h)? == 1
+                    {
+                        info!(user_id = id, "password hash upgraded to current parameters");
+                    }
+                    Ok(users::Success::Recorded)
                 })
                 .await?;
-            let cutoff = match outcome {
-                Ok(cutoff) => cutoff,
-                Err(until) => return Err(locked_until(until)),
-            };
-            // Why: `iat` has one-second resolution; a token issued in the second of a user-wide
-            // revocation would be revoked by it (`iat <= T`), so it is dated after it.
-            let iat = crate::revocations::fresh_iat(cutoff).await;
+            match outcome {
+                users::Success::Recorded => {}
+                users::Success::Locked(until) => return Err(locked_until(until)),
+                users::Success::Changed => {
+                    info!(user_id = id, "account changed during the login; no token");
+                    return Err(ApiError::InvalidCredentials);
+                }
+            }
             // Why: the address counter is not reset by a success, or one valid account would
             // let an attacker clear it between guesses; it decays after the reset window.
             issue(s, &u, iat)

@@ -145,11 +145,24 @@ pub fn set_password(conn: &mut DbConn, email: &str, password_hash: &str) -> Quer
         .execute(conn)
 }
 
-/// Replaces the hash of `id` after a parameter upgrade (the password itself is unchanged).
-pub fn upgrade_hash(conn: &mut DbConn, id: i32, password_hash: &str) -> QueryResult<usize> {
-    diesel::update(user::table.find(id))
-        .set((user::password.eq(password_hash), user::updated_at.eq(now())))
-        .execute(conn)
+/// Replaces the hash of `id` after a parameter upgrade (the password itself is unchanged) —
+/// only while the row still holds `verified_hash`, the hash the password was checked against.
+///
+/// Why conditional: a `user passwd` committed while the login was rehashing must not be
+/// overwritten by a hash of the old password. Returns rows changed (0: the password changed).
+pub fn upgrade_hash(
+    conn: &mut DbConn,
+    id: i32,
+    verified_hash: &str,
+    password_hash: &str,
+) -> QueryResult<usize> {
+    diesel::update(
+        user::table
+            .find(id)
+            .filter(user::password.eq(verified_hash)),
+    )
+    .set((user::password.eq(password_hash), user::updated_at.eq(now())))
+    .execute(conn)
 }
 
 /// Enables or disables; returns rows matched (0: no such user).
@@ -172,20 +185,36 @@ pub fn list(conn: &mut DbConn) -> QueryResult<Vec<User>> {
         .load(conn)
 }
 
-/// A successful login: clears the failure count and lock — only if the account is not locked
-/// at this moment. Returns `false` when a concurrent failure (on any replica) locked it while
-/// this password was being hashed; the caller then answers as for a locked account.
+/// What [`record_success`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Success {
+    /// The row is the one the password was verified against, enabled and unlocked: failures
+    /// cleared, the login may issue its token.
+    Recorded,
+    /// Locked by a concurrent failure (on any replica) while the password was being hashed.
+    Locked(Option<NaiveDateTime>),
+    /// Removed, disabled or given another password since it was read: no token.
+    Changed,
+}
+
+/// A successful login: clears the failure count and lock — only if the row still holds
+/// `verified_hash` (the hash the password was checked against), is enabled and is not locked
+/// at this moment.
 ///
 /// Why one conditional `UPDATE` (the twin of [`record_failure`]): a separate "is it locked?"
 /// read followed by this write left one round trip in which a right guess inside a burst of
-/// wrong ones could log in during the lock and clear it. The count is of rows *matched*
-/// (SQLite, and diesel's MySQL connection with `CLIENT_FOUND_ROWS`), so a clean row that needs
-/// no change still counts; `updated_at` is left alone, a login changes nothing of the account.
-pub fn record_success(conn: &mut DbConn, id: i32) -> QueryResult<bool> {
+/// wrong ones could log in during the lock and clear it; and a login that read the row before a
+/// `user disable`/`passwd`/`remove` committed must not issue a token after it (issue #11). The
+/// count is of rows *matched* (SQLite, and diesel's MySQL connection with `CLIENT_FOUND_ROWS`),
+/// so a clean row that needs no change still counts; `updated_at` is left alone, a login changes
+/// nothing of the account.
+pub fn record_success(conn: &mut DbConn, id: i32, verified_hash: &str) -> QueryResult<Success> {
     let t = now();
     let cleared = diesel::update(
         user::table
             .find(id)
+            .filter(user::password.eq(verified_hash))
+            .filter(user::disabled.eq(false))
             .filter(user::locked_until.is_null().or(user::locked_until.le(t))),
     )
     .set((
@@ -193,7 +222,20 @@ pub fn record_success(conn: &mut DbConn, id: i32) -> QueryResult<bool> {
         user::locked_until.eq(None::<NaiveDateTime>),
     ))
     .execute(conn)?;
-    Ok(cleared == 1)
+    if cleared == 1 {
+        return Ok(Success::Recorded);
+    }
+    let row = user::table
+        .find(id)
+        .select((user::password, user::disabled, user::locked_until))
+        .first::<(String, bool, Option<NaiveDateTime>)>(conn)
+        .optional()?;
+    Ok(match row {
+        Some((hash, false, Some(until))) if hash == verified_hash && until > t => {
+            Success::Locked(Some(until))
+        }
+        _ => Success::Changed,
+    })
 }
 
 /// The current `locked_until` of account `id` (`None` when unset or there is no such row): the
