@@ -406,6 +406,8 @@ impl Stack {
             .arg(http_addr)
             .arg("--keys-dir")
             .arg(self.path("keys"))
+            // Envoy (and the tests' direct requests) come from loopback: trusted, as in `make run`.
+            .env("TRUSTED_PROXIES", "127.0.0.1")
             .args(args);
         command
     }
