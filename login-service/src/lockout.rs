@@ -96,7 +96,7 @@ pub struct Counter {
     pub failures: u32,
     /// Locked until then.
     pub locked_until: Option<i64>,
-    /// Last counted failure (0: never).
+    /// Last counted failure, or when the row was created (ms).
     pub last_failure: i64,
 }
 
@@ -277,25 +277,33 @@ fn read(conn: &mut DbConn, keys: [&str; 3], for_update: bool) -> QueryResult<[Co
     }))
 }
 
-/// Creates the rows of `keys` that do not exist yet (zero counters).
-fn ensure(conn: &mut DbConn, keys: [&str; 3]) -> QueryResult<()> {
-    let values = "(key_hash, failures, locked_until, last_failure) \
-                  VALUES (?, 0, NULL, 0), (?, 0, NULL, 0), (?, 0, NULL, 0)";
+/// Creates the rows of `keys` that do not exist yet: zero failures, dated `now` so that the
+/// cleanup cannot delete them before the counting transaction has locked them (a zero count
+/// behaves the same whatever its date).
+fn ensure(conn: &mut DbConn, keys: [&str; 3], now: i64) -> QueryResult<()> {
+    let sql = |verb: &str| {
+        format!(
+            "{verb} INTO login_throttle (key_hash, failures, locked_until, last_failure) \
+             VALUES (?, 0, NULL, ?), (?, 0, NULL, ?), (?, 0, NULL, ?)"
+        )
+    };
     match conn {
-        DbConn::Mysql(c) => {
-            diesel::sql_query(format!("INSERT IGNORE INTO login_throttle {values}"))
-                .bind::<Text, _>(keys[0])
-                .bind::<Text, _>(keys[1])
-                .bind::<Text, _>(keys[2])
-                .execute(c)?
-        }
-        DbConn::Sqlite(c) => {
-            diesel::sql_query(format!("INSERT OR IGNORE INTO login_throttle {values}"))
-                .bind::<Text, _>(keys[0])
-                .bind::<Text, _>(keys[1])
-                .bind::<Text, _>(keys[2])
-                .execute(c)?
-        }
+        DbConn::Mysql(c) => diesel::sql_query(sql("INSERT IGNORE"))
+            .bind::<Text, _>(keys[0])
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(keys[1])
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(keys[2])
+            .bind::<BigInt, _>(now)
+            .execute(c)?,
+        DbConn::Sqlite(c) => diesel::sql_query(sql("INSERT OR IGNORE"))
+            .bind::<Text, _>(keys[0])
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(keys[1])
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(keys[2])
+            .bind::<BigInt, _>(now)
+            .execute(c)?,
     };
     Ok(())
 }
@@ -347,13 +355,13 @@ pub fn record_failure(
     if matches!(conn, DbConn::Mysql(_)) {
         // Why outside the transaction: an `INSERT IGNORE` that meets an existing row takes a
         // shared lock on it, and two transactions upgrading shared locks deadlock.
-        ensure(conn, names)?;
+        ensure(conn, names, now)?;
     }
     conn.transaction(|conn| {
         if matches!(conn, DbConn::Sqlite(_)) {
             // Why first: a write statement takes SQLite's write lock at once (waiting under
             // busy_timeout); a read first would fail with SQLITE_BUSY when upgrading.
-            ensure(conn, names)?;
+            ensure(conn, names, now)?;
         }
         let counters = read(conn, names, true)?;
         let kinds: Vec<(Kind, Counter)> = ordered

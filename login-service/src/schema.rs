@@ -56,7 +56,7 @@ diesel::table! {
         failures -> Integer,
         /// Unix milliseconds until which the key is locked.
         locked_until -> Nullable<BigInt>,
-        /// Unix milliseconds of the last counted failure (0: none yet).
+        /// Unix milliseconds of the last counted failure (or of the row's creation).
         last_failure -> BigInt,
     }
 }
