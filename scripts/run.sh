@@ -202,8 +202,9 @@ if [ "$transport" = uds ]; then
 fi
 export REVOCATION_FEED_TOKEN # both read it from the environment
 start ext-authz "$LOG_DIR/ext-authz.log" "$BIN/ext-authz" "${ext_authz_args[@]}"
+# TRUSTED_PROXIES: Envoy reaches login-service from loopback; its X-Forwarded-For names the client.
 start login-service "$LOG_DIR/login-service.log" \
-  "$BIN/login-service" serve --http-addr 127.0.0.1:5000 --keys-dir "$KEYS_DIR"
+  env TRUSTED_PROXIES=127.0.0.1 "$BIN/login-service" serve --http-addr 127.0.0.1:5000 --keys-dir "$KEYS_DIR"
 start demo-upstream "$LOG_DIR/demo-upstream.log" \
   "$BIN/demo-upstream" --addr 127.0.0.1:8000 --admin-addr 127.0.0.1:8001
 # Envoy: its JSON access log is stdout (flushed every second), its own log stderr.

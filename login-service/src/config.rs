@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use auth_token::cli::{KeyArgs, KeyArgsError};
 use auth_token::{Issuer, Keyring};
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::db::{DbUrl, PoolSettings, UrlError};
-use crate::lockout::Policy;
+use crate::lockout::{Policies, Policy};
 use crate::revocations::RevocationSettings;
+use ipnet::IpNet;
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// `login-service`: issues access tokens for e-mail/password logins, and administers accounts.
@@ -155,15 +156,22 @@ pub struct ServeArgs {
     /// `aud` claim written into tokens.
     #[arg(long, env = "JWT_AUDIENCE")]
     pub audience: Option<String>,
-    /// Take the client address from the rightmost X-Forwarded-For entry (set by Envoy).
-    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = true, action = ArgAction::Set)]
-    pub trust_forwarded_for: bool,
+    /// Proxies (addresses or CIDRs, comma-separated) whose rightmost X-Forwarded-For entry is
+    /// the client address; from any other peer the TCP peer is the client. Default: none (the
+    /// service is reached directly). Behind Envoy: Envoy's address(es) only.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<IpNet>,
     /// Password hashes computed at once (default: number of CPUs).
     #[arg(long, env = "HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
-    /// Consecutive failures that lock an account (or an unknown e-mail).
+    /// Consecutive failures for one e-mail from one client address that lock that e-mail for
+    /// that address (known and unknown e-mails alike).
     #[arg(long, env = "LOCKOUT_THRESHOLD", default_value_t = 5)]
     pub lockout_threshold: u32,
+    /// Consecutive failures for one e-mail from all addresses together that lock it for every
+    /// address (much higher than LOCKOUT_THRESHOLD, so one address cannot lock others out).
+    #[arg(long, env = "ACCOUNT_LOCKOUT_THRESHOLD", default_value_t = 50)]
+    pub account_lockout_threshold: u32,
     /// First lock length; doubles with every further failure.
     #[arg(long, env = "LOCKOUT_BASE", default_value = "30s", value_parser = parse_duration)]
     pub lockout_base: Duration,
@@ -182,9 +190,6 @@ pub struct ServeArgs {
     /// Longest rate-limit for an address.
     #[arg(long, env = "IP_LOCKOUT_MAX", default_value = "15m", value_parser = parse_duration)]
     pub ip_lockout_max: Duration,
-    /// Most addresses (and, separately, unknown e-mails) tracked in memory.
-    #[arg(long, env = "LOCKOUT_MAX_TRACKED", default_value_t = 100_000)]
-    pub lockout_max_tracked: usize,
     /// Whole-request deadline.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -250,14 +255,10 @@ pub struct Settings {
     pub signing_kid: String,
     /// TTL, `iss`, `aud`.
     pub issuer: Issuer,
-    /// Per-account (and per unknown e-mail) lockout.
-    pub account_policy: Policy,
-    /// Per-client-address rate limit.
-    pub ip_policy: Policy,
-    /// Bound of each in-memory tracker.
-    pub max_tracked: usize,
-    /// Use the rightmost X-Forwarded-For entry as client address.
-    pub trust_forwarded_for: bool,
+    /// Lockout per e-mail, per e-mail and address, per address (all in the database).
+    pub lockout: Policies,
+    /// Peers whose X-Forwarded-For is believed (empty: the TCP peer is the client).
+    pub trusted_proxies: Vec<IpNet>,
     /// Concurrent password hashes.
     pub hash_concurrency: usize,
     /// Argon2 parameters for new hashes (OWASP in production).
@@ -318,7 +319,10 @@ impl ServeArgs {
                 "--token-ttl must be at least 1s".into(),
             ));
         }
-        if self.lockout_threshold == 0 || self.ip_failure_threshold == 0 {
+        if self.lockout_threshold == 0
+            || self.ip_failure_threshold == 0
+            || self.account_lockout_threshold == 0
+        {
             return Err(ConfigError::Invalid(
                 "lockout thresholds must be ≥ 1".into(),
             ));
@@ -349,20 +353,27 @@ impl ServeArgs {
                 issuer: self.issuer.clone().filter(|s| !s.is_empty()),
                 audience: self.audience.clone().filter(|s| !s.is_empty()),
             },
-            account_policy: Policy {
-                threshold: self.lockout_threshold,
-                base: self.lockout_base,
-                max: self.lockout_max,
-                reset_after: self.lockout_reset_after,
+            lockout: Policies {
+                account: Policy {
+                    threshold: self.account_lockout_threshold,
+                    base: self.lockout_base,
+                    max: self.lockout_max,
+                    reset_after: self.lockout_reset_after,
+                },
+                account_source: Policy {
+                    threshold: self.lockout_threshold,
+                    base: self.lockout_base,
+                    max: self.lockout_max,
+                    reset_after: self.lockout_reset_after,
+                },
+                source: Policy {
+                    threshold: self.ip_failure_threshold,
+                    base: self.ip_lockout_base,
+                    max: self.ip_lockout_max,
+                    reset_after: self.lockout_reset_after,
+                },
             },
-            ip_policy: Policy {
-                threshold: self.ip_failure_threshold,
-                base: self.ip_lockout_base,
-                max: self.ip_lockout_max,
-                reset_after: self.lockout_reset_after,
-            },
-            max_tracked: self.lockout_max_tracked.max(1),
-            trust_forwarded_for: self.trust_forwarded_for,
+            trusted_proxies: self.trusted_proxies.clone(),
             hash_concurrency: self.hash_concurrency.unwrap_or(cores).max(1),
             hash_params: crate::password::owasp_params(),
             request_timeout: self.request_timeout,
@@ -375,6 +386,21 @@ impl ServeArgs {
                 cleanup_interval: self.revocation_cleanup_interval,
             },
         })
+    }
+}
+
+/// Parses one `TRUSTED_PROXIES` entry: an address (`127.0.0.1`, `::1`) or a CIDR
+/// (`10.0.0.0/8`).
+pub fn parse_proxy(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if s.contains('/') {
+        s.parse::<IpNet>()
+            .map(|n| n.trunc())
+            .map_err(|_| format!("{s:?} is not an address or CIDR (e.g. 10.0.0.0/8, 127.0.0.1)"))
+    } else {
+        s.parse::<std::net::IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| format!("{s:?} is not an address or CIDR (e.g. 10.0.0.0/8, 127.0.0.1)"))
     }
 }
 
@@ -426,6 +452,27 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_parse() {
+        let cli = Cli::try_parse_from([
+            "login-service",
+            "--jwt-secret",
+            &"k".repeat(32),
+            "--trusted-proxies",
+            "127.0.0.1, 10.1.2.3/8,::1",
+        ])
+        .unwrap();
+        let p: Vec<String> = cli
+            .serve
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(p, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        assert!(parse_proxy("nonsense").is_err());
+        assert!(parse_proxy("10.0.0.0/33").is_err());
+    }
+
+    #[test]
     fn signing_kid_rules() {
         let ring = Keyring::single("default", &[7u8; 32]).unwrap();
         assert_eq!(signing_kid(&ring, None).unwrap(), "default");
@@ -445,7 +492,7 @@ mod tests {
         .unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.http_addr.port(), 5000);
-        assert!(cli.serve.trust_forwarded_for);
+        assert!(cli.serve.trusted_proxies.is_empty());
         let s = cli.serve.resolve(&cli.global).unwrap();
         assert_eq!(s.issuer.ttl, Duration::from_secs(86_400));
     }

@@ -27,6 +27,10 @@ pub enum ApiError {
     /// A Basic header whose base64, `:` separator or UTF-8 is broken.
     #[error("malformed credentials")]
     MalformedCredentials,
+    /// A user-id (e-mail) longer than [`crate::lockout::MAX_USER_ID_BYTES`]: refused before any
+    /// hashing or database access.
+    #[error("user-id too long")]
+    UserIdTooLong,
     /// Unknown e-mail, wrong password or disabled account: deliberately indistinguishable.
     #[error("invalid credentials")]
     InvalidCredentials,
@@ -91,6 +95,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "malformed_credentials",
                 "malformed Authorization header: expected Basic base64(email:password) in UTF-8",
+            ),
+            Self::UserIdTooLong => (
+                StatusCode::BAD_REQUEST,
+                "user_id_too_long",
+                "the user-id (e-mail) is longer than 255 bytes",
             ),
             Self::InvalidCredentials => (
                 StatusCode::UNAUTHORIZED,

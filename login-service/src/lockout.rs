@@ -1,23 +1,36 @@
-//! Brute-force protection: the lockout policy (pure arithmetic) and a bounded in-memory failure
-//! tracker.
+//! Brute-force protection: the lockout policy and counters (pure arithmetic), and the
+//! `login_throttle` table that holds the counters for every replica.
 //!
-//! Two mechanisms, both answering 429 with `Retry-After`:
-//! - **Per account**: failures are counted on the user row (`failed_logins`, `locked_until`) so
-//!   every replica sees them. From the `threshold`-th consecutive failure on, the account is
-//!   locked for `base * 2^(failures - threshold)`, capped at `max`. A success resets the count;
-//!   so does a quiet period of `reset_after` without failures.
-//! - **Per unknown e-mail**: the same policy, in memory ([`Tracker`]), so an e-mail without an
-//!   account gets locked after exactly as many failures as one with an account; 429 therefore
-//!   does not reveal whether an account exists.
-//! - **Per client address**: a separate [`Tracker`] with its own (looser) policy.
+//! Every failed login is counted under three keys, all in the database (shared by replicas):
+//! - **account** — the e-mail as typed (normalised), whether or not an account has it: locks
+//!   after [`Policies::account`]`.threshold` failures (default 50) from anywhere;
+//! - **account + source** — that e-mail from one client address (an IPv6 address counts as its
+//!   /64): locks after [`Policies::account_source`]`.threshold` failures (default 5);
+//! - **source** — the client address, across e-mails: [`Policies::source`] (default 20), 429
+//!   `rate_limited`.
 //!
-//! While locked, requests are answered 429 before the password is checked, whatever the
-//! password: a correct guess during the lock yields no token and no signal.
+//! Why this split (issue #11): a lock keyed by the account alone let anyone who knows an e-mail
+//! keep that account locked for everybody with one wrong guess per lock window; now a single
+//! address only locks itself out of that account (and is rate limited after 20 failures), and
+//! only a distributed attacker (≥ 10 addresses with the defaults) reaches the account-wide
+//! threshold, which still bounds the guesses on one account from any number of addresses.
+//! Known and unknown e-mails go through the same statements on the same table, so neither the
+//! answer, nor `Retry-After`, nor the round trips tell whether an account exists.
+//!
+//! From the threshold on, each failure locks its key for `base * 2^(failures - threshold)`,
+//! capped at `max`; a quiet period of `reset_after` (no failure, not locked) starts from zero;
+//! a success clears the account and account + source keys (never the source key). While a key
+//! is locked the answer is 429 whatever the password.
 
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use sha2::{Digest as _, Sha256};
+
+use crate::db::DbConn;
+use crate::schema::login_throttle;
 
 /// When failures lead to a lock, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,106 +58,434 @@ impl Policy {
     }
 }
 
+/// The three policies a failed login is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policies {
+    /// Per e-mail, from any address (high threshold).
+    pub account: Policy,
+    /// Per e-mail and client address.
+    pub account_source: Policy,
+    /// Per client address, across e-mails.
+    pub source: Policy,
+}
+
+impl Policies {
+    /// The longest quiet period after which a counter is forgotten (the cleanup's horizon).
+    pub fn longest_reset(&self) -> Duration {
+        self.account
+            .reset_after
+            .max(self.account_source.reset_after)
+            .max(self.source.reset_after)
+    }
+}
+
 /// Whole seconds to announce in `Retry-After` for a remaining `d` (rounded up, at least 1).
 pub fn retry_after_secs(d: Duration) -> u64 {
     let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     s.max(1)
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    failures: u32,
-    locked_until: Option<Instant>,
-    last_failure: Instant,
+/// Longest user-id (the e-mail part of the Basic credentials) looked at, in bytes: longer ones
+/// are refused with 400 before any hashing or database access (issue #11, item 4b).
+pub const MAX_USER_ID_BYTES: usize = 255;
+
+/// One key's counter, as stored (times in Unix milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counter {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Locked until then.
+    pub locked_until: Option<i64>,
+    /// Last counted failure, or when the row was created (ms).
+    pub last_failure: i64,
 }
 
-impl Entry {
-    fn expired(&self, policy: &Policy, now: Instant) -> bool {
-        let unlocked = self.locked_until.is_none_or(|t| t <= now);
-        unlocked && now.saturating_duration_since(self.last_failure) >= policy.reset_after
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Counter {
+    /// Remaining lock at `now` (ms), if locked.
+    pub fn remaining(&self, now: i64) -> Option<Duration> {
+        let until = self.locked_until?;
+        (until > now).then(|| Duration::from_millis(u64::try_from(until - now).unwrap_or(0)))
     }
-}
 
-/// Failure counts per key (client address, unknown e-mail), bounded to `max_entries`.
-///
-/// When full, expired entries are pruned; if it is still full, the entry with the oldest failure
-/// is evicted (an attacker filling the map only forgets their own oldest keys first).
-#[derive(Debug)]
-pub struct Tracker<K> {
-    policy: Policy,
-    max_entries: usize,
-    map: Mutex<HashMap<K, Entry>>,
-}
-
-impl<K: Eq + Hash + Clone> Tracker<K> {
-    /// An empty tracker.
-    pub fn new(policy: Policy, max_entries: usize) -> Self {
+    /// The counter after one more failure at `now` (ms) under `policy`.
+    pub fn after_failure(&self, policy: &Policy, now: i64) -> Self {
+        let quiet = now.saturating_sub(self.last_failure) >= millis(policy.reset_after);
+        let base = if self.remaining(now).is_none() && quiet {
+            0
+        } else {
+            self.failures
+        };
+        let failures = base.saturating_add(1);
         Self {
-            policy,
-            max_entries: max_entries.max(1),
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The policy this tracker applies.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Entry>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Remaining lock for `key`, if it is locked at `now`.
-    pub fn check(&self, key: &K, now: Instant) -> Option<Duration> {
-        let map = self.lock();
-        let until = map.get(key)?.locked_until?;
-        (until > now).then(|| until - now)
-    }
-
-    /// Counts a failure for `key`; returns the lock it now has, if any.
-    pub fn record_failure(&self, key: &K, now: Instant) -> Option<Duration> {
-        let mut map = self.lock();
-        if !map.contains_key(key) && map.len() >= self.max_entries {
-            let policy = self.policy;
-            map.retain(|_, e| !e.expired(&policy, now));
-            if map.len() >= self.max_entries
-                && let Some(oldest) = map
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_failure)
-                    .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
-        }
-        let entry = map.entry(key.clone()).or_insert(Entry {
-            failures: 0,
-            locked_until: None,
+            failures,
+            locked_until: policy
+                .lock_for(failures)
+                .map(|d| now.saturating_add(millis(d))),
             last_failure: now,
-        });
-        if entry.expired(&self.policy, now) {
-            entry.failures = 0;
         }
-        entry.failures = entry.failures.saturating_add(1);
-        entry.last_failure = now;
-        let lock = self.policy.lock_for(entry.failures);
-        entry.locked_until = lock.map(|d| now + d);
-        lock
+    }
+}
+
+/// Which key a lock is on: decides the 429's `error` code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The e-mail, or the e-mail from this address: `account_locked`.
+    Account,
+    /// The client address: `rate_limited`.
+    Source,
+}
+
+/// The hashed keys of one login attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// Per e-mail.
+    pub account: String,
+    /// Per e-mail and source.
+    pub account_source: String,
+    /// Per source.
+    pub source: String,
+}
+
+/// The part of `ip` that identifies a client: an IPv4 address (IPv4-mapped IPv6 included), or
+/// the /64 of an IPv6 address (one subscriber usually holds a whole /64).
+pub fn source_prefix(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut seg = v6.segments();
+            seg[4..].fill(0);
+            IpAddr::V6(seg.into())
+        }
+        v4 => v4,
+    }
+}
+
+/// SHA-256 hex of `kind` and `parts`, NUL-separated: a fixed 64 bytes whatever the input.
+fn digest(kind: &str, parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    for p in parts {
+        h.update([0u8]);
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Keys {
+    /// The keys for user-id `user` (normalised e-mail, or the trimmed lower-cased input when it
+    /// is no valid e-mail) from client address `ip`.
+    pub fn new(user: &str, ip: IpAddr) -> Self {
+        let source = source_prefix(ip).to_string();
+        Self {
+            account: digest("account", &[user.as_bytes()]),
+            account_source: digest("account+source", &[user.as_bytes(), source.as_bytes()]),
+            source: digest("source", &[source.as_bytes()]),
+        }
     }
 
-    /// Forgets `key` (after a success).
-    pub fn reset(&self, key: &K) {
-        self.lock().remove(key);
+    /// (key, policy, kind) for each key, in key order (the lock order of the failure write).
+    fn with_policies<'a>(&'a self, p: &'a Policies) -> [(&'a str, &'a Policy, Kind); 3] {
+        let mut all = [
+            (self.account.as_str(), &p.account, Kind::Account),
+            (
+                self.account_source.as_str(),
+                &p.account_source,
+                Kind::Account,
+            ),
+            (self.source.as_str(), &p.source, Kind::Source),
+        ];
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
     }
+}
 
-    /// Number of tracked keys.
-    pub fn len(&self) -> usize {
-        self.lock().len()
+/// The longest lock among `counters` at `now`, source locks first (they answer
+/// `rate_limited`).
+pub fn lock_among(counters: &[(Kind, Counter)], now: i64) -> Option<(Kind, Duration)> {
+    let longest = |kind: Kind| {
+        counters
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .filter_map(|(_, c)| c.remaining(now))
+            .max()
+    };
+    longest(Kind::Source)
+        .map(|d| (Kind::Source, d))
+        .or_else(|| longest(Kind::Account).map(|d| (Kind::Account, d)))
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    key_hash: String,
+    #[diesel(sql_type = Integer)]
+    failures: i32,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    locked_until: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    last_failure: i64,
+}
+
+impl Row {
+    fn counter(&self) -> Counter {
+        Counter {
+            failures: u32::try_from(self.failures).unwrap_or(0),
+            locked_until: self.locked_until,
+            last_failure: self.last_failure,
+        }
     }
+}
 
-    /// True when nothing is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// The counter of each of `keys` (absent rows: zero).
+fn read(conn: &mut DbConn, keys: [&str; 3], for_update: bool) -> QueryResult<[Counter; 3]> {
+    let sql = "SELECT key_hash, failures, locked_until, last_failure FROM login_throttle \
+               WHERE key_hash IN (?, ?, ?) ORDER BY key_hash";
+    let rows: Vec<Row> = match conn {
+        // Why FOR UPDATE: the rows stay locked (InnoDB, in key order) until the counting
+        // transaction commits, so concurrent failures on any replica are counted one after the
+        // other and none is lost; SQLite's single writer gives the same.
+        DbConn::Mysql(c) => diesel::sql_query(if for_update {
+            format!("{sql} FOR UPDATE")
+        } else {
+            sql.to_owned()
+        })
+        .bind::<Text, _>(keys[0])
+        .bind::<Text, _>(keys[1])
+        .bind::<Text, _>(keys[2])
+        .load(c)?,
+        DbConn::Sqlite(c) => diesel::sql_query(sql)
+            .bind::<Text, _>(keys[0])
+            .bind::<Text, _>(keys[1])
+            .bind::<Text, _>(keys[2])
+            .load(c)?,
+    };
+    Ok(keys.map(|k| {
+        rows.iter()
+            .find(|r| r.key_hash == k)
+            .map(Row::counter)
+            .unwrap_or_default()
+    }))
+}
+
+/// Creates the rows of `keys` that do not exist yet: zero failures, dated `now` so that the
+/// cleanup cannot delete them before the counting transaction has locked them (a zero count
+/// behaves the same whatever its date).
+fn ensure(conn: &mut DbConn, keys: [&str; 3], now: i64) -> QueryResult<()> {
+    let sql = |verb: &str| {
+        format!(
+            "{verb} INTO login_throttle (key_hash, failures, locked_until, last_failure) \
+             VALUES (?, 0, NULL, ?), (?, 0, NULL, ?), (?, 0, NULL, ?)"
+        )
+    };
+    match conn {
+        DbConn::Mysql(c) => diesel::sql_query(sql("INSERT IGNORE"))
+            .bind::<Text, _>(keys[0])
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(keys[1])
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(keys[2])
+            .bind::<BigInt, _>(now)
+            .execute(c)?,
+        DbConn::Sqlite(c) => diesel::sql_query(sql("INSERT OR IGNORE"))
+            .bind::<Text, _>(keys[0])
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(keys[1])
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(keys[2])
+            .bind::<BigInt, _>(now)
+            .execute(c)?,
+    };
+    Ok(())
+}
+
+/// The lock in force on `keys` at `now`, if any (the check before the password is hashed).
+pub fn check(
+    conn: &mut DbConn,
+    keys: &Keys,
+    policies: &Policies,
+    now: i64,
+) -> QueryResult<Option<(Kind, Duration)>> {
+    let ordered = keys.with_policies(policies);
+    let counters = read(conn, ordered.map(|(k, _, _)| k), false)?;
+    let kinds: Vec<(Kind, Counter)> = ordered
+        .iter()
+        .zip(counters)
+        .map(|((_, _, kind), c)| (*kind, c))
+        .collect();
+    Ok(lock_among(&kinds, now))
+}
+
+/// What [`record_failure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Counted under every key (or, with `count == false`, nothing changed).
+    Counted,
+    /// A key was already locked (a concurrent failure, on any replica, locked it while this
+    /// password was being hashed): nothing counted; the caller answers 429.
+    AlreadyLocked(Kind, Duration),
+}
+
+/// A failed login under `keys` at `now` (ms): unless one of them is locked, counts it under all
+/// three in one transaction. With `count == false` (a disabled account's right password) the
+/// same statements run and write the counters back unchanged: same answer path, same cost.
+///
+/// Why one transaction that locks the rows: "is it locked?" and "count it" must be a single
+/// atomic step, or a burst of concurrent wrong guesses that all saw the keys unlocked would each
+/// be answered 401 (more guesses than the policy allows). Exactly `threshold` failures are
+/// counted before a lock, and every later one finds it.
+pub fn record_failure(
+    conn: &mut DbConn,
+    keys: &Keys,
+    policies: &Policies,
+    now: i64,
+    count: bool,
+) -> QueryResult<Failure> {
+    let ordered = keys.with_policies(policies);
+    let names = ordered.map(|(k, _, _)| k);
+    if matches!(conn, DbConn::Mysql(_)) {
+        // Why outside the transaction: an `INSERT IGNORE` that meets an existing row takes a
+        // shared lock on it, and two transactions upgrading shared locks deadlock.
+        ensure(conn, names, now)?;
+    }
+    conn.transaction(|conn| {
+        if matches!(conn, DbConn::Sqlite(_)) {
+            // Why first: a write statement takes SQLite's write lock at once (waiting under
+            // busy_timeout); a read first would fail with SQLITE_BUSY when upgrading.
+            ensure(conn, names, now)?;
+        }
+        let counters = read(conn, names, true)?;
+        let kinds: Vec<(Kind, Counter)> = ordered
+            .iter()
+            .zip(counters)
+            .map(|((_, _, kind), c)| (*kind, c))
+            .collect();
+        if let Some((kind, wait)) = lock_among(&kinds, now) {
+            return Ok(Failure::AlreadyLocked(kind, wait));
+        }
+        for ((key, policy, _), old) in ordered.iter().zip(counters) {
+            let new = if count {
+                old.after_failure(policy, now)
+            } else {
+                old
+            };
+            diesel::update(login_throttle::table.find(*key))
+                .set((
+                    login_throttle::failures.eq(i32::try_from(new.failures).unwrap_or(i32::MAX)),
+                    login_throttle::locked_until.eq(new.locked_until),
+                    login_throttle::last_failure.eq(new.last_failure),
+                ))
+                .execute(conn)?;
+        }
+        Ok(Failure::Counted)
+    })
+}
+
+/// A successful login: clears the account and account + source counters unless one of them is
+/// locked at `now`; returns that lock, if any (the caller answers 429, no token).
+///
+/// Why delete-then-look: the `DELETE` only matches unlocked rows, so a lock written by a
+/// concurrent failure before it survives and is seen by the `SELECT` right after.
+pub fn record_success(conn: &mut DbConn, keys: &Keys, now: i64) -> QueryResult<Option<Duration>> {
+    let mine = [keys.account.as_str(), keys.account_source.as_str()];
+    diesel::delete(
+        login_throttle::table
+            .filter(login_throttle::key_hash.eq_any(mine))
+            .filter(
+                login_throttle::locked_until
+                    .is_null()
+                    .or(login_throttle::locked_until.le(now)),
+            ),
+    )
+    .execute(conn)?;
+    let until = login_throttle::table
+        .filter(login_throttle::key_hash.eq_any(mine))
+        .select(diesel::dsl::max(login_throttle::locked_until))
+        .first::<Option<i64>>(conn)?;
+    Ok(until.and_then(|u| {
+        Counter {
+            locked_until: Some(u),
+            ..Counter::default()
+        }
+        .remaining(now)
+    }))
+}
+
+/// Forgets the account-wide counter of `user` (an admin set a new password).
+pub fn clear_account(conn: &mut DbConn, user: &str) -> QueryResult<usize> {
+    let key = digest("account", &[user.as_bytes()]);
+    diesel::delete(login_throttle::table.find(key)).execute(conn)
+}
+
+/// The account-wide lock end (ms) of `user`, if any row exists (`user list`).
+pub fn account_lock_end(conn: &mut DbConn, user: &str) -> QueryResult<Option<i64>> {
+    let key = digest("account", &[user.as_bytes()]);
+    login_throttle::table
+        .find(key)
+        .select(login_throttle::locked_until)
+        .first::<Option<i64>>(conn)
+        .optional()
+        .map(Option::flatten)
+}
+
+/// The counter stored under `key` (tests and diagnostics).
+pub fn counter(conn: &mut DbConn, key: &str) -> QueryResult<Option<Counter>> {
+    login_throttle::table
+        .find(key)
+        .select((
+            login_throttle::failures,
+            login_throttle::locked_until,
+            login_throttle::last_failure,
+        ))
+        .first::<(i32, Option<i64>, i64)>(conn)
+        .optional()
+        .map(|r| {
+            r.map(|(f, l, t)| Counter {
+                failures: u32::try_from(f).unwrap_or(0),
+                locked_until: l,
+                last_failure: t,
+            })
+        })
+}
+
+/// Deletes counters that no longer decide anything: not locked at `now` and without a failure
+/// for `horizon` (the longest reset window). Returns the rows deleted.
+pub fn cleanup(conn: &mut DbConn, now: i64, horizon: Duration) -> QueryResult<usize> {
+    diesel::delete(
+        login_throttle::table
+            .filter(
+                login_throttle::locked_until
+                    .is_null()
+                    .or(login_throttle::locked_until.le(now)),
+            )
+            .filter(login_throttle::last_failure.le(now.saturating_sub(millis(horizon)))),
+    )
+    .execute(conn)
+}
+
+/// Every `interval`, deletes the counters that decide nothing any more ([`cleanup`]), so the
+/// table holds only the keys seen within the longest reset window.
+pub async fn cleanup_loop(db: crate::db::Db, policies: Policies, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // The first tick is immediate: start cleaning after one interval.
+    let horizon = policies.longest_reset();
+    loop {
+        ticker.tick().await;
+        match db.run(move |c| cleanup(c, now_ms(), horizon)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "stale login counters deleted"),
+            Err(e) => tracing::warn!(error = %e, "login counter cleanup failed"),
+        }
     }
 }
 
@@ -180,41 +521,82 @@ mod tests {
     }
 
     #[test]
-    fn tracker_locks_and_resets() {
-        let t = Tracker::new(policy(), 10);
-        let now = Instant::now();
-        assert_eq!(t.record_failure(&"a", now), None);
-        assert_eq!(t.record_failure(&"a", now), None);
-        assert_eq!(t.record_failure(&"a", now), Some(Duration::from_secs(10)));
-        assert_eq!(
-            t.check(&"a", now + Duration::from_secs(4)),
-            Some(Duration::from_secs(6))
-        );
-        assert_eq!(t.check(&"a", now + Duration::from_secs(10)), None);
-        assert_eq!(t.check(&"b", now), None);
-        t.reset(&"a");
-        assert!(t.is_empty());
+    fn counter_locks_with_millisecond_precision() {
+        let p = policy();
+        let t = 1_000_000_123;
+        let c = Counter::default().after_failure(&p, t);
+        let c = c.after_failure(&p, t);
+        assert_eq!(c.remaining(t), None);
+        let c = c.after_failure(&p, t);
+        assert_eq!(c.failures, 3);
+        assert_eq!(c.remaining(t + 4_000), Some(Duration::from_secs(6)));
+        assert_eq!(c.remaining(t + 9_999), Some(Duration::from_millis(1)));
+        assert_eq!(c.remaining(t + 10_000), None);
+        // After the lock, the next failure locks for twice as long.
+        let c = c.after_failure(&p, t + 10_000);
+        assert_eq!(c.remaining(t + 10_000), Some(Duration::from_secs(20)));
     }
 
     #[test]
     fn quiet_period_forgets_failures() {
-        let t = Tracker::new(policy(), 10);
-        let now = Instant::now();
-        t.record_failure(&"a", now);
-        t.record_failure(&"a", now);
-        assert_eq!(t.record_failure(&"a", now + Duration::from_secs(500)), None);
+        let p = policy();
+        let c = Counter::default().after_failure(&p, 0).after_failure(&p, 0);
+        assert_eq!(c.after_failure(&p, 100_000).failures, 1);
+        assert_eq!(c.after_failure(&p, 99_999).failures, 3);
     }
 
     #[test]
-    fn bounded() {
-        let t = Tracker::new(policy(), 3);
-        let now = Instant::now();
-        for i in 0..10u32 {
-            t.record_failure(&i, now + Duration::from_secs(u64::from(i)));
+    fn keys_are_fixed_size_and_distinct() {
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let long = "a".repeat(10_000);
+        for user in ["a@b.c", long.as_str()] {
+            let k = Keys::new(user, ip);
+            for h in [&k.account, &k.account_source, &k.source] {
+                assert_eq!(h.len(), 64);
+            }
+            assert_ne!(k.account, k.account_source);
         }
-        assert_eq!(t.len(), 3);
-        // The newest keys survive.
-        t.record_failure(&9, now + Duration::from_secs(20));
-        assert_eq!(t.len(), 3);
+        assert_ne!(
+            Keys::new("a@b.c", ip).account_source,
+            Keys::new("a@b.c", "192.0.2.2".parse().unwrap()).account_source
+        );
+        assert_eq!(
+            Keys::new("a@b.c", ip).account,
+            Keys::new("a@b.c", "192.0.2.2".parse().unwrap()).account
+        );
+    }
+
+    #[test]
+    fn ipv6_sources_are_their_64_and_mapped_v4_is_v4() {
+        let a: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        assert_eq!(source_prefix(a), source_prefix(b));
+        assert_eq!(
+            source_prefix("::ffff:192.0.2.7".parse().unwrap()),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn source_locks_answer_first() {
+        let locked = |ms| Counter {
+            failures: 9,
+            locked_until: Some(ms),
+            last_failure: 0,
+        };
+        let all = [
+            (Kind::Account, locked(5_000)),
+            (Kind::Source, locked(2_000)),
+            (Kind::Account, Counter::default()),
+        ];
+        assert_eq!(
+            lock_among(&all, 1_000),
+            Some((Kind::Source, Duration::from_secs(1)))
+        );
+        assert_eq!(
+            lock_among(&all, 2_000),
+            Some((Kind::Account, Duration::from_secs(3)))
+        );
+        assert_eq!(lock_among(&all, 5_000), None);
     }
 }

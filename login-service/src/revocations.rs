@@ -14,6 +14,13 @@
 //! one second, and only right after a revocation of that very user). So every earlier token dies
 //! and every later login lives.
 //!
+//! **Logins in flight.** The cutoff a login honours is the one read with the user row, and
+//! the `iat` is fixed *before* the login's conditional success write
+//! ([`crate::users::record_success`]: same hash, enabled, unlocked). The CLI changes the row
+//! first and reads `T` after that commit; so either the login's write came first (then
+//! `iat <= T` and the cut revokes the token) or it finds the row changed and issues nothing.
+//! A cut newer than the one read at lookup (`user revoke`, logout-all) also stops the login.
+//!
 //! **The cursor.** `id` (AUTO_INCREMENT / SQLite AUTOINCREMENT) is the feed cursor. A reader
 //! must never see id 7 before id 6 is visible, or it would skip 6: on MySQL, inserts are
 //! serialised with a named lock (`GET_LOCK`) held until the autocommit insert is committed, so

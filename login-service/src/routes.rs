@@ -3,7 +3,7 @@
 //! around them (body/header limits, timeout, JSON errors for everything).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::Utc;
+use ipnet::IpNet;
 use secrecy::SecretString;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -24,7 +24,7 @@ use crate::config::Settings;
 use crate::credentials::{CredentialsError, parse_basic};
 use crate::db::{Db, DbError};
 use crate::error::ApiError;
-use crate::lockout::{Tracker, retry_after_secs};
+use crate::lockout::{self, Keys, Kind, MAX_USER_ID_BYTES, retry_after_secs};
 use crate::metrics::Metrics;
 use crate::password::{Hasher, PasswordError, Verification};
 use crate::users::{self, User, normalize_email};
@@ -38,12 +38,32 @@ pub struct AppState {
     pub hasher: Hasher,
     /// Validated settings (keys, issuer, policies, limits).
     pub settings: Settings,
-    /// Failures of e-mails without an account (same policy as accounts).
-    pub unknown_emails: Tracker<String>,
-    /// Failures per client address.
-    pub addresses: Tracker<IpAddr>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Test hook, unset in production: holds every login between its password check and its
+    /// success write, so an integration test can change the account inside that window.
+    #[doc(hidden)]
+    pub pause_after_verify: OnceLock<Arc<LoginPause>>,
+}
+
+/// A rendezvous for [`AppState::pause_after_verify`]: the login signals `reached`, then waits
+/// for a permit on `resume`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct LoginPause {
+    /// Notified (one permit stored) when a login reaches the pause.
+    pub reached: tokio::sync::Notify,
+    /// One permit lets one paused login go on.
+    pub resume: tokio::sync::Semaphore,
+}
+
+impl Default for LoginPause {
+    fn default() -> Self {
+        Self {
+            reached: tokio::sync::Notify::new(),
+            resume: tokio::sync::Semaphore::new(0),
+        }
+    }
 }
 
 impl AppState {
@@ -51,11 +71,10 @@ impl AppState {
     pub fn new(settings: Settings, db: Db) -> Result<Self, PasswordError> {
         let hasher = Hasher::new(settings.hash_params.clone(), settings.hash_concurrency)?;
         Ok(Self {
-            unknown_emails: Tracker::new(settings.account_policy, settings.max_tracked),
-            addresses: Tracker::new(settings.ip_policy, settings.max_tracked),
             db,
             hasher,
             metrics: Metrics::new(),
+            pause_after_verify: OnceLock::new(),
             settings,
         })
     }
@@ -139,10 +158,15 @@ async fn json_errors(req: Request, next: Next) -> Response {
     Response::from_parts(parts, std::mem::replace(new.body_mut(), Body::empty()))
 }
 
-/// The client address: rightmost `X-Forwarded-For` entry when trusted (Envoy appends the peer
-/// it saw), else the TCP peer.
-pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_forwarded_for: bool) -> IpAddr {
-    if !trust_forwarded_for {
+/// The client address: the TCP peer, unless the peer is a trusted proxy (Envoy); then the
+/// rightmost `X-Forwarded-For` entry, the address Envoy saw (it appends it with
+/// `use_remote_address: true` and `xff_num_trusted_hops: 0`).
+///
+/// Why not trust every peer: a client that reaches the service directly would choose its own
+/// address, and with it its own rate-limit and lockout keys.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !trusted_proxies.iter().any(|net| net.contains(&peer)) {
         return peer;
     }
     headers
@@ -151,8 +175,8 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_forwarded_for: bool) -
         .next_back()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.rsplit(',').map(str::trim).find(|s| !s.is_empty()))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(peer)
+        .and_then(|s| s.parse::<IpAddr>().ok())
+        .map_or(peer, |ip| ip.to_canonical())
 }
 
 fn wants_text(headers: &HeaderMap) -> bool {
@@ -214,7 +238,8 @@ async fn login(
     }
 }
 
-/// The login decision: credentials → address limit → lookup → lock → password → token.
+/// The login decision: credentials → user-id size → lookup and counters → lock → password →
+/// conditional success write → token.
 async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
@@ -230,40 +255,52 @@ async fn authenticate(
         CredentialsError::Missing => ApiError::MissingCredentials,
         CredentialsError::Malformed => ApiError::MalformedCredentials,
     })?;
-    let ip = client_ip(headers, peer, s.trust_forwarded_for);
-    Span::current().record("client", field::display(ip));
-    if let Some(wait) = state.addresses.check(&ip, Instant::now()) {
-        return Err(ApiError::RateLimited {
-            retry_after: retry_after_secs(wait),
-        });
+    // Why before anything else: no e-mail is longer than 255 bytes, and an absurd user-id must
+    // cost neither a hash nor a database row.
+    if creds.email.len() > MAX_USER_ID_BYTES {
+        return Err(ApiError::UserIdTooLong);
     }
+    let ip = client_ip(headers, peer, &s.trusted_proxies);
+    Span::current().record("client", field::display(ip));
 
-    // An e-mail that cannot be valid cannot have an account: treated exactly like an unknown one.
+    // An e-mail that cannot be valid cannot have an account: treated exactly like an unknown one,
+    // under the same counters.
     let email = normalize_email(&creds.email).ok();
-    let tracker_key = email
-        .clone()
-        .unwrap_or_else(|| creds.email.trim().to_lowercase());
-    let user: Option<User> = match email {
-        Some(e) => state.db.run(move |c| users::find_by_email(c, &e)).await?,
-        None => None,
-    };
+    let keys = Keys::new(
+        email
+            .as_deref()
+            .unwrap_or(&creds.email.trim().to_lowercase()),
+        ip,
+    );
+    let policies = s.lockout;
 
-    // Locked: answer 429 before looking at the password, for accounts and unknown e-mails alike.
-    let now = Utc::now().naive_utc();
-    match &user {
-        Some(u) => {
-            Span::current().record("user_id", u.id);
-            if let Some(until) = u.locked_until.filter(|t| *t > now) {
-                return Err(locked_until(Some(until)));
-            }
-        }
-        None => {
-            if let Some(wait) = state.unknown_emails.check(&tracker_key, Instant::now()) {
-                return Err(ApiError::Locked {
-                    retry_after: retry_after_secs(wait),
-                });
-            }
-        }
+    // One round trip for every e-mail, known or not: the row, the user-wide revocation cutoff
+    // (a newer one at the success write means the account was revoked while this login was in
+    // flight) and the lockout counters.
+    let now_s = crate::revocations::now_secs();
+    let k = keys.clone();
+    let (user, cutoff, lock) = state
+        .db
+        .run(move |c| {
+            let user = match email {
+                Some(e) => users::find_by_email(c, &e)?,
+                None => None,
+            };
+            let sub = user
+                .as_ref()
+                .map_or(users::NO_ACCOUNT_ID, |u| u.id)
+                .to_string();
+            let cutoff = crate::revocations::user_cutoff(c, &sub, now_s)?;
+            let lock = lockout::check(c, &k, &policies, lockout::now_ms())?;
+            Ok((user, cutoff, lock))
+        })
+        .await?;
+    if let Some(u) = &user {
+        Span::current().record("user_id", u.id);
+    }
+    // Locked: 429 before looking at the password, for accounts and unknown e-mails alike.
+    if let Some(lock) = lock {
+        return Err(locked(lock));
     }
 
     let password = Arc::new(creds.password);
@@ -271,26 +308,10 @@ async fn authenticate(
         .hasher
         .verify(user.as_ref().map(|u| u.password.clone()), password.clone())
         .await?;
-
-    // Why: a lock may have been written by a concurrent request (on any replica) while this one
-    // waited for the hasher. For accounts, the success and failure writes below are the
-    // authoritative gates (conditional UPDATEs); this second look answers the remaining paths
-    // alike — a disabled account, and unknown e-mails through their in-memory tracker — so
-    // 401/429 stays uninformative and every path costs the same round trips.
-    let lock_id = user.as_ref().map_or(users::NO_ACCOUNT_ID, |u| u.id);
-    let lock_end = state.db.run(move |c| users::lock_end(c, lock_id)).await?;
-    match &user {
-        Some(_) => {
-            if let Some(until) = lock_end.filter(|t| *t > Utc::now().naive_utc()) {
-                return Err(locked_until(Some(until)));
-            }
-        }
-        None => {
-            if let Some(wait) = state.unknown_emails.check(&tracker_key, Instant::now()) {
-                return Err(ApiError::Locked {
-                    retry_after: retry_after_secs(wait),
-                });
-            }
+    if let Some(pause) = state.pause_after_verify.get() {
+        pause.reached.notify_one();
+        if let Ok(permit) = pause.resume.acquire().await {
+            permit.forget();
         }
     }
 
@@ -301,92 +322,86 @@ async fn authenticate(
             } else {
                 None
             };
-            let u2 = u.clone();
-            let now = crate::revocations::now_secs();
+            // Why: the token's `iat` is fixed *before* the success write. A CLI change (disable,
+            // passwd, remove) commits its row change and then revokes `iat <= T` with T read
+            // after that commit; if our conditional write came first, `iat <= T` and the cut
+            // revokes this token; if the change came first, the write finds the row changed and
+            // no token is issued. (`fresh_iat` still dates it after a cut seen at lookup.)
+            let iat = crate::revocations::fresh_iat(cutoff).await;
+            let (id, verified) = (u.id, u.password.clone());
             let outcome = state
                 .db
                 .run(move |c| {
-                    if !users::record_success(c, u2.id)? {
-                        // Locked by a concurrent failure since the re-read above.
-                        return users::lock_end(c, u2.id).map(Err);
+                    // Why first: while a counter is locked, even the right password gets 429 —
+                    // including a lock written by a concurrent guess while this one was hashed.
+                    if let Some(wait) = lockout::record_success(c, &keys, lockout::now_ms())? {
+                        return Ok(Err(wait));
                     }
-                    if let Some(h) = upgrade {
-                        users::upgrade_hash(c, u2.id, &h)?;
-                        info!(
-                            user_id = u2.id,
-                            "password hash upgraded to current parameters"
-                        );
+                    if !users::record_success(c, id, &verified)? {
+                        return Ok(Ok(false));
                     }
-                    crate::revocations::user_cutoff(c, &u2.id.to_string(), now).map(Ok)
+                    // A user-wide revocation newer than the one seen at lookup: the account
+                    // was revoked while this login was in flight (`user revoke`, logout-all).
+                    let now = crate::revocations::now_secs();
+                    if crate::revocations::user_cutoff(c, &id.to_string(), now)? > cutoff {
+                        return Ok(Ok(false));
+                    }
+                    if let Some(h) = upgrade
+                        && users::upgrade_hash(c, id, &verified, &h)? == 1
+                    {
+                        info!(user_id = id, "password hash upgraded to current parameters");
+                    }
+                    Ok(Ok(true))
                 })
                 .await?;
-            let cutoff = match outcome {
-                Ok(cutoff) => cutoff,
-                Err(until) => return Err(locked_until(until)),
-            };
-            // Why: `iat` has one-second resolution; a token issued in the second of a user-wide
-            // revocation would be revoked by it (`iat <= T`), so it is dated after it.
-            let iat = crate::revocations::fresh_iat(cutoff).await;
-            // Why: the address counter is not reset by a success, or one valid account would
+            match outcome {
+                Ok(true) => {}
+                Ok(false) => {
+                    info!(user_id = id, "account changed during the login; no token");
+                    return Err(ApiError::InvalidCredentials);
+                }
+                Err(wait) => return Err(locked((Kind::Account, wait))),
+            }
+            // Why: the source counter is not reset by a success, or one valid account would
             // let an attacker clear it between guesses; it decays after the reset window.
             issue(s, &u, iat)
         }
-        // Why: a disabled account answers like a wrong password (the account state is not
-        // revealed) but is not counted as a failure: the password was right. The no-op failure
-        // write keeps the timing of the failure paths alike.
-        (Some(_), Verification::Match { .. }) => {
-            no_op_failure_write(state).await?;
-            Err(ApiError::InvalidCredentials)
-        }
-        (Some(u), Verification::Mismatch) => {
-            state.addresses.record_failure(&ip, Instant::now());
-            let policy = s.account_policy;
-            let id = u.id;
+        // Why one arm for all failures: a wrong password, an unknown e-mail and a disabled
+        // account run the same statements on the same table and get the same answer, so
+        // neither the body, nor `Retry-After`, nor the timing tell them apart. A disabled
+        // account's right password is not counted (`count == false`: the same statements write
+        // the counters back unchanged).
+        (user, verdict) => {
+            let count = !matches!(verdict, Verification::Match { .. });
             let failure = state
                 .db
-                .run(move |c| users::record_failure(c, id, &policy))
+                .run(move |c| {
+                    lockout::record_failure(c, &keys, &policies, lockout::now_ms(), count)
+                })
                 .await?;
             match failure {
-                // Why: a concurrent guess locked the account while this one was being hashed;
+                // Why: a concurrent guess locked a key while this one was being hashed;
                 // answering 401 here would grant more guesses than the policy allows.
-                users::Failure::AlreadyLocked(until) => return Err(locked_until(Some(until))),
-                users::Failure::Counted(Some(_)) => {
-                    info!(user_id = id, "account locked after repeated failures");
+                lockout::Failure::AlreadyLocked(kind, wait) => Err(locked((kind, wait))),
+                lockout::Failure::Counted => {
+                    if let Some(u) = user.filter(|_| count) {
+                        info!(user_id = u.id, "wrong password");
+                    }
+                    Err(ApiError::InvalidCredentials)
                 }
-                users::Failure::Counted(None) | users::Failure::NoAccount => {}
             }
-            Err(ApiError::InvalidCredentials)
-        }
-        (None, _) => {
-            state
-                .unknown_emails
-                .record_failure(&tracker_key, Instant::now());
-            state.addresses.record_failure(&ip, Instant::now());
-            no_op_failure_write(state).await?;
-            Err(ApiError::InvalidCredentials)
         }
     }
 }
 
-/// The 429 for an account locked until `until` (a lock that has just ended still answers 429,
-/// with the minimum `Retry-After`).
-fn locked_until(until: Option<chrono::NaiveDateTime>) -> ApiError {
-    let wait = until
-        .and_then(|t| (t - Utc::now().naive_utc()).to_std().ok())
-        .unwrap_or_default();
-    ApiError::Locked {
-        retry_after: retry_after_secs(wait),
+/// The 429 for a lock: `rate_limited` for the client address, `account_locked` for the e-mail
+/// (from anywhere or from this address).
+fn locked((kind, wait): (Kind, std::time::Duration)) -> ApiError {
+    let retry_after = retry_after_secs(wait);
+    match kind {
+        Kind::Source => ApiError::RateLimited { retry_after },
+        Kind::Account => ApiError::Locked { retry_after },
     }
-}
-
-/// The failure write of an existing account, against no account: same round trips, no change.
-async fn no_op_failure_write(state: &AppState) -> Result<(), ApiError> {
-    let policy = state.settings.account_policy;
-    state
-        .db
-        .run(move |c| users::record_failure(c, users::NO_ACCOUNT_ID, &policy))
-        .await?;
-    Ok(())
 }
 
 async fn rehash(state: &AppState, password: Arc<SecretString>) -> Option<String> {
@@ -436,20 +451,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rightmost_forwarded_for() {
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+    fn forwarded_for_only_from_trusted_proxies() {
+        let envoy: IpAddr = "10.0.0.1".parse().unwrap();
+        let trusted = [crate::config::parse_proxy("10.0.0.0/24").unwrap()];
         let mut h = HeaderMap::new();
-        assert_eq!(client_ip(&h, peer, true), peer);
+        assert_eq!(client_ip(&h, envoy, &trusted), envoy);
         h.append("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
         h.append("x-forwarded-for", "3.3.3.3, 4.4.4.4 ".parse().unwrap());
         assert_eq!(
-            client_ip(&h, peer, true),
+            client_ip(&h, envoy, &trusted),
             "4.4.4.4".parse::<IpAddr>().unwrap()
         );
-        assert_eq!(client_ip(&h, peer, false), peer);
+        // Nobody trusted (the default), or a peer outside the list: the peer is the client.
+        assert_eq!(client_ip(&h, envoy, &[]), envoy);
+        let direct: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(client_ip(&h, direct, &trusted), direct);
         let mut bad = HeaderMap::new();
         bad.insert("x-forwarded-for", "garbage".parse().unwrap());
-        assert_eq!(client_ip(&bad, peer, true), peer);
+        assert_eq!(client_ip(&bad, envoy, &trusted), envoy);
+        // An IPv4-mapped peer matches an IPv4 entry.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_ip(&h, mapped, &trusted),
+            "4.4.4.4".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

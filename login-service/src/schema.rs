@@ -45,3 +45,18 @@ diesel::table! {
         reason -> Text,
     }
 }
+
+diesel::table! {
+    /// Failed-login counters shared by the replicas ([`crate::lockout`]): per e-mail, per
+    /// e-mail and client address, per client address.
+    login_throttle (key_hash) {
+        /// SHA-256 hex of the kind-prefixed key; never the raw e-mail or address.
+        key_hash -> Text,
+        /// Consecutive failures (forgotten after the reset window without a new one).
+        failures -> Integer,
+        /// Unix milliseconds until which the key is locked.
+        locked_until -> Nullable<BigInt>,
+        /// Unix milliseconds of the last counted failure (or of the row's creation).
+        last_failure -> BigInt,
+    }
+}

@@ -35,8 +35,13 @@ pub async fn serve(
         Arc::clone(&state),
         state.settings.revocation.cleanup_interval,
     ));
-    // Stops the cleanup however `serve` ends.
-    let _cleanup = AbortOnDrop(cleanup);
+    let throttle_cleanup = tokio::spawn(crate::lockout::cleanup_loop(
+        state.db.clone(),
+        state.settings.lockout,
+        state.settings.revocation.cleanup_interval,
+    ));
+    // Stops the cleanups however `serve` ends.
+    let _cleanup = (AbortOnDrop(cleanup), AbortOnDrop(throttle_cleanup));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app)

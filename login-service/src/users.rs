@@ -6,7 +6,6 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use crate::db::DbConn;
-use crate::lockout::Policy;
 use crate::schema::user;
 
 /// Longest e-mail accepted (the column is `VARCHAR(255)`).
@@ -26,9 +25,10 @@ pub struct User {
     pub is_admin: bool,
     /// Disabled accounts cannot log in.
     pub disabled: bool,
-    /// Consecutive failures.
+    /// Unused since the `login_throttle` table (kept for old rows; always 0 for new ones).
     pub failed_logins: i32,
-    /// Locked until this UTC time.
+    /// Unused in the row since the `login_throttle` table; [`list`] fills in the account-wide
+    /// lock from there.
     pub locked_until: Option<NaiveDateTime>,
     /// UTC creation time.
     pub created_at: NaiveDateTime,
@@ -134,7 +134,7 @@ pub fn insert(
 /// Sets a new password hash and clears any lock; returns rows changed (0: no such user).
 pub fn set_password(conn: &mut DbConn, email: &str, password_hash: &str) -> QueryResult<usize> {
     let t = now();
-    diesel::update(user::table.filter(user::email.eq(email)))
+    let changed = diesel::update(user::table.filter(user::email.eq(email)))
         .set((
             user::password.eq(password_hash),
             user::password_changed_at.eq(Some(t)),
@@ -142,14 +142,30 @@ pub fn set_password(conn: &mut DbConn, email: &str, password_hash: &str) -> Quer
             user::failed_logins.eq(0),
             user::locked_until.eq(None::<NaiveDateTime>),
         ))
-        .execute(conn)
+        .execute(conn)?;
+    // A new password also ends the account-wide lock (per-address locks run out by themselves).
+    crate::lockout::clear_account(conn, email)?;
+    Ok(changed)
 }
 
-/// Replaces the hash of `id` after a parameter upgrade (the password itself is unchanged).
-pub fn upgrade_hash(conn: &mut DbConn, id: i32, password_hash: &str) -> QueryResult<usize> {
-    diesel::update(user::table.find(id))
-        .set((user::password.eq(password_hash), user::updated_at.eq(now())))
-        .execute(conn)
+/// Replaces the hash of `id` after a parameter upgrade (the password itself is unchanged) —
+/// only while the row still holds `verified_hash`, the hash the password was checked against.
+///
+/// Why conditional: a `user passwd` committed while the login was rehashing must not be
+/// overwritten by a hash of the old password. Returns rows changed (0: the password changed).
+pub fn upgrade_hash(
+    conn: &mut DbConn,
+    id: i32,
+    verified_hash: &str,
+    password_hash: &str,
+) -> QueryResult<usize> {
+    diesel::update(
+        user::table
+            .find(id)
+            .filter(user::password.eq(verified_hash)),
+    )
+    .set((user::password.eq(password_hash), user::updated_at.eq(now())))
+    .execute(conn)
 }
 
 /// Enables or disables; returns rows matched (0: no such user).
@@ -166,122 +182,44 @@ pub fn remove(conn: &mut DbConn, email: &str) -> QueryResult<usize> {
 
 /// All accounts, by id.
 pub fn list(conn: &mut DbConn) -> QueryResult<Vec<User>> {
-    user::table
+    let mut all = user::table
         .order(user::id.asc())
         .select(User::as_select())
-        .load(conn)
+        .load(conn)?;
+    // The lock that decides logins is the account-wide counter in `login_throttle`.
+    for u in &mut all {
+        let end = crate::lockout::account_lock_end(conn, &u.email)?
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.naive_utc());
+        u.locked_until = u.locked_until.max(end);
+    }
+    Ok(all)
 }
 
-/// A successful login: clears the failure count and lock — only if the account is not locked
-/// at this moment. Returns `false` when a concurrent failure (on any replica) locked it while
-/// this password was being hashed; the caller then answers as for a locked account.
+/// A successful login: true only if the row still holds `verified_hash` (the hash the password
+/// was checked against) and is enabled.
 ///
-/// Why one conditional `UPDATE` (the twin of [`record_failure`]): a separate "is it locked?"
-/// read followed by this write left one round trip in which a right guess inside a burst of
-/// wrong ones could log in during the lock and clear it. The count is of rows *matched*
-/// (SQLite, and diesel's MySQL connection with `CLIENT_FOUND_ROWS`), so a clean row that needs
-/// no change still counts; `updated_at` is left alone, a login changes nothing of the account.
-pub fn record_success(conn: &mut DbConn, id: i32) -> QueryResult<bool> {
-    let t = now();
-    let cleared = diesel::update(
+/// Why conditional: a login that read the row before a `user disable`/`passwd`/`remove`
+/// committed must not issue a token after it (issue #11). Together with the token's `iat` being
+/// fixed before this statement, a CLI change committed before the token always wins (see
+/// [`crate::revocations`], "Logins in flight"). Rows are counted as *matched* (SQLite, and
+/// diesel's MySQL connection with `CLIENT_FOUND_ROWS`); `updated_at` is left alone, a login
+/// changes nothing of the account.
+pub fn record_success(conn: &mut DbConn, id: i32, verified_hash: &str) -> QueryResult<bool> {
+    let matched = diesel::update(
         user::table
             .find(id)
-            .filter(user::locked_until.is_null().or(user::locked_until.le(t))),
+            .filter(user::password.eq(verified_hash))
+            .filter(user::disabled.eq(false)),
     )
-    .set((
-        user::failed_logins.eq(0),
-        user::locked_until.eq(None::<NaiveDateTime>),
-    ))
+    .set(user::failed_logins.eq(0))
     .execute(conn)?;
-    Ok(cleared == 1)
+    Ok(matched == 1)
 }
 
-/// The current `locked_until` of account `id` (`None` when unset or there is no such row): the
-/// login handler reads it again after the password check, when a concurrent failure may have
-/// locked the account.
-pub fn lock_end(conn: &mut DbConn, id: i32) -> QueryResult<Option<NaiveDateTime>> {
-    user::table
-        .find(id)
-        .select(user::locked_until)
-        .first::<Option<NaiveDateTime>>(conn)
-        .optional()
-        .map(Option::flatten)
-}
-
-/// An id no row has (AUTO_INCREMENT starts at 1): [`record_failure`] with it runs the same
-/// statements as for a real account and changes nothing, so a failed login costs the same
-/// database round trips whether or not the account exists.
+/// An id no row has (AUTO_INCREMENT starts at 1): stands in for an unknown e-mail where a
+/// query needs an account id, so unknown e-mails run the same statements as accounts.
 pub const NO_ACCOUNT_ID: i32 = -1;
-
-/// What [`record_failure`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The failure was counted; `Some(until)` when it locked the account.
-    Counted(Option<NaiveDateTime>),
-    /// A concurrent failure (on any replica) had locked the account first: not counted, and the
-    /// caller answers as for a locked account.
-    AlreadyLocked(NaiveDateTime),
-    /// No such account (the [`NO_ACCOUNT_ID`] timing twin).
-    NoAccount,
-}
-
-/// A failed login for account `id`: forgets stale failures, then counts this one and locks the
-/// account per `policy` — unless it is already locked.
-///
-/// Why one conditional `UPDATE`: "not locked?" and "count it" must be a single atomic step, or a
-/// burst of concurrent wrong guesses that all saw the account unlocked would each be answered
-/// 401 (more guesses than the policy allows). The row lock of the `UPDATE` (InnoDB) or the
-/// database write lock (SQLite) serialises the burst: exactly `threshold` failures are counted
-/// before the lock, and every later one finds it.
-pub fn record_failure(conn: &mut DbConn, id: i32, policy: &Policy) -> QueryResult<Failure> {
-    let t = now();
-    let reset_after =
-        chrono::Duration::from_std(policy.reset_after).unwrap_or(chrono::Duration::MAX);
-    let stale_before = t
-        .checked_sub_signed(reset_after)
-        .unwrap_or(NaiveDateTime::MIN);
-    let unlocked = || user::locked_until.is_null().or(user::locked_until.le(t));
-    conn.transaction(|conn| {
-        diesel::update(
-            user::table
-                .find(id)
-                .filter(user::updated_at.lt(stale_before))
-                .filter(unlocked()),
-        )
-        .set(user::failed_logins.eq(0))
-        .execute(conn)?;
-        let counted = diesel::update(user::table.find(id).filter(unlocked()))
-            .set((
-                user::failed_logins.eq(user::failed_logins + 1),
-                user::updated_at.eq(t),
-            ))
-            .execute(conn)?;
-        let Some((failures, locked_until)) = user::table
-            .find(id)
-            .select((user::failed_logins, user::locked_until))
-            .first::<(i32, Option<NaiveDateTime>)>(conn)
-            .optional()?
-        else {
-            return Ok(Failure::NoAccount);
-        };
-        if counted == 0 {
-            // The filter failed on an existing row: it is locked until a time after `t`.
-            return Ok(Failure::AlreadyLocked(locked_until.unwrap_or(t)));
-        }
-        let lock = policy
-            .lock_for(u32::try_from(failures).unwrap_or(0))
-            .map(|d| {
-                let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365));
-                t.checked_add_signed(d).unwrap_or(t)
-            });
-        if let Some(until) = lock {
-            diesel::update(user::table.find(id))
-                .set(user::locked_until.eq(Some(until)))
-                .execute(conn)?;
-        }
-        Ok(Failure::Counted(lock))
-    })
-}
 
 #[cfg(test)]
 mod tests {

@@ -592,12 +592,13 @@ fn login_rejects_injection_oversized_and_invalid_input_with_precise_4xx() {
     let (status, error) = status_of(&basic(b"user@example.com:' OR '1'='1' --"));
     assert_eq!((status, error.as_str()), (401, "invalid_credentials"));
 
+    // A user-id over 255 bytes: 400 before any hashing (issue #11, item 4b).
+    let (status, error) = status_of(&basic(
+        format!("{}@example.com:pw", "a".repeat(1024)).as_bytes(),
+    ));
+    assert_eq!((status, error.as_str()), (400, "user_id_too_long"));
     // Oversized fields: refused with a 4xx, never a 5xx.
     for (case, raw) in [
-        (
-            "1 KB e-mail",
-            format!("{}@example.com:pw", "a".repeat(1024)),
-        ),
         (
             "10 KB password",
             format!("user@example.com:{}", "p".repeat(10_000)),
@@ -643,83 +644,131 @@ fn login_rejects_injection_oversized_and_invalid_input_with_precise_4xx() {
 
 #[test]
 fn brute_force_across_two_replicas_locks_the_account_and_never_logs_in() {
-    let stack = Stack::start();
+    brute_force_across_two_replicas(Stack::start());
+}
+
+#[test]
+fn brute_force_across_two_replicas_on_mariadb() {
+    brute_force_across_two_replicas(Stack::start_mysql());
+}
+
+/// Issue #11 (items 7, 8): every counter is in the database, so two replicas answer alike; a
+/// known and an unknown e-mail get the same answers at every step; one address only locks
+/// itself out; many addresses lock the account everywhere after the account-wide threshold.
+fn brute_force_across_two_replicas(stack: Stack) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
     let replica = stack.spawn_login_replica(port, &[]);
     let user = stack.user.clone();
-    let threshold = 5; // login-service's default LOCKOUT_THRESHOLD
-    let (threads, attempts) = (8, 6);
-    let evaluated = AtomicUsize::new(0);
-    let sequence = AtomicUsize::new(0);
+    // login-service's defaults: LOCKOUT_THRESHOLD (per e-mail and address),
+    // ACCOUNT_LOCKOUT_THRESHOLD (per e-mail).
+    let (per_source, account_wide) = (5, 50);
+    let replicas = ["http://127.0.0.1:5000".to_owned(), replica.url.clone()];
+    let attempt = |target: usize, email: &str, password: &str, forwarded: Option<String>| {
+        // target 0: through Envoy (which appends the client address, 127.0.0.1); 1 and 2:
+        // straight at a replica, which trusts 127.0.0.1 as its proxy (TRUSTED_PROXIES).
+        let request = if target == 0 {
+            stack.request(Method::POST, "/login")
+        } else {
+            let r = crate::stack::client().post(format!("{}/login", replicas[target - 1]));
+            match forwarded {
+                Some(ip) => r.header("x-forwarded-for", ip),
+                None => r,
+            }
+        };
+        let reply = Reply::of(request.basic_auth(email, Some(password)));
+        let retry = reply.header("retry-after").to_owned();
+        (reply.status, reply.json(), retry)
+    };
+    let invalid =
+        serde_json::json!({"error": "invalid_credentials", "message": "invalid credentials"});
+    let locked = serde_json::json!({"error": "account_locked", "message": "too many failed logins for this account; retry later"});
 
-    std::thread::scope(|scope| {
-        for t in 0..threads {
-            let (stack, replica, user) = (&stack, &replica, &user);
-            let (evaluated, sequence) = (&evaluated, &sequence);
-            scope.spawn(move || {
-                let client = crate::stack::client();
-                for i in 0..attempts {
-                    let password = format!("wrong-{t}-{i}");
-                    // Half through Envoy (one client address), half straight at the replica with
-                    // a fresh forwarded address each time: a distributed attacker the per-address
-                    // limiter cannot stop, so only the account lock can.
-                    let request = if (t + i) % 2 == 0 {
-                        stack.request(Method::POST, "/login")
-                    } else {
-                        let n = sequence.fetch_add(1, Ordering::Relaxed);
-                        client
-                            .post(format!("{}/login", replica.url))
-                            .header("x-forwarded-for", format!("198.51.100.{}", n % 250 + 1))
-                    };
-                    let reply = Reply::of(request.basic_auth(&user.email, Some(&password)));
-                    let error = reply.json()["error"].as_str().unwrap_or("").to_owned();
-                    match (reply.status, error.as_str()) {
-                        (401, "invalid_credentials") => {
-                            evaluated.fetch_add(1, Ordering::Relaxed);
-                        }
-                        (429, "account_locked" | "rate_limited") => {}
-                        other => panic!("wrong password answered {other:?}: {reply:?}"),
-                    }
-                }
-            });
+    // 1. One address (forwarded by the trusted proxy): five failures spread over both
+    //    replicas, then the 6th is locked on both — the same answer for the real account and
+    //    for an e-mail without one.
+    let one = || Some("203.0.113.5".to_owned());
+    let mut sixth = Vec::new();
+    for email in [user.email.as_str(), "nobody@example.com"] {
+        for i in 0..per_source {
+            let (status, body, _) = attempt(1 + i % 2, email, &format!("wrong-{i}"), one());
+            assert_eq!(
+                (status, &body),
+                (401, &invalid),
+                "{email} attempt {}",
+                i + 1
+            );
         }
-    });
-
-    let evaluated = evaluated.into_inner();
-    println!(
-        "brute force: {} attempts, {evaluated} passwords evaluated before the lock (threshold \
-         {threshold})",
-        threads * attempts
-    );
+        for target in [1, 2] {
+            let (status, body, retry) = attempt(target, email, &user.password, one());
+            assert_eq!(
+                (status, &body),
+                (429, &locked),
+                "{email} 6th at replica {target}"
+            );
+            sixth.push((status, body, retry));
+        }
+    }
     assert!(
-        evaluated >= threshold,
-        "the lock came before {threshold} failures"
+        sixth.iter().all(|s| s == &sixth[0]),
+        "the 6th attempt answers differ: {sixth:?}"
     );
-    // Requests already past the lock check when the lock is written may still be evaluated; at
-    // most one per concurrent request.
-    assert!(
-        evaluated <= threshold + threads,
-        "{evaluated} guesses evaluated: the lock does not hold across replicas"
-    );
+    // …and only that address: the owner logs in from another one.
+    let (status, _, _) = attempt(2, &user.email, &user.password, Some("203.0.113.9".into()));
+    assert_eq!(status, 200, "one address locked the account for everybody");
 
-    // Locked on both replicas: even the right password is refused.
-    let reply = Reply::of(
-        crate::stack::client()
-            .post(format!("{}/login", replica.url))
-            .header("x-forwarded-for", "203.0.113.77")
-            .basic_auth(&user.email, Some(&user.password)),
-    );
-    assert_eq!(reply.status, 429, "{reply:?}");
-    assert_eq!(reply.json()["error"], "account_locked", "{reply:?}");
-    let reply = Reply::of(
-        stack
-            .request(Method::POST, "/login")
-            .basic_auth(&user.email, Some(&user.password)),
-    );
-    assert_eq!(reply.status, 429, "{reply:?}");
+    // 2. A distributed attacker: a fresh forwarded address per guess, both replicas, 8 threads.
+    //    Exactly the account-wide threshold is evaluated (the 5 above count too;
+    //    the owner's success cleared them for the account: start again from 0), then the
+    //    account is locked everywhere, and again alike for both e-mails.
+    let sequence = AtomicUsize::new(0);
+    for email in [user.email.as_str(), "nobody@example.com"] {
+        let evaluated = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let (evaluated, sequence, attempt) = (&evaluated, &sequence, &attempt);
+                let (invalid, locked) = (&invalid, &locked);
+                scope.spawn(move || {
+                    for i in 0..8 {
+                        let n = sequence.fetch_add(1, Ordering::Relaxed);
+                        let ip = format!("198.51.{}.{}", n / 250, n % 250 + 1);
+                        let (status, body, _) =
+                            attempt(1 + (t + i) % 2, email, &format!("wrong-{t}-{i}"), Some(ip));
+                        match status {
+                            401 if &body == invalid => {
+                                evaluated.fetch_add(1, Ordering::Relaxed);
+                            }
+                            429 if &body == locked => {}
+                            _ => panic!("wrong password answered {status} {body}"),
+                        }
+                    }
+                });
+            }
+        });
+        let evaluated = evaluated.into_inner();
+        let before = if email == user.email { 0 } else { per_source };
+        println!(
+            "brute force on {email}: 64 guesses from 64 addresses, {evaluated} evaluated \
+             (account-wide threshold {account_wide}, {before} counted before)"
+        );
+        assert_eq!(
+            evaluated + before,
+            account_wide,
+            "{email}: the account-wide lock does not hold across replicas"
+        );
+        // Locked on both replicas and through Envoy: even the right password is refused.
+        for target in 0..3 {
+            let ip = Some("203.0.113.77".to_owned());
+            let (status, body, retry) = attempt(target, email, &user.password, ip);
+            assert_eq!((status, &body), (429, &locked), "{email} at {target}");
+            assert!(
+                retry.parse::<u64>().is_ok_and(|s| (1..=30).contains(&s)),
+                "Retry-After {retry:?}"
+            );
+        }
+    }
     assert!(
         stack
             .user_rows()

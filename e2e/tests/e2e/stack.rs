@@ -52,6 +52,72 @@ pub enum Transport {
     Uds,
 }
 
+/// login-service's database for a stack: a SQLite file in the stack's directory (the default)
+/// or a fresh database on the MariaDB at `TEST_MYSQL_URL` (default
+/// `mysql://root@127.0.0.1:3306`), created with the `mysql` client and dropped on drop.
+#[derive(Debug)]
+pub enum Database {
+    /// `login.sqlite` in the stack's directory.
+    Sqlite,
+    /// `mysql://…/<name>`; `(base URL, name)`.
+    Mysql(String, String),
+}
+
+impl Database {
+    /// A fresh MariaDB database.
+    fn mysql() -> anyhow::Result<Self> {
+        let base = std::env::var("TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+        let db = Self::Mysql(base, name.clone());
+        db.mysql_client(&format!("CREATE DATABASE `{name}`"))?;
+        Ok(db)
+    }
+
+    /// Runs one statement with the `mysql` client against the server of `TEST_MYSQL_URL`
+    /// (`mysql://user[:password]@host[:port]`).
+    fn mysql_client(&self, sql: &str) -> anyhow::Result<()> {
+        let Self::Mysql(base, _) = self else {
+            return Ok(());
+        };
+        let rest = base.strip_prefix("mysql://").context("TEST_MYSQL_URL")?;
+        let (creds, host) = rest.rsplit_once('@').unwrap_or(("root", rest));
+        let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
+        let (host, port) = host.split_once(':').unwrap_or((host, "3306"));
+        let mut command = Command::new("mysql");
+        command.args(["-h", host, "-P", port, "-u", user, "-e", sql]);
+        if !password.is_empty() {
+            command.env("MYSQL_PWD", password);
+        }
+        let output = command.output().context("run the mysql client")?;
+        if !output.status.success() {
+            bail!(
+                "mysql -e {sql:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    fn url(&self, dir: &Path) -> String {
+        match self {
+            Self::Sqlite => format!("sqlite://{}", dir.join("login.sqlite").display()),
+            Self::Mysql(base, name) => format!("{base}/{name}"),
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Self::Mysql(_, name) = &*self {
+            let sql = format!("DROP DATABASE IF EXISTS `{name}`");
+            let _ = self.mysql_client(&sql);
+        }
+    }
+}
+
 /// A user created with the real `login-service user add` CLI.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -244,6 +310,7 @@ pub struct Stack {
     ext_authz: Option<Proc>,
     login: Option<Proc>,
     upstream: Option<Proc>,
+    database: Database,
     dir: tempfile::TempDir,
     transport: Transport,
     /// Extra ext-authz flags (e.g. `--revocation-feed-url`), kept across restarts.
@@ -271,6 +338,15 @@ impl Stack {
 
     /// Starts a stack for `transport`, with `ext_authz_args` added to ext-authz's flags.
     pub fn start_with_args(transport: Transport, ext_authz_args: &[&str]) -> Self {
+        Self::start_full(transport, ext_authz_args, false)
+    }
+
+    /// Starts a stack (ext-authz over TCP) whose login-service uses a fresh MariaDB database.
+    pub fn start_mysql() -> Self {
+        Self::start_full(Transport::Tcp, &[], true)
+    }
+
+    fn start_full(transport: Transport, ext_authz_args: &[&str], mysql: bool) -> Self {
         let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         for name in ["ext-authz", "login-service", "demo-upstream"] {
             binary(name);
@@ -280,7 +356,13 @@ impl Stack {
             panic!("{message}");
         }
         let ext_authz_args = ext_authz_args.iter().map(|a| (*a).to_owned()).collect();
-        match Self::build(transport, ext_authz_args, serial) {
+        let database = if mysql {
+            Database::mysql()
+                .unwrap_or_else(|e| panic!("cannot create the MariaDB database: {e:#}"))
+        } else {
+            Database::Sqlite
+        };
+        match Self::build(transport, ext_authz_args, serial, database) {
             Ok(stack) => stack,
             Err(err) => panic!("cannot start the e2e stack: {err:#}"),
         }
@@ -290,6 +372,7 @@ impl Stack {
         transport: Transport,
         ext_authz_args: Vec<String>,
         serial: MutexGuard<'static, ()>,
+        database: Database,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("e2e-stack-").tempdir()?;
         let keys = dir.path().join("keys");
@@ -321,6 +404,7 @@ impl Stack {
             ext_authz: None,
             login: None,
             upstream: None,
+            database,
             dir,
             transport,
             ext_authz_args,
@@ -390,10 +474,7 @@ impl Stack {
 
     fn login_command(&self) -> Command {
         let mut command = self.command(&binary("login-service"));
-        command.env(
-            "DATABASE_URL",
-            format!("sqlite://{}", self.path("login.sqlite").display()),
-        );
+        command.env("DATABASE_URL", self.database.url(self.dir.path()));
         command
     }
 
@@ -406,6 +487,8 @@ impl Stack {
             .arg(http_addr)
             .arg("--keys-dir")
             .arg(self.path("keys"))
+            // Envoy (and the tests' direct requests) come from loopback: trusted, as in `make run`.
+            .env("TRUSTED_PROXIES", "127.0.0.1")
             .args(args);
         command
     }

@@ -14,7 +14,7 @@ use diesel::RunQueryDsl as _;
 use diesel::mysql::MysqlConnection;
 use login_service::config::Settings;
 use login_service::db::{DbUrl, PoolSettings};
-use login_service::lockout::Policy;
+use login_service::lockout::{Policies, Policy};
 use login_service::password;
 use login_service::routes::AppState;
 use login_service::users::{self, User};
@@ -121,7 +121,8 @@ impl Drop for TestDb {
     }
 }
 
-/// Settings for tests: real OWASP hashing, lockout after 3, address limit effectively off.
+/// Settings for tests: real OWASP hashing, lockout after 3 per e-mail and address and 10 per
+/// e-mail, address limit effectively off, the loopback client trusted as a proxy.
 pub fn settings(db: &TestDb) -> Settings {
     Settings {
         http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -138,20 +139,28 @@ pub fn settings(db: &TestDb) -> Settings {
             issuer: None,
             audience: None,
         },
-        account_policy: Policy {
-            threshold: 3,
-            base: Duration::from_secs(60),
-            max: Duration::from_secs(600),
-            reset_after: Duration::from_secs(3600),
+        lockout: Policies {
+            account: Policy {
+                threshold: 10,
+                base: Duration::from_secs(60),
+                max: Duration::from_secs(600),
+                reset_after: Duration::from_secs(3600),
+            },
+            account_source: Policy {
+                threshold: 3,
+                base: Duration::from_secs(60),
+                max: Duration::from_secs(600),
+                reset_after: Duration::from_secs(3600),
+            },
+            source: Policy {
+                threshold: 1000,
+                base: Duration::from_secs(60),
+                max: Duration::from_secs(600),
+                reset_after: Duration::from_secs(3600),
+            },
         },
-        ip_policy: Policy {
-            threshold: 1000,
-            base: Duration::from_secs(60),
-            max: Duration::from_secs(600),
-            reset_after: Duration::from_secs(3600),
-        },
-        max_tracked: 1000,
-        trust_forwarded_for: true,
+        // The test client is the proxy: X-Forwarded-For names the client.
+        trusted_proxies: vec![login_service::config::parse_proxy("127.0.0.1").unwrap()],
         hash_concurrency: 2,
         hash_params: password::owasp_params(),
         request_timeout: Duration::from_secs(20),

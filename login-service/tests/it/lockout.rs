@@ -1,143 +1,241 @@
-//! Account lockout (database, shared by replicas), unknown-e-mail parity, per-address limit.
+//! Lockout (issue #11, items 7, 8, 4b): counters per e-mail + address, per e-mail and per
+//! address, all in the database (shared by replicas), identical for known and unknown e-mails;
+//! the client address from X-Forwarded-For only behind a trusted proxy; absurd user-ids refused.
 
-use serde_json::Value;
+use std::net::IpAddr;
 
-use crate::helpers::{TestDb, db_test, spawn_app, spawn_app_with};
+use login_service::lockout::{self, Counter, Keys};
+use serde_json::{Value, json};
 
-fn retry_after(r: &reqwest::Response) -> u64 {
-    r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
+use crate::helpers::{TestApp, TestDb, basic, db_test, spawn_app, spawn_app_with};
+
+/// Status, `Retry-After` and body of a response.
+async fn answer(r: reqwest::Response) -> (u16, Option<u64>, Value) {
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, retry, r.json().await.unwrap())
+}
+
+fn locked(retry: u64) -> (u16, Option<u64>, Value) {
+    (
+        429,
+        Some(retry),
+        json!({"error": "account_locked", "message": "too many failed logins for this account; retry later"}),
+    )
+}
+
+fn invalid() -> (u16, Option<u64>, Value) {
+    (
+        401,
+        None,
+        json!({"error": "invalid_credentials", "message": "invalid credentials"}),
+    )
+}
+
+/// The stored counter of `key`.
+async fn counter(app: &TestApp, key: &str) -> Option<Counter> {
+    let k = key.to_owned();
+    app.state
+        .db
+        .run(move |c| lockout::counter(c, &k))
+        .await
         .unwrap()
 }
 
-async fn account_locks_after_threshold(db: TestDb) {
-    let app = spawn_app(db).await;
-    app.add_user("lock@example.com", "right", false).await;
-    // Threshold 3 in test settings; each failure from a different address.
-    for i in 0..3 {
-        let r = app
-            .login("lock@example.com", "wrong", &format!("203.0.113.{i}"))
-            .await;
-        assert_eq!(r.status(), 401);
-    }
-    let row = app.user("lock@example.com").await.unwrap();
-    assert_eq!(row.failed_logins, 3);
-    assert!(row.locked_until.is_some());
-
-    // Locked: 429 even with the right password, with Retry-After ≈ base (60 s).
-    let r = app.login("lock@example.com", "right", "203.0.113.50").await;
-    assert_eq!(r.status(), 429);
-    let secs = retry_after(&r);
-    assert!((1..=60).contains(&secs), "{secs}");
-    assert_eq!(r.headers()["content-type"], "application/json");
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "account_locked");
-
-    // An unknown e-mail behaves the same: 3 × 401, then 429 (no account enumeration).
-    for _ in 0..3 {
-        let r = app
-            .login("ghost@example.com", "wrong", "203.0.113.60")
-            .await;
-        assert_eq!(r.status(), 401);
-    }
-    let r = app
-        .login("ghost@example.com", "wrong", "203.0.113.61")
-        .await;
-    assert_eq!(r.status(), 429);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "account_locked");
-
-    // The lock expires (simulated by moving locked_until into the past); the next failure locks
-    // for twice as long.
-    expire_lock(&app, "lock@example.com").await;
-    let r = app.login("lock@example.com", "wrong", "203.0.113.70").await;
-    assert_eq!(r.status(), 401);
-    let r = app.login("lock@example.com", "right", "203.0.113.71").await;
-    assert_eq!(r.status(), 429);
-    assert!(retry_after(&r) > 60, "second lock doubles");
-
-    // After it expires, a success resets the counter.
-    expire_lock(&app, "lock@example.com").await;
-    let r = app.login("lock@example.com", "right", "203.0.113.72").await;
-    assert_eq!(r.status(), 200);
-    let row = app.user("lock@example.com").await.unwrap();
-    assert_eq!(row.failed_logins, 0);
-    assert!(row.locked_until.is_none());
-}
-db_test!(account_locks_after_threshold);
-
-async fn expire_lock(app: &crate::helpers::TestApp, email: &str) {
+/// Moves the lock of `key` into the past.
+async fn expire(app: &TestApp, key: &str) {
     use diesel::prelude::*;
-    use login_service::schema::user;
-    let e = email.to_owned();
+    use login_service::schema::login_throttle;
+    let k = key.to_owned();
     app.state
         .db
         .run(move |c| {
-            let past = chrono::Utc::now().naive_utc() - chrono::Duration::seconds(1);
-            diesel::update(user::table.filter(user::email.eq(e)))
-                .set(user::locked_until.eq(Some(past)))
+            diesel::update(login_throttle::table.find(k))
+                .set(login_throttle::locked_until.eq(Some(lockout::now_ms() - 1)))
                 .execute(c)
         })
         .await
         .unwrap();
 }
 
-async fn lock_is_shared_between_replicas(db: TestDb) {
+fn keys(email: &str, ip: &str) -> Keys {
+    Keys::new(email, ip.parse::<IpAddr>().unwrap())
+}
+
+async fn one_address_locks_only_itself_out_and_unknown_emails_answer_alike(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.add_user("lock@example.com", "right", false).await;
+    // Threshold 3 per e-mail and address (test settings): the same answers, byte for byte, for
+    // an account and for an e-mail without one.
+    for email in ["lock@example.com", "ghost@example.com"] {
+        for _ in 0..3 {
+            let r = app.login(email, "wrong", "203.0.113.1").await;
+            assert_eq!(answer(r).await, invalid(), "{email}");
+        }
+        // Locked for this address: 429 whatever the password, Retry-After = the whole base lock
+        // (60 s, rounded up from milliseconds for both).
+        let r = app.login(email, "right", "203.0.113.1").await;
+        assert_eq!(answer(r).await, locked(60), "{email}");
+        let k = keys(email, "203.0.113.1");
+        let c = counter(&app, &k.account_source).await.unwrap();
+        assert_eq!(c.failures, 3);
+        assert_eq!(counter(&app, &k.account).await.unwrap().failures, 3);
+    }
+    // Another address is not locked out: the owner logs in (item 8).
+    let r = app.login("lock@example.com", "right", "203.0.113.2").await;
+    assert_eq!(r.status(), 200);
+    // …which clears the account-wide count, not the locked address's lock.
+    assert_eq!(
+        counter(&app, &keys("lock@example.com", "203.0.113.2").account).await,
+        None
+    );
+    let r = app.login("lock@example.com", "right", "203.0.113.1").await;
+    assert_eq!(r.status(), 429);
+
+    // The lock expires; the next failure from that address locks for twice as long.
+    let k = keys("lock@example.com", "203.0.113.1");
+    expire(&app, &k.account_source).await;
+    let r = app.login("lock@example.com", "wrong", "203.0.113.1").await;
+    assert_eq!(answer(r).await, invalid());
+    let r = app.login("lock@example.com", "right", "203.0.113.1").await;
+    assert_eq!(answer(r).await, locked(120));
+    // After it expires, a success from there resets it.
+    expire(&app, &k.account_source).await;
+    let r = app.login("lock@example.com", "right", "203.0.113.1").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(counter(&app, &k.account_source).await, None);
+}
+db_test!(one_address_locks_only_itself_out_and_unknown_emails_answer_alike);
+
+async fn many_addresses_lock_the_account_everywhere_known_or_not(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.add_user("wide@example.com", "right", false).await;
+    // Threshold 10 per e-mail from all addresses together (test settings); two guesses from
+    // each of five addresses stay under the per-address threshold of 3.
+    for email in ["wide@example.com", "nobody@example.com"] {
+        for i in 0..10 {
+            let r = app
+                .login(email, "wrong", &format!("198.18.1.{}", i / 2))
+                .await;
+            assert_eq!(answer(r).await, invalid(), "{email} #{i}");
+        }
+        let r = app.login(email, "right", "198.18.2.1").await;
+        assert_eq!(answer(r).await, locked(60), "{email}");
+    }
+    // `user list` shows the account locked.
+    let all = app.state.db.run(login_service::users::list).await.unwrap();
+    let now = chrono::Utc::now().naive_utc();
+    assert!(
+        all.iter()
+            .any(|u| u.email == "wide@example.com" && u.locked_at(now))
+    );
+    // `user passwd` ends the account-wide lock.
+    app.set_password("wide@example.com", "fresh").await;
+    let r = app.login("wide@example.com", "fresh", "198.18.2.1").await;
+    assert_eq!(r.status(), 200);
+}
+db_test!(many_addresses_lock_the_account_everywhere_known_or_not);
+
+async fn counters_are_shared_between_replicas_known_or_not(db: TestDb) {
     let b_db = db.alias();
     let a = spawn_app(db).await;
     a.add_user("shared@example.com", "right", false).await;
-    // Replica B: same database, its own in-memory state.
+    // Replica B: same database, nothing of its own in memory.
     let b = spawn_app_with(b_db, |s| s.migrate = false).await;
-    for ip in ["203.0.113.80", "203.0.113.81"] {
-        assert_eq!(
-            a.login("shared@example.com", "wrong", ip).await.status(),
-            401
-        );
+    for email in ["shared@example.com", "unknown@example.com"] {
+        for app in [&a, &a, &b] {
+            let r = app.login(email, "wrong", "203.0.113.80").await;
+            assert_eq!(answer(r).await, invalid(), "{email}");
+        }
+        // The 4th attempt, on either replica: locked, identically for both e-mails.
+        for app in [&b, &a] {
+            let r = app.login(email, "right", "203.0.113.80").await;
+            assert_eq!(answer(r).await, locked(60), "{email}");
+        }
     }
-    assert_eq!(
-        b.login("shared@example.com", "wrong", "203.0.113.82")
-            .await
-            .status(),
-        401
-    );
-    assert_eq!(
-        b.login("shared@example.com", "right", "203.0.113.83")
-            .await
-            .status(),
-        429
-    );
-    assert_eq!(
-        a.login("shared@example.com", "right", "203.0.113.84")
-            .await
-            .status(),
-        429
-    );
 }
-db_test!(lock_is_shared_between_replicas);
+db_test!(counters_are_shared_between_replicas_known_or_not);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_address_rate_limit() {
-    let app = spawn_app_with(TestDb::sqlite(), |s| s.ip_policy.threshold = 4).await;
-    // Different (unknown) e-mails, same address: the address limit trips, not the account one.
+async fn per_address_limit_is_shared_and_trusts_only_the_proxy(db: TestDb) {
+    let b_db = db.alias();
+    let a = spawn_app_with(db, |s| s.lockout.source.threshold = 4).await;
+    let b = spawn_app_with(b_db, |s| {
+        s.migrate = false;
+        s.lockout.source.threshold = 4;
+    })
+    .await;
+    // Different (unknown) e-mails, same address, both replicas: the address limit trips.
     for i in 0..4 {
+        let app = if i % 2 == 0 { &a } else { &b };
         let r = app
             .login(&format!("probe{i}@example.com"), "x", "198.18.0.1")
             .await;
         assert_eq!(r.status(), 401);
     }
-    let r = app.login("probe9@example.com", "x", "198.18.0.1").await;
-    assert_eq!(r.status(), 429);
-    assert!(retry_after(&r) >= 1);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "rate_limited");
+    let rate_limited = json!({"error": "rate_limited", "message": "too many failed logins from this address; retry later"});
+    for app in [&a, &b] {
+        let r = app.login("probe9@example.com", "x", "198.18.0.1").await;
+        assert_eq!(answer(r).await, (429, Some(60), rate_limited.clone()));
+    }
     // Rightmost X-Forwarded-For entry is the client: a spoofed left part does not help…
-    let r = app
+    let r = a
         .login("probe9@example.com", "x", "1.2.3.4, 198.18.0.1")
         .await;
     assert_eq!(r.status(), 429);
     // …and another address is unaffected.
-    let r = app.login("probe9@example.com", "x", "198.18.0.2").await;
+    let r = a.login("probe9@example.com", "x", "198.18.0.2").await;
     assert_eq!(r.status(), 401);
 }
+db_test!(per_address_limit_is_shared_and_trusts_only_the_proxy);
+
+async fn direct_clients_cannot_choose_their_address(db: TestDb) {
+    // The default: no trusted proxy, so the TCP peer (127.0.0.1) is the client whatever
+    // X-Forwarded-For says.
+    let app = spawn_app_with(db, |s| {
+        s.trusted_proxies.clear();
+        s.lockout.source.threshold = 3;
+    })
+    .await;
+    for i in 0..3 {
+        let r = app
+            .login(&format!("p{i}@example.com"), "x", &format!("198.18.3.{i}"))
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    let r = app.login("p9@example.com", "x", "198.18.3.99").await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(answer(r).await.2["error"], "rate_limited");
+    assert_eq!(
+        counter(&app, &keys("p0@example.com", "127.0.0.1").source)
+            .await
+            .unwrap()
+            .failures,
+        3
+    );
+}
+db_test!(direct_clients_cannot_choose_their_address);
+
+async fn absurd_user_ids_are_refused_before_any_work(db: TestDb) {
+    let app = spawn_app(db).await;
+    let long = format!("{}@example.com", "a".repeat(256 - 12));
+    assert_eq!(long.len(), 256);
+    let r = app
+        .login_raw(&basic(format!("{long}:pw").as_bytes()), "192.0.2.1")
+        .await;
+    assert_eq!(
+        answer(r).await,
+        (
+            400,
+            None,
+            json!({"error": "user_id_too_long", "message": "the user-id (e-mail) is longer than 255 bytes"})
+        )
+    );
+    // No counter was written for it; 255 bytes is still an ordinary (unknown) e-mail.
+    assert_eq!(counter(&app, &keys(&long, "192.0.2.1").source).await, None);
+    let r = app.login(&long[1..], "pw", "192.0.2.1").await;
+    assert_eq!(answer(r).await, invalid());
+}
+db_test!(absurd_user_ids_are_refused_before_any_work);

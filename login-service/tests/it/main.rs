@@ -5,6 +5,7 @@ mod helpers;
 
 mod cli;
 mod errors;
+mod inflight;
 mod lockout;
 mod login;
 mod outage;
