@@ -114,7 +114,8 @@ pub struct GlobalArgs {
     #[arg(long, env = "DB_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration, global = true)]
     pub db_connect_timeout: Duration,
     /// How long a user-wide revocation (passwd, disable, remove, `user revoke`) is kept: at
-    /// least the longest token lifetime (`serve` uses the larger of this and --token-ttl).
+    /// least the longest token lifetime (`serve` and the `user` commands use the larger of this
+    /// and TOKEN_TTL).
     #[arg(long, env = "MAX_TOKEN_TTL", default_value = "24h", value_parser = parse_duration, global = true)]
     pub max_token_ttl: Duration,
     /// Log format.
@@ -356,7 +357,10 @@ impl ServeArgs {
                     .revocation_feed_token
                     .clone()
                     .filter(|t| !t.expose_secret().is_empty()),
-                user_ttl: global.max_token_ttl.max(self.token_ttl),
+                user_ttl: crate::revocations::user_revocation_ttl(
+                    global.max_token_ttl,
+                    self.token_ttl,
+                ),
                 cleanup_interval: self.revocation_cleanup_interval,
             },
         })

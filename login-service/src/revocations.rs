@@ -136,6 +136,13 @@ pub fn now_secs() -> i64 {
     i64::try_from(auth_token::now_unix()).unwrap_or(i64::MAX)
 }
 
+/// How long a user-wide revocation is kept: the longest lifetime a token can have, i.e. the
+/// larger of `MAX_TOKEN_TTL` and `TOKEN_TTL`. `serve` and the admin CLI both use this one rule,
+/// so a revocation never expires before a token it revokes.
+pub fn user_revocation_ttl(max_token_ttl: Duration, token_ttl: Duration) -> Duration {
+    max_token_ttl.max(token_ttl)
+}
+
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
@@ -331,7 +338,7 @@ pub async fn logout(
         })?;
     tracing::Span::current().record("user_id", claims.sub.as_str());
     let now = now_secs();
-    let ttl = s.revocation.user_ttl.max(s.issuer.ttl);
+    let ttl = user_revocation_ttl(s.revocation.user_ttl, s.issuer.ttl);
     let all = query.all;
     state
         .db

@@ -343,3 +343,33 @@ async fn cli_commands_revoke_all_tokens_of_the_user(db: TestDb) {
     assert_eq!(rows(&app).await.len(), 4);
 }
 db_test!(cli_commands_revoke_all_tokens_of_the_user);
+
+/// Item 9 of issue #11: with `TOKEN_TTL` above `MAX_TOKEN_TTL` (48h > 24h), the CLI's
+/// user-wide revocation must live at least as long as the tokens it revokes.
+async fn cli_revocation_outlives_a_48h_token(db: TestDb) {
+    let alias = db.alias();
+    let app = spawn_app_with(db, |s| s.issuer.ttl = Duration::from_secs(48 * 3600)).await;
+    app.add_user("long@example.com", "pw", false).await;
+    let tok = token(&app, "long@example.com", "pw").await;
+    let exp = claims(&tok)["exp"].as_i64().unwrap();
+    tokio::task::spawn_blocking(move || {
+        run_cli_ok(
+            &alias,
+            &[("TOKEN_TTL", "48h")],
+            &["user", "revoke", "long@example.com"],
+            None,
+        );
+    })
+    .await
+    .unwrap();
+    let all = rows(&app).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].jti, None);
+    assert_eq!(all[0].expires_at - all[0].revoked_at, 48 * 3600);
+    assert!(
+        all[0].expires_at >= exp,
+        "revocation expires at {} but the token lives until {exp}",
+        all[0].expires_at
+    );
+}
+db_test!(cli_revocation_outlives_a_48h_token);
