@@ -205,6 +205,11 @@ pub struct ServeArgs {
     /// How often expired revocations are deleted from the database.
     #[arg(long, env = "REVOCATION_CLEANUP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub revocation_cleanup_interval: Duration,
+    /// Unexpired per-token revocations (logouts) one user may hold; a logout beyond that ends
+    /// every session of the user (one user-wide revocation) instead. Bounds what one account
+    /// adds to every ext-authz's memory.
+    #[arg(long, env = "MAX_REVOKED_PER_USER", default_value_t = crate::revocations::DEFAULT_MAX_REVOKED_PER_USER)]
+    pub max_revoked_per_user: u32,
 }
 
 /// A configuration the service refuses to start with (exit 64).
@@ -362,6 +367,7 @@ impl ServeArgs {
                     self.token_ttl,
                 ),
                 cleanup_interval: self.revocation_cleanup_interval,
+                max_revoked_per_user: self.max_revoked_per_user,
             },
         })
     }
