@@ -7,6 +7,7 @@ mod cli;
 mod errors;
 mod lockout;
 mod login;
+mod memory;
 mod outage;
 mod races;
 mod revocation;
