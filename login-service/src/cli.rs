@@ -6,6 +6,7 @@
 
 use std::io::{BufRead as _, IsTerminal as _};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -95,7 +96,7 @@ pub fn run(cli: Cli) -> ExitCode {
         None => serve(&cli.global, &cli.serve),
         Some(Command::Serve(args)) => serve(&cli.global, &args),
         Some(Command::Migrate) => migrate(&cli.global),
-        Some(Command::User(cmd)) => user(&cli.global, cmd),
+        Some(Command::User(cmd)) => user(&cli.global, cli.serve.token_ttl, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -201,7 +202,10 @@ fn is_unique_violation(e: &DbError) -> bool {
     )
 }
 
-fn user(global: &GlobalArgs, cmd: UserCommand) -> Result<(), CliError> {
+/// `token_ttl` is the server's `TOKEN_TTL` (read from the same environment): user-wide
+/// revocations must outlive the tokens it issues.
+fn user(global: &GlobalArgs, token_ttl: Duration, cmd: UserCommand) -> Result<(), CliError> {
+    let ttl = revocations::user_revocation_ttl(global.max_token_ttl, token_ttl);
     match cmd {
         UserCommand::Add {
             email,
@@ -240,20 +244,20 @@ fn user(global: &GlobalArgs, cmd: UserCommand) -> Result<(), CliError> {
                 &email,
             )?;
             eprintln!("login-service: password of {email} changed");
-            revoke_all(global, &db, &email, id, Reason::Password)
+            revoke_all(&db, ttl, &email, id, Reason::Password)
         }
-        UserCommand::Disable { email } => set_disabled(global, &email, true),
-        UserCommand::Enable { email } => set_disabled(global, &email, false),
+        UserCommand::Disable { email } => set_disabled(global, ttl, &email, true),
+        UserCommand::Enable { email } => set_disabled(global, ttl, &email, false),
         UserCommand::Remove { email } => {
             let (db, email, found) = existing_user(global, &email)?;
             let e2 = email.clone();
             expect_one(db.run_sync(move |c| users::remove(c, &e2))?, &email)?;
             eprintln!("login-service: user {email} removed");
-            revoke_all(global, &db, &email, found.id, Reason::Removed)
+            revoke_all(&db, ttl, &email, found.id, Reason::Removed)
         }
         UserCommand::Revoke { email } => {
             let (db, email, found) = existing_user(global, &email)?;
-            revoke_all(global, &db, &email, found.id, Reason::Admin)
+            revoke_all(&db, ttl, &email, found.id, Reason::Admin)
         }
         UserCommand::List => {
             let db = open(global)?;
@@ -302,7 +306,12 @@ fn existing_user(global: &GlobalArgs, email: &str) -> Result<(Db, String, users:
     }
 }
 
-fn set_disabled(global: &GlobalArgs, email: &str, disabled: bool) -> Result<(), CliError> {
+fn set_disabled(
+    global: &GlobalArgs,
+    ttl: Duration,
+    email: &str,
+    disabled: bool,
+) -> Result<(), CliError> {
     // Look up first: an unknown user is exit 67, and the id is needed for the revocation.
     let (db, email, found) = existing_user(global, email)?;
     let e2 = email.clone();
@@ -312,7 +321,7 @@ fn set_disabled(global: &GlobalArgs, email: &str, disabled: bool) -> Result<(), 
         if disabled { "disabled" } else { "enabled" }
     );
     if disabled {
-        revoke_all(global, &db, &email, found.id, Reason::Disabled)
+        revoke_all(&db, ttl, &email, found.id, Reason::Disabled)
     } else {
         Ok(())
     }
@@ -320,14 +329,14 @@ fn set_disabled(global: &GlobalArgs, email: &str, disabled: bool) -> Result<(), 
 
 /// Revokes every token of user `id` issued until now. Runs after the account change, so a
 /// login racing the change cannot slip a token past the revocation.
+/// `ttl` is [`revocations::user_revocation_ttl`], the rule `serve` uses too.
 fn revoke_all(
-    global: &GlobalArgs,
     db: &Db,
+    ttl: Duration,
     email: &str,
     id: i32,
     reason: Reason,
 ) -> Result<(), CliError> {
-    let ttl = global.max_token_ttl;
     let now = revocations::now_secs();
     db.run_sync(move |c| revocations::revoke_user(c, &id.to_string(), now, ttl, reason))
         .map_err(|e| {

@@ -115,7 +115,8 @@ pub struct GlobalArgs {
     #[arg(long, env = "DB_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration, global = true)]
     pub db_connect_timeout: Duration,
     /// How long a user-wide revocation (passwd, disable, remove, `user revoke`) is kept: at
-    /// least the longest token lifetime (`serve` uses the larger of this and --token-ttl).
+    /// least the longest token lifetime (`serve` and the `user` commands use the larger of this
+    /// and TOKEN_TTL).
     #[arg(long, env = "MAX_TOKEN_TTL", default_value = "24h", value_parser = parse_duration, global = true)]
     pub max_token_ttl: Duration,
     /// Log format.
@@ -214,6 +215,11 @@ pub struct ServeArgs {
     /// How often expired revocations are deleted from the database.
     #[arg(long, env = "REVOCATION_CLEANUP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub revocation_cleanup_interval: Duration,
+    /// Unexpired per-token revocations (logouts) one user may hold; a logout beyond that ends
+    /// every session of the user (one user-wide revocation) instead. Bounds what one account
+    /// adds to every ext-authz's memory.
+    #[arg(long, env = "MAX_REVOKED_PER_USER", default_value_t = crate::revocations::DEFAULT_MAX_REVOKED_PER_USER)]
+    pub max_revoked_per_user: u32,
 }
 
 /// A configuration the service refuses to start with (exit 64).
@@ -382,8 +388,12 @@ impl ServeArgs {
             shutdown_timeout: self.shutdown_timeout,
             revocation: RevocationSettings {
                 feed_token,
-                user_ttl: global.max_token_ttl.max(self.token_ttl),
+                user_ttl: crate::revocations::user_revocation_ttl(
+                    global.max_token_ttl,
+                    self.token_ttl,
+                ),
                 cleanup_interval: self.revocation_cleanup_interval,
+                max_revoked_per_user: self.max_revoked_per_user,
             },
         })
     }

@@ -1,13 +1,25 @@
 //! Argon2id password hashing: PHC strings, OWASP parameters, a dummy hash for unknown users, and
 //! hash upgrades. The async entry points run the work on the blocking pool under a semaphore, so a
-//! burst of logins can neither stall the runtime nor allocate unbounded memory (each hash takes
-//! `m_cost` KiB).
+//! burst of logins can neither stall the runtime nor allocate unbounded memory.
+//!
+//! **Memory is bounded by design.** Each hash needs `m_cost` KiB of working memory (19 MiB with
+//! OWASP's parameters). Allocating it per hash let glibc keep the freed buffers in the arenas of
+//! every blocking-pool thread that ever hashed (RSS reached 245 MiB after 500 logins). Instead,
+//! [`Hasher`] allocates one [`Memory`] per permit once, at start, and a hash checks one out
+//! together with its permit: RSS stays below the rest of the process plus
+//! `HASH_CONCURRENCY × m_cost`, whatever the load, and the hash touches no fresh pages.
+//!
+//! A stored hash with a larger `m_cost` than the current parameters (an older, stronger hash)
+//! still verifies: up to [`MAX_STORED_M_COST`] it gets a one-off buffer (and is rehashed with
+//! the current parameters on that login); above that it is refused like a wrong password and
+//! logged, so a tampered row cannot make a login allocate gigabytes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
-use secrecy::{ExposeSecret, SecretString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use secrecy::{ExposeSecret as _, SecretString};
+use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
@@ -17,6 +29,8 @@ pub const OWASP_M_COST: u32 = 19_456;
 pub const OWASP_T_COST: u32 = 2;
 /// OWASP's argon2id recommendation: 1 lane.
 pub const OWASP_P_COST: u32 = 1;
+/// Largest `m_cost` (KiB, 64 MiB) of a stored hash that is verified; larger ones never match.
+pub const MAX_STORED_M_COST: u32 = 65_536;
 
 /// Hashing or task failure (never "wrong password", which is [`Verification::Mismatch`]).
 #[derive(Debug, thiserror::Error)]
@@ -46,29 +60,126 @@ pub fn owasp_params() -> Params {
     Params::new(OWASP_M_COST, OWASP_T_COST, OWASP_P_COST, None).expect("OWASP params are valid")
 }
 
-/// Hashes `password` into an argon2id PHC string with `params` and a fresh random salt.
-pub fn hash_with(password: &[u8], params: Params) -> Result<String, PasswordError> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(PasswordError::Hash)?;
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(PasswordError::Hash)
+/// Working memory for one argon2 computation: allocated once and reused, so hashing does not
+/// allocate (see the module docs).
+pub struct Memory(Box<[Block]>);
+
+impl Memory {
+    /// Memory for hashes with `params` (every page touched now, not on the first login).
+    pub fn for_params(params: &Params) -> Self {
+        Self(vec![Block::new(); params.block_count()].into_boxed_slice())
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.0.len() * Block::SIZE
+    }
 }
 
-/// Checks `password` against `stored`; a value that is not an argon2 PHC string never matches,
-/// and costs the same as a real check because `dummy` is verified instead.
-pub fn verify_with(
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Memory({} KiB)", self.0.len())
+    }
+}
+
+fn hash_error(e: argon2::Error) -> PasswordError {
+    PasswordError::Hash(e.into())
+}
+
+/// Hashes `password` into an argon2id PHC string with `params` and a fresh random salt, in
+/// `memory` (which must hold `params.block_count()` blocks).
+pub fn hash_in(
+    password: &[u8],
+    params: Params,
+    memory: &mut Memory,
+) -> Result<String, PasswordError> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(PasswordError::Hash)?;
+    let mut salt_bytes = [0_u8; 16];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_bytes)
+        .map_err(PasswordError::Hash)?;
+    let mut out = [0_u8; 32];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password, salt_bytes, &mut out, &mut *memory.0)
+        .map_err(hash_error)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(PasswordError::Hash)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(PasswordError::Hash)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Hashes `password` with `params` and a fresh random salt, allocating the memory (the CLI and
+/// tests; the server uses [`Hasher`]).
+pub fn hash_with(password: &[u8], params: Params) -> Result<String, PasswordError> {
+    let mut memory = Memory::for_params(&params);
+    hash_in(password, params, &mut memory)
+}
+
+/// Recomputes `hash` for `password` in `memory` (or, for a stored `m_cost` above it and at most
+/// [`MAX_STORED_M_COST`], in a one-off buffer) and compares in constant time. `false` for any
+/// hash that cannot be recomputed.
+fn matches(hash: &PasswordHash<'_>, password: &[u8], memory: &mut Memory) -> bool {
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(hash.algorithm), Params::try_from(hash))
+    else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut salt_buf = [0_u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = [0_u8; Output::MAX_LENGTH];
+    let out = &mut out[..expected.len()];
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let computed = if params.block_count() <= memory.0.len() {
+        argon.hash_password_into_with_memory(password, salt, out, &mut *memory.0)
+    } else if params.m_cost() <= MAX_STORED_M_COST {
+        // Why: an older, stronger hash must still log in (and be rehashed); this one login
+        // allocates, bounded by MAX_STORED_M_COST.
+        argon.hash_password_into_with_memory(
+            password,
+            salt,
+            out,
+            &mut *Memory::for_params(&params).0,
+        )
+    } else {
+        tracing::warn!(
+            m_cost = params.m_cost(),
+            max = MAX_STORED_M_COST,
+            "stored password hash asks for more memory than allowed: refused"
+        );
+        return false;
+    };
+    computed.is_ok() && bool::from(out.ct_eq(expected.as_bytes()))
+}
+
+/// Checks `password` against `stored` in `memory`; a value that is not an argon2 PHC string
+/// never matches, and costs the same as a real check because `dummy` is verified instead.
+pub fn verify_in(
     stored: Option<&str>,
     dummy: &str,
     password: &[u8],
     current: &Params,
+    memory: &mut Memory,
 ) -> Verification {
     let parsed = stored
         .and_then(|s| PasswordHash::new(s).ok())
         .filter(|h| h.algorithm.as_str().starts_with("argon2"));
     match parsed {
         Some(hash) => {
-            if Argon2::default().verify_password(password, &hash).is_ok() {
+            if matches(&hash, password, memory) {
                 Verification::Match {
                     needs_rehash: needs_rehash(&hash, current),
                 }
@@ -80,11 +191,27 @@ pub fn verify_with(
             // Why: same cost as a real check, so response time does not reveal whether the
             // e-mail exists (or holds a seed plaintext password).
             if let Ok(hash) = PasswordHash::new(dummy) {
-                let _ = Argon2::default().verify_password(password, &hash);
+                let _ = matches(&hash, password, memory);
             }
             Verification::Mismatch
         }
     }
+}
+
+/// [`verify_in`] with freshly allocated memory (tests).
+pub fn verify_with(
+    stored: Option<&str>,
+    dummy: &str,
+    password: &[u8],
+    current: &Params,
+) -> Verification {
+    verify_in(
+        stored,
+        dummy,
+        password,
+        current,
+        &mut Memory::for_params(current),
+    )
 }
 
 /// True when `hash` is not argon2id v0x13 with exactly `current`'s m, t, p.
@@ -102,12 +229,38 @@ pub fn needs_rehash(hash: &PasswordHash<'_>, current: &Params) -> bool {
     }
 }
 
-/// Async front end: bounded concurrency, blocking pool, tracing span carried across.
+/// The [`Memory`] of every permit, allocated at start: a task holding a permit always finds
+/// one here.
+#[derive(Debug)]
+struct Pool {
+    free: Mutex<Vec<Memory>>,
+    allocated: usize,
+}
+
+impl Pool {
+    fn take(&self) -> Option<Memory> {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    fn put(&self, memory: Memory) {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(memory);
+    }
+}
+
+/// Async front end: bounded concurrency, one reusable [`Memory`] per permit, blocking pool,
+/// tracing span carried across.
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
     dummy: Arc<str>,
     permits: Arc<Semaphore>,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -115,20 +268,29 @@ impl std::fmt::Debug for Hasher {
         f.debug_struct("Hasher")
             .field("params", &self.params)
             .field("available_permits", &self.permits.available_permits())
+            .field("memory_blocks", &self.pool.allocated)
             .finish()
     }
 }
 
 impl Hasher {
-    /// A hasher with `params`, at most `concurrency` (≥ 1) hashes at a time. Computes the dummy
-    /// hash (one argon2 run).
+    /// A hasher with `params`, at most `concurrency` (≥ 1) hashes at a time. Allocates one
+    /// [`Memory`] per permit and computes the dummy hash (one argon2 run).
     pub fn new(params: Params, concurrency: usize) -> Result<Self, PasswordError> {
+        let concurrency = concurrency.max(1);
+        let mut free: Vec<Memory> = (0..concurrency)
+            .map(|_| Memory::for_params(&params))
+            .collect();
         let dummy_pw: [u8; 32] = rand::random();
-        let dummy = hash_with(&dummy_pw, params.clone())?;
+        let dummy = hash_in(&dummy_pw, params.clone(), &mut free[0])?;
         Ok(Self {
             params,
             dummy: dummy.into(),
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            pool: Arc::new(Pool {
+                free: Mutex::new(free),
+                allocated: concurrency,
+            }),
         })
     }
 
@@ -137,9 +299,19 @@ impl Hasher {
         &self.params
     }
 
+    /// How many [`Memory`] buffers exist (= the concurrency; never grows).
+    pub fn memory_buffers(&self) -> usize {
+        self.pool.allocated
+    }
+
+    /// Bytes of argon2 memory this hasher holds: `concurrency × m_cost` KiB.
+    pub fn memory_bytes(&self) -> usize {
+        self.pool.allocated * self.params.block_count() * Block::SIZE
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce() -> T + Send + 'static,
+        f: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
         let permit = self
             .permits
@@ -149,14 +321,20 @@ impl Hasher {
             .await
             .map_err(|_| PasswordError::Task)?;
         let span = tracing::Span::current();
+        let pool = self.pool.clone();
         // Why: the permit moves into the blocking task, so a request that times out (and drops
-        // this future) still counts against the bound until its hash really finishes.
+        // this future) still counts against the bound until its hash really finishes; the
+        // memory goes back to the pool before the permit is released.
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            span.in_scope(f)
+            // One buffer per permit: there is always one free while we hold a permit.
+            let mut memory = pool.take().ok_or(PasswordError::Task)?;
+            let result = span.in_scope(|| f(&mut memory));
+            pool.put(memory);
+            Ok(result)
         })
         .await
-        .map_err(|_| PasswordError::Task)
+        .map_err(|_| PasswordError::Task)?
     }
 
     /// Verifies `password` against `stored` (`None`: unknown user → dummy hash).
@@ -167,12 +345,13 @@ impl Hasher {
     ) -> Result<Verification, PasswordError> {
         let dummy = self.dummy.clone();
         let params = self.params.clone();
-        self.blocking(move || {
-            verify_with(
+        self.blocking(move |memory| {
+            verify_in(
                 stored.as_deref(),
                 &dummy,
                 password.expose_secret().as_bytes(),
                 &params,
+                memory,
             )
         })
         .await
@@ -181,7 +360,7 @@ impl Hasher {
     /// Hashes `password` with the current parameters.
     pub async fn hash(&self, password: Arc<SecretString>) -> Result<String, PasswordError> {
         let params = self.params.clone();
-        self.blocking(move || hash_with(password.expose_secret().as_bytes(), params))
+        self.blocking(move |memory| hash_in(password.expose_secret().as_bytes(), params, memory))
             .await?
     }
 }
@@ -225,6 +404,98 @@ mod tests {
             verify_with(None, &dummy, b"dummy", &p),
             Verification::Mismatch
         );
+    }
+
+    /// The crate's own (allocating) hasher and verifier agree with ours, both ways, for every
+    /// argon2 variant a stored hash may use.
+    #[test]
+    fn compatible_with_the_crate_in_both_directions() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let p = weak();
+        let dummy = hash_with(b"dummy", p.clone()).unwrap();
+        let ours = hash_with(b"pw", p.clone()).unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default().verify_password(b"pw", &parsed).is_ok());
+        assert!(Argon2::default().verify_password(b"px", &parsed).is_err());
+        for alg in [Algorithm::Argon2id, Algorithm::Argon2i, Algorithm::Argon2d] {
+            for version in [Version::V0x13, Version::V0x10] {
+                let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+                let theirs = Argon2::new(alg, version, p.clone())
+                    .hash_password(b"pw", &salt)
+                    .unwrap()
+                    .to_string();
+                let expect_rehash = alg != Algorithm::Argon2id || version != Version::V0x13;
+                assert_eq!(
+                    verify_with(Some(&theirs), &dummy, b"pw", &p),
+                    Verification::Match {
+                        needs_rehash: expect_rehash
+                    },
+                    "{theirs}"
+                );
+                assert_eq!(
+                    verify_with(Some(&theirs), &dummy, b"pX", &p),
+                    Verification::Mismatch
+                );
+            }
+        }
+    }
+
+    /// A stored hash with more memory than the pool's buffer verifies (one-off buffer) and is
+    /// rehashed; one above MAX_STORED_M_COST is refused without allocating it.
+    #[test]
+    fn larger_stored_m_cost_verifies_absurd_is_refused() {
+        let current = weak();
+        let mut memory = Memory::for_params(&current);
+        let dummy = hash_with(b"dummy", current.clone()).unwrap();
+        let stronger = hash_with(b"pw", Params::new(64, 1, 1, None).unwrap()).unwrap();
+        assert_eq!(
+            verify_in(Some(&stronger), &dummy, b"pw", &current, &mut memory),
+            Verification::Match { needs_rehash: true }
+        );
+        assert_eq!(memory.bytes(), 8 * 1024, "the pooled buffer is not grown");
+        let absurd = stronger.replace("m=64,", &format!("m={},", MAX_STORED_M_COST + 1));
+        assert_eq!(
+            verify_in(Some(&absurd), &dummy, b"pw", &current, &mut memory),
+            Verification::Mismatch
+        );
+    }
+
+    /// Item 4a of issue #11: the hasher holds exactly one buffer per permit, however many
+    /// hashes run, and every buffer is back in the pool afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn pool_holds_one_buffer_per_permit() {
+        let p = weak();
+        let hasher = Hasher::new(p.clone(), 3).unwrap();
+        assert_eq!(hasher.memory_buffers(), 3);
+        assert_eq!(hasher.memory_bytes(), 3 * 8 * 1024);
+        let stored = hash_with(b"pw", p).unwrap();
+        let pw = Arc::new(SecretString::from("pw".to_owned()));
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let (h, pw, stored) = (hasher.clone(), pw.clone(), stored.clone());
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        h.verify(Some(stored), pw).await.unwrap()
+                    } else {
+                        h.hash(pw).await.unwrap();
+                        Verification::Mismatch
+                    }
+                })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let v = t.await.unwrap();
+            if i % 2 == 0 {
+                assert_eq!(
+                    v,
+                    Verification::Match {
+                        needs_rehash: false
+                    }
+                );
+            }
+        }
+        assert_eq!(hasher.memory_buffers(), 3);
+        assert_eq!(hasher.pool.free.lock().unwrap().len(), 3);
     }
 
     #[test]

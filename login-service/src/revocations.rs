@@ -35,6 +35,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
@@ -67,7 +68,13 @@ pub struct RevocationSettings {
     pub user_ttl: Duration,
     /// How often expired rows are deleted.
     pub cleanup_interval: Duration,
+    /// Unexpired per-token revocations one user may hold; a logout beyond it revokes all the
+    /// user's tokens instead (bounds what one account adds to every ext-authz).
+    pub max_revoked_per_user: u32,
 }
+
+/// Default of [`RevocationSettings::max_revoked_per_user`] (`MAX_REVOKED_PER_USER`).
+pub const DEFAULT_MAX_REVOKED_PER_USER: u32 = 16;
 
 impl Default for RevocationSettings {
     fn default() -> Self {
@@ -75,6 +82,7 @@ impl Default for RevocationSettings {
             feed_token: None,
             user_ttl: Duration::from_secs(86_400),
             cleanup_interval: Duration::from_secs(60),
+            max_revoked_per_user: DEFAULT_MAX_REVOKED_PER_USER,
         }
     }
 }
@@ -94,6 +102,9 @@ pub enum Reason {
     Removed,
     /// `user revoke`.
     Admin,
+    /// `POST /logout` of a user who already had `MAX_REVOKED_PER_USER` tokens revoked: every
+    /// token of the user instead.
+    LogoutLimit,
 }
 
 impl Reason {
@@ -106,6 +117,7 @@ impl Reason {
             Self::Disabled => "disabled",
             Self::Removed => "removed",
             Self::Admin => "admin",
+            Self::LogoutLimit => "logout_limit",
         }
     }
 }
@@ -143,6 +155,13 @@ pub fn now_secs() -> i64 {
     i64::try_from(auth_token::now_unix()).unwrap_or(i64::MAX)
 }
 
+/// How long a user-wide revocation is kept: the longest lifetime a token can have, i.e. the
+/// larger of `MAX_TOKEN_TTL` and `TOKEN_TTL`. `serve` and the admin CLI both use this one rule,
+/// so a revocation never expires before a token it revokes.
+pub fn user_revocation_ttl(max_token_ttl: Duration, token_ttl: Duration) -> Duration {
+    max_token_ttl.max(token_ttl)
+}
+
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
@@ -154,9 +173,11 @@ struct NamedLock {
     got: Option<i64>,
 }
 
-/// Inserts one row so that ids become visible in id order (see the module docs). On MySQL a
-/// timeout of the ordering lock (10 s) is an error, never an unordered insert.
-fn insert(conn: &mut DbConn, row: &NewRevocation<'_>) -> QueryResult<()> {
+/// Runs `f` as one critical section among all writers of the table, so ids become visible in id
+/// order (see the module docs) and a count-then-insert ([`revoke_token`]) cannot interleave with
+/// another writer's: on MySQL under a named lock (every replica; a 10 s timeout is an error,
+/// never an unlocked write), on SQLite in a `BEGIN IMMEDIATE` transaction (the writer lock).
+fn locked<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> QueryResult<T>) -> QueryResult<T> {
     match conn {
         DbConn::Mysql(c) => {
             // Why: InnoDB hands out AUTO_INCREMENT ids before commit; two replicas inserting at
@@ -174,47 +195,140 @@ fn insert(conn: &mut DbConn, row: &NewRevocation<'_>) -> QueryResult<()> {
                     Box::new("timed out waiting for the revocation ordering lock".to_owned()),
                 ));
             }
-            let inserted = diesel::insert_into(revocation::table)
-                .values(row)
-                .execute(c);
+        }
+        DbConn::Sqlite(c) => c.batch_execute("BEGIN IMMEDIATE")?,
+    }
+    let result = f(conn);
+    match conn {
+        DbConn::Mysql(c) => {
             let released =
                 diesel::sql_query("DO RELEASE_LOCK('login_service_revocation')").execute(c);
-            inserted?;
-            released.map(|_| ())
+            let value = result?;
+            released.map(|_| value)
         }
-        DbConn::Sqlite(c) => diesel::insert_into(revocation::table)
-            .values(row)
-            .execute(c)
-            .map(|_| ()),
+        DbConn::Sqlite(c) => match result {
+            Ok(value) => match c.batch_execute("COMMIT") {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    let _ = c.batch_execute("ROLLBACK");
+                    Err(e)
+                }
+            },
+            Err(e) => {
+                let _ = c.batch_execute("ROLLBACK");
+                Err(e)
+            }
+        },
     }
 }
 
-/// Revokes one token until its `exp` (a no-op when that `jti` is already revoked).
+fn insert(conn: &mut DbConn, row: &NewRevocation<'_>) -> QueryResult<()> {
+    diesel::insert_into(revocation::table)
+        .values(row)
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// What `POST /logout` stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutOutcome {
+    /// That one token is revoked (or already was).
+    Token,
+    /// The user already had `max_per_user` unexpired per-token revocations: every token of the
+    /// user issued until now is revoked instead ([`Reason::LogoutLimit`]).
+    AllSessions,
+}
+
+/// Revokes one token until its `exp` (a no-op when that `jti` is already revoked) — unless `sub`
+/// already has `max_per_user` unexpired per-token revocations: then a user-wide cut at `now`
+/// (kept for `ttl`) is stored instead, and the user's older logout cuts it supersedes are
+/// deleted. So one account holds at most `max_per_user` per-token entries plus one logout cut in
+/// the feed and in every ext-authz, however often it logs in and out.
 pub fn revoke_token(
     conn: &mut DbConn,
     sub: &str,
     jti: &str,
     exp: i64,
     now: i64,
+    max_per_user: u32,
+    ttl: Duration,
+) -> QueryResult<LogoutOutcome> {
+    locked(conn, |c| {
+        let exists = revocation::table
+            .filter(revocation::jti.eq(jti))
+            .select(revocation::id)
+            .first::<i64>(c)
+            .optional()?;
+        if exists.is_some() {
+            return Ok(LogoutOutcome::Token);
+        }
+        // Why: covered entries still count (they live in every ext-authz until their `exp`),
+        // so the bound holds without followers having to drop anything.
+        let outstanding: i64 = revocation::table
+            .filter(revocation::sub.eq(sub))
+            .filter(revocation::jti.is_not_null())
+            .filter(revocation::expires_at.gt(now))
+            .count()
+            .get_result(c)?;
+        if outstanding < i64::from(max_per_user) {
+            insert(
+                c,
+                &NewRevocation {
+                    sub,
+                    jti: Some(jti),
+                    revoked_at: now,
+                    expires_at: exp,
+                    reason: Reason::Logout.as_str(),
+                },
+            )?;
+            return Ok(LogoutOutcome::Token);
+        }
+        insert_cut(c, sub, now, ttl, Reason::LogoutLimit)?;
+        Ok(LogoutOutcome::AllSessions)
+    })
+}
+
+/// Inserts a user-wide cut; a cut the user made (`logout_all`, `logout_limit`) deletes that
+/// user's older logout cuts it supersedes (earlier or equal `revoked_at`, no later
+/// `expires_at`), so a logout loop leaves one cut. Admin cuts are kept (an audit trail bounded
+/// by what admins do). Runs inside [`locked`]: the row just inserted is the newest.
+fn insert_cut(
+    c: &mut DbConn,
+    sub: &str,
+    now: i64,
+    ttl: Duration,
+    reason: Reason,
 ) -> QueryResult<()> {
-    let exists = revocation::table
-        .filter(revocation::jti.eq(jti))
-        .select(revocation::id)
-        .first::<i64>(conn)
-        .optional()?;
-    if exists.is_some() {
-        return Ok(());
-    }
+    let expires_at = now.saturating_add(secs(ttl));
     insert(
-        conn,
+        c,
         &NewRevocation {
             sub,
-            jti: Some(jti),
+            jti: None,
             revoked_at: now,
-            expires_at: exp,
-            reason: Reason::Logout.as_str(),
+            expires_at,
+            reason: reason.as_str(),
         },
-    )
+    )?;
+    if matches!(reason, Reason::LogoutAll | Reason::LogoutLimit) {
+        let newest = newest_id(c)?.unwrap_or(0);
+        // Why: never the newest row (ids are never reused), and only cuts this one covers
+        // entirely, so nothing revoked becomes valid again.
+        diesel::delete(
+            revocation::table
+                .filter(revocation::sub.eq(sub))
+                .filter(revocation::jti.is_null())
+                .filter(
+                    revocation::reason
+                        .eq_any([Reason::LogoutAll.as_str(), Reason::LogoutLimit.as_str()]),
+                )
+                .filter(revocation::revoked_at.le(now))
+                .filter(revocation::expires_at.le(expires_at))
+                .filter(revocation::id.lt(newest)),
+        )
+        .execute(c)?;
+    }
+    Ok(())
 }
 
 /// Revokes every token of `sub` issued at or before `now` (Unix seconds), for `ttl`.
@@ -225,16 +339,7 @@ pub fn revoke_user(
     ttl: Duration,
     reason: Reason,
 ) -> QueryResult<()> {
-    insert(
-        conn,
-        &NewRevocation {
-            sub,
-            jti: None,
-            revoked_at: now,
-            expires_at: now.saturating_add(secs(ttl)),
-            reason: reason.as_str(),
-        },
-    )
+    locked(conn, |c| insert_cut(c, sub, now, ttl, reason))
 }
 
 /// The latest user-wide revocation time of `sub` still in force, if any.
@@ -338,20 +443,29 @@ pub async fn logout(
         })?;
     tracing::Span::current().record("user_id", claims.sub.as_str());
     let now = now_secs();
-    let ttl = s.revocation.user_ttl.max(s.issuer.ttl);
+    let ttl = user_revocation_ttl(s.revocation.user_ttl, s.issuer.ttl);
     let all = query.all;
-    state
+    let max_per_user = s.revocation.max_revoked_per_user;
+    let outcome = state
         .db
         .run(move |c| {
             if all {
                 revoke_user(c, &claims.sub, now, ttl, Reason::LogoutAll)
+                    .map(|()| LogoutOutcome::AllSessions)
             } else {
                 let exp = i64::try_from(claims.exp).unwrap_or(i64::MAX);
-                revoke_token(c, &claims.sub, &claims.jti, exp, now)
+                revoke_token(c, &claims.sub, &claims.jti, exp, now, max_per_user, ttl)
             }
         })
         .await?;
-    info!("logged out");
+    if outcome == LogoutOutcome::AllSessions && !all {
+        info!(
+            max_per_user,
+            "logged out: too many revoked tokens, every session of the user ended"
+        );
+    } else {
+        info!("logged out");
+    }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -8,6 +8,7 @@ mod errors;
 mod inflight;
 mod lockout;
 mod login;
+mod memory;
 mod outage;
 mod races;
 mod revocation;

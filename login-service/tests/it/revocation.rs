@@ -8,6 +8,8 @@ use login_service::revocations::{self, FeedPage, Reason, Revocation};
 
 use crate::helpers::{TestApp, TestDb, db_test, run_cli, run_cli_ok, spawn_app, spawn_app_with};
 
+const DAY: Duration = Duration::from_secs(86_400);
+
 async fn token(app: &TestApp, email: &str, pw: &str) -> String {
     let r = app.login(email, pw, "192.0.2.50").await;
     assert_eq!(r.status(), 200);
@@ -155,10 +157,18 @@ async fn pagination_expiry_and_cleanup(db: TestDb) {
         .run(move |c| {
             // Two long expired (beyond the retention slack), then five live ones.
             for i in 0..2 {
-                revocations::revoke_token(c, "1", &format!("old{i}"), now - 1000, now - 2000)?;
+                revocations::revoke_token(
+                    c,
+                    "1",
+                    &format!("old{i}"),
+                    now - 1000,
+                    now - 2000,
+                    16,
+                    DAY,
+                )?;
             }
             for i in 0..5 {
-                revocations::revoke_token(c, "1", &format!("live{i}"), now + 600, now)?;
+                revocations::revoke_token(c, "1", &format!("live{i}"), now + 600, now, 16, DAY)?;
             }
             Ok(())
         })
@@ -207,7 +217,7 @@ async fn pagination_expiry_and_cleanup(db: TestDb) {
         .state
         .db
         .run(move |c| {
-            revocations::revoke_token(c, "1", "after", now + 600, now)?;
+            revocations::revoke_token(c, "1", "after", now + 600, now, 16, DAY)?;
             revocations::page(c, 0, now, 100)
         })
         .await
@@ -293,7 +303,12 @@ async fn login_after_user_revocation_is_dated_after_it(db: TestDb) {
 db_test!(login_after_user_revocation_is_dated_after_it);
 
 fn cli(db: &TestDb, args: &[&str], stdin: Option<&str>) {
-    run_cli_ok(db, &[("MAX_TOKEN_TTL", "2h")], args, stdin);
+    run_cli_ok(
+        db,
+        &[("MAX_TOKEN_TTL", "2h"), ("TOKEN_TTL", "1h")],
+        args,
+        stdin,
+    );
 }
 
 async fn cli_commands_revoke_all_tokens_of_the_user(db: TestDb) {
@@ -335,7 +350,11 @@ async fn cli_commands_revoke_all_tokens_of_the_user(db: TestDb) {
     for r in &all {
         assert_eq!(r.jti, None);
         assert!(r.revoked_at >= start);
-        assert_eq!(r.expires_at - r.revoked_at, 7200, "MAX_TOKEN_TTL=2h");
+        assert_eq!(
+            r.expires_at - r.revoked_at,
+            7200,
+            "max(MAX_TOKEN_TTL=2h, TOKEN_TTL=1h)"
+        );
     }
     // Unknown user: 67, nothing stored.
     let o = run_cli(&alias, &[], &["user", "revoke", "ghost@example.com"], None);
@@ -343,3 +362,129 @@ async fn cli_commands_revoke_all_tokens_of_the_user(db: TestDb) {
     assert_eq!(rows(&app).await.len(), 4);
 }
 db_test!(cli_commands_revoke_all_tokens_of_the_user);
+
+/// Item 9 of issue #11: with `TOKEN_TTL` above `MAX_TOKEN_TTL` (48h > 24h), the CLI's
+/// user-wide revocation must live at least as long as the tokens it revokes.
+async fn cli_revocation_outlives_a_48h_token(db: TestDb) {
+    let alias = db.alias();
+    let app = spawn_app_with(db, |s| s.issuer.ttl = Duration::from_secs(48 * 3600)).await;
+    app.add_user("long@example.com", "pw", false).await;
+    let tok = token(&app, "long@example.com", "pw").await;
+    let exp = claims(&tok)["exp"].as_i64().unwrap();
+    tokio::task::spawn_blocking(move || {
+        run_cli_ok(
+            &alias,
+            &[("TOKEN_TTL", "48h")],
+            &["user", "revoke", "long@example.com"],
+            None,
+        );
+    })
+    .await
+    .unwrap();
+    let all = rows(&app).await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].jti, None);
+    assert_eq!(all[0].expires_at - all[0].revoked_at, 48 * 3600);
+    assert!(
+        all[0].expires_at >= exp,
+        "revocation expires at {} but the token lives until {exp}",
+        all[0].expires_at
+    );
+}
+db_test!(cli_revocation_outlives_a_48h_token);
+
+/// ext-authz's rule (`RevocationSet::is_revoked`) applied to feed entries: the token's `jti`
+/// is listed, or its user has a cut at or after its `iat`.
+fn is_revoked(entries: &[Revocation], token: &str) -> bool {
+    let c = claims(token);
+    let (sub, jti, iat) = (
+        c["sub"].as_str().unwrap(),
+        c["jti"].as_str().unwrap(),
+        c["iat"].as_i64().unwrap(),
+    );
+    entries.iter().any(|e| match &e.jti {
+        Some(j) => j == jti,
+        None => e.sub == sub && iat <= e.revoked_at,
+    })
+}
+
+/// Item 5 of issue #11: a login + logout loop cannot grow the revocation set (every
+/// ext-authz's memory) beyond `MAX_REVOKED_PER_USER` + 1 entries for one account; past the
+/// limit a logout ends all the user's sessions (one user-wide cut), and every token of the
+/// loop stays refused.
+async fn logout_loop_is_bounded_per_user(db: TestDb) {
+    const N: usize = 16;
+    let app = spawn_app(db).await;
+    app.add_user("loop@example.com", "pw", false).await;
+    app.add_user("other@example.com", "pw", false).await;
+    let sub = app.user("loop@example.com").await.unwrap().id.to_string();
+    // A session that is never logged out: the collapse ends it too.
+    let bystander = token(&app, "loop@example.com", "pw").await;
+    let other = token(&app, "other@example.com", "pw").await;
+    let mut tokens = Vec::new();
+    for _ in 0..N + 10 {
+        let tok = token(&app, "loop@example.com", "pw").await;
+        let r = logout(&app, Some(&format!("Bearer {tok}")), "").await;
+        assert_eq!(r.status(), 204);
+        tokens.push(tok);
+    }
+    let snap = feed(&app, "?since=0&limit=10000").await;
+    assert!(!snap.more);
+    let mine: Vec<Revocation> = snap
+        .revocations
+        .iter()
+        .filter(|e| e.sub == sub)
+        .cloned()
+        .collect();
+    let per_token = mine.iter().filter(|e| e.jti.is_some()).count();
+    let cuts: Vec<&Revocation> = mine.iter().filter(|e| e.jti.is_none()).collect();
+    assert_eq!(per_token, N, "{mine:?}");
+    assert_eq!(cuts.len(), 1, "{mine:?}");
+    assert_eq!(cuts[0].reason, "logout_limit");
+    assert!(mine.len() <= N + 1);
+    for (i, tok) in tokens.iter().enumerate() {
+        assert!(
+            is_revoked(&mine, tok),
+            "token {i} of the loop is not revoked"
+        );
+    }
+    assert!(is_revoked(&mine, &bystander), "the other session ended too");
+    assert!(!is_revoked(&snap.revocations, &other), "other users live");
+    // A new login after the collapse lives.
+    let fresh = token(&app, "loop@example.com", "pw").await;
+    assert!(!is_revoked(&mine, &fresh));
+}
+db_test!(logout_loop_is_bounded_per_user);
+
+/// `POST /logout` looks tokens up by `jti`: the column is indexed on both backends.
+async fn jti_is_indexed(db: TestDb) {
+    use diesel::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let app = spawn_app(db).await;
+    let names = app
+        .state
+        .db
+        .run(|c| {
+            let sql = match c {
+                login_service::db::DbConn::Mysql(_) => {
+                    "SELECT DISTINCT index_name AS name FROM information_schema.statistics \
+                     WHERE table_schema = DATABASE() AND table_name = 'revocation' \
+                     AND column_name = 'jti'"
+                }
+                login_service::db::DbConn::Sqlite(_) => {
+                    "SELECT il.name AS name FROM pragma_index_list('revocation') il \
+                     JOIN pragma_index_info(il.name) ii WHERE ii.name = 'jti'"
+                }
+            };
+            diesel::sql_query(sql).load::<Name>(c)
+        })
+        .await
+        .unwrap();
+    let names: Vec<String> = names.into_iter().map(|n| n.name).collect();
+    assert_eq!(names, ["revocation_jti"]);
+}
+db_test!(jti_is_indexed);

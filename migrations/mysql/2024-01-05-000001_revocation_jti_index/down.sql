@@ -1,0 +1,1 @@
+DROP INDEX revocation_jti ON revocation;
