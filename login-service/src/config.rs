@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use auth_token::cli::{KeyArgs, KeyArgsError};
 use auth_token::{Issuer, Keyring};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::db::{DbUrl, PoolSettings, UrlError};
 use crate::lockout::{Policies, Policy};
