@@ -393,10 +393,28 @@ pub fn record_failure(
 /// A successful login: clears the account and account + source counters unless one of them is
 /// locked at `now`; returns that lock, if any (the caller answers 429, no token).
 ///
-/// Why delete-then-look: the `DELETE` only matches unlocked rows, so a lock written by a
-/// concurrent failure before it survives and is seen by the `SELECT` right after.
+/// Why look first: most logins have no counter to clear, and then this is a read only (no write
+/// lock taken on SQLite). The `DELETE` that follows when there is something to clear matches
+/// only unlocked rows, so a lock written concurrently is never erased.
 pub fn record_success(conn: &mut DbConn, keys: &Keys, now: i64) -> QueryResult<Option<Duration>> {
     let mine = [keys.account.as_str(), keys.account_source.as_str()];
+    let rows: Vec<Option<i64>> = login_throttle::table
+        .filter(login_throttle::key_hash.eq_any(mine))
+        .select(login_throttle::locked_until)
+        .load(conn)?;
+    let lock = rows
+        .iter()
+        .filter_map(|until| {
+            Counter {
+                locked_until: *until,
+                ..Counter::default()
+            }
+            .remaining(now)
+        })
+        .max();
+    if lock.is_some() || rows.is_empty() {
+        return Ok(lock);
+    }
     diesel::delete(
         login_throttle::table
             .filter(login_throttle::key_hash.eq_any(mine))
@@ -407,17 +425,7 @@ pub fn record_success(conn: &mut DbConn, keys: &Keys, now: i64) -> QueryResult<O
             ),
     )
     .execute(conn)?;
-    let until = login_throttle::table
-        .filter(login_throttle::key_hash.eq_any(mine))
-        .select(diesel::dsl::max(login_throttle::locked_until))
-        .first::<Option<i64>>(conn)?;
-    Ok(until.and_then(|u| {
-        Counter {
-            locked_until: Some(u),
-            ..Counter::default()
-        }
-        .remaining(now)
-    }))
+    Ok(None)
 }
 
 /// Forgets the account-wide counter of `user` (an admin set a new password).

@@ -1163,3 +1163,76 @@ fn configured_issuer_and_audience_refuse_tokens_without_them() {
     assert_eq!(echo["headers"]["x-auth-user-id"], "2", "{echo}");
     assert_eq!(stack.upstream_requests(), seen + 1);
 }
+
+/// Issue #11, item 1: eight login loops through Envoy while an admin runs `user disable`. Every
+/// token issued, before or during the disable, is refused at the edge as revoked (ext-authz
+/// follows login-service's revocation feed), and every login that began after it is refused.
+/// Before the fix 7 of 471 tokens still got 200 two seconds after the disable.
+#[test]
+fn tokens_issued_around_a_disable_are_all_refused_at_the_edge() {
+    let stack = Stack::start_with_args(
+        crate::stack::Transport::Tcp,
+        &["--revocation-feed-url", "http://127.0.0.1:5000/revocations"],
+    );
+    let user = stack.user.clone();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let issued = AtomicUsize::new(0);
+    let tokens = std::sync::Mutex::new(Vec::<String>::new());
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            let (stack, user, done, issued, tokens) = (&stack, &user, &done, &issued, &tokens);
+            scope.spawn(move || {
+                let mut refused_after = 0;
+                while refused_after < 2 {
+                    let finished = done.load(Ordering::SeqCst);
+                    let reply = Reply::of(
+                        stack
+                            .request(Method::POST, "/login")
+                            .basic_auth(&user.email, Some(&user.password)),
+                    );
+                    match reply.status {
+                        200 => {
+                            assert!(!finished, "a login begun after the disable got a token");
+                            let token = reply.json()["access_token"].as_str().map(str::to_owned);
+                            tokens.lock().expect("tokens").extend(token);
+                            issued.fetch_add(1, Ordering::SeqCst);
+                        }
+                        401 if finished => refused_after += 1,
+                        401 => {}
+                        other => panic!("login answered {other}: {reply:?}"),
+                    }
+                }
+            });
+        }
+        assert!(
+            crate::stack::wait_for(Duration::from_secs(30), || issued.load(Ordering::SeqCst)
+                >= 16),
+            "fewer than 16 logins succeeded"
+        );
+        stack
+            .login_cli(&["user", "disable", &user.email], None)
+            .expect("user disable");
+        done.store(true, Ordering::SeqCst);
+    });
+    let tokens = tokens.into_inner().expect("tokens");
+    // Every token is refused as revoked once the feed has delivered the cut (well within 3 s).
+    let mut live = Vec::new();
+    for token in &tokens {
+        let refused = crate::stack::wait_for(Duration::from_secs(3), || {
+            let reply = Reply::of(stack.get("/api/disabled").bearer(token));
+            reply.status == 401
+                && reply
+                    .header("www-authenticate")
+                    .contains("error_description=\"token revoked\"")
+        });
+        if !refused {
+            live.push(crate::stack::claims(token)["iat"].clone());
+        }
+    }
+    println!(
+        "disable under 8 login loops: {} tokens issued, {} still accepted at the edge",
+        tokens.len(),
+        live.len()
+    );
+    assert!(live.is_empty(), "tokens (iat) still accepted: {live:?}");
+}

@@ -239,3 +239,52 @@ async fn absurd_user_ids_are_refused_before_any_work(db: TestDb) {
     assert_eq!(answer(r).await, invalid());
 }
 db_test!(absurd_user_ids_are_refused_before_any_work);
+
+async fn cleanup_deletes_only_counters_that_decide_nothing(db: TestDb) {
+    let app = spawn_app(db).await;
+    // Two unknown e-mails from one address: 3 failures lock the first (e-mail + address), one
+    // failure leaves the second unlocked.
+    for _ in 0..3 {
+        app.login("locked@example.com", "x", "192.0.2.40").await;
+    }
+    app.login("quiet@example.com", "x", "192.0.2.40").await;
+    let (locked, quiet) = (
+        keys("locked@example.com", "192.0.2.40"),
+        keys("quiet@example.com", "192.0.2.40"),
+    );
+    let horizon = app.state.settings.lockout.longest_reset();
+    // Now, nothing is stale.
+    let run = |at: i64| {
+        let db = app.state.db.clone();
+        async move {
+            db.run(move |c| lockout::cleanup(c, at, horizon))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(run(lockout::now_ms() + 1_000).await, 0);
+    assert!(counter(&app, &quiet.account_source).await.is_some());
+    // Past the reset window but with the lock moved far into the future: only the lock stays.
+    {
+        use diesel::prelude::*;
+        use login_service::schema::login_throttle;
+        let k = locked.account_source.clone();
+        app.state
+            .db
+            .run(move |c| {
+                diesel::update(login_throttle::table.find(k))
+                    .set(login_throttle::locked_until.eq(Some(i64::MAX / 2)))
+                    .execute(c)
+            })
+            .await
+            .unwrap();
+    }
+    let later = lockout::now_ms() + i64::try_from(horizon.as_millis()).unwrap() + 1_000;
+    // 5 rows: account and account + source for each e-mail, the shared source; all but the
+    // locked one go.
+    assert_eq!(run(later).await, 4);
+    assert!(counter(&app, &locked.account_source).await.is_some());
+    assert_eq!(counter(&app, &quiet.account_source).await, None);
+    assert_eq!(counter(&app, &quiet.source).await, None);
+}
+db_test!(cleanup_deletes_only_counters_that_decide_nothing);
