@@ -97,14 +97,16 @@ if [ -z "$(find "$KEYS_DIR" -mindepth 1 -maxdepth 1 -type f ! -name '.*' -print 
   log "created a development signing key in $KEYS_DIR/dev-1"
 fi
 # The revocation feed's shared token: login-service requires it on GET /revocations, ext-authz
-# sends it. Passed through the environment (not argv, which `ps` shows).
+# sends it. Passed through the environment (not argv, which `ps` shows), and only to those two:
+# demo-upstream stands in for an untrusted application, and Envoy has no use for it.
 FEED_TOKEN_FILE=$DATA_DIR/revocation-feed-token
 if [ ! -s "$FEED_TOKEN_FILE" ]; then
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$FEED_TOKEN_FILE.tmp"
   mv "$FEED_TOKEN_FILE.tmp" "$FEED_TOKEN_FILE"
   log "created the revocation feed token in $FEED_TOKEN_FILE"
 fi
-REVOCATION_FEED_TOKEN=$(cat "$FEED_TOKEN_FILE")
+feed_token=$(cat "$FEED_TOKEN_FILE")
+unset REVOCATION_FEED_TOKEN # an exported one from the caller's shell would reach every process
 
 # login-service reads DATABASE_URL, or $DATA_DIR/login.sqlite when it is unset. Keys come from
 # KEYS_DIR only: a JWT_SECRET from the shell would conflict with it.
@@ -200,11 +202,16 @@ if [ "$transport" = uds ]; then
   rm -f "$UDS_PATH"
   ext_authz_args+=(--grpc-uds "$UDS_PATH")
 fi
-export REVOCATION_FEED_TOKEN # both read it from the environment
-start ext-authz "$LOG_DIR/ext-authz.log" "$BIN/ext-authz" "${ext_authz_args[@]}"
+# Runs in the background subshell `start` makes: the export never reaches the other processes.
+# shellcheck disable=SC2317 # invoked through start
+with_feed_token() {
+  export REVOCATION_FEED_TOKEN=$feed_token
+  exec "$@"
+}
+start ext-authz "$LOG_DIR/ext-authz.log" with_feed_token "$BIN/ext-authz" "${ext_authz_args[@]}"
 # TRUSTED_PROXIES: Envoy reaches login-service from loopback; its X-Forwarded-For names the client.
 start login-service "$LOG_DIR/login-service.log" \
-  env TRUSTED_PROXIES=127.0.0.1 "$BIN/login-service" serve --http-addr 127.0.0.1:5000 --keys-dir "$KEYS_DIR"
+  with_feed_token env TRUSTED_PROXIES=127.0.0.1 "$BIN/login-service" serve --http-addr 127.0.0.1:5000 --keys-dir "$KEYS_DIR"
 start demo-upstream "$LOG_DIR/demo-upstream.log" \
   "$BIN/demo-upstream" --addr 127.0.0.1:8000 --admin-addr 127.0.0.1:8001
 # Envoy: its JSON access log is stdout (flushed every second), its own log stderr.
@@ -220,8 +227,8 @@ fi
 wait_ready login-service "$LOG_DIR/login-service.log" curl -fsS http://127.0.0.1:5000/readyz
 wait_ready demo-upstream "$LOG_DIR/demo-upstream.log" curl -fsS http://127.0.0.1:8001/stats
 wait_ready envoy "$LOG_DIR/envoy.log" curl -fsS http://127.0.0.1:9901/ready
-# ext-authz decides only once it holds the first revocation snapshot (until then Envoy answers
-# 503): an anonymous request answered 401 shows the whole check path is up.
+# ext-authz answers UNAVAILABLE (Envoy: 503) until it holds the first revocation snapshot or its
+# startup wait has passed: an anonymous request answered 401 shows the whole check path is up.
 # shellcheck disable=SC2317 # invoked through wait_ready
 anonymous_is_401() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$LISTEN/hello")" = 401 ]; }
 wait_ready ext-authz "$LOG_DIR/ext-authz.log" anonymous_is_401

@@ -10,7 +10,8 @@
 # Asserts: the walkthrough appears; login 200 with a token; protected route 200 with the
 # identity headers; no token 401 missing_token; logout 204, then the same token 401 "token
 # revoked" (so ext-authz follows the feed with the generated REVOCATION_FEED_TOKEN); the feed
-# itself 401 without that token; after SIGTERM run.sh exits 143 and no port and no process of
+# itself 401 without that token; only ext-authz and login-service have that token in their
+# environment (not demo-upstream, not Envoy); after SIGTERM run.sh exits 143 and no port and no process of
 # the stack is left. Uses the fixed local ports like the e2e tests: on a shared machine run it
 # under `flock /tmp/edge-e2e.lock`. SMOKE_TIMEOUT (default 900 s) bounds the start, build included.
 set -euo pipefail
@@ -122,6 +123,23 @@ log "ok: GET /hello after logout -> 401 token revoked"
 feed_status=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5000/revocations)
 [ "$feed_status" = 401 ] || fail "GET /revocations without the feed token: HTTP $feed_status (want 401)"
 log "ok: GET /revocations without the feed token -> 401"
+
+# The feed token goes to ext-authz and login-service only, never to the stand-in application
+# (demo-upstream) or Envoy: every process run.sh started is checked.
+has_feed_token() { tr '\0' '\n' <"/proc/$1/environ" | grep -q '^REVOCATION_FEED_TOKEN='; }
+with_token=()
+for pid in $(pgrep -P "$run_pid"); do
+  name=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
+  case $name in
+    ext-authz | login-service)
+      has_feed_token "$pid" || fail "$name lacks REVOCATION_FEED_TOKEN"
+      with_token+=("$name")
+      ;;
+    *) if has_feed_token "$pid"; then fail "$name (pid $pid) inherited REVOCATION_FEED_TOKEN"; fi ;;
+  esac
+done
+[ "${#with_token[@]}" = 2 ] || fail "expected ext-authz and login-service under run.sh, found: ${with_token[*]}"
+log "ok: REVOCATION_FEED_TOKEN only in ext-authz and login-service"
 
 # --- SIGTERM: run.sh stops everything it started ------------------------------------------------
 kill -TERM "$run_pid"

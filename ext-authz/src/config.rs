@@ -124,6 +124,40 @@ pub enum ConfigError {
     /// The revocation feed URL is not an http(s) URL.
     #[error("invalid --revocation-feed-url: expected http://host:port/revocations")]
     FeedUrl,
+    /// The feed token is too short or has whitespace/control characters inside (the value is
+    /// never printed).
+    #[error(
+        "invalid --revocation-feed-token (REVOCATION_FEED_TOKEN): need at least {MIN_FEED_TOKEN_CHARS} characters without whitespace or control characters (surrounding whitespace is trimmed)"
+    )]
+    FeedToken,
+    /// Fail-closed with a grace the long poll itself can outlast: readiness would flap.
+    #[error(
+        "invalid --revocation-grace {grace:?} with --revocation-fail-closed: must be more than --revocation-feed-wait + 5s ({wait:?} + 5s), the longest a healthy long poll takes to answer"
+    )]
+    FailClosedGrace {
+        /// `--revocation-grace`.
+        grace: Duration,
+        /// `--revocation-feed-wait`.
+        wait: Duration,
+    },
+}
+
+/// Shortest feed token accepted (gen-secrets and `make run` write 64 hex characters).
+pub const MIN_FEED_TOKEN_CHARS: usize = 32;
+
+/// The feed token as sent: surrounding whitespace trimmed (a secret file's trailing newline
+/// goes verbatim into the env), `None` when empty.
+pub fn trimmed_feed_token(token: Option<&secrecy::SecretString>) -> Option<secrecy::SecretString> {
+    use secrecy::ExposeSecret as _;
+    let token = token?.expose_secret().trim();
+    (!token.is_empty()).then(|| token.to_owned().into())
+}
+
+/// True for a usable (trimmed) feed token: long enough, nothing an HTTP header or
+/// login-service's comparison would mangle.
+pub fn valid_feed_token(token: &str) -> bool {
+    token.chars().count() >= MIN_FEED_TOKEN_CHARS
+        && !token.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 impl Config {
@@ -146,6 +180,22 @@ impl Config {
                 .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
         {
             return Err(ConfigError::FeedUrl);
+        }
+        if let Some(token) = trimmed_feed_token(self.revocation_feed_token.as_ref()) {
+            use secrecy::ExposeSecret as _;
+            if !valid_feed_token(token.expose_secret()) {
+                return Err(ConfigError::FeedToken);
+            }
+        }
+        // Why: a healthy long poll answers up to `wait + 5s` (the client's timeout) after the
+        // last answer; a grace not above that makes fail-closed readiness flap.
+        if self.revocation_fail_closed
+            && self.revocation_grace <= self.revocation_feed_wait + Duration::from_secs(5)
+        {
+            return Err(ConfigError::FailClosedGrace {
+                grace: self.revocation_grace,
+                wait: self.revocation_feed_wait,
+            });
         }
         Ok(())
     }
@@ -171,7 +221,7 @@ impl Config {
         let url = self.revocation_feed_url.clone()?;
         Some(crate::revocation::FeedConfig {
             url,
-            token: self.revocation_feed_token.clone(),
+            token: trimmed_feed_token(self.revocation_feed_token.as_ref()),
             wait: self.revocation_feed_wait,
             grace: self.revocation_grace,
             startup_wait: self.revocation_startup_wait,
@@ -302,6 +352,78 @@ mod tests {
         let err = c.load().unwrap_err().to_string();
         assert!(err.contains("at least 32 bytes"), "{err}");
         assert!(!err.contains("short\""), "{err}");
+    }
+
+    /// Security review of issue #11: a token with a trailing newline, a short or a spaced one
+    /// never matches login-service's; refused at startup without printing it.
+    #[test]
+    fn feed_token_is_trimmed_and_validated() {
+        use secrecy::ExposeSecret as _;
+        let good = "0123456789abcdef".repeat(4);
+        let url = "http://login-service:5000/revocations";
+        let feed = |token: &str| {
+            let c = parse(&[
+                "--jwt-secret",
+                SECRET,
+                "--revocation-feed-url",
+                url,
+                "--revocation-feed-token",
+                token,
+            ]);
+            c.validate().map(|()| c.feed_config().unwrap())
+        };
+        for ok in [good.clone(), format!("{good}\n"), format!("  {good}\r\n")] {
+            let f = feed(&ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+            assert_eq!(f.token.unwrap().expose_secret(), good, "{ok:?}");
+        }
+        assert!(feed("").unwrap().token.is_none(), "empty: unset");
+        assert!(feed(" \n").unwrap().token.is_none(), "blank: unset");
+        for bad in [
+            "feed-secret".to_owned(),
+            "x".repeat(31),
+            format!("{}\n{}", &good[..32], &good[32..]),
+            format!("{} {}", &good[..32], &good[32..]),
+            format!("{good}\u{7f}"),
+        ] {
+            let err = feed(&bad).unwrap_err();
+            assert!(matches!(err, ConfigError::FeedToken), "{bad:?}");
+            let line = err.to_string();
+            assert_eq!(
+                line,
+                "invalid --revocation-feed-token (REVOCATION_FEED_TOKEN): need at least 32 characters without whitespace or control characters (surrounding whitespace is trimmed)"
+            );
+        }
+    }
+
+    /// Fail-closed readiness follows freshness; a grace a healthy long poll can outlast flaps.
+    #[test]
+    fn fail_closed_grace_must_exceed_the_long_poll() {
+        let c = |grace: &str, wait: &str, closed: bool| {
+            let mut args = vec![
+                "--jwt-secret",
+                SECRET,
+                "--revocation-grace",
+                grace,
+                "--revocation-feed-wait",
+                wait,
+            ];
+            if closed {
+                args.push("--revocation-fail-closed");
+            }
+            parse(&args).validate()
+        };
+        c("30s", "8s", true).unwrap();
+        c("13001ms", "8s", true).unwrap();
+        c("1s", "1s", false).unwrap();
+        let err = c("13s", "8s", true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid --revocation-grace 13s with --revocation-fail-closed: must be more than --revocation-feed-wait + 5s (8s + 5s), the longest a healthy long poll takes to answer"
+        );
+        assert!(matches!(
+            c("1s", "1s", true),
+            Err(ConfigError::FailClosedGrace { .. })
+        ));
     }
 
     #[test]

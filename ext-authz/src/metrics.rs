@@ -14,6 +14,8 @@
 //!   within `--revocation-grace` (the feed health service's SERVING), else 0.
 //! - `ext_authz_revocation_deciding_without_snapshot`: 1 while checks are decided although no
 //!   revocation snapshot was ever loaded (fail-open after the startup wait).
+//! - `ext_authz_revocation_feed_misconfigured`: 1 while the feed answers 401, 403 or 404 (wrong
+//!   token or URL: waiting does not fix it), else 0.
 //!
 //! Hot path: every `(decision, reason)` counter is created at startup and indexed by
 //! [`Reason::index`], and the latency histogram is a fixed array of atomics; recording a check
@@ -58,6 +60,7 @@ pub struct Metrics {
     feed_errors: Counter,
     feed_fresh: Gauge,
     deciding_without_snapshot: Gauge,
+    feed_misconfigured: Gauge,
 }
 
 impl Default for Metrics {
@@ -152,9 +155,16 @@ impl Metrics {
             "1 while checks are decided although no revocation snapshot was ever loaded (revoked tokens pass)",
             deciding_without_snapshot.clone(),
         );
+        let feed_misconfigured = Gauge::default();
+        registry.register(
+            "revocation_feed_misconfigured",
+            "1 while the revocation feed answers 401, 403 or 404 (wrong token or URL), else 0",
+            feed_misconfigured.clone(),
+        );
         Self {
             registry,
             feed_fresh,
+            feed_misconfigured,
             deciding_without_snapshot,
             revocations_known,
             feed_lag,
@@ -219,6 +229,11 @@ impl Metrics {
     /// Sets whether checks are decided without any revocation snapshot.
     pub fn set_deciding_without_snapshot(&self, blind: bool) {
         self.deciding_without_snapshot.set(i64::from(blind));
+    }
+
+    /// Sets whether the feed refuses this replica (401/403/404).
+    pub fn set_feed_misconfigured(&self, misconfigured: bool) {
+        self.feed_misconfigured.set(i64::from(misconfigured));
     }
 
     /// Counts a failed feed request.
@@ -340,6 +355,7 @@ mod tests {
             r#"ext_authz_key_reload_failures_total 1"#,
             r#"ext_authz_revocation_feed_fresh 0"#,
             r#"ext_authz_revocation_deciding_without_snapshot 0"#,
+            r#"ext_authz_revocation_feed_misconfigured 0"#,
             r#"ext_authz_check_duration_seconds_count 4"#,
             r#"ext_authz_check_duration_seconds_bucket{le="0.00001"} 2"#,
             r#"ext_authz_check_duration_seconds_bucket{le="+Inf"} 4"#,

@@ -21,14 +21,17 @@
 //!   - "can decide" — the overall `""` and `envoy.service.auth.v3.Authorization` services, which
 //!     readiness probes follow: [`Revocations::usable`]. Fail-open (default): after the first
 //!     snapshot always; before it, once `--revocation-startup-wait` has passed (then it decides
-//!     with an empty set: an ERROR line and `ext_authz_revocation_deciding_without_snapshot 1`).
-//!     Fail-closed: only while the feed is fresh.
+//!     with an empty set: an ERROR line every minute and
+//!     `ext_authz_revocation_deciding_without_snapshot 1`) — unless the feed answers 401, 403 or
+//!     404: a wrong token or URL that waiting does not fix, so a replica without a snapshot
+//!     stays NOT_SERVING (ERROR every minute, `ext_authz_revocation_feed_misconfigured 1`)
+//!     until the feed answers correctly. Fail-closed: only while the feed is fresh.
 //!   - "revocation data is fresh" — the named service [`FEED_HEALTH_SERVICE`] and the
 //!     `ext_authz_revocation_feed_fresh` gauge: a snapshot was loaded and the last successful
 //!     feed response is not older than `--revocation-grace`. For alerts, not for readiness.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -197,6 +200,9 @@ pub struct Revocations {
     startup_wait_ms: u64,
     fail_closed: bool,
     leeway: u64,
+    /// The HTTP status (401, 403, 404) of the feed's last answer when it was a configuration
+    /// error (wrong token, wrong URL); 0 otherwise. See [`Revocations::misconfigured`].
+    misconfigured: AtomicU16,
 }
 
 fn now_ms() -> u64 {
@@ -219,6 +225,7 @@ impl Revocations {
             startup_wait_ms: grace_ms,
             fail_closed,
             leeway,
+            misconfigured: AtomicU16::new(0),
         }
     }
 
@@ -280,10 +287,26 @@ impl Revocations {
         self.ever_synced() && self.lag_ms(now_ms) <= self.grace_ms
     }
 
+    /// Records the feed's answer: `Some(401 | 403 | 404)` is a configuration error (wrong or
+    /// rotated token, wrong URL path) that waiting does not fix; `None` clears it.
+    pub fn set_misconfigured(&self, status: Option<u16>) {
+        self.misconfigured
+            .store(status.unwrap_or(0), Ordering::Release);
+    }
+
+    /// The HTTP status of the feed's configuration error, while it lasts.
+    pub fn misconfigured(&self) -> Option<u16> {
+        match self.misconfigured.load(Ordering::Acquire) {
+            0 => None,
+            status => Some(status),
+        }
+    }
+
     /// Whether checks may be decided (else they are answered `UNAVAILABLE`):
     /// - fail-open (default): after the first snapshot always (enforcing what is known, however
     ///   stale); before it, once `startup_wait` has passed since the start (with an empty set:
-    ///   see [`Revocations::deciding_without_snapshot`]);
+    ///   see [`Revocations::deciding_without_snapshot`]) — unless the feed answers with a
+    ///   configuration error ([`Revocations::misconfigured`]): then never without a snapshot;
     /// - fail-closed: only while [`Revocations::fresh`].
     ///
     /// One atomic load (plus a clock read when it matters).
@@ -299,7 +322,13 @@ impl Revocations {
         if self.fail_closed {
             return self.fresh(now_ms);
         }
-        self.ever_synced() || now_ms.saturating_sub(self.started_ms) >= self.startup_wait_ms
+        if self.ever_synced() {
+            return true;
+        }
+        // Why: a 401/403/404 does not heal by waiting; deciding blind would accept every
+        // revoked token forever while reporting SERVING (security review of issue #11).
+        self.misconfigured().is_none()
+            && now_ms.saturating_sub(self.started_ms) >= self.startup_wait_ms
     }
 
     /// True while checks are decided although no snapshot was ever loaded (fail-open after
@@ -321,6 +350,11 @@ enum FeedError {
     Http(#[from] reqwest::Error),
     #[error("feed answered HTTP {0}")]
     Status(u16),
+    /// 401/403 (token wrong, missing or rotated) or 404 (wrong URL path): waiting won't help.
+    #[error(
+        "feed answered HTTP {0}: check REVOCATION_FEED_TOKEN (the same on both sides) and REVOCATION_FEED_URL"
+    )]
+    Misconfigured(u16),
     /// 409: our cursor is beyond the feed's newest entry (its database was replaced).
     #[error("feed cursor is ahead of the feed (database replaced?): taking a new snapshot")]
     CursorAhead,
@@ -348,8 +382,12 @@ async fn fetch(
     if response.status() == reqwest::StatusCode::CONFLICT {
         return Err(FeedError::CursorAhead);
     }
+    let status = response.status().as_u16();
+    if matches!(status, 401 | 403 | 404) {
+        return Err(FeedError::Misconfigured(status));
+    }
     if !response.status().is_success() {
-        return Err(FeedError::Status(response.status().as_u16()));
+        return Err(FeedError::Status(status));
     }
     Ok(response.json::<Page>().await?)
 }
@@ -393,9 +431,17 @@ pub async fn follow(
             }
             Err(e) => {
                 metrics.record_feed_error();
+                if let FeedError::Misconfigured(status) = e {
+                    state.set_misconfigured(Some(status));
+                }
                 let message = e.to_string();
                 if last_error.as_deref() != Some(&message) {
-                    tracing::warn!(error = %message, "revocation feed failed; keeping what is known");
+                    if matches!(e, FeedError::Misconfigured(_)) {
+                        // `watch` repeats it every minute while it lasts.
+                        tracing::error!(error = %message, "revocation feed refuses this replica: configuration error");
+                    } else {
+                        tracing::warn!(error = %message, "revocation feed failed; keeping what is known");
+                    }
                     last_error = Some(message);
                 }
                 tokio::select! {
@@ -406,6 +452,7 @@ pub async fn follow(
                 continue;
             }
         };
+        state.set_misconfigured(None);
         if last_error.take().is_some() {
             tracing::info!("revocation feed recovered");
         }
@@ -440,6 +487,10 @@ pub async fn follow(
     }
 }
 
+/// While deciding without a snapshot, or while the feed refuses this replica, the ERROR line
+/// is repeated this often (a single line scrolls away; the condition does not heal by itself).
+const ALARM_REPEAT_MS: u64 = 60_000;
+
 /// Every 500 ms until `stop`: lag and freshness gauges, expiry, and gRPC health ("can decide"
 /// on `""`/Authorization, "fresh" on [`FEED_HEALTH_SERVICE`]). `outer` is the shutdown
 /// request: once it fired, health is left NOT_SERVING.
@@ -454,7 +505,8 @@ pub async fn watch(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut serving: Option<bool> = None;
     let mut was_fresh: Option<bool> = None;
-    let mut was_blind = false;
+    // Unix ms of the last alarm (blind or misconfigured) logged; repeated every minute.
+    let mut alarmed_ms: Option<u64> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -477,20 +529,36 @@ pub async fn watch(
         let can_decide = state.usable_at(now);
         let blind = state.deciding_without_snapshot(now);
         metrics.set_feed_fresh(fresh);
+        let misconfigured = state.misconfigured();
         metrics.set_deciding_without_snapshot(blind);
-        if blind && !was_blind {
-            tracing::error!(
-                lag_ms = state.lag_ms(now),
-                "no revocation snapshot after the startup wait: deciding WITHOUT revocation data (revoked tokens are accepted until the feed answers)"
-            );
+        metrics.set_feed_misconfigured(misconfigured.is_some());
+        if !blind && misconfigured.is_none() {
+            alarmed_ms = None;
+        } else if alarmed_ms.is_none_or(|at| now.saturating_sub(at) >= ALARM_REPEAT_MS) {
+            alarmed_ms = Some(now);
+            match misconfigured {
+                Some(status) if state.ever_synced() => tracing::error!(
+                    status,
+                    lag_ms = state.lag_ms(now),
+                    "revocation feed refuses this replica (configuration error: REVOCATION_FEED_TOKEN or REVOCATION_FEED_URL): deciding with the revocations known so far, which no longer update"
+                ),
+                Some(status) => tracing::error!(
+                    status,
+                    lag_ms = state.lag_ms(now),
+                    "revocation feed refuses this replica (configuration error: REVOCATION_FEED_TOKEN or REVOCATION_FEED_URL) and no snapshot was loaded: NOT_SERVING, checks answer UNAVAILABLE until the feed answers"
+                ),
+                None => tracing::error!(
+                    lag_ms = state.lag_ms(now),
+                    "no revocation snapshot after the startup wait: deciding WITHOUT revocation data (revoked tokens are accepted until the feed answers)"
+                ),
+            }
         }
-        was_blind = blind;
         // Why this order: whoever sees the feed service change also sees this tick's "can
         // decide" answer (the outage tests rely on it).
         if serving != Some(can_decide) && !outer.is_triggered() {
             if can_decide {
                 tracing::info!("can decide: reporting SERVING");
-            } else if serving.is_some() {
+            } else if serving.is_some() && state.fail_closed {
                 tracing::warn!(
                     lag_ms = state.lag_ms(now),
                     "fail-closed and the revocation feed is stale: reporting NOT_SERVING, checks answer UNAVAILABLE"
@@ -736,6 +804,22 @@ mod tests {
         assert!(
             open.usable(),
             "fail-open: decides with nothing known after the grace"
+        );
+        let wrong = Revocations::new(Duration::from_secs(30), false, 30)
+            .with_startup_wait(Duration::from_secs(1));
+        wrong.set_misconfigured(Some(401));
+        assert!(
+            !wrong.usable_at(now + 3_600_000),
+            "a feed refusing our token never lets a replica decide blind"
+        );
+        assert!(!wrong.deciding_without_snapshot(now + 3_600_000));
+        wrong.set_misconfigured(None);
+        assert!(wrong.usable_at(now + 3_600_000), "fixed: back to fail-open");
+        wrong.mark_synced();
+        wrong.set_misconfigured(Some(404));
+        assert!(
+            wrong.usable(),
+            "with a snapshot, fail-open keeps enforcing what is known"
         );
         let closed = Revocations::new(Duration::ZERO, true, 30);
         closed.mark_synced();

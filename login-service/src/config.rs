@@ -338,10 +338,23 @@ impl ServeArgs {
                 "--lockout-max must be ≤ 30 days".into(),
             ));
         }
+        // Why: a secret file's trailing newline goes verbatim into the env, and ext-authz
+        // trims it (a header cannot carry it): compare the trimmed value, and refuse tokens
+        // that are short or would never match (same rule as ext-authz).
         let feed_token = self
             .revocation_feed_token
-            .clone()
-            .filter(|t| !t.expose_secret().is_empty());
+            .as_ref()
+            .map(|t| t.expose_secret().trim())
+            .filter(|t| !t.is_empty());
+        if let Some(token) = feed_token
+            && (token.chars().count() < 32
+                || token.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(ConfigError::Invalid(
+                "REVOCATION_FEED_TOKEN must be at least 32 characters without whitespace or control characters (surrounding whitespace is trimmed)".into(),
+            ));
+        }
+        let feed_token: Option<SecretString> = feed_token.map(|t| t.to_owned().into());
         // Why: the feed lists subjects and token ids; "production" = reachable beyond this host.
         if feed_token.is_none() && !self.http_addr.ip().is_loopback() && !self.insecure_open_feed {
             return Err(ConfigError::OpenFeed(self.http_addr));
@@ -497,7 +510,7 @@ mod tests {
             "--jwt-secret",
             &"k".repeat(32),
             "--revocation-feed-token",
-            "feed-token",
+            &"f".repeat(64),
         ])
         .unwrap();
         assert!(cli.command.is_none());
@@ -533,13 +546,49 @@ mod tests {
             );
             assert!(line.contains("--insecure-open-feed"), "{line}");
         }
+        let token = "0123456789abcdef".repeat(4);
+        let spaced = format!("  {token}\n");
         for allowed in [
-            &["--revocation-feed-token", "t"][..],
+            &["--revocation-feed-token", token.as_str()][..],
+            &["--revocation-feed-token", spaced.as_str()],
             &["--http-addr", "127.0.0.1:5000"],
             &["--http-addr", "[::1]:5000"],
             &["--insecure-open-feed"],
         ] {
             resolve(allowed).unwrap_or_else(|e| panic!("{allowed:?}: {e}"));
+        }
+        let s = resolve(&["--revocation-feed-token", spaced.as_str()]).unwrap();
+        let kept = s.revocation.feed_token.unwrap();
+        assert_eq!(
+            kept.expose_secret(),
+            token,
+            "trimmed: ext-authz sends it so"
+        );
+    }
+
+    /// Security review of issue #11: a short token, or one with whitespace or control
+    /// characters inside, never matches what ext-authz sends; refused without printing it.
+    #[test]
+    fn feed_token_is_validated() {
+        let secret = "k".repeat(32);
+        let token = "0123456789abcdef".repeat(4);
+        for bad in [
+            "t".to_owned(),
+            "x".repeat(31),
+            format!("{}\n{}", &token[..32], &token[32..]),
+            format!("{} {}", &token[..32], &token[32..]),
+            format!("{token}\u{1}"),
+        ] {
+            let argv = ["login-service", "--jwt-secret", &secret];
+            let cli =
+                Cli::try_parse_from(argv.into_iter().chain(["--revocation-feed-token", &bad]))
+                    .unwrap();
+            let err = cli.serve.resolve(&cli.global).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "invalid setting: REVOCATION_FEED_TOKEN must be at least 32 characters without whitespace or control characters (surrounding whitespace is trimmed)",
+                "{bad:?}"
+            );
         }
     }
 

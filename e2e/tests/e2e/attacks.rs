@@ -973,6 +973,71 @@ fn path_spellings_of_the_admin_area_need_the_admin_role_or_are_refused() {
     assert_eq!(stack.upstream_requests(), seen + expected_hits);
 }
 
+/// Envoy's own refusals answer JSON like every other refusal at the edge (security review of
+/// issue #11): no route (`CONNECT host:port`, `OPTIONS *`), an `Upgrade`, an `https://`
+/// absolute URL on the plaintext listener, a `CONNECT` with a path. Nothing is forwarded,
+/// although the token would be allowed.
+#[test]
+fn envoy_local_refusals_answer_json() {
+    let stack = Stack::start();
+    let token = stack.login(&stack.user);
+    let seen = stack.upstream_requests();
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let close = "Connection: close\r\n";
+    let cases = [
+        (
+            format!("CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n{auth}{close}"),
+            404,
+            r#"{"error":"not_found","message":"route_not_found"}"#,
+        ),
+        (
+            format!("OPTIONS * HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{auth}{close}"),
+            404,
+            r#"{"error":"not_found","message":"absolute_path_rejected"}"#,
+        ),
+        (
+            format!(
+                "GET /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{auth}Connection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            ),
+            403,
+            r#"{"error":"forbidden","message":"upgrade_failed"}"#,
+        ),
+        (
+            format!(
+                "GET https://127.0.0.1:8080/x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{auth}{close}"
+            ),
+            403,
+            r#"{"error":"forbidden","message":"http1.https_url_on_plaintext_connection"}"#,
+        ),
+        (
+            format!("CONNECT /admin/x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{auth}{close}"),
+            400,
+            r#"{"error":"bad_request","message":"http1.invalid_url"}"#,
+        ),
+    ];
+    for (request, status, body) in cases {
+        let line = request.lines().next().unwrap_or_default().to_owned();
+        let replies = raw_exchange(&format!("{request}\r\n"));
+        let [(got, text)] = replies.as_slice() else {
+            panic!("{line}: expected one response, got {replies:?}");
+        };
+        let (head, got_body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert_eq!(
+            (*got, got_body),
+            (status, format!("{body}\n").as_str()),
+            "{line}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\ncontent-type: application/json\r\n"),
+            "{line}: {head}"
+        );
+    }
+    assert_eq!(stack.upstream_requests(), seen, "nothing was forwarded");
+}
+
 /// One HTTP/2 (prior knowledge) request with `path` sent as `:path` verbatim.
 async fn h2_request(path: &str, token: &str) -> (u16, String) {
     let tcp = tokio::net::TcpStream::connect("127.0.0.1:8080")
@@ -1068,6 +1133,33 @@ const CLIENT_ROUTING_HEADERS: &[&str] = &[
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
+    // Security review of issue #11: what a typical upstream or its auth proxy trusts.
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "front-end-https",
+    "x-url-scheme",
+    "x-original-host",
+    "x-host",
+    "x-original-method",
+    "x-remote-user",
+    "remote-user",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-user",
+    "x-user-id",
+    "x-auth-user",
+    "x-auth-token",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+    "client-ip",
+    "x-forwarded",
+    "forwarded-for",
 ];
 
 #[test]
@@ -1092,7 +1184,21 @@ fn client_envoy_and_routing_headers_never_reach_the_upstream() {
                 "/admin/reports"
             }
             "forwarded" => "for=203.0.113.7",
-            "x-real-ip" | "x-client-ip" | "true-client-ip" => "203.0.113.7",
+            "x-real-ip" | "x-client-ip" | "true-client-ip" | "cf-connecting-ip"
+            | "fastly-client-ip" | "x-originating-ip" | "client-ip" | "forwarded-for" => {
+                "203.0.113.7"
+            }
+            "x-remote-user"
+            | "remote-user"
+            | "x-forwarded-user"
+            | "x-auth-request-user"
+            | "x-user"
+            | "x-auth-user" => "admin",
+            "x-forwarded-email" | "x-auth-request-email" => "admin@example.com",
+            "x-forwarded-groups" => "admin",
+            "x-user-id" => "1",
+            "x-forwarded-uri" => "/admin/reports",
+            "x-forwarded-method" | "x-original-method" => "DELETE",
             "x-http-method-override" | "x-http-method" | "x-method-override" => "DELETE",
             _ => "client",
         };

@@ -214,7 +214,20 @@ fn shipped_config_keeps_its_security_settings() {
     );
     for mapper in local_reply["mappers"].as_sequence().expect("mappers") {
         let filter = serde_norway::to_string(&mapper["filter"]).expect("filter");
-        assert!(filter.contains("default_value: 400"), "{filter}");
+        if filter.contains("default_value: 403") {
+            // Envoy's own 403s only (an Upgrade, no request line), never ext-authz's.
+            assert!(
+                filter.contains("and_filter")
+                    && filter.contains("name: upgrade")
+                    && filter.contains("invert_match: true"),
+                "{filter}"
+            );
+        } else {
+            assert!(
+                filter.contains("default_value: 400") || filter.contains("default_value: 404"),
+                "{filter}"
+            );
+        }
     }
 
     // The access log never records credentials.
@@ -238,8 +251,20 @@ fn shipped_config_keeps_its_security_settings() {
         "forwarded",
         "x-envoy-attempt-count",
         "x-envoy-original-dst-host",
+        "x-forwarded-uri",
+        "x-remote-user",
+        "x-forwarded-user",
+        "x-auth-request-email",
+        "cf-connecting-ip",
     ] {
         assert!(removed.contains(&name), "{name} not removed: {removed:?}");
+    }
+    // ...but never our identity headers: the router applies this list after ext_authz set them.
+    for name in ["x-auth-user-id", "x-auth-email", "x-auth-roles"] {
+        assert!(
+            !removed.contains(&name),
+            "{name} would be stripped after the check"
+        );
     }
 
     // Routes: ambiguous paths refused, POST /login public, /admin needs the admin role, the
@@ -265,6 +290,12 @@ fn shipped_config_keeps_its_security_settings() {
     );
     assert_eq!(login["route"]["cluster"], "login_service");
     assert_eq!(per_route(login)["disabled"], true);
+    // No check on /login, so nothing overwrites a client's identity headers: removed there.
+    assert_eq!(
+        login["request_headers_to_remove"],
+        serde_norway::from_str::<Value>("[x-auth-user-id, x-auth-email, x-auth-roles]")
+            .expect("list")
+    );
     let admin = &routes[2];
     assert_eq!(
         admin["match"]["safe_regex"]["regex"],

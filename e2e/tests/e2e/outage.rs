@@ -73,13 +73,14 @@ const EXT_AUTHZ_GRPC: &str = "http://127.0.0.1:9001";
 /// The named health service that reports the revocation feed's freshness.
 const FEED_SERVICE: &str = "edge-auth.revocation-feed";
 
-/// Following login-service's feed, with a grace short enough for a test.
+/// Following login-service's feed, with a grace short enough for a test (fail-closed needs
+/// one above the long poll's wait + 5s, or ext-authz refuses to start).
 fn feed_args(fail_closed: bool) -> Vec<&'static str> {
     let mut args = vec![
         "--revocation-feed-url",
         "http://127.0.0.1:5000/revocations",
         "--revocation-grace",
-        "1s",
+        if fail_closed { "6500ms" } else { "1s" },
         "--revocation-feed-wait",
         "1s",
     ];

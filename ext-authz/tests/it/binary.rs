@@ -53,6 +53,49 @@ fn short_key_exits_64_with_one_clear_line_and_no_secret() {
     assert!(out.stdout.is_empty());
 }
 
+/// Security review of issue #11: a feed token that can never match login-service's, and a
+/// fail-closed grace a healthy long poll outlasts, stop the start (exit 64, one line, the token
+/// never printed).
+#[test]
+fn unusable_feed_settings_exit_64_with_one_line() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let run = |envs: &[(&str, &str)]| {
+        let mut cmd = command();
+        cmd.env("JWT_SECRET", secret)
+            .env("REVOCATION_FEED_URL", "http://127.0.0.1:5000/revocations")
+            .arg("--check-config");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stderr).unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+        )
+    };
+    let (code, stderr, _) = run(&[("REVOCATION_FEED_TOKEN", "feed-secret-short")]);
+    assert_eq!(code, Some(64));
+    assert_eq!(
+        stderr,
+        "ext-authz: configuration error: invalid --revocation-feed-token (REVOCATION_FEED_TOKEN): need at least 32 characters without whitespace or control characters (surrounding whitespace is trimmed)\n"
+    );
+    let (code, stderr, _) = run(&[
+        ("REVOCATION_FAIL_CLOSED", "true"),
+        ("REVOCATION_GRACE", "10s"),
+    ]);
+    assert_eq!(code, Some(64));
+    assert_eq!(
+        stderr,
+        "ext-authz: configuration error: invalid --revocation-grace 10s with --revocation-fail-closed: must be more than --revocation-feed-wait + 5s (8s + 5s), the longest a healthy long poll takes to answer\n"
+    );
+    // A secret file's trailing newline is fine: trimmed.
+    let token = format!("{}\n", "ab".repeat(32));
+    let (code, stderr, stdout) = run(&[("REVOCATION_FEED_TOKEN", &token)]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains(&"ab".repeat(32)), "{stdout}");
+}
+
 #[test]
 fn missing_keys_and_bad_flags_exit_64() {
     let out = command().output().unwrap();

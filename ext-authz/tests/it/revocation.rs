@@ -22,6 +22,8 @@ struct Feed {
     up: AtomicBool,
     entries: Mutex<Vec<serde_json::Value>>,
     token_seen: Mutex<Option<String>>,
+    /// When set, any other `authorization` is answered 401 (login-service's check).
+    expect: Mutex<Option<String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -39,6 +41,11 @@ async fn feed(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if let Some(expected) = feed.expect.lock().unwrap().as_deref()
+        && feed.token_seen.lock().unwrap().as_deref() != Some(expected)
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
     if !feed.up.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -90,9 +97,9 @@ async fn follows_the_feed_and_fails_closed_when_it_is_stale() {
         "--revocation-feed-url",
         &url,
         "--revocation-feed-token",
-        "feed-secret",
+        FEED_TOKEN,
         "--revocation-grace",
-        "1s",
+        "6500ms",
         "--revocation-fail-closed",
         "--revocation-feed-wait",
         "1s",
@@ -127,7 +134,7 @@ async fn follows_the_feed_and_fails_closed_when_it_is_stale() {
     assert_eq!(http_status(&resp), 200);
     assert_eq!(
         state.token_seen.lock().unwrap().as_deref(),
-        Some("Bearer feed-secret")
+        Some(format!("Bearer {FEED_TOKEN}").as_str())
     );
 
     // The token is revoked: refused within a second.
@@ -236,6 +243,9 @@ fn feed_url_is_validated() {
     assert_eq!(feed.startup_wait, Duration::from_secs(10));
     assert!(!feed.fail_closed);
 }
+
+/// A feed token as gen-secrets writes them (64 hex characters).
+const FEED_TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// The named health service that reports the feed's freshness (not "can decide").
 const FEED_SERVICE: &str = "edge-auth.revocation-feed";
@@ -446,7 +456,9 @@ async fn fail_closed_never_decides_without_a_snapshot() {
         "--revocation-feed-url",
         &url,
         "--revocation-grace",
-        "200ms",
+        "6500ms",
+        "--revocation-feed-wait",
+        "1s",
         "--revocation-startup-wait",
         "200ms",
         "--revocation-fail-closed",
@@ -486,4 +498,97 @@ async fn fail_closed_never_decides_without_a_snapshot() {
 
     running.shutdown();
     running.wait().await.unwrap();
+}
+
+/// Security review of issue #11: a feed that refuses this replica (401: wrong or rotated
+/// token; 404: wrong URL path) is a configuration error waiting does not fix. Fail-open must
+/// not go blind: past the startup wait the replica stays NOT_SERVING, checks answer UNAVAILABLE
+/// (Envoy: 503), the misconfigured gauge says why; once the feed accepts it, it recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_refusing_the_replica_keeps_it_not_serving_past_the_startup_wait() {
+    let (state, url) = start_feed(true).await;
+    let rotated = "f".repeat(64);
+    *state.expect.lock().unwrap() = Some(format!("Bearer {rotated}"));
+    let wrong_path = url.replace("/revocations", "/revocation");
+    for (what, url) in [("401", url.as_str()), ("404", wrong_path.as_str())] {
+        let config = config(&[
+            "--jwt-secret",
+            SECRET,
+            "--revocation-feed-url",
+            url,
+            "--revocation-feed-token",
+            // A hand-written secret file: the trailing newline is trimmed.
+            &format!("{FEED_TOKEN}\n"),
+            "--revocation-grace",
+            "2m",
+            "--revocation-startup-wait",
+            "200ms",
+            "--revocation-feed-wait",
+            "1s",
+        ]);
+        let running = server::start(&config, config.load().unwrap())
+            .await
+            .unwrap();
+        let channel = tcp_channel(running.grpc_addr).await;
+        let mut client = authz(channel.clone());
+        let bearer = format!("Bearer {}", token("default", SECRET, &[]));
+        // Well past the startup wait (the watcher's lag gauge says so).
+        eventually(what, Duration::from_secs(10), || {
+            let addr = running.metrics_addr;
+            async move {
+                let text = scrape(addr).await;
+                (metric_value(&text, "ext_authz_revocation_feed_lag_seconds")? > 1.0).then_some(())
+            }
+        })
+        .await;
+        for service in ["", AUTHZ_SERVICE, FEED_SERVICE] {
+            assert_eq!(
+                health(channel.clone(), service).await,
+                ServingStatus::NotServing,
+                "{what}: {service:?}"
+            );
+        }
+        let err = client
+            .check(check_request(Some(&bearer), &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{what}");
+        let text = scrape(running.metrics_addr).await;
+        assert_eq!(
+            metric_value(&text, "ext_authz_revocation_feed_misconfigured"),
+            Some(1.0),
+            "{what}"
+        );
+        assert_eq!(
+            metric_value(&text, "ext_authz_revocation_deciding_without_snapshot"),
+            Some(0.0),
+            "{what}"
+        );
+        if what == "401" {
+            assert_eq!(
+                state.token_seen.lock().unwrap().clone(),
+                Some(format!("Bearer {FEED_TOKEN}")),
+                "the trimmed token is sent"
+            );
+            // login-service's token is fixed to ours: the replica recovers by itself.
+            *state.expect.lock().unwrap() = Some(format!("Bearer {FEED_TOKEN}"));
+            wait_for_health(
+                "SERVING once the feed accepts the token",
+                Duration::from_secs(15),
+                &channel,
+                AUTHZ_SERVICE,
+                ServingStatus::Serving,
+            )
+            .await;
+            let resp = check(&mut client, Some(&bearer), &[]).await;
+            assert_eq!(http_status(&resp), 200);
+            let text = scrape(running.metrics_addr).await;
+            assert_eq!(
+                metric_value(&text, "ext_authz_revocation_feed_misconfigured"),
+                Some(0.0)
+            );
+        }
+        running.shutdown();
+        running.wait().await.unwrap();
+    }
 }

@@ -162,10 +162,26 @@ fn startup_configuration_errors_exit_64() {
         )
     };
     let (c, err) = check(
-        &[("JWT_SECRET", &secret), ("REVOCATION_FEED_TOKEN", "t")],
+        &[
+            ("JWT_SECRET", &secret),
+            ("REVOCATION_FEED_TOKEN", &format!("{}\n", "f".repeat(64))),
+        ],
         &["serve", "--check-config"],
     );
     assert_eq!(c, 0, "{err}");
+    // A short feed token never matches ext-authz's: one line, 64, the value not printed.
+    let (c, err) = check(
+        &[
+            ("JWT_SECRET", &secret),
+            ("REVOCATION_FEED_TOKEN", "short-feed-token"),
+        ],
+        &["serve", "--check-config"],
+    );
+    assert_eq!(c, 64, "{err}");
+    assert_eq!(
+        err,
+        "login-service: invalid setting: REVOCATION_FEED_TOKEN must be at least 32 characters without whitespace or control characters (surrounding whitespace is trimmed)\n"
+    );
     let (c, _) = check(
         &[("JWT_SECRET", &secret), ("HTTP_ADDR", "127.0.0.1:5000")],
         &["--check-config"],
