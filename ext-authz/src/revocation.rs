@@ -10,7 +10,9 @@
 //!   check with 100k revocations, and rebuilding a 100k set).
 //! - Entries are dropped once they cannot matter: `expires_at` plus the verifier's leeway has
 //!   passed (after that the verifier refuses the token by itself). The set is therefore bounded
-//!   by the revocations in force.
+//!   by the revocations in force, and login-service bounds those per user
+//!   (`MAX_REVOKED_PER_USER` + 1). Measured: ≈ 100 B resident per entry, ≈ 200 B while a batch
+//!   is applied (old and new set both alive); `tests::bytes_per_*` reproduce it.
 //! - [`follow`]: the feed client. `GET <url>?since=0&wait=0` pages through the snapshot, then
 //!   long-polls `?since=<cursor>&wait=<--revocation-feed-wait>` (409 `cursor_ahead`: the feed's
 //!   database was replaced, take a new snapshot); errors back off (250 ms → 5 s),
@@ -756,6 +758,74 @@ mod tests {
     fn token_entry_for_other() -> Entry {
         let exp = i64::try_from(crate::test_support::now()).unwrap() + 600;
         token(9, "42", "someone-else", exp)
+    }
+
+    /// Resident KiB of this process (`VmRSS`).
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// Measurement, not a check (issue #11 item 5): resident bytes per revocation entry with
+    /// login-service's real shapes (32-hex-digit `jti`, numeric `sub`), and the peak while a
+    /// feed batch is applied (the set is copied, then swapped). One shape per process, so freed
+    /// memory of another measurement is not reused: run each test on its own, e.g.
+    /// `cargo test -p ext-authz --lib -- --ignored --exact --nocapture
+    /// revocation::tests::bytes_per_jti_entry_1m`.
+    fn measure_bytes_per_entry(n: i64, per_token: bool) {
+        let entries: Vec<Entry> = (0..n)
+            .map(|i| {
+                if per_token {
+                    token(
+                        i,
+                        &(i % 50_000).to_string(),
+                        &format!("{i:032x}"),
+                        4_000_000_000,
+                    )
+                } else {
+                    user(i, &(1_000_000 + i).to_string(), 1_000, 4_000_000_000)
+                }
+            })
+            .collect();
+        let before = rss_kib();
+        let mut set = RevocationSet::default();
+        set.insert(&entries, 1_000, 30);
+        let held = rss_kib();
+        let copy = set.with(&[], 1_000, 30);
+        let peak = rss_kib();
+        assert_eq!(copy.len(), usize::try_from(n).unwrap());
+        let per = |kib: u64| kib as f64 * 1024.0 / n as f64;
+        println!(
+            "{n} {} entries: {:.1} MiB resident = {:.0} B/entry; while a batch is applied: \
+             {:.0} B/entry",
+            if per_token { "jti" } else { "sub" },
+            (held - before) as f64 / 1024.0,
+            per(held - before),
+            per(peak - before),
+        );
+    }
+
+    #[test]
+    #[ignore = "measurement: prints RSS per entry"]
+    fn bytes_per_jti_entry_100k() {
+        measure_bytes_per_entry(100_000, true);
+    }
+
+    #[test]
+    #[ignore = "measurement: prints RSS per entry"]
+    fn bytes_per_jti_entry_1m() {
+        measure_bytes_per_entry(1_000_000, true);
+    }
+
+    #[test]
+    #[ignore = "measurement: prints RSS per entry"]
+    fn bytes_per_sub_entry_1m() {
+        measure_bytes_per_entry(1_000_000, false);
     }
 
     #[test]
