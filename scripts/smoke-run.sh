@@ -35,6 +35,35 @@ fail() {
   exit 1
 }
 
+# Process look-ups straight from /proc, so the checks below cannot pass vacuously on a machine
+# without procps (a fresh Debian image has no pgrep).
+# children_of PID: the PIDs whose parent is PID.
+children_of() {
+  local stat fields ppid dir
+  for stat in /proc/[0-9]*/stat; do
+    fields=$(cat "$stat" 2>/dev/null) || continue
+    fields=${fields##*) } # after "pid (comm) "; comm may contain spaces and parentheses
+    read -r _ ppid _ <<<"$fields"
+    if [ "$ppid" = "$1" ]; then
+      dir=${stat%/stat}
+      echo "${dir#/proc/}"
+    fi
+  done
+}
+# processes_naming TEXT: "PID: command line" of every process whose command line contains TEXT.
+processes_naming() {
+  local file cmd dir
+  for file in /proc/[0-9]*/cmdline; do
+    cmd=$(tr '\0' ' ' <"$file" 2>/dev/null) || continue
+    case $cmd in
+      *"$1"*)
+        dir=${file%/cmdline}
+        echo "${dir#/proc/}: $cmd"
+        ;;
+    esac
+  done
+}
+
 tmp=$(mktemp -d)
 out=$tmp/run.out
 run_pid=
@@ -128,7 +157,9 @@ log "ok: GET /revocations without the feed token -> 401"
 # (demo-upstream) or Envoy: every process run.sh started is checked.
 has_feed_token() { tr '\0' '\n' <"/proc/$1/environ" | grep -q '^REVOCATION_FEED_TOKEN='; }
 with_token=()
-for pid in $(pgrep -P "$run_pid"); do
+children=$(children_of "$run_pid")
+[ -n "$children" ] || fail "found no process under run.sh (pid $run_pid)"
+for pid in $children; do
   name=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
   case $name in
     ext-authz | login-service)
@@ -153,7 +184,8 @@ for port in "${PORTS[@]}"; do
   if port_busy "$port"; then fail "port $port still in use after run.sh stopped"; fi
 done
 # ext-authz and login-service carry DATA_DIR in their arguments.
-if left=$(pgrep -af -- "$tmp/data"); then fail "processes left after run.sh stopped: $left"; fi
+left=$(processes_naming "$tmp/data")
+[ -z "$left" ] || fail "processes left after run.sh stopped: $left"
 grep -q 'stopped' "$out" || fail "run.sh did not report stopping"
 log "ok: SIGTERM -> exit 143, every port free, no process left"
 log "passed"
