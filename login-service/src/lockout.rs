@@ -12,8 +12,9 @@
 //! Why this split (issue #11): a lock keyed by the account alone let anyone who knows an e-mail
 //! keep that account locked for everybody with one wrong guess per lock window; now a single
 //! address only locks itself out of that account (and is rate limited after 20 failures), and
-//! only a distributed attacker (≥ 10 addresses — IPv6 /64s — with the defaults) reaches the account-wide
-//! threshold, which still bounds the guesses on one account from any number of addresses.
+//! only a distributed attacker (≥ 10 addresses — an IPv6 address is its /64 — with the
+//! defaults) reaches the account-wide threshold, which still bounds the guesses on one account
+//! from any number of addresses.
 //! Known and unknown e-mails go through the same statements on the same table, so neither the
 //! answer, nor `Retry-After`, nor the round trips tell whether an account exists.
 //!
