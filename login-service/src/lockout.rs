@@ -12,15 +12,19 @@
 //! Why this split (issue #11): a lock keyed by the account alone let anyone who knows an e-mail
 //! keep that account locked for everybody with one wrong guess per lock window; now a single
 //! address only locks itself out of that account (and is rate limited after 20 failures), and
-//! only a distributed attacker (≥ 10 addresses with the defaults) reaches the account-wide
-//! threshold, which still bounds the guesses on one account from any number of addresses.
+//! only a distributed attacker (≥ 10 addresses — an IPv6 address is its /64 — with the
+//! defaults) reaches the account-wide threshold, which still bounds the guesses on one account
+//! from any number of addresses.
 //! Known and unknown e-mails go through the same statements on the same table, so neither the
 //! answer, nor `Retry-After`, nor the round trips tell whether an account exists.
 //!
 //! From the threshold on, each failure locks its key for `base * 2^(failures - threshold)`,
 //! capped at `max`; a quiet period of `reset_after` (no failure, not locked) starts from zero;
-//! a success clears the account and account + source keys (never the source key). While a key
-//! is locked the answer is 429 whatever the password.
+//! a success clears the account and account + source keys (never the source key). While any of
+//! the three keys is locked the answer is 429 whatever the password — also for a lock written
+//! while the password was being hashed: success and failure run the same locking transaction
+//! over all three keys and answer a lock alike (review finding A). A disabled account's right
+//! password counts as a failure (review finding D).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -328,16 +332,22 @@ pub fn check(
 /// What [`record_failure`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// Counted under every key (or, with `count == false`, nothing changed).
+    /// Counted under every key.
     Counted,
     /// A key was already locked (a concurrent failure, on any replica, locked it while this
     /// password was being hashed): nothing counted; the caller answers 429.
     AlreadyLocked(Kind, Duration),
 }
 
+/// What the password check found, for [`record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Failure,
+    Success,
+}
+
 /// A failed login under `keys` at `now` (ms): unless one of them is locked, counts it under all
-/// three in one transaction. With `count == false` (a disabled account's right password) the
-/// same statements run and write the counters back unchanged: same answer path, same cost.
+/// three in one transaction. A disabled account's right password is a failure like any other.
 ///
 /// Why one transaction that locks the rows: "is it locked?" and "count it" must be a single
 /// atomic step, or a burst of concurrent wrong guesses that all saw the keys unlocked would each
@@ -348,8 +358,40 @@ pub fn record_failure(
     keys: &Keys,
     policies: &Policies,
     now: i64,
-    count: bool,
 ) -> QueryResult<Failure> {
+    Ok(match record(conn, keys, policies, now, Outcome::Failure)? {
+        Some((kind, wait)) => Failure::AlreadyLocked(kind, wait),
+        None => Failure::Counted,
+    })
+}
+
+/// A successful login under `keys` at `now` (ms): unless one of the three keys is locked,
+/// clears the account and account + source counters (never the source one). Returns the lock,
+/// if any: the caller answers 429, no token, exactly as [`record_failure`]'s `AlreadyLocked`.
+///
+/// Why all three keys and the failure's transaction (review finding A, issue #11): a lock
+/// written while this password was being hashed — on the address too — must stop the right
+/// password as it stops the wrong ones (same status, `error`, `Retry-After`), or an attacker
+/// who locks their own address first gets every in-flight wrong guess answered 429 uncounted
+/// and the right one answered 200. Same statements as a failure, so neither path answers sooner.
+pub fn record_success(
+    conn: &mut DbConn,
+    keys: &Keys,
+    policies: &Policies,
+    now: i64,
+) -> QueryResult<Option<(Kind, Duration)>> {
+    record(conn, keys, policies, now, Outcome::Success)
+}
+
+/// The shared write of [`record_failure`] and [`record_success`]: creates the rows, locks and
+/// reads them, and unless one is locked, counts a failure or clears the account keys.
+fn record(
+    conn: &mut DbConn,
+    keys: &Keys,
+    policies: &Policies,
+    now: i64,
+    outcome: Outcome,
+) -> QueryResult<Option<(Kind, Duration)>> {
     let ordered = keys.with_policies(policies);
     let names = ordered.map(|(k, _, _)| k);
     if matches!(conn, DbConn::Mysql(_)) {
@@ -369,14 +411,19 @@ pub fn record_failure(
             .zip(counters)
             .map(|((_, _, kind), c)| (*kind, c))
             .collect();
-        if let Some((kind, wait)) = lock_among(&kinds, now) {
-            return Ok(Failure::AlreadyLocked(kind, wait));
+        if let Some(lock) = lock_among(&kinds, now) {
+            return Ok(Some(lock));
         }
-        for ((key, policy, _), old) in ordered.iter().zip(counters) {
-            let new = if count {
-                old.after_failure(policy, now)
-            } else {
-                old
+        for ((key, policy, kind), old) in ordered.iter().zip(counters) {
+            let new = match (outcome, kind) {
+                (Outcome::Failure, _) => old.after_failure(policy, now),
+                // Why the source key keeps its count: one valid account must not let an
+                // attacker clear their address's count between guesses.
+                (Outcome::Success, Kind::Source) => old,
+                (Outcome::Success, Kind::Account) => Counter {
+                    last_failure: now,
+                    ..Counter::default()
+                },
             };
             diesel::update(login_throttle::table.find(*key))
                 .set((
@@ -386,46 +433,8 @@ pub fn record_failure(
                 ))
                 .execute(conn)?;
         }
-        Ok(Failure::Counted)
+        Ok(None)
     })
-}
-
-/// A successful login: clears the account and account + source counters unless one of them is
-/// locked at `now`; returns that lock, if any (the caller answers 429, no token).
-///
-/// Why look first: most logins have no counter to clear, and then this is a read only (no write
-/// lock taken on SQLite). The `DELETE` that follows when there is something to clear matches
-/// only unlocked rows, so a lock written concurrently is never erased.
-pub fn record_success(conn: &mut DbConn, keys: &Keys, now: i64) -> QueryResult<Option<Duration>> {
-    let mine = [keys.account.as_str(), keys.account_source.as_str()];
-    let rows: Vec<Option<i64>> = login_throttle::table
-        .filter(login_throttle::key_hash.eq_any(mine))
-        .select(login_throttle::locked_until)
-        .load(conn)?;
-    let lock = rows
-        .iter()
-        .filter_map(|until| {
-            Counter {
-                locked_until: *until,
-                ..Counter::default()
-            }
-            .remaining(now)
-        })
-        .max();
-    if lock.is_some() || rows.is_empty() {
-        return Ok(lock);
-    }
-    diesel::delete(
-        login_throttle::table
-            .filter(login_throttle::key_hash.eq_any(mine))
-            .filter(
-                login_throttle::locked_until
-                    .is_null()
-                    .or(login_throttle::locked_until.le(now)),
-            ),
-    )
-    .execute(conn)?;
-    Ok(None)
 }
 
 /// Forgets the account-wide counter of `user` (an admin set a new password).

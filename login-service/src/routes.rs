@@ -317,6 +317,17 @@ async fn authenticate(
 
     match (user, verdict) {
         (Some(u), Verification::Match { needs_rehash }) if !u.disabled => {
+            // Why first, before the rehash and `fresh_iat`: while any key is locked — including
+            // a lock written by a concurrent guess while this one was hashed, on the address
+            // too — the right password gets the 429 a wrong one gets, with nothing else done
+            // first that would make it answer later (review finding A).
+            if let Some(lock) = state
+                .db
+                .run(move |c| lockout::record_success(c, &keys, &policies, lockout::now_ms()))
+                .await?
+            {
+                return Err(locked(lock));
+            }
             let upgrade = if needs_rehash {
                 rehash(state, password).await
             } else {
@@ -329,62 +340,49 @@ async fn authenticate(
             // no token is issued. (`fresh_iat` still dates it after a cut seen at lookup.)
             let iat = crate::revocations::fresh_iat(cutoff).await;
             let (id, verified) = (u.id, u.password.clone());
-            let outcome = state
+            let issued = state
                 .db
                 .run(move |c| {
-                    // Why first: while a counter is locked, even the right password gets 429 —
-                    // including a lock written by a concurrent guess while this one was hashed.
-                    if let Some(wait) = lockout::record_success(c, &keys, lockout::now_ms())? {
-                        return Ok(Err(wait));
-                    }
                     if !users::record_success(c, id, &verified)? {
-                        return Ok(Ok(false));
+                        return Ok(false);
                     }
                     // A user-wide revocation newer than the one seen at lookup: the account
                     // was revoked while this login was in flight (`user revoke`, logout-all).
                     let now = crate::revocations::now_secs();
                     if crate::revocations::user_cutoff(c, &id.to_string(), now)? > cutoff {
-                        return Ok(Ok(false));
+                        return Ok(false);
                     }
                     if let Some(h) = upgrade
                         && users::upgrade_hash(c, id, &verified, &h)? == 1
                     {
                         info!(user_id = id, "password hash upgraded to current parameters");
                     }
-                    Ok(Ok(true))
+                    Ok(true)
                 })
                 .await?;
-            match outcome {
-                Ok(true) => {}
-                Ok(false) => {
-                    info!(user_id = id, "account changed during the login; no token");
-                    return Err(ApiError::InvalidCredentials);
-                }
-                Err(wait) => return Err(locked((Kind::Account, wait))),
+            if !issued {
+                info!(user_id = id, "account changed during the login; no token");
+                return Err(ApiError::InvalidCredentials);
             }
-            // Why: the source counter is not reset by a success, or one valid account would
-            // let an attacker clear it between guesses; it decays after the reset window.
             issue(s, &u, iat)
         }
         // Why one arm for all failures: a wrong password, an unknown e-mail and a disabled
-        // account run the same statements on the same table and get the same answer, so
-        // neither the body, nor `Retry-After`, nor the timing tell them apart. A disabled
-        // account's right password is not counted (`count == false`: the same statements write
-        // the counters back unchanged).
+        // account (right password or not) run the same statements on the same table, are
+        // counted alike and get the same answer, so neither the body, nor `Retry-After`, nor
+        // the timing, nor a later answer from the counters tells them apart (review finding D:
+        // an uncounted right password of a disabled account showed in the address count).
         (user, verdict) => {
-            let count = !matches!(verdict, Verification::Match { .. });
             let failure = state
                 .db
-                .run(move |c| {
-                    lockout::record_failure(c, &keys, &policies, lockout::now_ms(), count)
-                })
+                .run(move |c| lockout::record_failure(c, &keys, &policies, lockout::now_ms()))
                 .await?;
             match failure {
                 // Why: a concurrent guess locked a key while this one was being hashed;
                 // answering 401 here would grant more guesses than the policy allows.
                 lockout::Failure::AlreadyLocked(kind, wait) => Err(locked((kind, wait))),
                 lockout::Failure::Counted => {
-                    if let Some(u) = user.filter(|_| count) {
+                    if let Some(u) = user.filter(|_| !matches!(verdict, Verification::Match { .. }))
+                    {
                         info!(user_id = u.id, "wrong password");
                     }
                     Err(ApiError::InvalidCredentials)

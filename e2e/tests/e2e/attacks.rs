@@ -1303,7 +1303,9 @@ fn tokens_issued_around_a_disable_are_all_refused_at_the_edge() {
                             tokens.lock().expect("tokens").extend(token);
                             issued.fetch_add(1, Ordering::SeqCst);
                         }
-                        401 if finished => refused_after += 1,
+                        // Why 429 too: a disabled account's right password counts as a
+                        // failure (review finding D), so the loops lock the account.
+                        401 | 429 if finished => refused_after += 1,
                         401 => {}
                         other => panic!("login answered {other}: {reply:?}"),
                     }

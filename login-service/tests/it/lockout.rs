@@ -88,9 +88,16 @@ async fn one_address_locks_only_itself_out_and_unknown_emails_answer_alike(db: T
     let r = app.login("lock@example.com", "right", "203.0.113.2").await;
     assert_eq!(r.status(), 200);
     // …which clears the account-wide count, not the locked address's lock.
+    let cleared = Counter {
+        failures: 0,
+        locked_until: None,
+        ..counter(&app, &keys("lock@example.com", "203.0.113.2").account)
+            .await
+            .unwrap()
+    };
     assert_eq!(
         counter(&app, &keys("lock@example.com", "203.0.113.2").account).await,
-        None
+        Some(cleared)
     );
     let r = app.login("lock@example.com", "right", "203.0.113.1").await;
     assert_eq!(r.status(), 429);
@@ -106,7 +113,8 @@ async fn one_address_locks_only_itself_out_and_unknown_emails_answer_alike(db: T
     expire(&app, &k.account_source).await;
     let r = app.login("lock@example.com", "right", "203.0.113.1").await;
     assert_eq!(r.status(), 200);
-    assert_eq!(counter(&app, &k.account_source).await, None);
+    let c = counter(&app, &k.account_source).await.unwrap();
+    assert_eq!((c.failures, c.locked_until), (0, None));
 }
 db_test!(one_address_locks_only_itself_out_and_unknown_emails_answer_alike);
 
@@ -288,3 +296,140 @@ async fn cleanup_deletes_only_counters_that_decide_nothing(db: TestDb) {
     assert_eq!(counter(&app, &quiet.source).await, None);
 }
 db_test!(cleanup_deletes_only_counters_that_decide_nothing);
+
+/// A login sent now that has passed the pre-hash check and its password check, held at
+/// [`login_service::routes::AppState::pause_after_verify`]; the handle yields its answer.
+async fn held_login(
+    app: &TestApp,
+    pause: &std::sync::Arc<login_service::routes::LoginPause>,
+    email: &str,
+    password: &str,
+    ip: &str,
+) -> tokio::task::JoinHandle<(u16, Option<u64>, Value)> {
+    let (client, url) = (app.client.clone(), app.url("/login"));
+    let (auth, ip) = (
+        basic(format!("{email}:{password}").as_bytes()),
+        ip.to_owned(),
+    );
+    let pending = tokio::spawn(async move {
+        let r = client
+            .post(url)
+            .header("authorization", auth)
+            .header("x-forwarded-for", ip)
+            .send()
+            .await
+            .unwrap();
+        answer(r).await
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(20), pause.reached.notified())
+        .await
+        .expect("the login reached the pause");
+    pending
+}
+
+/// Review finding A (High): lock your own address, then guess in flight. Guesses for the
+/// target that passed the pre-hash check before the address was locked used to be answered
+/// 429 `rate_limited` (uncounted) when wrong but 200 with a token when right, because the
+/// success write ignored the address lock: unlimited guesses on one account per burst.
+/// Deterministic: every login is held after its password check and released in order.
+async fn address_lock_written_in_flight_stops_the_right_password_too(db: TestDb) {
+    let app = spawn_app_with(db, |s| s.lockout.source.threshold = 4).await;
+    app.add_user("target@example.com", "right", false).await;
+    let ip = "198.18.7.1";
+    // Three junk failures from the attacker's address: one short of its limit.
+    for i in 0..3 {
+        let r = app.login(&format!("junk{i}@example.com"), "x", ip).await;
+        assert_eq!(answer(r).await, invalid());
+    }
+    // The 4th junk login, then guesses for the target (the right one among wrong ones), all
+    // past the pre-check (nothing locked yet) and hashed, held before their counter write.
+    let pause = std::sync::Arc::new(login_service::routes::LoginPause::default());
+    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let junk = held_login(&app, &pause, "junk3@example.com", "x", ip).await;
+    let mut guesses = Vec::new();
+    for pw in ["wrong1", "right", "wrong2"] {
+        guesses.push(held_login(&app, &pause, "target@example.com", pw, ip).await);
+    }
+    // The junk finishes first and locks the address…
+    pause.resume.add_permits(1);
+    assert_eq!(junk.await.unwrap(), invalid());
+    // …then the target's guesses: the right password gets no token and the very answer the
+    // wrong ones get (status, body, Retry-After).
+    pause.resume.add_permits(guesses.len());
+    let rate_limited = (
+        429,
+        Some(60),
+        json!({"error": "rate_limited", "message": "too many failed logins from this address; retry later"}),
+    );
+    for (pw, g) in ["wrong1", "right", "wrong2"].into_iter().zip(guesses) {
+        assert_eq!(g.await.unwrap(), rate_limited, "{pw}");
+    }
+    // Nothing cleared or counted on the target's keys: no guess was told apart.
+    let k = keys("target@example.com", ip);
+    assert_eq!(counter(&app, &k.account).await.map_or(0, |c| c.failures), 0);
+    assert_eq!(
+        counter(&app, &k.account_source)
+            .await
+            .map_or(0, |c| c.failures),
+        0
+    );
+}
+db_test!(address_lock_written_in_flight_stops_the_right_password_too);
+
+/// Review finding A, the other key: an account lock written while the right password was being
+/// hashed answers it exactly like the wrong guess held beside it.
+async fn account_lock_written_in_flight_answers_right_and_wrong_alike(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.add_user("acct@example.com", "right", false).await;
+    let ip = "198.18.7.3";
+    // Two failures: one short of the per e-mail + address threshold (3).
+    for _ in 0..2 {
+        let r = app.login("acct@example.com", "wrong0", ip).await;
+        assert_eq!(answer(r).await, invalid());
+    }
+    let pause = std::sync::Arc::new(login_service::routes::LoginPause::default());
+    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let third = held_login(&app, &pause, "acct@example.com", "wrong3", ip).await;
+    let right = held_login(&app, &pause, "acct@example.com", "right", ip).await;
+    let wrong = held_login(&app, &pause, "acct@example.com", "wrong4", ip).await;
+    pause.resume.add_permits(1);
+    assert_eq!(third.await.unwrap(), invalid());
+    pause.resume.add_permits(2);
+    assert_eq!(right.await.unwrap(), locked(60));
+    assert_eq!(wrong.await.unwrap(), locked(60));
+    let k = keys("acct@example.com", ip);
+    assert_eq!(counter(&app, &k.account_source).await.unwrap().failures, 3);
+}
+db_test!(account_lock_written_in_flight_answers_right_and_wrong_alike);
+
+/// Review finding D: a disabled account's right password used to be left uncounted, so the
+/// address counter told it apart (19 junk failures, the candidate, then one more junk: 401
+/// meant "that was the password"). Now it counts as a failure like any other.
+async fn disabled_accounts_right_password_counts_like_a_wrong_one(db: TestDb) {
+    let app = spawn_app_with(db, |s| s.lockout.source.threshold = 3).await;
+    app.add_user("off@example.com", "right", false).await;
+    app.state
+        .db
+        .run(|c| login_service::users::set_disabled(c, "off@example.com", true))
+        .await
+        .unwrap();
+    let rate_limited = (
+        429,
+        Some(60),
+        json!({"error": "rate_limited", "message": "too many failed logins from this address; retry later"}),
+    );
+    // The same sequence with the right and with a wrong candidate, from two addresses.
+    for (ip, candidate) in [("198.18.8.1", "right"), ("198.18.8.2", "wrong")] {
+        for i in 0..2 {
+            let r = app.login(&format!("junk{i}@example.com"), "x", ip).await;
+            assert_eq!(answer(r).await, invalid(), "{candidate}");
+        }
+        let r = app.login("off@example.com", candidate, ip).await;
+        assert_eq!(answer(r).await, invalid(), "{candidate}");
+        let r = app.login("junk9@example.com", "x", ip).await;
+        assert_eq!(answer(r).await, rate_limited, "{candidate}");
+        let k = keys("off@example.com", ip);
+        assert_eq!(counter(&app, &k.account_source).await.unwrap().failures, 1);
+    }
+}
+db_test!(disabled_accounts_right_password_counts_like_a_wrong_one);
