@@ -20,6 +20,7 @@ pub struct Metrics {
     latency: Histogram,
     pool_connections: Gauge,
     pool_idle: Gauge,
+    in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -56,13 +57,27 @@ impl Metrics {
             "Idle database connections",
             pool_idle.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight",
+            "POST /login requests being answered (waiting for the database or a hashing permit, or hashing)",
+            in_flight.clone(),
+        );
         Self {
             registry,
             logins,
             latency,
             pool_connections,
             pool_idle,
+            in_flight,
         }
+    }
+
+    /// Counts one login in `login_in_flight` until the returned guard is dropped (also when the
+    /// request is cancelled), so a drain or a queue behind the hashing permits is visible.
+    pub fn login_started(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     /// Records one answered login.
@@ -82,6 +97,16 @@ impl Metrics {
     }
 }
 
+/// One login counted in `login_in_flight`; decrements it when dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +122,10 @@ mod tests {
         );
         assert!(text.contains("login_db_pool_connections 3"), "{text}");
         assert!(text.contains("login_duration_seconds_bucket"), "{text}");
+        assert!(text.contains("login_in_flight 0"), "{text}");
+        let guard = m.login_started();
+        assert!(m.render((0, 0)).contains("login_in_flight 1"));
+        drop(guard);
+        assert!(m.render((0, 0)).contains("login_in_flight 0"));
     }
 }

@@ -203,6 +203,7 @@ async fn login(
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
+    let _in_flight = state.metrics.login_started();
     let result = authenticate(&state, &headers, peer.ip()).await;
     let outcome = match &result {
         Ok(_) => "success",

@@ -317,6 +317,7 @@ fn login_service_sigterm_lets_in_flight_logins_finish() {
     let mut stack = Stack::start();
     let user = stack.user.clone();
     let baseline = stack.envoy_stat("cluster.login_service.upstream_rq_total");
+    let reached_before = logins_reached();
     let n: u64 = 24;
     let results: Mutex<Vec<(u16, String, Instant)>> = Mutex::new(Vec::new());
 
@@ -339,9 +340,13 @@ fn login_service_sigterm_lets_in_flight_logins_finish() {
                     .push((status, body, Instant::now()));
             });
         }
-        // Every login has reached login-service (Envoy counted it upstream): SIGTERM now.
+        // Every login is inside login-service's handler (its own gauge, not Envoy's upstream
+        // count: Envoy counts a request when it picks a connection, which may still be in
+        // login-service's accept backlog, and a backlog is reset at SIGTERM): SIGTERM now.
         let start = Instant::now();
-        while stack.envoy_stat("cluster.login_service.upstream_rq_total") < baseline + n {
+        while stack.envoy_stat("cluster.login_service.upstream_rq_total") < baseline + n
+            || logins_reached() < reached_before + n
+        {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "the logins never reached login-service"
@@ -378,4 +383,21 @@ fn login_service_sigterm_lets_in_flight_logins_finish() {
     assert_eq!(reply.status(), 503);
     stack.restart_login_service_with(&[]);
     stack.login(&user);
+}
+
+/// Logins that reached login-service's handler: answered (`login_attempts_total`, every
+/// outcome) plus in flight (`login_in_flight`), from its own `/metrics`; 0 when unreadable.
+fn logins_reached() -> u64 {
+    let Some(text) = client_fast()
+        .get("http://127.0.0.1:5000/metrics")
+        .send()
+        .and_then(|r| r.text())
+        .ok()
+    else {
+        return 0;
+    };
+    text.lines()
+        .filter(|l| l.starts_with("login_attempts_total{") || l.starts_with("login_in_flight "))
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
