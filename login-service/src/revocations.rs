@@ -20,6 +20,8 @@
 //! first and reads `T` after that commit; so either the login's write came first (then
 //! `iat <= T` and the cut revokes the token) or it finds the row changed and issues nothing.
 //! A cut newer than the one read at lookup (`user revoke`, logout-all) also stops the login.
+//! `T` is read inside the writers' lock, right before the insert: a login that finishes while
+//! the cut waits for the lock has `iat <= T`, so the stored cut still revokes it.
 //!
 //! **The cursor.** `id` (AUTO_INCREMENT / SQLite AUTOINCREMENT) is the feed cursor. A reader
 //! must never see id 7 before id 6 is visible, or it would skip 6: on MySQL, inserts are
