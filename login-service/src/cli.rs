@@ -337,13 +337,14 @@ fn revoke_all(
     id: i32,
     reason: Reason,
 ) -> Result<(), CliError> {
-    let now = revocations::now_secs();
-    db.run_sync(move |c| revocations::revoke_user(c, &id.to_string(), now, ttl, reason))
-        .map_err(|e| {
-            CliError::Database(format!(
-                "{e}: the tokens of {email} were NOT revoked; retry with `login-service user revoke`"
-            ))
-        })?;
+    db.run_sync(move |c| {
+        revocations::revoke_user(c, &id.to_string(), revocations::now_secs, ttl, reason)
+    })
+    .map_err(|e| {
+        CliError::Database(format!(
+            "{e}: the tokens of {email} were NOT revoked; retry with `login-service user revoke`"
+        ))
+    })?;
     eprintln!("login-service: tokens of {email} issued until now revoked");
     Ok(())
 }

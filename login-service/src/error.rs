@@ -73,6 +73,10 @@ pub enum ApiError {
     /// The bearer token is invalid, expired, or not the feed token.
     #[error("invalid token")]
     InvalidToken,
+    /// `POST /logout?all=true` with a token already revoked (a stolen token must not end the
+    /// victim's newer sessions).
+    #[error("token revoked")]
+    RevokedToken,
     /// Query parameters that do not parse.
     #[error("invalid request")]
     InvalidRequest,
@@ -157,6 +161,7 @@ impl ApiError {
                 "invalid_token",
                 "invalid or expired token",
             ),
+            Self::RevokedToken => (StatusCode::UNAUTHORIZED, "invalid_token", "token revoked"),
             Self::InvalidRequest => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -206,14 +211,19 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": code, "message": message });
         let mut resp = (status, Json(body)).into_response();
         let headers = resp.headers_mut();
-        if matches!(self, Self::MissingToken | Self::InvalidToken) {
+        if matches!(
+            self,
+            Self::MissingToken | Self::InvalidToken | Self::RevokedToken
+        ) {
             headers.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(if matches!(self, Self::InvalidToken) {
-                    "Bearer realm=\"login-service\", error=\"invalid_token\""
-                } else {
-                    "Bearer realm=\"login-service\""
-                }),
+                HeaderValue::from_static(
+                    if matches!(self, Self::InvalidToken | Self::RevokedToken) {
+                        "Bearer realm=\"login-service\", error=\"invalid_token\""
+                    } else {
+                        "Bearer realm=\"login-service\""
+                    },
+                ),
             );
         } else if status == StatusCode::UNAUTHORIZED {
             headers.insert(

@@ -474,19 +474,45 @@ pub fn counter(conn: &mut DbConn, key: &str) -> QueryResult<Option<Counter>> {
         })
 }
 
+/// Rows one [`cleanup`] statement deletes at most.
+pub const CLEANUP_BATCH: i64 = 500;
+
 /// Deletes counters that no longer decide anything: not locked at `now` and without a failure
-/// for `horizon` (the longest reset window). Returns the rows deleted.
+/// for `horizon` (the longest reset window), in batches of [`CLEANUP_BATCH`] keys, each its own
+/// short statement. Returns the rows deleted.
 pub fn cleanup(conn: &mut DbConn, now: i64, horizon: Duration) -> QueryResult<usize> {
-    diesel::delete(
-        login_throttle::table
+    let cutoff = now.saturating_sub(millis(horizon));
+    let mut deleted = 0;
+    loop {
+        // Why batches: one `DELETE … WHERE last_failure <= X` over a table an attacker grew
+        // holds its row and gap locks (InnoDB) until it ends, and concurrent failed logins'
+        // `INSERT IGNORE` of new keys then wait into lock-wait timeouts (1205, a 503).
+        let keys: Vec<String> = login_throttle::table
             .filter(
                 login_throttle::locked_until
                     .is_null()
                     .or(login_throttle::locked_until.le(now)),
             )
-            .filter(login_throttle::last_failure.le(now.saturating_sub(millis(horizon)))),
-    )
-    .execute(conn)
+            .filter(login_throttle::last_failure.le(cutoff))
+            .select(login_throttle::key_hash)
+            .limit(CLEANUP_BATCH)
+            .load(conn)?;
+        // The staleness test again: a key that failed or locked since the select stays.
+        deleted += diesel::delete(
+            login_throttle::table
+                .filter(login_throttle::key_hash.eq_any(&keys))
+                .filter(
+                    login_throttle::locked_until
+                        .is_null()
+                        .or(login_throttle::locked_until.le(now)),
+                )
+                .filter(login_throttle::last_failure.le(cutoff)),
+        )
+        .execute(conn)?;
+        if i64::try_from(keys.len()).unwrap_or(i64::MAX) < CLEANUP_BATCH {
+            return Ok(deleted);
+        }
+    }
 }
 
 /// Every `interval`, deletes the counters that decide nothing any more ([`cleanup`]), so the

@@ -12,7 +12,10 @@
 //! A stored hash with a larger `m_cost` than the current parameters (an older, stronger hash)
 //! still verifies: up to [`MAX_STORED_M_COST`] it gets a one-off buffer (and is rehashed with
 //! the current parameters on that login); above that it is refused like a wrong password and
-//! logged, so a tampered row cannot make a login allocate gigabytes.
+//! logged, so a tampered row cannot make a login allocate gigabytes. Likewise a stored hash
+//! with more than [`MAX_STORED_T_COST`] passes, [`MAX_STORED_P_COST`] lanes or
+//! [`MAX_STORED_WORK`] (m × t) is refused without running, so it cannot hold a permit for long.
+//! A hash that panics still returns its buffer to the pool (a drop guard).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -31,6 +34,13 @@ pub const OWASP_T_COST: u32 = 2;
 pub const OWASP_P_COST: u32 = 1;
 /// Largest `m_cost` (KiB, 64 MiB) of a stored hash that is verified; larger ones never match.
 pub const MAX_STORED_M_COST: u32 = 65_536;
+/// Largest `t_cost` (passes) of a stored hash that is verified; larger ones never match.
+pub const MAX_STORED_T_COST: u32 = 10;
+/// Largest `p_cost` (lanes) of a stored hash that is verified; larger ones never match.
+pub const MAX_STORED_P_COST: u32 = 8;
+/// Largest `m_cost × t_cost` (KiB passes) of a stored hash that is verified: RFC 9106's
+/// 64 MiB × 3 passes, about 5 OWASP hashes of work. Larger ones never match.
+pub const MAX_STORED_WORK: u64 = 65_536 * 3;
 
 /// Hashing or task failure (never "wrong password", which is [`Verification::Mismatch`]).
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +146,21 @@ fn matches(hash: &PasswordHash<'_>, password: &[u8], memory: &mut Memory) -> boo
         Some(Ok(v)) => v,
         Some(Err(_)) => return false,
     };
+    // Why: the work of one verification is m × t, and it holds a hashing permit all along; a
+    // tampered row with t = 2^32 - 1 would hold one for hours (and enough such logins, all).
+    let work = u64::from(params.m_cost()) * u64::from(params.t_cost());
+    if params.t_cost() > MAX_STORED_T_COST
+        || params.p_cost() > MAX_STORED_P_COST
+        || work > MAX_STORED_WORK
+    {
+        tracing::warn!(
+            m_cost = params.m_cost(),
+            t_cost = params.t_cost(),
+            p_cost = params.p_cost(),
+            "stored password hash asks for more work than allowed: refused"
+        );
+        return false;
+    }
     let mut salt_buf = [0_u8; 64];
     let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
         return false;
@@ -253,6 +278,21 @@ impl Pool {
     }
 }
 
+/// A [`Memory`] checked out of the [`Pool`]: put back when dropped, also when the hash panics
+/// (else every later hash holding that permit would find no buffer and fail).
+struct Lease<'a> {
+    memory: Option<Memory>,
+    pool: &'a Pool,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(memory) = self.memory.take() {
+            self.pool.put(memory);
+        }
+    }
+}
+
 /// Async front end: bounded concurrency, one reusable [`Memory`] per permit, blocking pool,
 /// tracing span carried across.
 #[derive(Clone)]
@@ -328,10 +368,12 @@ impl Hasher {
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             // One buffer per permit: there is always one free while we hold a permit.
-            let mut memory = pool.take().ok_or(PasswordError::Task)?;
-            let result = span.in_scope(|| f(&mut memory));
-            pool.put(memory);
-            Ok(result)
+            let mut lease = Lease {
+                memory: Some(pool.take().ok_or(PasswordError::Task)?),
+                pool: &pool,
+            };
+            let memory = lease.memory.as_mut().ok_or(PasswordError::Task)?;
+            Ok(span.in_scope(|| f(memory)))
         })
         .await
         .map_err(|_| PasswordError::Task)?
@@ -496,6 +538,69 @@ mod tests {
         }
         assert_eq!(hasher.memory_buffers(), 3);
         assert_eq!(hasher.pool.free.lock().unwrap().len(), 3);
+    }
+
+    /// Review finding G of issue #11: a panicking hash gives its buffer back; later hashes work.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_hash_returns_its_buffer() {
+        let p = weak();
+        let hasher = Hasher::new(p.clone(), 2).unwrap();
+        for _ in 0..3 {
+            let r = hasher
+                .blocking(|_: &mut Memory| -> () { panic!("hash panicked (expected by the test)") })
+                .await;
+            assert!(matches!(r, Err(PasswordError::Task)), "{r:?}");
+        }
+        assert_eq!(hasher.pool.free.lock().unwrap().len(), 2);
+        let stored = hash_with(b"pw", p).unwrap();
+        let pw = Arc::new(SecretString::from("pw".to_owned()));
+        for _ in 0..4 {
+            assert_eq!(
+                hasher
+                    .verify(Some(stored.clone()), pw.clone())
+                    .await
+                    .unwrap(),
+                Verification::Match {
+                    needs_rehash: false
+                }
+            );
+        }
+    }
+
+    /// Review finding G of issue #11: a stored hash asking for too many passes, lanes or total
+    /// work is refused like a wrong password, without running it; the bounds themselves verify.
+    #[test]
+    fn absurd_stored_t_and_p_cost_are_refused() {
+        let current = weak();
+        let mut memory = Memory::for_params(&current);
+        let dummy = hash_with(b"dummy", current.clone()).unwrap();
+        let at_bounds = |m, t, p| hash_with(b"pw", Params::new(m, t, p, None).unwrap()).unwrap();
+        for ok in [
+            at_bounds(64, MAX_STORED_T_COST, 1),
+            at_bounds(64, 1, MAX_STORED_P_COST),
+        ] {
+            assert_eq!(
+                verify_in(Some(&ok), &dummy, b"pw", &current, &mut memory),
+                Verification::Match { needs_rehash: true },
+                "{ok}"
+            );
+        }
+        // Real hashes of the right password just past the t and p bounds (so only the bound
+        // refuses them); for the work bound and t = 2^32 - 1 an edited row (running them would
+        // take minutes to hours).
+        let base = at_bounds(128, 1, 1);
+        for bad in [
+            at_bounds(8, MAX_STORED_T_COST + 1, 1),
+            at_bounds(8 * (MAX_STORED_P_COST + 1), 1, MAX_STORED_P_COST + 1),
+            base.replace(",t=1,", ",t=4294967295,"),
+            base.replace("m=128,t=1,", "m=65536,t=4,"),
+        ] {
+            assert_eq!(
+                verify_in(Some(&bad), &dummy, b"pw", &current, &mut memory),
+                Verification::Mismatch,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! first and reads `T` after that commit; so either the login's write came first (then
 //! `iat <= T` and the cut revokes the token) or it finds the row changed and issues nothing.
 //! A cut newer than the one read at lookup (`user revoke`, logout-all) also stops the login.
+//! `T` is read inside the writers' lock, right before the insert: a login that finishes while
+//! the cut waits for the lock has `iat <= T`, so the stored cut still revokes it.
 //!
 //! **The cursor.** `id` (AUTO_INCREMENT / SQLite AUTOINCREMENT) is the feed cursor. A reader
 //! must never see id 7 before id 6 is visible, or it would skip 6: on MySQL, inserts are
@@ -232,35 +234,39 @@ fn insert(conn: &mut DbConn, row: &NewRevocation<'_>) -> QueryResult<()> {
 /// What `POST /logout` stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogoutOutcome {
-    /// That one token is revoked (or already was).
+    /// That one token is revoked (or its `jti` already was).
     Token,
+    /// The token was already revoked by a user-wide cut (`iat <= cutoff`): nothing stored.
+    AlreadyRevoked,
     /// The user already had `max_per_user` unexpired per-token revocations: every token of the
     /// user issued until now is revoked instead ([`Reason::LogoutLimit`]).
     AllSessions,
 }
 
 /// Revokes one token until its `exp` (a no-op when that `jti` is already revoked) — unless `sub`
-/// already has `max_per_user` unexpired per-token revocations: then a user-wide cut at `now`
+/// already has `max_per_user` unexpired per-token revocations: then a user-wide cut at `now()`
 /// (kept for `ttl`) is stored instead, and the user's older logout cuts it supersedes are
 /// deleted. So one account holds at most `max_per_user` per-token entries plus one logout cut in
 /// the feed and in every ext-authz, however often it logs in and out.
+/// A token already covered by a user-wide cut is [`LogoutOutcome::AlreadyRevoked`] (nothing
+/// stored). `now` is read inside the lock (pass [`now_secs`]), see [`revoke_user`].
 pub fn revoke_token(
     conn: &mut DbConn,
-    sub: &str,
-    jti: &str,
-    exp: i64,
-    now: i64,
+    token: &TokenRef<'_>,
+    now: impl FnOnce() -> i64,
     max_per_user: u32,
     ttl: Duration,
 ) -> QueryResult<LogoutOutcome> {
+    let TokenRef { sub, jti, iat, exp } = *token;
     locked(conn, |c| {
-        let exists = revocation::table
-            .filter(revocation::jti.eq(jti))
-            .select(revocation::id)
-            .first::<i64>(c)
-            .optional()?;
-        if exists.is_some() {
+        let now = now();
+        if jti_revoked(c, jti)? {
             return Ok(LogoutOutcome::Token);
+        }
+        // Why: a revoked (stolen) token must not trigger the per-user collapse below, which
+        // would end the victim's newer sessions again and again.
+        if cut_covers(c, sub, iat, now)? {
+            return Ok(LogoutOutcome::AlreadyRevoked);
         }
         // Why: covered entries still count (they live in every ext-authz until their `exp`),
         // so the bound holds without followers having to drop anything.
@@ -284,6 +290,52 @@ pub fn revoke_token(
             return Ok(LogoutOutcome::Token);
         }
         insert_cut(c, sub, now, ttl, Reason::LogoutLimit)?;
+        Ok(LogoutOutcome::AllSessions)
+    })
+}
+
+/// The token a `POST /logout` names, from its verified claims.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRef<'a> {
+    /// `sub` claim.
+    pub sub: &'a str,
+    /// `jti` claim.
+    pub jti: &'a str,
+    /// `iat` claim, Unix seconds.
+    pub iat: i64,
+    /// `exp` claim, Unix seconds.
+    pub exp: i64,
+}
+
+fn jti_revoked(c: &mut DbConn, jti: &str) -> QueryResult<bool> {
+    Ok(revocation::table
+        .filter(revocation::jti.eq(jti))
+        .select(revocation::id)
+        .first::<i64>(c)
+        .optional()?
+        .is_some())
+}
+
+/// Whether a user-wide cut in force revokes a token of `sub` issued at `iat` (`iat <= cut`).
+fn cut_covers(c: &mut DbConn, sub: &str, iat: i64, now: i64) -> QueryResult<bool> {
+    Ok(user_cutoff(c, sub, now)?.is_some_and(|cut| iat <= cut))
+}
+
+/// `POST /logout?all=true`: a user-wide cut at `now()` for `ttl` — unless the token is already
+/// revoked (its `jti`, or a cut covering its `iat`): then [`LogoutOutcome::AlreadyRevoked`] and
+/// nothing stored, so a stolen revoked token cannot end the victim's newer sessions.
+pub fn logout_all(
+    conn: &mut DbConn,
+    token: &TokenRef<'_>,
+    now: impl FnOnce() -> i64,
+    ttl: Duration,
+) -> QueryResult<LogoutOutcome> {
+    locked(conn, |c| {
+        let now = now();
+        if jti_revoked(c, token.jti)? || cut_covers(c, token.sub, token.iat, now)? {
+            return Ok(LogoutOutcome::AlreadyRevoked);
+        }
+        insert_cut(c, token.sub, now, ttl, Reason::LogoutAll)?;
         Ok(LogoutOutcome::AllSessions)
     })
 }
@@ -331,15 +383,23 @@ fn insert_cut(
     Ok(())
 }
 
-/// Revokes every token of `sub` issued at or before `now` (Unix seconds), for `ttl`.
+/// Revokes every token of `sub` issued at or before `now()` (Unix seconds), for `ttl`; returns
+/// that cut time. Pass [`now_secs`]: it is read inside the lock, right before the insert.
 pub fn revoke_user(
     conn: &mut DbConn,
     sub: &str,
-    now: i64,
+    now: impl FnOnce() -> i64,
     ttl: Duration,
     reason: Reason,
-) -> QueryResult<()> {
-    locked(conn, |c| insert_cut(c, sub, now, ttl, reason))
+) -> QueryResult<i64> {
+    locked(conn, |c| {
+        // Why: a time read before the pool and lock waits (up to 13 s) dates the cut before
+        // tokens issued during the wait, and a login's final cutoff check cannot see the cut yet,
+        // so those tokens would survive it. Read inside the lock, every token issued before the
+        // insert commits has `iat <= now` (same clock as `iat`, `now_secs`).
+        let now = now();
+        insert_cut(c, sub, now, ttl, reason).map(|()| now)
+    })
 }
 
 /// The latest user-wide revocation time of `sub` still in force, if any.
@@ -442,29 +502,39 @@ pub async fn logout(
             ApiError::InvalidToken
         })?;
     tracing::Span::current().record("user_id", claims.sub.as_str());
-    let now = now_secs();
     let ttl = user_revocation_ttl(s.revocation.user_ttl, s.issuer.ttl);
     let all = query.all;
     let max_per_user = s.revocation.max_revoked_per_user;
     let outcome = state
         .db
         .run(move |c| {
+            let token = TokenRef {
+                sub: &claims.sub,
+                jti: &claims.jti,
+                iat: i64::try_from(claims.iat).unwrap_or(i64::MAX),
+                exp: i64::try_from(claims.exp).unwrap_or(i64::MAX),
+            };
             if all {
-                revoke_user(c, &claims.sub, now, ttl, Reason::LogoutAll)
-                    .map(|()| LogoutOutcome::AllSessions)
+                logout_all(c, &token, now_secs, ttl)
             } else {
-                let exp = i64::try_from(claims.exp).unwrap_or(i64::MAX);
-                revoke_token(c, &claims.sub, &claims.jti, exp, now, max_per_user, ttl)
+                revoke_token(c, &token, now_secs, max_per_user, ttl)
             }
         })
         .await?;
-    if outcome == LogoutOutcome::AllSessions && !all {
-        info!(
+    match outcome {
+        // Why: Envoy's ext_authz refuses revoked tokens only while its feed is fresh; the
+        // service itself must not let a stolen revoked token sign the victim out everywhere.
+        LogoutOutcome::AlreadyRevoked if all => {
+            info!("logout refused: token revoked");
+            return Err(ApiError::RevokedToken);
+        }
+        // A plain logout stays idempotent (README): the token is revoked either way.
+        LogoutOutcome::AlreadyRevoked => info!("logged out: token already revoked"),
+        LogoutOutcome::AllSessions if !all => info!(
             max_per_user,
             "logged out: too many revoked tokens, every session of the user ended"
-        );
-    } else {
-        info!("logged out");
+        ),
+        _ => info!("logged out"),
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()

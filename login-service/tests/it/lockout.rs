@@ -433,3 +433,75 @@ async fn disabled_accounts_right_password_counts_like_a_wrong_one(db: TestDb) {
     }
 }
 db_test!(disabled_accounts_right_password_counts_like_a_wrong_one);
+
+/// Review finding F of issue #11: the cleanup deletes in batches of `CLEANUP_BATCH` keys (one
+/// long DELETE stalled concurrent failed logins on MariaDB); over more than two batches it
+/// still deletes exactly the stale rows and keeps locked and recent ones.
+async fn cleanup_in_batches_deletes_exactly_the_stale_rows(db: TestDb) {
+    use diesel::prelude::*;
+    use login_service::schema::login_throttle::dsl::*;
+    let app = spawn_app(db).await;
+    let horizon = std::time::Duration::from_secs(3600);
+    let now = lockout::now_ms();
+    let old = now - 3_600_000 - 1;
+    let stale = usize::try_from(2 * lockout::CLEANUP_BATCH).unwrap() + 7;
+    let mut rows: Vec<_> = (0..stale)
+        .map(|i| {
+            (
+                key_hash.eq(format!("stale{i:05}")),
+                failures.eq(1),
+                locked_until.eq(if i % 2 == 0 { None } else { Some(now - 1) }),
+                last_failure.eq(old),
+            )
+        })
+        .collect();
+    // Locked (a failure long ago, the lock still running) and recent rows stay.
+    for i in 0..5 {
+        rows.push((
+            key_hash.eq(format!("locked{i}")),
+            failures.eq(9),
+            locked_until.eq(Some(now + 60_000)),
+            last_failure.eq(old),
+        ));
+        rows.push((
+            key_hash.eq(format!("recent{i}")),
+            failures.eq(1),
+            locked_until.eq(None),
+            last_failure.eq(now - 1_000),
+        ));
+    }
+    app.state
+        .db
+        .run(move |c| {
+            c.transaction(|c| {
+                for row in rows {
+                    diesel::insert_into(login_throttle).values(row).execute(c)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .unwrap();
+    let deleted = app
+        .state
+        .db
+        .run(move |c| lockout::cleanup(c, now, horizon))
+        .await
+        .unwrap();
+    assert_eq!(deleted, stale);
+    let mut left: Vec<String> = app
+        .state
+        .db
+        .run(|c| login_throttle.select(key_hash).load(c))
+        .await
+        .unwrap();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "locked0", "locked1", "locked2", "locked3", "locked4", "recent0", "recent1", "recent2",
+            "recent3", "recent4"
+        ]
+    );
+}
+db_test!(cleanup_in_batches_deletes_exactly_the_stale_rows);

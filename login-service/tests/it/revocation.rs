@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use login_service::revocations::{self, FeedPage, Reason, Revocation};
+use login_service::revocations::{self, FeedPage, Reason, Revocation, TokenRef};
 
 use crate::helpers::{TestApp, TestDb, db_test, run_cli, run_cli_ok, spawn_app, spawn_app_with};
 
@@ -157,18 +157,24 @@ async fn pagination_expiry_and_cleanup(db: TestDb) {
         .run(move |c| {
             // Two long expired (beyond the retention slack), then five live ones.
             for i in 0..2 {
-                revocations::revoke_token(
-                    c,
-                    "1",
-                    &format!("old{i}"),
-                    now - 1000,
-                    now - 2000,
-                    16,
-                    DAY,
-                )?;
+                let jti = format!("old{i}");
+                let old = TokenRef {
+                    sub: "1",
+                    jti: &jti,
+                    iat: now - 3000,
+                    exp: now - 1000,
+                };
+                revocations::revoke_token(c, &old, || now - 2000, 16, DAY)?;
             }
             for i in 0..5 {
-                revocations::revoke_token(c, "1", &format!("live{i}"), now + 600, now, 16, DAY)?;
+                let jti = format!("live{i}");
+                let live = TokenRef {
+                    sub: "1",
+                    jti: &jti,
+                    iat: now,
+                    exp: now + 600,
+                };
+                revocations::revoke_token(c, &live, || now, 16, DAY)?;
             }
             Ok(())
         })
@@ -217,7 +223,13 @@ async fn pagination_expiry_and_cleanup(db: TestDb) {
         .state
         .db
         .run(move |c| {
-            revocations::revoke_token(c, "1", "after", now + 600, now, 16, DAY)?;
+            let after = TokenRef {
+                sub: "1",
+                jti: "after",
+                iat: now,
+                exp: now + 600,
+            };
+            revocations::revoke_token(c, &after, || now, 16, DAY)?;
             revocations::page(c, 0, now, 100)
         })
         .await
@@ -274,7 +286,9 @@ async fn login_after_user_revocation_is_dated_after_it(db: TestDb) {
     let s2 = sub.clone();
     app.state
         .db
-        .run(move |c| revocations::revoke_user(c, &s2, t, Duration::from_secs(900), Reason::Admin))
+        .run(move |c| {
+            revocations::revoke_user(c, &s2, || t, Duration::from_secs(900), Reason::Admin)
+        })
         .await
         .unwrap();
     let after = token(&app, "edge@example.com", "pw").await;
@@ -488,3 +502,213 @@ async fn jti_is_indexed(db: TestDb) {
     assert_eq!(names, ["revocation_jti"]);
 }
 db_test!(jti_is_indexed);
+
+/// Another session holding the revocation writers' lock, as in the review's repro:
+/// MySQL's named lock, or SQLite's writer lock (`BEGIN IMMEDIATE`).
+enum HeldLock {
+    Mysql(diesel::MysqlConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+impl HeldLock {
+    fn take(db: &TestDb) -> Self {
+        use diesel::{Connection as _, RunQueryDsl as _, connection::SimpleConnection as _};
+        if db.url.starts_with("mysql:") {
+            let mut c = diesel::MysqlConnection::establish(&db.url).unwrap();
+            diesel::sql_query("DO GET_LOCK('login_service_revocation', 60)")
+                .execute(&mut c)
+                .unwrap();
+            Self::Mysql(c)
+        } else {
+            let path = db.url.strip_prefix("sqlite://").unwrap();
+            let mut c = diesel::SqliteConnection::establish(path).unwrap();
+            c.batch_execute("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE")
+                .unwrap();
+            Self::Sqlite(c)
+        }
+    }
+
+    /// MySQL: whether a session of database `db_name` waits for the lock.
+    fn waiter_seen(&mut self, db_name: &str) -> bool {
+        use diesel::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        match self {
+            Self::Mysql(c) => {
+                diesel::sql_query(
+                    "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
+                     WHERE DB = ? AND INFO LIKE '%GET_LOCK(''login_service_revocation'', 10)%'",
+                )
+                .bind::<diesel::sql_types::Text, _>(db_name)
+                .get_result::<Count>(c)
+                .unwrap()
+                .n > 0
+            }
+            // SQLite shows no waiters; the caller waits for the next second instead.
+            Self::Sqlite(_) => true,
+        }
+    }
+
+    fn release(self) {
+        use diesel::{RunQueryDsl as _, connection::SimpleConnection as _};
+        match self {
+            Self::Mysql(mut c) => {
+                diesel::sql_query("DO RELEASE_LOCK('login_service_revocation')")
+                    .execute(&mut c)
+                    .unwrap();
+            }
+            Self::Sqlite(mut c) => c.batch_execute("COMMIT").unwrap(),
+        }
+    }
+}
+
+/// Review finding B of issue #11: `user revoke` read its cut time T before waiting for the
+/// pool and the writers' lock; a login during that wait got `iat > T` and, since the cut was
+/// not stored yet, its final cutoff check passed: the token survived the revocation. Now T is
+/// read inside the lock: a login during the wait is covered by the cut (`iat <= revoked_at`)
+/// or gets no token.
+async fn user_revoke_waiting_for_the_lock_covers_logins_meanwhile(db: TestDb) {
+    let alias = db.alias();
+    let db_name = db.url.rsplit('/').next().unwrap().to_owned();
+    let app = spawn_app(db).await;
+    app.add_user("wait@example.com", "pw", false).await;
+    let sub = app.user("wait@example.com").await.unwrap().id.to_string();
+    let lock_db = alias.alias();
+    let mut lock = tokio::task::spawn_blocking(move || HeldLock::take(&lock_db))
+        .await
+        .unwrap();
+    let start = revocations::now_secs();
+    let revoker = tokio::task::spawn_blocking(move || {
+        run_cli(&alias, &[], &["user", "revoke", "wait@example.com"], None)
+    });
+    // The revoker is blocked on the lock (MySQL: seen in the process list), and the clock has
+    // moved past the second it started in.
+    crate::helpers::poll(Duration::from_secs(10), || {
+        let seen = lock.waiter_seen(&db_name);
+        let later = revocations::now_secs() > start + 1;
+        std::future::ready((seen && later).then_some(()))
+    })
+    .await
+    .expect("the revoker never waited for the lock");
+    // A login while the revoker waits (on SQLite its success write waits for the lock too).
+    let login = {
+        let client = app.client.clone();
+        let url = app.url("/login");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header(
+                    "authorization",
+                    crate::helpers::basic(b"wait@example.com:pw"),
+                )
+                .header("x-forwarded-for", "192.0.2.51")
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    if matches!(lock, HeldLock::Mysql(_)) {
+        // MySQL: the login does not need the lock; let it finish first, as in the repro.
+        crate::helpers::poll(Duration::from_secs(10), || {
+            std::future::ready(login.is_finished().then_some(()))
+        })
+        .await
+        .expect("login finished while the lock is held");
+    }
+    tokio::task::spawn_blocking(move || lock.release())
+        .await
+        .unwrap();
+    let out = revoker.await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = login.await.unwrap();
+    let cut = app
+        .state
+        .db
+        .run(move |c| revocations::user_cutoff(c, &sub, 0))
+        .await
+        .unwrap()
+        .expect("the cut is stored");
+    match r.status().as_u16() {
+        200 => {
+            let body: serde_json::Value = r.json().await.unwrap();
+            let iat = claims(body["access_token"].as_str().unwrap())["iat"]
+                .as_i64()
+                .unwrap();
+            assert!(
+                iat <= cut,
+                "token issued during the wait survives: iat {iat} > cut {cut}"
+            );
+        }
+        401 => {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_credentials");
+        }
+        s => panic!("login answered {s}"),
+    }
+    assert!(
+        cut > start + 1,
+        "cut dated when the lock was obtained: {cut} vs {start}"
+    );
+}
+db_test!(user_revoke_waiting_for_the_lock_covers_logins_meanwhile);
+
+/// Review finding G of issue #11: a revoked but unexpired (stolen) token must not sign the
+/// victim out everywhere (`?all=true`) nor trigger the per-user collapse, again and again; a
+/// plain logout of it stays an idempotent 204 that stores nothing (README).
+async fn revoked_token_cannot_end_newer_sessions(db: TestDb) {
+    let app = spawn_app_with(db, |s| s.revocation.max_revoked_per_user = 1).await;
+    app.add_user("victim@example.com", "pw", false).await;
+    let sub = app.user("victim@example.com").await.unwrap().id.to_string();
+    let stolen = token(&app, "victim@example.com", "pw").await;
+    let s2 = sub.clone();
+    app.state
+        .db
+        .run(move |c| revocations::revoke_user(c, &s2, revocations::now_secs, DAY, Reason::Admin))
+        .await
+        .unwrap();
+    // The victim's new sessions: one lives, one is logged out (fills `max_revoked_per_user`).
+    let live = token(&app, "victim@example.com", "pw").await;
+    let gone = token(&app, "victim@example.com", "pw").await;
+    assert_eq!(
+        logout(&app, Some(&format!("Bearer {gone}")), "")
+            .await
+            .status(),
+        204
+    );
+    let before = rows(&app).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    for (tok, what) in [(&stolen, "cut"), (&gone, "jti")] {
+        let r = logout(&app, Some(&format!("Bearer {tok}")), "?all=true").await;
+        assert_eq!(r.status(), 401, "revoked by {what}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            "Bearer realm=\"login-service\", error=\"invalid_token\""
+        );
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "invalid_token", "message": "token revoked"})
+        );
+    }
+    // Plain logout of the stolen token: 204, and no collapse (the user is at the limit).
+    let r = logout(&app, Some(&format!("Bearer {stolen}")), "").await;
+    assert_eq!(r.status(), 204);
+    let after = rows(&app).await;
+    assert_eq!(after.len(), 2, "nothing stored: {after:?}");
+    assert!(!is_revoked(&after, &live), "the victim's session lives");
+    assert!(is_revoked(&after, &stolen));
+    // The live session itself can still sign out everywhere.
+    let r = logout(&app, Some(&format!("Bearer {live}")), "?all=true").await;
+    assert_eq!(r.status(), 204);
+    assert!(is_revoked(&rows(&app).await, &live));
+}
+db_test!(revoked_token_cannot_end_newer_sessions);
