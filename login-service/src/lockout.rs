@@ -291,23 +291,22 @@ fn ensure(conn: &mut DbConn, keys: [&str; 3], now: i64) -> QueryResult<()> {
              VALUES (?, 0, NULL, ?), (?, 0, NULL, ?), (?, 0, NULL, ?)"
         )
     };
+    // The same statement on either backend; only the spelling of "insert unless present" differs.
+    macro_rules! insert_missing {
+        ($c:expr, $verb:literal) => {
+            diesel::sql_query(sql($verb))
+                .bind::<Text, _>(keys[0])
+                .bind::<BigInt, _>(now)
+                .bind::<Text, _>(keys[1])
+                .bind::<BigInt, _>(now)
+                .bind::<Text, _>(keys[2])
+                .bind::<BigInt, _>(now)
+                .execute($c)?
+        };
+    }
     match conn {
-        DbConn::Mysql(c) => diesel::sql_query(sql("INSERT IGNORE"))
-            .bind::<Text, _>(keys[0])
-            .bind::<BigInt, _>(now)
-            .bind::<Text, _>(keys[1])
-            .bind::<BigInt, _>(now)
-            .bind::<Text, _>(keys[2])
-            .bind::<BigInt, _>(now)
-            .execute(c)?,
-        DbConn::Sqlite(c) => diesel::sql_query(sql("INSERT OR IGNORE"))
-            .bind::<Text, _>(keys[0])
-            .bind::<BigInt, _>(now)
-            .bind::<Text, _>(keys[1])
-            .bind::<BigInt, _>(now)
-            .bind::<Text, _>(keys[2])
-            .bind::<BigInt, _>(now)
-            .execute(c)?,
+        DbConn::Mysql(c) => insert_missing!(c, "INSERT IGNORE"),
+        DbConn::Sqlite(c) => insert_missing!(c, "INSERT OR IGNORE"),
     };
     Ok(())
 }

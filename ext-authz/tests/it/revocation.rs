@@ -466,30 +466,7 @@ async fn fail_closed_never_decides_without_a_snapshot() {
     let running = server::start(&config, config.load().unwrap())
         .await
         .unwrap();
-    let channel = tcp_channel(running.grpc_addr).await;
-    let mut client = authz(channel.clone());
-    let bearer = format!("Bearer {}", token("default", SECRET, &[]));
-    // Wait until the watcher has run well past both waits (its lag gauge says so).
-    eventually("lag past the waits", Duration::from_secs(10), || {
-        let addr = running.metrics_addr;
-        async move {
-            let text = scrape(addr).await;
-            (metric_value(&text, "ext_authz_revocation_feed_lag_seconds")? > 1.0).then_some(())
-        }
-    })
-    .await;
-    for service in ["", AUTHZ_SERVICE, FEED_SERVICE] {
-        assert_eq!(
-            health(channel.clone(), service).await,
-            ServingStatus::NotServing,
-            "{service:?}"
-        );
-    }
-    let err = client
-        .check(check_request(Some(&bearer), &[]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_cannot_decide_past_the_waits(&running, "fail-closed").await;
     let text = scrape(running.metrics_addr).await;
     assert_eq!(
         metric_value(&text, "ext_authz_revocation_deciding_without_snapshot"),
@@ -529,30 +506,10 @@ async fn a_feed_refusing_the_replica_keeps_it_not_serving_past_the_startup_wait(
         let running = server::start(&config, config.load().unwrap())
             .await
             .unwrap();
+        assert_cannot_decide_past_the_waits(&running, what).await;
         let channel = tcp_channel(running.grpc_addr).await;
         let mut client = authz(channel.clone());
         let bearer = format!("Bearer {}", token("default", SECRET, &[]));
-        // Well past the startup wait (the watcher's lag gauge says so).
-        eventually(what, Duration::from_secs(10), || {
-            let addr = running.metrics_addr;
-            async move {
-                let text = scrape(addr).await;
-                (metric_value(&text, "ext_authz_revocation_feed_lag_seconds")? > 1.0).then_some(())
-            }
-        })
-        .await;
-        for service in ["", AUTHZ_SERVICE, FEED_SERVICE] {
-            assert_eq!(
-                health(channel.clone(), service).await,
-                ServingStatus::NotServing,
-                "{what}: {service:?}"
-            );
-        }
-        let err = client
-            .check(check_request(Some(&bearer), &[]))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unavailable, "{what}");
         let text = scrape(running.metrics_addr).await;
         assert_eq!(
             metric_value(&text, "ext_authz_revocation_feed_misconfigured"),
@@ -591,4 +548,33 @@ async fn a_feed_refusing_the_replica_keeps_it_not_serving_past_the_startup_wait(
         running.shutdown();
         running.wait().await.unwrap();
     }
+}
+
+/// Waits until the watcher has run well past the startup and feed waits (its lag gauge says so),
+/// then asserts the replica cannot decide: every health service NOT_SERVING and a check with a
+/// valid token UNAVAILABLE (Envoy answers 503).
+async fn assert_cannot_decide_past_the_waits(running: &server::Running, what: &str) {
+    let channel = tcp_channel(running.grpc_addr).await;
+    let mut client = authz(channel.clone());
+    let bearer = format!("Bearer {}", token("default", SECRET, &[]));
+    eventually(what, Duration::from_secs(10), || {
+        let addr = running.metrics_addr;
+        async move {
+            let text = scrape(addr).await;
+            (metric_value(&text, "ext_authz_revocation_feed_lag_seconds")? > 1.0).then_some(())
+        }
+    })
+    .await;
+    for service in ["", AUTHZ_SERVICE, FEED_SERVICE] {
+        assert_eq!(
+            health(channel.clone(), service).await,
+            ServingStatus::NotServing,
+            "{what}: {service:?}"
+        );
+    }
+    let err = client
+        .check(check_request(Some(&bearer), &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{what}");
 }
