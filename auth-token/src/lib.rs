@@ -7,11 +7,13 @@
 pub mod claims;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod feed;
 pub mod issue;
 pub mod keys;
 pub mod verify;
 
 pub use claims::Claims;
+pub use feed::{FeedTokenError, MIN_FEED_TOKEN_CHARS, feed_token};
 pub use issue::{IssueError, Issued, Issuer};
 pub use keys::{Key, KeyError, Keyring, MIN_KEY_LEN};
 pub use verify::{Verifier, VerifierConfig, VerifyError};

@@ -126,10 +126,8 @@ pub enum ConfigError {
     FeedUrl,
     /// The feed token is too short or has whitespace/control characters inside (the value is
     /// never printed).
-    #[error(
-        "invalid --revocation-feed-token (REVOCATION_FEED_TOKEN): need at least {MIN_FEED_TOKEN_CHARS} characters without whitespace or control characters (surrounding whitespace is trimmed)"
-    )]
-    FeedToken,
+    #[error("invalid --revocation-feed-token (REVOCATION_FEED_TOKEN): need {0}")]
+    FeedToken(#[from] auth_token::FeedTokenError),
     /// Fail-closed with a grace the long poll itself can outlast: readiness would flap.
     #[error(
         "invalid --revocation-grace {grace:?} with --revocation-fail-closed: must be more than --revocation-feed-wait + 5s ({wait:?} + 5s), the longest a healthy long poll takes to answer"
@@ -140,24 +138,6 @@ pub enum ConfigError {
         /// `--revocation-feed-wait`.
         wait: Duration,
     },
-}
-
-/// Shortest feed token accepted (gen-secrets and `make run` write 64 hex characters).
-pub const MIN_FEED_TOKEN_CHARS: usize = 32;
-
-/// The feed token as sent: surrounding whitespace trimmed (a secret file's trailing newline
-/// goes verbatim into the env), `None` when empty.
-pub fn trimmed_feed_token(token: Option<&secrecy::SecretString>) -> Option<secrecy::SecretString> {
-    use secrecy::ExposeSecret as _;
-    let token = token?.expose_secret().trim();
-    (!token.is_empty()).then(|| token.to_owned().into())
-}
-
-/// True for a usable (trimmed) feed token: long enough, nothing an HTTP header or
-/// login-service's comparison would mangle.
-pub fn valid_feed_token(token: &str) -> bool {
-    token.chars().count() >= MIN_FEED_TOKEN_CHARS
-        && !token.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 impl Config {
@@ -181,12 +161,7 @@ impl Config {
         {
             return Err(ConfigError::FeedUrl);
         }
-        if let Some(token) = trimmed_feed_token(self.revocation_feed_token.as_ref()) {
-            use secrecy::ExposeSecret as _;
-            if !valid_feed_token(token.expose_secret()) {
-                return Err(ConfigError::FeedToken);
-            }
-        }
+        auth_token::feed_token(self.revocation_feed_token.as_ref())?;
         // Why: a healthy long poll answers up to `wait + 5s` (the client's timeout) after the
         // last answer; a grace not above that makes fail-closed readiness flap.
         if self.revocation_fail_closed
@@ -221,7 +196,10 @@ impl Config {
         let url = self.revocation_feed_url.clone()?;
         Some(crate::revocation::FeedConfig {
             url,
-            token: trimmed_feed_token(self.revocation_feed_token.as_ref()),
+            // Checked by `validate`: an invalid token never gets here.
+            token: auth_token::feed_token(self.revocation_feed_token.as_ref())
+                .ok()
+                .flatten(),
             wait: self.revocation_feed_wait,
             grace: self.revocation_grace,
             startup_wait: self.revocation_startup_wait,
@@ -386,7 +364,7 @@ mod tests {
             format!("{good}\u{7f}"),
         ] {
             let err = feed(&bad).unwrap_err();
-            assert!(matches!(err, ConfigError::FeedToken), "{bad:?}");
+            assert!(matches!(err, ConfigError::FeedToken(_)), "{bad:?}");
             let line = err.to_string();
             assert_eq!(
                 line,

@@ -14,7 +14,7 @@ use crate::db::{DbUrl, PoolSettings, UrlError};
 use crate::lockout::{Policies, Policy};
 use crate::revocations::RevocationSettings;
 use ipnet::IpNet;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::SecretString;
 
 /// `login-service`: issues access tokens for e-mail/password logins, and administers accounts.
 #[derive(Debug, Parser)]
@@ -338,23 +338,10 @@ impl ServeArgs {
                 "--lockout-max must be ≤ 30 days".into(),
             ));
         }
-        // Why: a secret file's trailing newline goes verbatim into the env, and ext-authz
-        // trims it (a header cannot carry it): compare the trimmed value, and refuse tokens
-        // that are short or would never match (same rule as ext-authz).
-        let feed_token = self
-            .revocation_feed_token
-            .as_ref()
-            .map(|t| t.expose_secret().trim())
-            .filter(|t| !t.is_empty());
-        if let Some(token) = feed_token
-            && (token.chars().count() < 32
-                || token.chars().any(|c| c.is_whitespace() || c.is_control()))
-        {
-            return Err(ConfigError::Invalid(
-                "REVOCATION_FEED_TOKEN must be at least 32 characters without whitespace or control characters (surrounding whitespace is trimmed)".into(),
-            ));
-        }
-        let feed_token: Option<SecretString> = feed_token.map(|t| t.to_owned().into());
+        // Why: a secret file's trailing newline goes verbatim into the env; the rule (trim,
+        // refuse tokens that are short or would never match) is ext-authz's, in auth-token.
+        let feed_token = auth_token::feed_token(self.revocation_feed_token.as_ref())
+            .map_err(|e| ConfigError::Invalid(format!("REVOCATION_FEED_TOKEN must be {e}")))?;
         // Why: the feed lists subjects and token ids; "production" = reachable beyond this host.
         if feed_token.is_none() && !self.http_addr.ip().is_loopback() && !self.insecure_open_feed {
             return Err(ConfigError::OpenFeed(self.http_addr));
@@ -454,6 +441,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory as _;
+    use secrecy::ExposeSecret as _;
 
     #[test]
     fn clap_definition_is_consistent() {
