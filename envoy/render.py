@@ -145,23 +145,23 @@ def jwks(secret_file: Path, kid: str) -> str:
 
 def bench_variants(secret_file: Path, kid: str, uds: str, offset: int) -> list[Variant]:
     shipped = shipped_values(offset)
-    authz_tcp = shipped["ext_authz_address"]
-    lean = [
-        ("a-noauth", "no auth filter", set()),
-        ("b-jwt_authn", "jwt_authn", {"jwt_authn"}),
-        ("c-ext_authz_tcp", "ext_authz over TCP", {"ext_authz"}),
+    over_tcp = shipped["ext_authz_address"]
+    lean = [  # name, description, flags besides `lean`, ext-authz's address
+        ("a-noauth", "no auth filter", set(), over_tcp),
+        ("b-jwt_authn", "jwt_authn", {"jwt_authn"}, over_tcp),
+        ("c-ext_authz_tcp", "ext_authz over TCP", {"ext_authz"}, over_tcp),
         ("c2-ext_authz_tcp_allowlist", "ext_authz over TCP, allowed_headers",
-         {"ext_authz", "allowed_headers"}),
-        ("d-ext_authz_uds", "ext_authz over a Unix socket", {"ext_authz"}),
+         {"ext_authz", "allowed_headers"}, over_tcp),
+        ("d-ext_authz_uds", "ext_authz over a Unix socket", {"ext_authz"}, pipe(uds)),
     ]
     out = []
-    for i, (name, desc, flags) in enumerate(lean, start=1):
+    for i, (name, desc, flags, authz_address) in enumerate(lean, start=1):
         values = {
             **shipped,
             "admin_port": str(int(shipped["admin_port"]) + i),
             "listen_port": str(int(shipped["listen_port"]) + i),
             "route_config_name": "bench_routes",
-            "ext_authz_address": pipe(uds) if name.startswith("d-") else authz_tcp,
+            "ext_authz_address": authz_address,
         }
         if "jwt_authn" in flags:
             values["jwks"] = jwks(secret_file, kid)
