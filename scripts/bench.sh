@@ -16,7 +16,7 @@
 #   GRPC_RATES=1000,5000,10000,max GRPC_DURATION=10 GRPC_CONNS=4
 #   GRPC_MT_RATES=5000,max         steps for the unpinned (multi-threaded runtime) ext-authz
 #   LOGIN_CONNS=100 LOGIN_DURATION=15
-#   PORT_OFFSET=10000                every port = the shipped one + offset (see bench/render_envoy.py)
+#   PORT_OFFSET=10000                every port = the shipped one + offset (see envoy/render.py)
 #   ENVOY_CPU=0 OTHER_CPUS=1         CPU pinning (taskset): Envoy alone on ENVOY_CPU, wrk, ext-authz
 #                                    and the upstream on OTHER_CPUS (gRPC step: load generator on
 #                                    ENVOY_CPU, ext-authz on OTHER_CPUS)
@@ -206,9 +206,9 @@ TOKEN=$(curl -fsS -u "bench@example.com:$PASSWORD" -H 'Accept: text/plain' -X PO
 BASIC=$(printf '%s' "bench@example.com:$PASSWORD" | base64 -w0)
 
 # --- Envoy: six configurations, all running, each on its own port, all pinned to ENVOY_CPU ---------
-python3 bench/render_envoy.py "$WORK/envoy" --secret-file "$WORK/keys/$KID" --kid "$KID" \
+python3 envoy/render.py --bench "$WORK/envoy" --secret-file "$WORK/keys/$KID" --kid "$KID" \
   --uds "$UDS" --port-offset "$PORT_OFFSET"
-# The lean configs, in bench/render_envoy.py's port order (listener offset+8081.., admin +9902..).
+# The lean configs, in envoy/render.py's port order (listener offset+8081.., admin +9902..).
 LEAN=(a-noauth b-jwt_authn c-ext_authz_tcp c2-ext_authz_tcp_allowlist d-ext_authz_uds)
 CONFIGS=("${LEAN[@]}" e-shipped)
 declare -A PORT ADMIN ENVOY_PID

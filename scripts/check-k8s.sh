@@ -9,9 +9,9 @@
 #   3. kubernetes-validate --strict, against the oldest Kubernetes we support and the newest
 #   4. checkov over all rendered overlays at once (skips: manifests/.checkov.yaml only)
 #   5. pytest manifests/tests: cross-references, the binaries' --help and --check-config (from
-#      target/debug), the Envoy config vs envoy/envoy-uds.yaml, `envoy --mode validate`, and the
-#      rendered gateway run on loopback (Envoy + ext-authz over the socket + login-service +
-#      demo-upstream with the rendered environment)
+#      target/debug), the gateway Envoy config's Kubernetes-only parts, `envoy --mode validate`,
+#      and the rendered gateway run on loopback (Envoy + ext-authz over the socket +
+#      login-service + demo-upstream with the rendered environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
