@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use login_service::revocations::{self, FeedPage, Reason, Revocation, TokenRef};
+use login_service::revocations::{self, Reason, Revocation, TokenRef};
+use login_service::routes::revocation::FeedPage;
 
 use crate::helpers::{TestApp, TestDb, db_test, run_cli, run_cli_ok, spawn_app, spawn_app_with};
 
