@@ -34,9 +34,9 @@
 
 use std::time::Duration;
 
+use auth_token::FeedEntry;
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
-use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::db::{Db, DbConn};
@@ -80,22 +80,30 @@ impl Reason {
     }
 }
 
-/// One row, as stored and as served by the feed.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize, Deserialize)]
+/// One row as stored; read out as the feed's wire type, [`FeedEntry`] (the contract both
+/// services share, defined in `auth-token`), field for field.
+#[derive(Queryable, Selectable)]
 #[diesel(table_name = revocation)]
-pub struct Revocation {
-    /// Feed cursor.
-    pub id: i64,
-    /// User id.
-    pub sub: String,
-    /// One token; `None` for a user-wide revocation.
-    pub jti: Option<String>,
-    /// Unix seconds; user-wide: tokens with `iat <= revoked_at` are revoked.
-    pub revoked_at: i64,
-    /// Unix seconds after which nothing valid is covered.
-    pub expires_at: i64,
-    /// [`Reason::as_str`].
-    pub reason: String,
+struct Row {
+    id: i64,
+    sub: String,
+    jti: Option<String>,
+    revoked_at: i64,
+    expires_at: i64,
+    reason: String,
+}
+
+impl From<Row> for FeedEntry {
+    fn from(r: Row) -> Self {
+        Self {
+            id: r.id,
+            sub: r.sub,
+            jti: r.jti,
+            revoked_at: r.revoked_at,
+            expires_at: r.expires_at,
+            reason: r.reason,
+        }
+    }
 }
 
 #[derive(Insertable)]
@@ -362,14 +370,15 @@ pub fn user_cutoff(conn: &mut DbConn, sub: &str, now: i64) -> QueryResult<Option
 }
 
 /// Unexpired rows after `since`, in id order, at most `limit`.
-pub fn page(conn: &mut DbConn, since: i64, now: i64, limit: i64) -> QueryResult<Vec<Revocation>> {
-    revocation::table
+pub fn page(conn: &mut DbConn, since: i64, now: i64, limit: i64) -> QueryResult<Vec<FeedEntry>> {
+    let rows = revocation::table
         .filter(revocation::id.gt(since))
         .filter(revocation::expires_at.gt(now - RETENTION_SLACK_SECS))
         .order(revocation::id.asc())
         .limit(limit)
-        .select(Revocation::as_select())
-        .load(conn)
+        .select(Row::as_select())
+        .load::<Row>(conn)?;
+    Ok(rows.into_iter().map(FeedEntry::from).collect())
 }
 
 /// The newest row id, if any.

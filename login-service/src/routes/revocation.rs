@@ -6,30 +6,26 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use auth_token::bearer::BearerError;
+use auth_token::{FeedPage, FeedQuery};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 use tracing::{info, instrument};
 
 use crate::config::user_revocation_ttl;
 use crate::error::ApiError;
 use crate::revocations::{
-    LogoutOutcome, Revocation, TokenRef, logout_all, newest_id, now_secs, page, revoke_token,
+    LogoutOutcome, TokenRef, logout_all, newest_id, now_secs, page, revoke_token,
 };
 use crate::state::AppState;
 
-/// Longest long-poll the feed grants (also capped below `--request-timeout`).
-pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// How often a waiting long-poll looks for new rows.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(150);
-/// Entries per feed response when the client does not say.
-pub const DEFAULT_LIMIT: i64 = 1000;
-/// Most entries per feed response.
-pub const MAX_LIMIT: i64 = 10_000;
 
 /// Query of `POST /logout`.
 #[derive(Debug, Deserialize)]
@@ -39,12 +35,24 @@ pub struct LogoutQuery {
     pub all: bool,
 }
 
-/// The bearer token of an `Authorization` value (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+/// The bearer token of the request, read by the one RFC 6750 parser both services use
+/// ([`auth_token::bearer::parse`]): no header or another scheme is `missing_token`; a malformed
+/// value — no token, characters outside `b64token`, a value that is not visible ASCII, or
+/// several `Authorization` headers — is `invalid_token`, the answer a wrong token gets.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next();
+    // Why: a second header is refused, not ignored, as a merged `Bearer a,Bearer b` is.
+    if values.next().is_some() {
+        return Err(ApiError::InvalidToken);
+    }
+    let value = value
+        .map(|v| v.to_str().map_err(|_| ApiError::InvalidToken))
+        .transpose()?;
+    auth_token::bearer::parse(value).map_err(|e| match e {
+        BearerError::Missing => ApiError::MissingToken,
+        BearerError::Malformed => ApiError::InvalidToken,
+    })
 }
 
 /// `POST /logout[?all=true]` with `Authorization: Bearer <token>`: revokes that token (or every
@@ -56,7 +64,7 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let s = &state.settings;
-    let token = bearer(&headers).ok_or(ApiError::MissingToken)?;
+    let token = bearer(&headers)?;
     let verifier = auth_token::Verifier::new(&auth_token::VerifierConfig {
         issuer: s.issuer.issuer.clone(),
         audience: s.issuer.audience.clone(),
@@ -109,31 +117,6 @@ pub async fn logout(
     Ok(resp)
 }
 
-/// Query of `GET /revocations`.
-#[derive(Debug, Deserialize)]
-pub struct FeedQuery {
-    /// Cursor: entries with a larger id are returned; `0` = snapshot of everything unexpired.
-    #[serde(default)]
-    pub since: i64,
-    /// Seconds to wait for a new entry when there is none (long poll); `0` answers at once
-    /// (a follower's first request, the snapshot, uses `since=0&wait=0`).
-    #[serde(default)]
-    pub wait: u64,
-    /// Most entries in this response (default 1000, at most 10000).
-    pub limit: Option<i64>,
-}
-
-/// Body of `GET /revocations`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FeedPage {
-    /// Pass as `since` next time: the last id returned (or `since` when none).
-    pub cursor: i64,
-    /// More entries are waiting: ask again at once.
-    pub more: bool,
-    /// The entries, in id order.
-    pub revocations: Vec<Revocation>,
-}
-
 /// `GET /revocations?since=&wait=&limit=`: the feed (see [`crate::revocations`] and the README).
 /// A `since` beyond the newest row answers 409 `cursor_ahead` (the database was replaced).
 pub async fn feed(
@@ -143,16 +126,16 @@ pub async fn feed(
 ) -> Result<Response, ApiError> {
     let s = &state.settings;
     if let Some(expected) = &s.revocation.feed_token {
-        let given = bearer(&headers).ok_or(ApiError::MissingToken)?;
+        let given = bearer(&headers)?;
         if !bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
             return Err(ApiError::InvalidToken);
         }
     }
-    let since = query.since.max(0);
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let since = query.bounded_since();
+    let limit = query.bounded_limit();
     // Why: the whole request must end before `--request-timeout` turns it into a 408.
-    let wait = Duration::from_secs(query.wait)
-        .min(MAX_WAIT)
+    let wait = query
+        .bounded_wait()
         .min(s.request_timeout.saturating_sub(Duration::from_secs(1)));
     if since > 0 {
         // Why: rows are never deleted down to nothing (the newest stays), so a cursor past the
@@ -194,13 +177,27 @@ mod tests {
 
     #[test]
     fn bearer_parsing() {
+        fn code(h: &HeaderMap) -> Result<&str, &'static str> {
+            bearer(h).map_err(|e| e.parts().1)
+        }
         let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h), None);
+        assert_eq!(code(&h), Err("missing_token"));
         h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer(&h), None);
+        assert_eq!(code(&h), Err("missing_token"));
         h.insert(header::AUTHORIZATION, "bearer  tok ".parse().unwrap());
-        assert_eq!(bearer(&h), Some("tok"));
-        h.insert(header::AUTHORIZATION, "Bearer".parse().unwrap());
-        assert_eq!(bearer(&h), None);
+        assert_eq!(code(&h), Ok("tok"));
+        // Malformed (RFC 6750 `b64token`): the answer a wrong token gets.
+        for bad in [
+            "Bearer",
+            "Bearer a b",
+            "Bearer a,Bearer b",
+            "Bearer \"tok\"",
+        ] {
+            h.insert(header::AUTHORIZATION, bad.parse().unwrap());
+            assert_eq!(code(&h), Err("invalid_token"), "{bad:?}");
+        }
+        h.insert(header::AUTHORIZATION, "Bearer tok".parse().unwrap());
+        h.append(header::AUTHORIZATION, "Bearer tok".parse().unwrap());
+        assert_eq!(code(&h), Err("invalid_token"), "two headers");
     }
 }
