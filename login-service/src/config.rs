@@ -319,8 +319,8 @@ impl Cli {
         let global = &self.global;
         let database = || global.db().map(|(url, pool)| Database { url, pool });
         Ok(match self.command {
-            None => self.serve.task(global)?,
-            Some(Command::Serve(args)) => args.task(global)?,
+            None => self.serve.serve_task(global)?,
+            Some(Command::Serve(args)) => args.serve_task(global)?,
             Some(Command::Migrate) => Task::Migrate(database()?),
             // Why the server's TOKEN_TTL (read from the same environment): user-wide
             // revocations must outlive the tokens it issues.
@@ -335,7 +335,7 @@ impl Cli {
 
 impl ServeArgs {
     /// `serve`, or `serve --check-config`.
-    fn task(&self, global: &GlobalArgs) -> Result<Task, ConfigError> {
+    fn serve_task(&self, global: &GlobalArgs) -> Result<Task, ConfigError> {
         let settings = Box::new(self.resolve(global)?);
         Ok(if self.check_config {
             Task::CheckConfig(settings)

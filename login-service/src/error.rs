@@ -6,7 +6,9 @@
 //! (database messages, hashes, tokens) are logged where they happen, at most, and never put in a
 //! response. Responses produced outside the handlers (unknown route, wrong method, body too large,
 //! timeout) are rewritten to the same JSON shape by [`crate::routes`] through
-//! [`ApiError::from_status`]. `anyhow` is used only in `main`, startup and tests.
+//! [`ApiError::from_status`]. The errors of the layers below ([`LoginError`], [`DbError`],
+//! [`PasswordError`], [`CredentialsError`]) become an [`ApiError`] here, by `From`, and nowhere
+//! else. `anyhow` is used only in `main`, startup and tests.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
