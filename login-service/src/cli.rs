@@ -1,4 +1,7 @@
-//! The process entry: dispatch of subcommands, the `user` admin commands, and exit codes.
+//! The process entry and the top of the module stack: the parsed command line is validated
+//! into a [`Task`] by [`crate::config`], then run here by calling down — [`crate::server`] for
+//! `serve`, [`crate::db`] for `migrate`, [`crate::users`] and [`crate::revocations`] for the
+//! `user` admin commands. Nothing below calls back up.
 //!
 //! Exit codes (sysexits.h): 0 ok, 64 usage/configuration, 65 invalid input (e-mail, empty or
 //! mismatched password), 67 unknown user, 69 database unavailable, 70 internal error,
@@ -10,7 +13,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::config::{Cli, Command, ConfigError, GlobalArgs, ServeArgs, UserCommand};
+use crate::config::{Cli, ConfigError, Database, Settings, Task, UserCommand};
 use crate::db::{Db, DbError};
 use crate::password;
 use crate::revocations::{self, Reason};
@@ -92,12 +95,7 @@ impl From<EmailError> for CliError {
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     crate::telemetry::init(cli.global.log_format);
-    let result = match cli.command {
-        None => serve(&cli.global, &cli.serve),
-        Some(Command::Serve(args)) => serve(&cli.global, &args),
-        Some(Command::Migrate) => migrate(&cli.global),
-        Some(Command::User(cmd)) => user(&cli.global, cli.serve.token_ttl, cmd),
-    };
+    let result = cli.task().map_err(CliError::from).and_then(execute);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -107,17 +105,28 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliError> {
-    let settings = args.resolve(global)?;
-    if args.check_config {
-        eprintln!(
-            "login-service: configuration ok (backend {}, signing kid {}, {} key(s))",
-            settings.db_url.backend(),
-            settings.signing_kid,
-            settings.keys.len()
-        );
-        return Ok(());
+fn execute(task: Task) -> Result<(), CliError> {
+    match task {
+        Task::CheckConfig(settings) => {
+            eprintln!(
+                "login-service: configuration ok (backend {}, signing kid {}, {} key(s))",
+                settings.db_url.backend(),
+                settings.signing_kid,
+                settings.keys.len()
+            );
+            Ok(())
+        }
+        Task::Serve(settings) => serve(*settings),
+        Task::Migrate(db) => migrate(&db),
+        Task::User {
+            db,
+            revocation_ttl,
+            command,
+        } => user(&db, revocation_ttl, command),
     }
+}
+
+fn serve(settings: Settings) -> Result<(), CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -133,13 +142,13 @@ fn serve(global: &GlobalArgs, args: &ServeArgs) -> Result<(), CliError> {
     })
 }
 
-fn open(global: &GlobalArgs) -> Result<Db, CliError> {
-    let (url, pool) = global.db()?;
-    Db::new(url, &pool).map_err(|e| CliError::Usage(format!("cannot create data directory: {e}")))
+fn open(database: &Database) -> Result<Db, CliError> {
+    Db::new(database.url.clone(), &database.pool)
+        .map_err(|e| CliError::Usage(format!("cannot create data directory: {e}")))
 }
 
-fn migrate(global: &GlobalArgs) -> Result<(), CliError> {
-    let db = open(global)?;
+fn migrate(database: &Database) -> Result<(), CliError> {
+    let db = open(database)?;
     let applied = db.migrate()?;
     if applied.is_empty() {
         eprintln!("login-service: database is up to date");
@@ -202,10 +211,8 @@ fn is_unique_violation(e: &DbError) -> bool {
     )
 }
 
-/// `token_ttl` is the server's `TOKEN_TTL` (read from the same environment): user-wide
-/// revocations must outlive the tokens it issues.
-fn user(global: &GlobalArgs, token_ttl: Duration, cmd: UserCommand) -> Result<(), CliError> {
-    let ttl = revocations::user_revocation_ttl(global.max_token_ttl, token_ttl);
+/// `ttl` is how long the user-wide revocations are kept ([`Task::User`]).
+fn user(database: &Database, ttl: Duration, cmd: UserCommand) -> Result<(), CliError> {
     match cmd {
         UserCommand::Add {
             email,
@@ -214,7 +221,7 @@ fn user(global: &GlobalArgs, token_ttl: Duration, cmd: UserCommand) -> Result<()
         } => {
             let email = users::normalize_email(&email)?;
             let pw = read_password(password_stdin)?;
-            let db = open(global)?;
+            let db = open(database)?;
             let h = hash(&pw)?;
             let e2 = email.clone();
             match db.run_sync(move |c| users::insert(c, &e2, &h, admin)) {
@@ -234,7 +241,7 @@ fn user(global: &GlobalArgs, token_ttl: Duration, cmd: UserCommand) -> Result<()
             password_stdin,
         } => {
             // Look up first, so an unknown user is reported before asking for a password.
-            let (db, email, found) = existing_user(global, &email)?;
+            let (db, email, found) = existing_user(database, &email)?;
             let id = found.id;
             let pw = read_password(password_stdin)?;
             let h = hash(&pw)?;
@@ -246,21 +253,21 @@ fn user(global: &GlobalArgs, token_ttl: Duration, cmd: UserCommand) -> Result<()
             eprintln!("login-service: password of {email} changed");
             revoke_all(&db, ttl, &email, id, Reason::Password)
         }
-        UserCommand::Disable { email } => set_disabled(global, ttl, &email, true),
-        UserCommand::Enable { email } => set_disabled(global, ttl, &email, false),
+        UserCommand::Disable { email } => set_disabled(database, ttl, &email, true),
+        UserCommand::Enable { email } => set_disabled(database, ttl, &email, false),
         UserCommand::Remove { email } => {
-            let (db, email, found) = existing_user(global, &email)?;
+            let (db, email, found) = existing_user(database, &email)?;
             let e2 = email.clone();
             expect_one(db.run_sync(move |c| users::remove(c, &e2))?, &email)?;
             eprintln!("login-service: user {email} removed");
             revoke_all(&db, ttl, &email, found.id, Reason::Removed)
         }
         UserCommand::Revoke { email } => {
-            let (db, email, found) = existing_user(global, &email)?;
+            let (db, email, found) = existing_user(database, &email)?;
             revoke_all(&db, ttl, &email, found.id, Reason::Admin)
         }
         UserCommand::List => {
-            let db = open(global)?;
+            let db = open(database)?;
             let all = db.run_sync(users::list)?;
             let now = chrono::Utc::now().naive_utc();
             let width = all.iter().map(|u| u.email.len()).max().unwrap_or(5).max(5);
@@ -296,9 +303,9 @@ fn expect_one(rows: usize, email: &str) -> Result<(), CliError> {
 }
 
 /// The database, the normalised e-mail and its account; `NoUser` (exit 67) when there is none.
-fn existing_user(global: &GlobalArgs, email: &str) -> Result<(Db, String, users::User), CliError> {
+fn existing_user(database: &Database, email: &str) -> Result<(Db, String, users::User), CliError> {
     let email = users::normalize_email(email)?;
-    let db = open(global)?;
+    let db = open(database)?;
     let e2 = email.clone();
     match db.run_sync(move |c| users::find_by_email(c, &e2))? {
         Some(found) => Ok((db, email, found)),
@@ -307,13 +314,13 @@ fn existing_user(global: &GlobalArgs, email: &str) -> Result<(Db, String, users:
 }
 
 fn set_disabled(
-    global: &GlobalArgs,
+    database: &Database,
     ttl: Duration,
     email: &str,
     disabled: bool,
 ) -> Result<(), CliError> {
     // Look up first: an unknown user is exit 67, and the id is needed for the revocation.
-    let (db, email, found) = existing_user(global, email)?;
+    let (db, email, found) = existing_user(database, email)?;
     let e2 = email.clone();
     db.run_sync(move |c| users::set_disabled(c, &e2, disabled))?;
     eprintln!(
@@ -329,7 +336,7 @@ fn set_disabled(
 
 /// Revokes every token of user `id` issued until now. Runs after the account change, so a
 /// login racing the change cannot slip a token past the revocation.
-/// `ttl` is [`revocations::user_revocation_ttl`], the rule `serve` uses too.
+/// `ttl` is [`crate::config::user_revocation_ttl`], the rule `serve` uses too.
 fn revoke_all(
     db: &Db,
     ttl: Duration,

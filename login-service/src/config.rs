@@ -1,5 +1,7 @@
-//! Command line and environment (clap), and their validation into [`Settings`], the resolved
-//! configuration the server runs with. Tests build [`Settings`] directly.
+//! Command line and environment (clap), and their validation into a [`Task`]: for `serve`, the
+//! [`Settings`] the server runs with; for the other commands, the database they work on. Tests
+//! build [`Settings`] directly. Nothing here touches the database or calls back into
+//! [`crate::cli`], which runs the task.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +14,6 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::db::{DbUrl, PoolSettings, UrlError};
 use crate::lockout::{Policies, Policy};
-use crate::revocations::RevocationSettings;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
@@ -218,7 +219,7 @@ pub struct ServeArgs {
     /// Unexpired per-token revocations (logouts) one user may hold; a logout beyond that ends
     /// every session of the user (one user-wide revocation) instead. Bounds what one account
     /// adds to every ext-authz's memory.
-    #[arg(long, env = "MAX_REVOKED_PER_USER", default_value_t = crate::revocations::DEFAULT_MAX_REVOKED_PER_USER)]
+    #[arg(long, env = "MAX_REVOKED_PER_USER", default_value_t = DEFAULT_MAX_REVOKED_PER_USER)]
     pub max_revoked_per_user: u32,
 }
 
@@ -279,6 +280,104 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// `/logout`, the revocation feed and its cleanup.
     pub revocation: RevocationSettings,
+}
+
+/// What the command line asks for, validated: everything [`crate::cli::run`] needs to run it.
+#[derive(Debug)]
+pub enum Task {
+    /// `serve` (also without a subcommand).
+    Serve(Box<Settings>),
+    /// `serve --check-config`: the configuration and keys are valid; nothing more to do.
+    CheckConfig(Box<Settings>),
+    /// `migrate`.
+    Migrate(Database),
+    /// `user …`.
+    User {
+        /// The accounts' database.
+        db: Database,
+        /// How long the user-wide revocations of `passwd`, `disable`, `remove` and `revoke`
+        /// are kept ([`user_revocation_ttl`], the rule `serve` uses too).
+        revocation_ttl: Duration,
+        /// The command.
+        command: UserCommand,
+    },
+}
+
+/// A database to open: where, and the pool around it.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// Location and backend.
+    pub url: DbUrl,
+    /// Pool sizing.
+    pub pool: PoolSettings,
+}
+
+impl Cli {
+    /// Validates the command line into the [`Task`] to run: loads the keys for `serve`, never
+    /// touches the database.
+    pub fn task(self) -> Result<Task, ConfigError> {
+        let global = &self.global;
+        let database = || global.db().map(|(url, pool)| Database { url, pool });
+        Ok(match self.command {
+            None => self.serve.serve_task(global)?,
+            Some(Command::Serve(args)) => args.serve_task(global)?,
+            Some(Command::Migrate) => Task::Migrate(database()?),
+            // Why the server's TOKEN_TTL (read from the same environment): user-wide
+            // revocations must outlive the tokens it issues.
+            Some(Command::User(command)) => Task::User {
+                db: database()?,
+                revocation_ttl: user_revocation_ttl(global.max_token_ttl, self.serve.token_ttl),
+                command,
+            },
+        })
+    }
+}
+
+impl ServeArgs {
+    /// `serve`, or `serve --check-config`.
+    fn serve_task(&self, global: &GlobalArgs) -> Result<Task, ConfigError> {
+        let settings = Box::new(self.resolve(global)?);
+        Ok(if self.check_config {
+            Task::CheckConfig(settings)
+        } else {
+            Task::Serve(settings)
+        })
+    }
+}
+
+/// Revocation settings of `serve` (the CLI only needs [`RevocationSettings::user_ttl`]).
+#[derive(Debug, Clone)]
+pub struct RevocationSettings {
+    /// When set, `GET /revocations` requires `Authorization: Bearer <token>`.
+    pub feed_token: Option<SecretString>,
+    /// How long a user-wide revocation is kept: at least the longest token lifetime.
+    pub user_ttl: Duration,
+    /// How often expired rows are deleted.
+    pub cleanup_interval: Duration,
+    /// Unexpired per-token revocations one user may hold; a logout beyond it revokes all the
+    /// user's tokens instead (bounds what one account adds to every ext-authz).
+    pub max_revoked_per_user: u32,
+}
+
+/// Default of [`RevocationSettings::max_revoked_per_user`] (`MAX_REVOKED_PER_USER`).
+pub const DEFAULT_MAX_REVOKED_PER_USER: u32 = 16;
+
+impl Default for RevocationSettings {
+    fn default() -> Self {
+        Self {
+            feed_token: None,
+            user_ttl: Duration::from_secs(86_400),
+            cleanup_interval: Duration::from_secs(60),
+            max_revoked_per_user: DEFAULT_MAX_REVOKED_PER_USER,
+        }
+    }
+}
+
+/// How long a user-wide revocation is kept: the longest lifetime a token can have, i.e. the
+/// larger of `MAX_TOKEN_TTL` and `TOKEN_TTL`. `serve` and the admin CLI both use this one rule,
+/// so a revocation never expires before a token it revokes.
+pub fn user_revocation_ttl(max_token_ttl: Duration, token_ttl: Duration) -> Duration {
+    max_token_ttl.max(token_ttl)
 }
 
 impl GlobalArgs {
@@ -388,10 +487,7 @@ impl ServeArgs {
             shutdown_timeout: self.shutdown_timeout,
             revocation: RevocationSettings {
                 feed_token,
-                user_ttl: crate::revocations::user_revocation_ttl(
-                    global.max_token_ttl,
-                    self.token_ttl,
-                ),
+                user_ttl: user_revocation_ttl(global.max_token_ttl, self.token_ttl),
                 cleanup_interval: self.revocation_cleanup_interval,
                 max_revoked_per_user: self.max_revoked_per_user,
             },

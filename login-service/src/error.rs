@@ -6,11 +6,19 @@
 //! (database messages, hashes, tokens) are logged where they happen, at most, and never put in a
 //! response. Responses produced outside the handlers (unknown route, wrong method, body too large,
 //! timeout) are rewritten to the same JSON shape by [`crate::routes`] through
-//! [`ApiError::from_status`]. `anyhow` is used only in `main`, startup and tests.
+//! [`ApiError::from_status`]. The errors of the layers below ([`LoginError`], [`DbError`],
+//! [`PasswordError`], [`CredentialsError`]) become an [`ApiError`] here, by `From`, and nowhere
+//! else. `anyhow` is used only in `main`, startup and tests.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tracing::warn;
+
+use crate::credentials::CredentialsError;
+use crate::db::DbError;
+use crate::login::LoginError;
+use crate::password::PasswordError;
 
 /// The realm announced in `WWW-Authenticate: Basic`.
 pub const REALM: &str = "login-service";
@@ -240,6 +248,50 @@ impl IntoResponse for ApiError {
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
+    }
+}
+
+/// The database failed: 503 with `Retry-After` (logged here, never put in the body).
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        warn!(error = %e, "database error");
+        ApiError::DatabaseUnavailable
+    }
+}
+
+/// Hashing could not run (not a wrong password): 500.
+impl From<PasswordError> for ApiError {
+    fn from(e: PasswordError) -> Self {
+        warn!(error = %e, "password hashing failed");
+        ApiError::Internal
+    }
+}
+
+impl From<CredentialsError> for ApiError {
+    fn from(e: CredentialsError) -> Self {
+        match e {
+            CredentialsError::Missing => ApiError::MissingCredentials,
+            CredentialsError::Malformed => ApiError::MalformedCredentials,
+        }
+    }
+}
+
+/// The answer to each way a login gives no token.
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::UserIdTooLong => ApiError::UserIdTooLong,
+            LoginError::InvalidCredentials => ApiError::InvalidCredentials,
+            LoginError::Locked { retry_after } => ApiError::Locked { retry_after },
+            LoginError::RateLimited { retry_after } => ApiError::RateLimited { retry_after },
+            LoginError::Database(e) => e.into(),
+            LoginError::Password(e) => e.into(),
+            LoginError::NoSigningKey => ApiError::Internal,
+            LoginError::Signing(e) => {
+                warn!(error = %e, "token signing failed");
+                ApiError::Internal
+            }
+        }
     }
 }
 

@@ -3,7 +3,20 @@
 //! lockout and per-address rate limiting; the same binary administers accounts.
 //!
 //! Entry points: [`cli::run`] (process), [`server::build_state`] + [`server::serve`] (tests and
-//! embedding), [`routes::router`] (the HTTP API).
+//! embedding), [`routes::router`] (the HTTP API), [`login::authenticate`] (the login decision
+//! without HTTP).
+//!
+//! Layers, each importing only the ones below it (no module imports a higher one):
+//! 1. [`cli`], the process: runs the [`config::Task`] the command line resolves to;
+//! 2. [`server`] (state, listener, drain) over [`routes`] (HTTP only: request in, domain call,
+//!    response out), [`state`] (what handlers share) and [`error`] (each failure mapped once to
+//!    an HTTP answer);
+//! 3. [`login`], the login decision, and [`config`], flags and environment validated into
+//!    settings;
+//! 4. queries and rules: [`users`], [`revocations`], [`lockout`], [`password`],
+//!    [`credentials`], [`metrics`], over [`db`] and [`schema`].
+//!
+//! [`telemetry`] is process plumbing used by [`cli`].
 
 pub mod cli;
 pub mod config;
@@ -11,11 +24,13 @@ pub mod credentials;
 pub mod db;
 pub mod error;
 pub mod lockout;
+pub mod login;
 pub mod metrics;
 pub mod password;
 pub mod revocations;
 pub mod routes;
 pub mod schema;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod users;

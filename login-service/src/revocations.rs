@@ -1,18 +1,20 @@
-//! Revocation: `POST /logout`, the user-wide revocations of the admin CLI, and the
-//! `GET /revocations` feed every ext-authz replica follows (ext-authz never reads the database).
+//! Queries on the `revocation` table: the revocations of `POST /logout` and of the admin CLI,
+//! and the pages of the `GET /revocations` feed every ext-authz replica follows (ext-authz never
+//! reads the database). Like [`crate::users`], every function takes a [`DbConn`] and is meant
+//! to run inside [`crate::db::Db::run`]; the HTTP side is [`crate::routes`].
 //!
 //! Rows of the `revocation` table are either one token (`jti` set; kept until the token's `exp`)
 //! or a user-wide cut (`jti` NULL: every token of `sub` with `iat <= revoked_at`; kept for
-//! [`RevocationSettings::user_ttl`], the longest token lifetime). Rows stay
+//! [`crate::config::RevocationSettings::user_ttl`], the longest token lifetime). Rows stay
 //! [`RETENTION_SLACK_SECS`] past `expires_at` (verifiers accept `exp` with a clock-skew leeway),
 //! then [`cleanup`] deletes them.
 //!
 //! **The `iat` rule.** `iat` has one-second resolution, so "tokens issued before T" cannot be
 //! told apart from "tokens issued in the same second right after T". A user-wide revocation at
 //! Unix second `T` revokes `iat <= T`, and login-service never issues a token for that user with
-//! `iat <= T`: a login in the same second waits for the next second ([`fresh_iat`], at most
-//! one second, and only right after a revocation of that very user). So every earlier token dies
-//! and every later login lives.
+//! `iat <= T`: a login in the same second waits for the next second
+//! ([`crate::login::fresh_iat`], at most one second, and only right after a revocation of that
+//! very user). So every earlier token dies and every later login lives.
 //!
 //! **Logins in flight.** The cutoff a login honours is the one read with the user row, and
 //! the `iat` is fixed *before* the login's conditional success write
@@ -30,65 +32,19 @@
 //! always keeps the newest row, so an id is never handed out twice even by servers that
 //! recompute the counter from `MAX(id)` at startup.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use axum::Json;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use auth_token::FeedEntry;
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
-use secrecy::{ExposeSecret as _, SecretString};
-use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq as _;
-use tracing::{info, instrument};
+use tracing::info;
 
-use crate::db::DbConn;
-use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::db::{Db, DbConn};
 use crate::schema::revocation;
 
 /// Seconds a row outlives its `expires_at` (in the feed and the table): more than any verifier
 /// leeway on `exp` (ext-authz's default is 30 s).
 pub const RETENTION_SLACK_SECS: i64 = 300;
-/// Longest long-poll the feed grants (also capped below `--request-timeout`).
-pub const MAX_WAIT: Duration = Duration::from_secs(30);
-/// How often a waiting long-poll looks for new rows.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(150);
-/// Entries per feed response when the client does not say.
-pub const DEFAULT_LIMIT: i64 = 1000;
-/// Most entries per feed response.
-pub const MAX_LIMIT: i64 = 10_000;
-
-/// Revocation settings of `serve` (the CLI only needs [`RevocationSettings::user_ttl`]).
-#[derive(Debug, Clone)]
-pub struct RevocationSettings {
-    /// When set, `GET /revocations` requires `Authorization: Bearer <token>`.
-    pub feed_token: Option<SecretString>,
-    /// How long a user-wide revocation is kept: at least the longest token lifetime.
-    pub user_ttl: Duration,
-    /// How often expired rows are deleted.
-    pub cleanup_interval: Duration,
-    /// Unexpired per-token revocations one user may hold; a logout beyond it revokes all the
-    /// user's tokens instead (bounds what one account adds to every ext-authz).
-    pub max_revoked_per_user: u32,
-}
-
-/// Default of [`RevocationSettings::max_revoked_per_user`] (`MAX_REVOKED_PER_USER`).
-pub const DEFAULT_MAX_REVOKED_PER_USER: u32 = 16;
-
-impl Default for RevocationSettings {
-    fn default() -> Self {
-        Self {
-            feed_token: None,
-            user_ttl: Duration::from_secs(86_400),
-            cleanup_interval: Duration::from_secs(60),
-            max_revoked_per_user: DEFAULT_MAX_REVOKED_PER_USER,
-        }
-    }
-}
-
 /// Why a revocation was made (stored, and shown in the feed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -124,22 +80,30 @@ impl Reason {
     }
 }
 
-/// One row, as stored and as served by the feed.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Serialize, Deserialize)]
+/// One row as stored; read out as the feed's wire type, [`FeedEntry`] (the contract both
+/// services share, defined in `auth-token`), field for field.
+#[derive(Queryable, Selectable)]
 #[diesel(table_name = revocation)]
-pub struct Revocation {
-    /// Feed cursor.
-    pub id: i64,
-    /// User id.
-    pub sub: String,
-    /// One token; `None` for a user-wide revocation.
-    pub jti: Option<String>,
-    /// Unix seconds; user-wide: tokens with `iat <= revoked_at` are revoked.
-    pub revoked_at: i64,
-    /// Unix seconds after which nothing valid is covered.
-    pub expires_at: i64,
-    /// [`Reason::as_str`].
-    pub reason: String,
+struct Row {
+    id: i64,
+    sub: String,
+    jti: Option<String>,
+    revoked_at: i64,
+    expires_at: i64,
+    reason: String,
+}
+
+impl From<Row> for FeedEntry {
+    fn from(r: Row) -> Self {
+        Self {
+            id: r.id,
+            sub: r.sub,
+            jti: r.jti,
+            revoked_at: r.revoked_at,
+            expires_at: r.expires_at,
+            reason: r.reason,
+        }
+    }
 }
 
 #[derive(Insertable)]
@@ -155,13 +119,6 @@ struct NewRevocation<'a> {
 /// Unix seconds now, as the signed type the columns use.
 pub fn now_secs() -> i64 {
     i64::try_from(auth_token::now_unix()).unwrap_or(i64::MAX)
-}
-
-/// How long a user-wide revocation is kept: the longest lifetime a token can have, i.e. the
-/// larger of `MAX_TOKEN_TTL` and `TOKEN_TTL`. `serve` and the admin CLI both use this one rule,
-/// so a revocation never expires before a token it revokes.
-pub fn user_revocation_ttl(max_token_ttl: Duration, token_ttl: Duration) -> Duration {
-    max_token_ttl.max(token_ttl)
 }
 
 fn secs(d: Duration) -> i64 {
@@ -413,14 +370,15 @@ pub fn user_cutoff(conn: &mut DbConn, sub: &str, now: i64) -> QueryResult<Option
 }
 
 /// Unexpired rows after `since`, in id order, at most `limit`.
-pub fn page(conn: &mut DbConn, since: i64, now: i64, limit: i64) -> QueryResult<Vec<Revocation>> {
-    revocation::table
+pub fn page(conn: &mut DbConn, since: i64, now: i64, limit: i64) -> QueryResult<Vec<FeedEntry>> {
+    let rows = revocation::table
         .filter(revocation::id.gt(since))
         .filter(revocation::expires_at.gt(now - RETENTION_SLACK_SECS))
         .order(revocation::id.asc())
         .limit(limit)
-        .select(Revocation::as_select())
-        .load(conn)
+        .select(Row::as_select())
+        .load::<Row>(conn)?;
+    Ok(rows.into_iter().map(FeedEntry::from).collect())
 }
 
 /// The newest row id, if any.
@@ -444,192 +402,15 @@ pub fn cleanup(conn: &mut DbConn, now: i64) -> QueryResult<usize> {
     .execute(conn)
 }
 
-/// The `iat` for a new token of a user whose latest user-wide revocation is `cutoff`: now, but
-/// strictly after `cutoff` (see the module docs). Waits for the next second when a revocation
-/// happened in this very second; with a clock behind the revoker's by more than that, the token
-/// is dated `cutoff + 1` (a verifier's leeway absorbs it).
-pub async fn fresh_iat(cutoff: Option<i64>) -> u64 {
-    let now = auth_token::now_unix();
-    let Some(cutoff) = cutoff.and_then(|c| u64::try_from(c).ok()) else {
-        return now;
-    };
-    if now <= cutoff {
-        let next = UNIX_EPOCH + Duration::from_secs(cutoff + 1);
-        let wait = next
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .min(Duration::from_millis(1500));
-        tokio::time::sleep(wait).await;
-    }
-    auth_token::now_unix().max(cutoff + 1)
-}
-
-/// Query of `POST /logout`.
-#[derive(Debug, Deserialize)]
-pub struct LogoutQuery {
-    /// `true`: sign out everywhere (every token of the user issued until now).
-    #[serde(default)]
-    pub all: bool,
-}
-
-/// The bearer token of an `Authorization` value (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// `POST /logout[?all=true]` with `Authorization: Bearer <token>`: revokes that token (or every
-/// token of its user issued until now). 204 on success; 401 `missing_token`/`invalid_token`.
-#[instrument(skip_all, fields(user_id = tracing::field::Empty, all = query.all))]
-pub async fn logout(
-    State(state): State<Arc<AppState>>,
-    Query(query): Query<LogoutQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let s = &state.settings;
-    let token = bearer(&headers).ok_or(ApiError::MissingToken)?;
-    let verifier = auth_token::Verifier::new(&auth_token::VerifierConfig {
-        issuer: s.issuer.issuer.clone(),
-        audience: s.issuer.audience.clone(),
-        ..auth_token::VerifierConfig::default()
-    });
-    let claims = verifier
-        .verify(token, &s.keys, auth_token::now_unix())
-        .map_err(|e| {
-            info!(reason = e.reason(), "logout refused");
-            ApiError::InvalidToken
-        })?;
-    tracing::Span::current().record("user_id", claims.sub.as_str());
-    let ttl = user_revocation_ttl(s.revocation.user_ttl, s.issuer.ttl);
-    let all = query.all;
-    let max_per_user = s.revocation.max_revoked_per_user;
-    let outcome = state
-        .db
-        .run(move |c| {
-            let token = TokenRef {
-                sub: &claims.sub,
-                jti: &claims.jti,
-                iat: i64::try_from(claims.iat).unwrap_or(i64::MAX),
-                exp: i64::try_from(claims.exp).unwrap_or(i64::MAX),
-            };
-            if all {
-                logout_all(c, &token, now_secs, ttl)
-            } else {
-                revoke_token(c, &token, now_secs, max_per_user, ttl)
-            }
-        })
-        .await?;
-    match outcome {
-        // Why: Envoy's ext_authz refuses revoked tokens only while its feed is fresh; the
-        // service itself must not let a stolen revoked token sign the victim out everywhere.
-        LogoutOutcome::AlreadyRevoked if all => {
-            info!("logout refused: token revoked");
-            return Err(ApiError::RevokedToken);
-        }
-        // A plain logout stays idempotent (README): the token is revoked either way.
-        LogoutOutcome::AlreadyRevoked => info!("logged out: token already revoked"),
-        LogoutOutcome::AllSessions if !all => info!(
-            max_per_user,
-            "logged out: too many revoked tokens, every session of the user ended"
-        ),
-        _ => info!("logged out"),
-    }
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
-}
-
-/// Query of `GET /revocations`.
-#[derive(Debug, Deserialize)]
-pub struct FeedQuery {
-    /// Cursor: entries with a larger id are returned; `0` = snapshot of everything unexpired.
-    #[serde(default)]
-    pub since: i64,
-    /// Seconds to wait for a new entry when there is none (long poll); `0` answers at once
-    /// (a follower's first request, the snapshot, uses `since=0&wait=0`).
-    #[serde(default)]
-    pub wait: u64,
-    /// Most entries in this response (default 1000, at most 10000).
-    pub limit: Option<i64>,
-}
-
-/// Body of `GET /revocations`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FeedPage {
-    /// Pass as `since` next time: the last id returned (or `since` when none).
-    pub cursor: i64,
-    /// More entries are waiting: ask again at once.
-    pub more: bool,
-    /// The entries, in id order.
-    pub revocations: Vec<Revocation>,
-}
-
-/// `GET /revocations?since=&wait=&limit=`: the feed (see the module docs and the README).
-/// A `since` beyond the newest row answers 409 `cursor_ahead` (the database was replaced).
-pub async fn feed(
-    State(state): State<Arc<AppState>>,
-    Query(query): Query<FeedQuery>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let s = &state.settings;
-    if let Some(expected) = &s.revocation.feed_token {
-        let given = bearer(&headers).ok_or(ApiError::MissingToken)?;
-        if !bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
-            return Err(ApiError::InvalidToken);
-        }
-    }
-    let since = query.since.max(0);
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    // Why: the whole request must end before `--request-timeout` turns it into a 408.
-    let wait = Duration::from_secs(query.wait)
-        .min(MAX_WAIT)
-        .min(s.request_timeout.saturating_sub(Duration::from_secs(1)));
-    if since > 0 {
-        // Why: rows are never deleted down to nothing (the newest stays), so a cursor past the
-        // newest id means the database was replaced; the follower must take a new snapshot.
-        let newest = state.db.run(newest_id).await?;
-        if newest.unwrap_or(0) < since {
-            return Err(ApiError::CursorAhead);
-        }
-    }
-    let deadline = Instant::now() + wait;
-    loop {
-        let now = now_secs();
-        let mut rows = state
-            .db
-            .run(move |c| page(c, since, now, limit + 1))
-            .await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        if !rows.is_empty() || left.is_zero() {
-            let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            let cursor = rows.last().map_or(since, |r| r.id);
-            let mut resp = Json(FeedPage {
-                cursor,
-                more,
-                revocations: rows,
-            })
-            .into_response();
-            resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return Ok(resp);
-        }
-        tokio::time::sleep(left.min(POLL_INTERVAL)).await;
-    }
-}
-
 /// Deletes expired rows every `interval`, forever (spawned by [`crate::server::serve`]).
-pub async fn cleanup_loop(state: Arc<AppState>, interval: Duration) {
+pub async fn cleanup_loop(db: Db, interval: Duration) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // The first tick is immediate: start cleaning after one interval.
     loop {
         ticker.tick().await;
         let now = now_secs();
-        match state.db.run(move |c| cleanup(c, now)).await {
+        match db.run(move |c| cleanup(c, now)).await {
             Ok(0) => {}
             Ok(n) => info!(deleted = n, "expired revocations deleted"),
             Err(e) => tracing::warn!(error = %e, "revocation cleanup failed"),
@@ -640,31 +421,6 @@ pub async fn cleanup_loop(state: Arc<AppState>, interval: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bearer_parsing() {
-        let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h), None);
-        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer(&h), None);
-        h.insert(header::AUTHORIZATION, "bearer  tok ".parse().unwrap());
-        assert_eq!(bearer(&h), Some("tok"));
-        h.insert(header::AUTHORIZATION, "Bearer".parse().unwrap());
-        assert_eq!(bearer(&h), None);
-    }
-
-    #[tokio::test]
-    async fn fresh_iat_is_after_the_cutoff() {
-        let now = auth_token::now_unix();
-        assert!(fresh_iat(None).await >= now);
-        let cut = i64::try_from(now).unwrap() - 5;
-        assert!(fresh_iat(Some(cut)).await >= now);
-        // A revocation in this very second: the token is dated the next second.
-        let cut = i64::try_from(auth_token::now_unix()).unwrap();
-        let iat = fresh_iat(Some(cut)).await;
-        assert_eq!(iat, u64::try_from(cut).unwrap() + 1);
-        assert!(auth_token::now_unix() >= iat, "waited for the next second");
-    }
 
     #[test]
     fn reasons() {

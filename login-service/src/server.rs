@@ -10,7 +10,8 @@ use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::db::Db;
-use crate::routes::{AppState, router};
+use crate::routes::router;
+use crate::state::AppState;
 
 /// Builds the shared state: pool (lazy: the database may be down), migrations when asked for,
 /// dummy hash.
@@ -32,7 +33,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let drain = state.settings.shutdown_timeout;
     let cleanup = tokio::spawn(crate::revocations::cleanup_loop(
-        Arc::clone(&state),
+        state.db.clone(),
         state.settings.revocation.cleanup_interval,
     ));
     let throttle_cleanup = tokio::spawn(crate::lockout::cleanup_loop(

@@ -16,7 +16,7 @@ use login_service::config::Settings;
 use login_service::db::{DbUrl, PoolSettings};
 use login_service::lockout::{Policies, Policy};
 use login_service::password;
-use login_service::routes::AppState;
+use login_service::state::AppState;
 use login_service::users::{self, User};
 
 /// The HMAC key every test app signs with.
@@ -167,7 +167,7 @@ pub fn settings(db: &TestDb) -> Settings {
         max_body_bytes: 1024,
         max_header_bytes: 8192,
         shutdown_timeout: Duration::from_secs(2),
-        revocation: login_service::revocations::RevocationSettings::default(),
+        revocation: login_service::config::RevocationSettings::default(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! a token issued just before a CLI change is covered by that change's user-wide revocation.
 //!
 //! The deterministic tests hold a login between its password check and its success write
-//! ([`login_service::routes::AppState::pause_after_verify`]), run the real CLI binary, then let
+//! ([`login_service::state::AppState::pause_after_verify`]), run the real CLI binary, then let
 //! the login go on. The concurrent test is the reproduction: parallel login loops while
 //! `user disable` runs.
 
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use login_service::login::LoginPause;
 use login_service::revocations;
-use login_service::routes::LoginPause;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, TestDb, db_test, run_cli_ok, spawn_app, spawn_app_with};

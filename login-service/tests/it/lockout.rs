@@ -298,10 +298,10 @@ async fn cleanup_deletes_only_counters_that_decide_nothing(db: TestDb) {
 db_test!(cleanup_deletes_only_counters_that_decide_nothing);
 
 /// A login sent now that has passed the pre-hash check and its password check, held at
-/// [`login_service::routes::AppState::pause_after_verify`]; the handle yields its answer.
+/// [`login_service::state::AppState::pause_after_verify`]; the handle yields its answer.
 async fn held_login(
     app: &TestApp,
-    pause: &std::sync::Arc<login_service::routes::LoginPause>,
+    pause: &std::sync::Arc<login_service::login::LoginPause>,
     email: &str,
     password: &str,
     ip: &str,
@@ -343,7 +343,7 @@ async fn address_lock_written_in_flight_stops_the_right_password_too(db: TestDb)
     }
     // The 4th junk login, then guesses for the target (the right one among wrong ones), all
     // past the pre-check (nothing locked yet) and hashed, held before their counter write.
-    let pause = std::sync::Arc::new(login_service::routes::LoginPause::default());
+    let pause = std::sync::Arc::new(login_service::login::LoginPause::default());
     app.state.pause_after_verify.set(pause.clone()).unwrap();
     let junk = held_login(&app, &pause, "junk3@example.com", "x", ip).await;
     let mut guesses = Vec::new();
@@ -387,7 +387,7 @@ async fn account_lock_written_in_flight_answers_right_and_wrong_alike(db: TestDb
         let r = app.login("acct@example.com", "wrong0", ip).await;
         assert_eq!(answer(r).await, invalid());
     }
-    let pause = std::sync::Arc::new(login_service::routes::LoginPause::default());
+    let pause = std::sync::Arc::new(login_service::login::LoginPause::default());
     app.state.pause_after_verify.set(pause.clone()).unwrap();
     let third = held_login(&app, &pause, "acct@example.com", "wrong3", ip).await;
     let right = held_login(&app, &pause, "acct@example.com", "right", ip).await;

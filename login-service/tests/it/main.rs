@@ -4,6 +4,7 @@
 mod helpers;
 
 mod cli;
+mod decision;
 mod errors;
 mod inflight;
 mod lockout;

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use login_service::revocations::{self, FeedPage, Reason, Revocation, TokenRef};
+use auth_token::{FeedEntry, FeedPage};
+use login_service::revocations::{self, Reason, TokenRef};
 
 use crate::helpers::{TestApp, TestDb, db_test, run_cli, run_cli_ok, spawn_app, spawn_app_with};
 
@@ -45,7 +46,7 @@ async fn feed(app: &TestApp, query: &str) -> FeedPage {
     r.json().await.unwrap()
 }
 
-async fn rows(app: &TestApp) -> Vec<Revocation> {
+async fn rows(app: &TestApp) -> Vec<FeedEntry> {
     app.state
         .db
         .run(|c| revocations::page(c, 0, 0, 1_000_000))
@@ -409,7 +410,7 @@ db_test!(cli_revocation_outlives_a_48h_token);
 
 /// ext-authz's rule (`RevocationSet::is_revoked`) applied to feed entries: the token's `jti`
 /// is listed, or its user has a cut at or after its `iat`.
-fn is_revoked(entries: &[Revocation], token: &str) -> bool {
+fn is_revoked(entries: &[FeedEntry], token: &str) -> bool {
     let c = claims(token);
     let (sub, jti, iat) = (
         c["sub"].as_str().unwrap(),
@@ -444,14 +445,14 @@ async fn logout_loop_is_bounded_per_user(db: TestDb) {
     }
     let snap = feed(&app, "?since=0&limit=10000").await;
     assert!(!snap.more);
-    let mine: Vec<Revocation> = snap
+    let mine: Vec<FeedEntry> = snap
         .revocations
         .iter()
         .filter(|e| e.sub == sub)
         .cloned()
         .collect();
     let per_token = mine.iter().filter(|e| e.jti.is_some()).count();
-    let cuts: Vec<&Revocation> = mine.iter().filter(|e| e.jti.is_none()).collect();
+    let cuts: Vec<&FeedEntry> = mine.iter().filter(|e| e.jti.is_none()).collect();
     assert_eq!(per_token, N, "{mine:?}");
     assert_eq!(cuts.len(), 1, "{mine:?}");
     assert_eq!(cuts[0].reason, "logout_limit");

@@ -1,0 +1,56 @@
+//! [`AppState`], what the HTTP handlers share: built by [`crate::server`], read by
+//! [`crate::routes`]. The domain modules never see it: they take the pieces they need
+//! ([`AppState::login_context`] lends them to [`crate::login`]).
+
+use std::sync::{Arc, OnceLock};
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::login::{self, LoginPause};
+use crate::metrics::Metrics;
+use crate::password::{Hasher, PasswordError};
+
+/// Shared state of all handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// Database pool.
+    pub db: Db,
+    /// Password hashing front end.
+    pub hasher: Hasher,
+    /// Validated settings (keys, issuer, policies, limits).
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Test hook, unset in production: holds every login between its password check and its
+    /// success write, so an integration test can change the account inside that window.
+    #[doc(hidden)]
+    pub pause_after_verify: OnceLock<Arc<LoginPause>>,
+}
+
+impl AppState {
+    /// State for `settings` over `db` (computes the dummy hash).
+    pub fn new(settings: Settings, db: Db) -> Result<Self, PasswordError> {
+        let hasher = Hasher::new(settings.hash_params.clone(), settings.hash_concurrency)?;
+        Ok(Self {
+            db,
+            hasher,
+            metrics: Metrics::new(),
+            pause_after_verify: OnceLock::new(),
+            settings,
+        })
+    }
+
+    /// What [`login::authenticate`] reads, borrowed from this state.
+    pub fn login_context(&self) -> login::Context<'_> {
+        let s = &self.settings;
+        login::Context {
+            db: &self.db,
+            hasher: &self.hasher,
+            lockout: &s.lockout,
+            keys: &s.keys,
+            signing_kid: &s.signing_kid,
+            issuer: &s.issuer,
+            pause: self.pause_after_verify.get().map(Arc::as_ref),
+        }
+    }
+}
