@@ -2,8 +2,11 @@
 //!
 //! login-service is the only issuer and ext-authz the only verifier; both link this crate so the
 //! claims, the key rules (minimum length, `kid` syntax, keys-dir layout) and the validation rules
-//! cannot drift apart. Nothing here does I/O except [`Keyring::from_dir`], and nothing here logs.
+//! cannot drift apart. The same goes for the contract between the two services: the revocation
+//! feed's wire types ([`feed`]) and the one `Authorization: Bearer` parser ([`bearer`]). Nothing
+//! here does I/O except [`Keyring::from_dir`], and nothing here logs.
 
+pub mod bearer;
 pub mod claims;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -12,8 +15,9 @@ pub mod issue;
 pub mod keys;
 pub mod verify;
 
+pub use bearer::BearerError;
 pub use claims::Claims;
-pub use feed::{FeedTokenError, MIN_FEED_TOKEN_CHARS, feed_token};
+pub use feed::{FeedEntry, FeedPage, FeedQuery, FeedTokenError, MIN_FEED_TOKEN_CHARS, feed_token};
 pub use issue::{IssueError, Issued, Issuer};
 pub use keys::{Key, KeyError, Keyring, MIN_KEY_LEN};
 pub use verify::{Verifier, VerifierConfig, VerifyError};
