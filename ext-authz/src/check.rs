@@ -129,25 +129,6 @@ pub enum Decision {
     },
 }
 
-impl Decision {
-    /// Why the request was (or, in a dry run, would have been) denied; `None` when allowed.
-    pub fn reason(&self) -> Option<Reason> {
-        match self {
-            Self::Allow { .. } => None,
-            Self::Deny(d) | Self::DryRunAllow { denial: d, .. } => Some(d.reason),
-        }
-    }
-
-    /// The metric/log label of the decision: `allow`, `deny` or `dry_run_allow`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Allow { .. } => "allow",
-            Self::Deny(_) => "deny",
-            Self::DryRunAllow { .. } => "dry_run_allow",
-        }
-    }
-}
-
 /// What does not change between checks.
 #[derive(Debug, Clone)]
 pub struct Settings {

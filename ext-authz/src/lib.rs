@@ -3,22 +3,25 @@
 //! Envoy's `ext_authz` filter calls `envoy.service.auth.v3.Authorization/Check` for every request;
 //! this crate answers from the bearer token alone (no database), in microseconds.
 //!
-//! Layers, each importing only the ones below it (no module names a higher one):
-//! 1. The pure decision, no I/O: [`check`] ([`check::decide`]: request headers, a per-route
-//!    [`policy::Policy`], the keyring and the [`revoked::RevocationSet`] → a
-//!    [`check::Decision`]; no tonic types), [`policy`], [`revoked`]. The feed's wire types and
-//!    the bearer parser are `auth-token`'s.
-//! 2. Shared state and its instruments: [`revocation`] (the active set behind an `ArcSwap` and
-//!    the feed's freshness: "can decide?"), [`metrics`] (Prometheus), [`keys`] (the lock-free
-//!    keyring and its `--keys-dir` reloader), [`shutdown`].
+//! Layers, in the order of this list: a module imports only modules named before it (a lower
+//! layer, or earlier in its own), so no import runs back up and none forms a circle.
+//! 1. The pure decision, no I/O (no tokio, reqwest, metrics or server): [`policy`],
+//!    [`revoked`] (the [`revoked::RevocationSet`]), [`check`] ([`check::decide`]: request
+//!    headers, a per-route [`policy::Policy`], the keyring and the revoked set → a
+//!    [`check::Decision`]; no tonic types). The feed's wire types and the bearer parser are
+//!    `auth-token`'s.
+//! 2. Shared state and its instruments: [`shutdown`], [`revocation`] (the active set behind an
+//!    `ArcSwap` and the feed's freshness: "can decide?"), [`metrics`] (Prometheus), [`keys`]
+//!    (the lock-free keyring and its `--keys-dir` reloader).
 //! 3. Around it: [`service`] (the tonic `Authorization` impl: `CheckRequest` → decision →
 //!    `CheckResponse`, metrics and the decision log line), [`feed`] (the client of
 //!    login-service's revocation feed, filling [`revocation`]), [`health`] (gRPC health and the
 //!    watcher that drives it from [`revocation`]). Background tasks cannot fail; their errors
-//!    (feed requests, key reloads) are their own, logged and counted where they happen.
-//! 4. [`config`] (flags; builds each module's settings, e.g. [`feed::FeedConfig`]),
-//!    [`telemetry`] (log format), then [`server`], which wires everything: binds TCP, the optional Unix socket and the metrics
-//!    port, starts the tasks, and drains on shutdown. `main` parses the config and calls it.
+//!    (a feed request, a key reload) are their own, logged and counted where they happen.
+//! 4. Wiring: [`config`] (flags; builds each module's settings, e.g. [`feed::FeedConfig`]),
+//!    [`telemetry`] (log format), [`server`] (binds TCP, the optional Unix socket and the
+//!    metrics port, starts the tasks, drains on shutdown); `main` parses the config and calls
+//!    it.
 //!
 //! Invariants: tokens and key bytes are never logged or put in errors; a deny is a
 //! `CheckResponse` with a non-OK status, a gRPC error only means "cannot decide".

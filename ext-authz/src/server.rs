@@ -78,8 +78,6 @@ pub struct Running {
     pub metrics_addr: SocketAddr,
     /// The Unix socket path, when serving on one.
     pub grpc_uds: Option<PathBuf>,
-    /// Shared metrics (tests read them).
-    pub metrics: Arc<Metrics>,
     trigger: ShutdownTrigger,
     supervisor: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -240,7 +238,6 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
         grpc_addr,
         metrics_addr,
         grpc_uds: uds_path,
-        metrics,
         trigger,
         supervisor,
     })

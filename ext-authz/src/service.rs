@@ -1,4 +1,4 @@
-//! The tonic `Authorization` service: `CheckRequest` → [`decide`](crate::check::decide) → `CheckResponse`.
+//! The tonic `Authorization` service: `CheckRequest` → [`decide`] → `CheckResponse`.
 //! It reads the keyring ([`KeyStore`]) and the revocation state ([`Revocations`]) once per
 //! check and does no other I/O.
 //!
@@ -197,7 +197,7 @@ fn header(name: &str, value: String) -> HeaderValueOption {
 }
 
 /// The `CheckResponse` for a denial (see CONTRACT.md "Deny responses").
-pub fn deny(denial: Denial) -> CheckResponse {
+fn deny(denial: Denial) -> CheckResponse {
     CheckResponse {
         // Why: a non-OK status in a CheckResponse is a deny; failure_mode_allow does not apply.
         status: Some(rpc::Status {

@@ -21,6 +21,26 @@ fn decide(
     super::decide(headers, policy, keys, None, settings, now)
 }
 
+/// Test-only views of a [`Decision`] (production code matches on the variants).
+impl Decision {
+    /// Why the request was (or, in a dry run, would have been) denied; `None` when allowed.
+    fn reason(&self) -> Option<Reason> {
+        match self {
+            Self::Allow { .. } => None,
+            Self::Deny(d) | Self::DryRunAllow { denial: d, .. } => Some(d.reason),
+        }
+    }
+
+    /// `allow`, `deny` or `dry_run_allow`: the decision label of metrics and log lines.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Allow { .. } => "allow",
+            Self::Deny(_) => "deny",
+            Self::DryRunAllow { .. } => "dry_run_allow",
+        }
+    }
+}
+
 /// What `decide` makes of an `Authorization` value before verifying the token.
 fn bearer_token(value: Option<&str>) -> Result<&str, Reason> {
     auth_token::bearer::parse(value).map_err(bearer_reason)
