@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
                 black_box(&h),
                 &Policy::require_roles(roles),
                 &ring,
+                None,
                 &settings,
                 now,
             )
@@ -52,7 +53,16 @@ fn bench(c: &mut Criterion) {
     });
     let missing = headers("x.y.z");
     c.bench_function("decide_deny_malformed", |b| {
-        b.iter(|| decide(black_box(&missing), &Policy::NONE, &ring, &settings, now))
+        b.iter(|| {
+            decide(
+                black_box(&missing),
+                &Policy::NONE,
+                &ring,
+                None,
+                &settings,
+                now,
+            )
+        })
     });
 
     let service = AuthzService::new(

@@ -7,15 +7,17 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth_token::FeedEntry;
 use auth_token::{Verifier, VerifierConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use ext_authz::keys::KeyStore;
 use ext_authz::metrics::Metrics;
-use ext_authz::revocation::{Entry, RevocationSet, Revocations};
+use ext_authz::revocation::Revocations;
+use ext_authz::revoked::RevocationSet;
 use ext_authz::service::AuthzService;
 use ext_authz::test_support::check_request;
-use ext_authz::{Policy, Settings, decide, decide_with_revocations};
+use ext_authz::{Policy, Settings, decide};
 
 const ENTRIES: i64 = 100_000;
 
@@ -26,14 +28,15 @@ fn request(token: &str) -> CheckRequest {
 }
 
 /// 90% single tokens (uuid-like jtis), 10% user-wide cuts, all live for an hour.
-fn entries(now: i64) -> Vec<Entry> {
+fn entries(now: i64) -> Vec<FeedEntry> {
     (0..ENTRIES)
-        .map(|i| Entry {
+        .map(|i| FeedEntry {
             id: i + 1,
             sub: format!("{}", 1_000_000 + i),
             jti: (i % 10 != 0).then(|| format!("{:032x}", 0x5eed_u128 * 1_000_003 + i as u128)),
             revoked_at: now,
             expires_at: now + 3600,
+            reason: String::new(),
         })
         .collect()
 }
@@ -68,11 +71,11 @@ fn bench(c: &mut Criterion) {
         .headers;
     let policy = Policy::require_roles("admin");
     c.bench_function("decide_allow_no_revocations", |b| {
-        b.iter(|| decide(black_box(headers), &policy, &ring, &settings, now))
+        b.iter(|| decide(black_box(headers), &policy, &ring, None, &settings, now))
     });
     c.bench_function("decide_allow_100k_revocations", |b| {
         b.iter(|| {
-            decide_with_revocations(
+            decide(
                 black_box(headers),
                 &policy,
                 &ring,
@@ -115,12 +118,13 @@ fn bench(c: &mut Criterion) {
     });
 
     // Off the hot path: one feed batch (one logout) against a 100k set.
-    let one = [Entry {
+    let one = [FeedEntry {
         id: ENTRIES + 1,
         sub: "42".into(),
         jti: Some("ffffffffffffffffffffffffffffffff".into()),
         revoked_at: now_i,
         expires_at: now_i + 3600,
+        reason: String::new(),
     }];
     let mut group = c.benchmark_group("rebuild");
     group.sample_size(20);

@@ -1,30 +1,26 @@
-//! The decision, as a pure function: request headers + route policy + keyring → [`Decision`].
+//! The decision, as a pure function: request headers + route policy + keyring + revoked set →
+//! [`Decision`].
 //!
-//! No tonic or Envoy types here, so every accept/deny rule is unit-tested directly. The caller
-//! ([`crate::service`]) turns a [`Decision`] into a `CheckResponse`.
+//! No tonic or Envoy types and no I/O here (the bottom layer, with [`crate::policy`] and
+//! [`crate::revoked`]), so every accept/deny rule is unit-tested directly. The caller
+//! (`service`) turns a [`Decision`] into a `CheckResponse`.
 //!
-//! Parsing of `Authorization` (RFC 6750 §2.1, `credentials = "Bearer" 1*SP b64token`):
-//! - the scheme is matched case-insensitively (`bearer`, `BEARER`);
-//! - one or more spaces separate scheme and token (`Bearer  tok` is valid per the grammar);
-//!   surrounding spaces/tabs (HTTP optional whitespace) are ignored;
-//! - a tab between scheme and token, or any character outside `b64token` in the token
-//!   (space, comma, quote...) makes the header malformed. That is what refuses a header that
-//!   Envoy merged from duplicates (`Bearer a,Bearer b`);
-//! - no header, an empty one, or another scheme (`Basic ...`) means "no token": a 401 challenge
-//!   without an `error` attribute, as RFC 6750 §3.1 asks.
+//! `Authorization` is read by [`auth_token::bearer::parse`] (RFC 6750 §2.1, strict `b64token`,
+//! so a header Envoy merged from duplicates is refused): no token, an empty header or another
+//! scheme is [`Reason::MissingToken`] (a 401 challenge without an `error` attribute, as RFC 6750
+//! §3.1 asks); anything else that is not a bearer token is a malformed token.
 
 use std::collections::HashMap;
 
-use auth_token::{Claims, Keyring, Verifier, VerifyError};
+use auth_token::{BearerError, Claims, Keyring, Verifier, VerifyError};
 
 use crate::policy::Policy;
-use crate::revocation::RevocationSet;
+use crate::revoked::RevocationSet;
 
-/// Why a request was allowed or denied: one metric label and one log field each.
+/// Why a request was denied: one metric label and one log field each. An allowed request has
+/// no reason (its label is [`ALLOW_LABEL`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// A valid token that satisfies the route policy.
-    Ok,
     /// No bearer token in the request.
     MissingToken,
     /// A valid token lacking a role the route requires.
@@ -35,15 +31,17 @@ pub enum Reason {
     Revoked,
 }
 
+/// The reason label of an allowed request (metrics and the decision log line).
+pub const ALLOW_LABEL: &str = "ok";
+
 impl Reason {
     /// Number of distinct reasons (the size of [`Reason::index`]'s range).
-    pub const COUNT: usize = 4 + VerifyError::ALL.len();
+    pub const COUNT: usize = 3 + VerifyError::ALL.len();
 
-    /// A stable, low-cardinality label: `ok`, `missing_token`, `insufficient_scope` or
+    /// A stable, low-cardinality label: `missing_token`, `insufficient_scope`, `revoked` or
     /// [`VerifyError::reason`].
     pub fn label(self) -> &'static str {
         match self {
-            Self::Ok => "ok",
             Self::MissingToken => "missing_token",
             Self::InsufficientScope => "insufficient_scope",
             Self::Invalid(e) => e.reason(),
@@ -54,18 +52,17 @@ impl Reason {
     /// A dense index in `0..COUNT`, for pre-created metric handles.
     pub fn index(self) -> usize {
         match self {
-            Self::Ok => 0,
-            Self::MissingToken => 1,
-            Self::InsufficientScope => 2,
+            Self::MissingToken => 0,
+            Self::InsufficientScope => 1,
             // Fieldless enum: the discriminant is its position in `VerifyError::ALL` (tested).
-            Self::Invalid(e) => 3 + e as usize,
-            Self::Revoked => 3 + VerifyError::ALL.len(),
+            Self::Invalid(e) => 2 + e as usize,
+            Self::Revoked => 2 + VerifyError::ALL.len(),
         }
     }
 
     /// Every reason, in [`Reason::index`] order.
     pub fn all() -> impl Iterator<Item = Reason> {
-        [Self::Ok, Self::MissingToken, Self::InsufficientScope]
+        [Self::MissingToken, Self::InsufficientScope]
             .into_iter()
             .chain(VerifyError::ALL.into_iter().map(Self::Invalid))
             .chain([Self::Revoked])
@@ -132,55 +129,26 @@ pub enum Decision {
     },
 }
 
-impl Decision {
-    /// The reason behind the decision.
-    pub fn reason(&self) -> Reason {
-        match self {
-            Self::Allow { .. } => Reason::Ok,
-            Self::Deny(d) | Self::DryRunAllow { denial: d, .. } => d.reason,
-        }
-    }
-
-    /// The metric/log label of the decision: `allow`, `deny` or `dry_run_allow`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Allow { .. } => "allow",
-            Self::Deny(_) => "deny",
-            Self::DryRunAllow { .. } => "dry_run_allow",
-        }
-    }
-}
-
 /// What does not change between checks.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Token validation rules.
     pub verifier: Verifier,
-    /// Realm of the `www-authenticate` challenges; must be quoted-string safe
-    /// (see [`crate::config::Config::validate`]).
+    /// Realm of the `www-authenticate` challenges; must be quoted-string safe (the
+    /// configuration refuses any other at startup).
     pub realm: String,
     /// Allow everything, reporting would-be denials as [`Decision::DryRunAllow`].
     pub dry_run: bool,
 }
 
-/// Decides one request from its (lower-cased) headers, the route policy and the keyring.
+/// Decides one request from its (lower-cased) headers, the route policy, the keyring and, when
+/// revocations are followed, the revoked set: a valid token that `revoked` lists is refused
+/// (401 `invalid_token`, "token revoked", reason `revoked`).
 ///
 /// `now` is Unix seconds, used for the `iat` check (expiry is checked against the clock by the
 /// verifier). Never panics, never allows a token whose signature does not verify with a key of
-/// `keys` (property-tested below).
+/// `keys` (property-tested in the tests).
 pub fn decide(
-    headers: &HashMap<String, String>,
-    policy: &Policy<'_>,
-    keys: &Keyring,
-    settings: &Settings,
-    now: u64,
-) -> Decision {
-    decide_with_revocations(headers, policy, keys, None, settings, now)
-}
-
-/// [`decide`], also refusing a valid token that `revoked` lists (401 `invalid_token`, "token
-/// revoked", reason `revoked`). The set is in memory: no I/O, no lock.
-pub fn decide_with_revocations(
     headers: &HashMap<String, String>,
     policy: &Policy<'_>,
     keys: &Keyring,
@@ -190,8 +158,8 @@ pub fn decide_with_revocations(
 ) -> Decision {
     // Why: Envoy lower-cases header names in `attributes.request.http.headers`.
     let authorization = headers.get("authorization").map(String::as_str);
-    let (claims, reason) = match bearer_token(authorization) {
-        Err(reason) => (None, reason),
+    let (claims, reason) = match auth_token::bearer::parse(authorization) {
+        Err(e) => (None, bearer_reason(e)),
         Ok(token) => match settings.verifier.verify(token, keys, now) {
             Err(e) => (None, Reason::Invalid(e)),
             Ok(claims) if !header_safe(&claims) => (None, Reason::Invalid(VerifyError::Malformed)),
@@ -212,43 +180,12 @@ pub fn decide_with_revocations(
     }
 }
 
-/// Extracts the token from an `Authorization` value (rules in the module docs).
-pub fn bearer_token(value: Option<&str>) -> Result<&str, Reason> {
-    const MALFORMED: Reason = Reason::Invalid(VerifyError::Malformed);
-    let value = value.unwrap_or("").trim_matches([' ', '\t']);
-    let Some(rest) = value
-        .get(..6)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|_| &value[6..])
-    else {
-        return Err(Reason::MissingToken);
-    };
-    match rest.as_bytes().first() {
-        // "Bearer" with nothing after it: the scheme without credentials.
-        None => Err(MALFORMED),
-        Some(b' ') => {
-            let token = rest.trim_start_matches(' ');
-            // Why: Envoy merges repeated headers with ","; a comma (or space) can never be part
-            // of a b64token, so `Bearer a,Bearer b` is refused instead of picking one.
-            if is_b64token(token) {
-                Ok(token)
-            } else {
-                Err(MALFORMED)
-            }
-        }
-        Some(b'\t') => Err(MALFORMED),
-        // "BearerX ...": some other scheme.
-        Some(_) => Err(Reason::MissingToken),
+/// The denial for an `Authorization` header that holds no usable bearer token.
+fn bearer_reason(e: BearerError) -> Reason {
+    match e {
+        BearerError::Missing => Reason::MissingToken,
+        BearerError::Malformed => Reason::Invalid(VerifyError::Malformed),
     }
-}
-
-/// RFC 6750 `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
 }
 
 /// Identity values become request headers: refuse control characters (a signed token from our
@@ -258,10 +195,10 @@ fn header_safe(claims: &Claims) -> bool {
     ok(&claims.sub) && ok(&claims.email) && claims.roles.iter().all(|r| ok(r))
 }
 
-/// Builds the client-facing refusal for `reason` (not called for [`Reason::Ok`]).
+/// Builds the client-facing refusal for `reason`.
 fn denial(reason: Reason, policy: &Policy<'_>, realm: &str) -> Denial {
     let (status, www_authenticate, error, message) = match reason {
-        Reason::Ok | Reason::MissingToken => (
+        Reason::MissingToken => (
             DenyStatus::Unauthorized,
             // Why: RFC 6750 §3.1 — no error code when the request had no authentication.
             format!("Bearer realm=\"{realm}\""),

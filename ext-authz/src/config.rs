@@ -7,6 +7,8 @@ use std::time::Duration;
 use auth_token::cli::KeyArgs;
 use auth_token::{Keyring, VerifierConfig};
 
+use crate::feed::FeedConfig;
+
 /// Exit code for configuration errors (`EX_USAGE` from sysexits.h), as CONTRACT.md requires.
 pub const EXIT_CONFIG: u8 = 64;
 
@@ -192,9 +194,9 @@ impl Config {
     }
 
     /// How to follow the revocation feed; `None` when `--revocation-feed-url` is unset.
-    pub fn feed_config(&self) -> Option<crate::revocation::FeedConfig> {
+    pub fn feed_config(&self) -> Option<FeedConfig> {
         let url = self.revocation_feed_url.clone()?;
-        Some(crate::revocation::FeedConfig {
+        Some(FeedConfig {
             url,
             // Checked by `validate`: an invalid token never gets here.
             token: auth_token::feed_token(self.revocation_feed_token.as_ref())
@@ -204,7 +206,6 @@ impl Config {
             grace: self.revocation_grace,
             startup_wait: self.revocation_startup_wait,
             fail_closed: self.revocation_fail_closed,
-            limit: 1000,
         })
     }
 

@@ -11,17 +11,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwapOption, Guard};
+use arc_swap::{ArcSwap, Guard};
 use auth_token::Keyring;
 use auth_token::cli::{KeyArgs, KeyArgsError};
 
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
 
-/// The keyring every check reads; `None` until keys are loaded.
-#[derive(Debug, Default)]
+/// The keyring every check reads. Always holds one: the server starts only with keys loaded,
+/// and a failed reload keeps the active ring.
+#[derive(Debug)]
 pub struct KeyStore {
-    ring: ArcSwapOption<Keyring>,
+    ring: ArcSwap<Keyring>,
 }
 
 /// Outcome of one [`KeyStore::reload`].
@@ -37,23 +38,13 @@ impl KeyStore {
     /// A store holding `ring`.
     pub fn new(ring: Keyring) -> Self {
         Self {
-            ring: ArcSwapOption::from_pointee(ring),
+            ring: ArcSwap::from_pointee(ring),
         }
     }
 
-    /// A store without keys: checks are answered `UNAVAILABLE` until [`KeyStore::store`].
-    pub fn empty() -> Self {
-        Self::default()
-    }
-
     /// The active ring, for the duration of one check. Lock-free.
-    pub fn load(&self) -> Guard<Option<Arc<Keyring>>> {
+    pub fn load(&self) -> Guard<Arc<Keyring>> {
         self.ring.load()
-    }
-
-    /// Makes `ring` the active ring.
-    pub fn store(&self, ring: Keyring) {
-        self.ring.store(Some(Arc::new(ring)));
     }
 
     /// Loads keys from `args` and swaps them in when they differ from the active ring.
@@ -61,15 +52,11 @@ impl KeyStore {
     /// On error the active ring is kept. The error names kids and paths, never key bytes.
     pub fn reload(&self, args: &KeyArgs) -> Result<Reloaded, KeyArgsError> {
         let fresh = args.load()?;
-        let current = self.ring.load();
-        if current
-            .as_deref()
-            .is_some_and(|ring| ring.fingerprint() == fresh.fingerprint())
-        {
+        if self.ring.load().fingerprint() == fresh.fingerprint() {
             return Ok(Reloaded::Unchanged);
         }
         let kids = fresh.kids().into_iter().map(str::to_owned).collect();
-        self.store(fresh);
+        self.ring.store(Arc::new(fresh));
         Ok(Reloaded::Swapped(kids))
     }
 }
@@ -83,9 +70,9 @@ pub async fn reload_loop(
     interval: Duration,
     metrics: Arc<Metrics>,
     mut shutdown: ShutdownSignal,
-) -> Result<(), crate::server::ServerError> {
+) {
     if args.keys_dir.is_none() {
-        return Ok(());
+        return;
     }
     let args = Arc::new(args);
     let mut ticker = tokio::time::interval(interval);
@@ -95,7 +82,7 @@ pub async fn reload_loop(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            () = shutdown.wait() => return Ok(()),
+            () = shutdown.wait() => return,
         }
         let (store2, args2) = (Arc::clone(&store), Arc::clone(&args));
         // Directory reads are blocking I/O: keep them off the workers serving checks.
@@ -129,12 +116,13 @@ pub async fn reload_loop(
 mod tests {
     use super::*;
     use crate::test_support::{OTHER_SECRET, SECRET};
-    use clap::Parser;
 
     fn args(dir: &std::path::Path) -> KeyArgs {
-        crate::config::Config::try_parse_from(["ext-authz", "--keys-dir", dir.to_str().unwrap()])
-            .unwrap()
-            .keys
+        KeyArgs {
+            jwt_secret: None,
+            keys_dir: Some(dir.to_path_buf()),
+            default_kid: None,
+        }
     }
 
     #[test]
@@ -150,20 +138,12 @@ mod tests {
             store.reload(&args).unwrap(),
             Reloaded::Swapped(vec!["k1".into(), "k2".into()])
         );
-        assert_eq!(store.load().as_deref().unwrap().len(), 2);
+        assert_eq!(store.load().len(), 2);
 
         // A short key fails the load; the two-key ring stays active; no secret in the error.
         std::fs::write(dir.path().join("k3"), b"short-secret").unwrap();
         let err = store.reload(&args).unwrap_err().to_string();
         assert!(!err.contains("short-secret"), "{err}");
-        assert_eq!(store.load().as_deref().unwrap().kids(), ["k1", "k2"]);
-    }
-
-    #[test]
-    fn empty_store_has_no_ring() {
-        let store = KeyStore::empty();
-        assert!(store.load().is_none());
-        store.store(crate::test_support::ring());
-        assert!(store.load().is_some());
+        assert_eq!(store.load().kids(), ["k1", "k2"]);
     }
 }

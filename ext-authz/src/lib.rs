@@ -3,33 +3,44 @@
 //! Envoy's `ext_authz` filter calls `envoy.service.auth.v3.Authorization/Check` for every request;
 //! this crate answers from the bearer token alone (no database), in microseconds.
 //!
-//! Layout (the logic is pure, tonic is a thin shell around it):
-//! - [`check`]: the decision — [`check::decide`] turns request headers, a per-route
-//!   [`policy::Policy`] and a keyring into a [`check::Decision`]; no tonic types.
-//! - [`service`]: the tonic `Authorization` impl converting `CheckRequest` → decision →
-//!   `CheckResponse`, with metrics and the decision log line.
-//! - [`keys`]: the lock-free ([`arc_swap`]) keyring and its reloader.
-//! - [`revocation`]: the in-memory set of revoked tokens (lock-free, like the keyring) and the
-//!   client of login-service's revocation feed; still no database.
-//! - [`server`]: binds TCP, the optional Unix socket and the metrics port, serves gRPC
-//!   health, and drains on shutdown.
-//! - [`config`], [`metrics`], [`telemetry`], [`shutdown`], [`policy`]: what their names say.
+//! Layers, in the order of this list: a module imports only modules named before it (a lower
+//! layer, or earlier in its own), so no import runs back up and none forms a circle.
+//! 1. The pure decision, no I/O (no tokio, reqwest, metrics or server): [`policy`],
+//!    [`revoked`] (the [`revoked::RevocationSet`]), [`check`] ([`check::decide`]: request
+//!    headers, a per-route [`policy::Policy`], the keyring and the revoked set → a
+//!    [`check::Decision`]; no tonic types). The feed's wire types and the bearer parser are
+//!    `auth-token`'s.
+//! 2. Shared state and its instruments: [`shutdown`], [`revocation`] (the active set behind an
+//!    `ArcSwap` and the feed's freshness: "can decide?"), [`metrics`] (Prometheus), [`keys`]
+//!    (the lock-free keyring and its `--keys-dir` reloader).
+//! 3. Around it: [`service`] (the tonic `Authorization` impl: `CheckRequest` → decision →
+//!    `CheckResponse`, metrics and the decision log line), [`feed`] (the client of
+//!    login-service's revocation feed, filling [`revocation`]), [`health`] (gRPC health and the
+//!    watcher that drives it from [`revocation`]). Background tasks cannot fail; their errors
+//!    (a feed request, a key reload) are their own, logged and counted where they happen.
+//! 4. Wiring: [`config`] (flags; builds each module's settings, e.g. [`feed::FeedConfig`]),
+//!    [`telemetry`] (log format), [`server`] (binds TCP, the optional Unix socket and the
+//!    metrics port, starts the tasks, drains on shutdown); `main` parses the config and calls
+//!    it.
 //!
 //! Invariants: tokens and key bytes are never logged or put in errors; a deny is a
 //! `CheckResponse` with a non-OK status, a gRPC error only means "cannot decide".
 
 pub mod check;
 pub mod config;
+pub mod feed;
+pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod revocation;
+pub mod revoked;
 pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use check::{Decision, Denial, Reason, Settings, decide, decide_with_revocations};
+pub use check::{Decision, Denial, Reason, Settings, decide};
 pub use config::Config;
 pub use policy::Policy;
 

@@ -3,7 +3,8 @@
 //! Names (all prefixed `ext_authz_`):
 //! - `ext_authz_checks_total{decision,reason}`: decision `allow|deny|dry_run_allow`, reason
 //!   `ok|missing_token|insufficient_scope|` + every [`auth_token::VerifyError::reason`] label.
-//! - `ext_authz_check_errors_total`: checks answered with a gRPC error (no keys loaded).
+//! - `ext_authz_check_errors_total`: checks answered with a gRPC error (revocations followed but
+//!   not usable).
 //! - `ext_authz_check_duration_seconds`: histogram of the check handler's latency.
 //! - `ext_authz_keys_loaded`: keys in the active keyring.
 //! - `ext_authz_key_reloads_total`, `ext_authz_key_reload_failures_total`.
@@ -18,7 +19,7 @@
 //!   token or URL: waiting does not fix it), else 0.
 //!
 //! Hot path: every `(decision, reason)` counter is created at startup and indexed by
-//! [`Reason::index`], and the latency histogram is a fixed array of atomics; recording a check
+//! [`Reason::index`] (`allow` has the one reason [`ALLOW_LABEL`]), and the latency histogram is a fixed array of atomics; recording a check
 //! takes no lock and allocates nothing.
 
 use std::fmt;
@@ -32,7 +33,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::check::{Decision, Reason};
+use crate::check::{ALLOW_LABEL, Decision, Reason};
 
 /// Labels of `ext_authz_checks_total`; static strings so no label is built per check.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,14 +42,14 @@ struct CheckLabels {
     reason: &'static str,
 }
 
-/// The decision kinds, in counter-table order.
-const DECISIONS: [&str; 3] = ["allow", "deny", "dry_run_allow"];
+/// The denying decision kinds, in counter-table order after the one `allow` counter.
+const DENYING: [&str; 2] = ["deny", "dry_run_allow"];
 
 /// All metrics of the service; cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// `DECISIONS.len() * Reason::COUNT` handles; impossible pairs are unregistered counters.
+    /// `allow/ok`, then `DENYING.len() * Reason::COUNT` handles.
     checks: Vec<Counter>,
     check_errors: Counter,
     latency: LatencyHistogram,
@@ -74,20 +75,25 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ext_authz");
         let family = Family::<CheckLabels, Counter>::default();
-        let mut checks = Vec::with_capacity(DECISIONS.len() * Reason::COUNT);
-        for decision in DECISIONS {
+        let mut checks = Vec::with_capacity(1 + DENYING.len() * Reason::COUNT);
+        checks.push(
+            family
+                .get_or_create(&CheckLabels {
+                    decision: "allow",
+                    reason: ALLOW_LABEL,
+                })
+                .clone(),
+        );
+        for decision in DENYING {
             for reason in Reason::all() {
-                let meaningful = (decision == "allow") == (reason == Reason::Ok);
-                checks.push(if meaningful {
+                checks.push(
                     family
                         .get_or_create(&CheckLabels {
                             decision,
                             reason: reason.label(),
                         })
-                        .clone()
-                } else {
-                    Counter::default()
-                });
+                        .clone(),
+                );
             }
         }
         registry.register(
@@ -180,12 +186,12 @@ impl Metrics {
 
     /// Counts one decision and its latency. Lock-free, allocation-free.
     pub fn record_check(&self, decision: &Decision, elapsed: Duration) {
-        let row = match decision {
+        let slot = match decision {
             Decision::Allow { .. } => 0,
-            Decision::Deny(_) => 1,
-            Decision::DryRunAllow { .. } => 2,
+            Decision::Deny(d) => 1 + d.reason.index(),
+            Decision::DryRunAllow { denial, .. } => 1 + Reason::COUNT + denial.reason.index(),
         };
-        self.checks[row * Reason::COUNT + decision.reason().index()].inc();
+        self.checks[slot].inc();
         self.latency.observe(elapsed);
     }
 

@@ -1,5 +1,7 @@
-//! Wiring: gRPC (Authorization + grpc.health.v1) on TCP and optionally a Unix socket, the
-//! metrics HTTP server, the key reloader, and graceful shutdown.
+//! Wiring, the top layer: gRPC (Authorization + grpc.health.v1) on TCP and optionally a Unix
+//! socket, the metrics HTTP server, the background tasks (key reloader, revocation feed
+//! follower and health watcher, none of which can fail: they run until shutdown), and graceful
+//! shutdown. Nothing below imports this module; [`ServerError`] is about listeners only.
 //!
 //! Shutdown sequence (on SIGTERM/SIGINT or [`Running::shutdown`]): health flips to NOT_SERVING,
 //! the listeners stop accepting, connections get an HTTP/2 GOAWAY and in-flight checks finish;
@@ -22,9 +24,11 @@ use tonic_health::ServingStatus;
 
 use crate::check::Settings;
 use crate::config::Config;
+use crate::feed;
+use crate::health::{self, FEED_HEALTH_SERVICE, report_health};
 use crate::keys::{self, KeyStore};
 use crate::metrics::Metrics;
-use crate::revocation::{self, Revocations};
+use crate::revocation::Revocations;
 use crate::service::AuthzService;
 use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
 
@@ -74,8 +78,6 @@ pub struct Running {
     pub metrics_addr: SocketAddr,
     /// The Unix socket path, when serving on one.
     pub grpc_uds: Option<PathBuf>,
-    /// Shared metrics (tests read them).
-    pub metrics: Arc<Metrics>,
     trigger: ShutdownTrigger,
     supervisor: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
@@ -139,12 +141,12 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Keys are loaded (start takes a ring): can decide — unless revocations are followed, then
-    // `revocation::watch` reports (after the first snapshot or the startup wait).
+    // `health::watch` reports (after the first snapshot or the startup wait).
     // Why: right after a restart, a revoked token would be allowed.
     report_health(&health_reporter, revocations.is_none()).await;
     if revocations.is_some() {
         health_reporter
-            .set_service_status(revocation::FEED_HEALTH_SERVICE, ServingStatus::NotServing)
+            .set_service_status(FEED_HEALTH_SERVICE, ServingStatus::NotServing)
             .await;
     }
 
@@ -186,29 +188,41 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     // Why a task only for a keys dir: every task in the set must run until shutdown; one that
     // ends early is taken as a failure (see `supervise`).
     if config.keys.keys_dir.is_some() {
-        tasks.spawn(keys::reload_loop(
+        let reload = keys::reload_loop(
             store,
             config.keys.clone(),
             config.keys_reload_interval,
             Arc::clone(&metrics),
             stop.clone(),
-        ));
+        );
+        tasks.spawn(async move {
+            reload.await;
+            Ok(())
+        });
     }
 
     if let (Some(revocations), Some(feed)) = (revocations, feed) {
-        tasks.spawn(revocation::follow(
+        let follow = feed::follow(
             Arc::clone(&revocations),
             feed,
             Arc::clone(&metrics),
             stop.clone(),
-        ));
-        tasks.spawn(revocation::watch(
+        );
+        tasks.spawn(async move {
+            follow.await;
+            Ok(())
+        });
+        let watch = health::watch(
             revocations,
             Arc::clone(&metrics),
             health_reporter.clone(),
             outer.clone(),
             stop.clone(),
-        ));
+        );
+        tasks.spawn(async move {
+            watch.await;
+            Ok(())
+        });
     }
 
     let uds_path = config.grpc_uds.clone();
@@ -224,7 +238,6 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
         grpc_addr,
         metrics_addr,
         grpc_uds: uds_path,
-        metrics,
         trigger,
         supervisor,
     })
@@ -351,21 +364,4 @@ fn metrics_router(metrics: Arc<Metrics>) -> axum::Router {
             }
         }),
     )
-}
-
-/// Sets the overall (`""`) status and the Authorization service's together: a kubelet probe
-/// asks for the first, an Envoy health check may name the second, and they must never disagree.
-pub(crate) async fn report_health(health: &tonic_health::server::HealthReporter, serving: bool) {
-    let status = if serving {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    };
-    health.set_service_status("", status).await;
-    health
-        .set_service_status(
-            <AuthorizationServer<AuthzService> as tonic::server::NamedService>::NAME,
-            status,
-        )
-        .await;
 }

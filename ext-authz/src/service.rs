@@ -1,10 +1,13 @@
-//! The tonic `Authorization` service: `CheckRequest` → [`decide`](crate::check::decide) → `CheckResponse`.
+//! The tonic `Authorization` service: `CheckRequest` → [`decide`] → `CheckResponse`.
+//! It reads the keyring ([`KeyStore`]) and the revocation state ([`Revocations`]) once per
+//! check and does no other I/O.
 //!
 //! Envoy's rules this layer follows (see the `// Why:` comments):
 //! - a deny is `Ok(CheckResponse)` with a non-OK status and a `DeniedHttpResponse` whose HTTP
 //!   status is set explicitly (Envoy defaults a denial to 403);
-//! - a gRPC error (`UNAVAILABLE`) only when no decision is possible (no keys loaded): Envoy then
-//!   applies `failure_mode_allow`/`status_on_error`;
+//! - a gRPC error (`UNAVAILABLE`) only when no decision is possible (revocations followed but
+//!   not usable, see [`Revocations::usable`]): Envoy then applies
+//!   `failure_mode_allow`/`status_on_error`;
 //! - every header mutation sets `append: false` (Envoy's reading of an unset flag changed
 //!   between versions) and uses lower-case names.
 
@@ -20,7 +23,7 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-use crate::check::{Decision, Denial, Settings, decide_with_revocations};
+use crate::check::{ALLOW_LABEL, Decision, Denial, Settings, decide};
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -99,15 +102,6 @@ impl AuthzService {
         let request_id = headers.get("x-request-id").map_or("", String::as_str);
 
         let ring = inner.keys.load();
-        let Some(ring) = ring.as_deref() else {
-            inner.metrics.record_check_error(started.elapsed());
-            // Why debug: this holds for every request until keys load; the state is reported once
-            // (start-up refuses to listen without keys, the reloader logs its error) and counted in
-            // the check-error metric, so a flood of requests cannot flood the log.
-            tracing::debug!(request_id, "no keys loaded; cannot decide");
-            // Why: an RPC error (not a deny) lets Envoy apply failure_mode_allow/status_on_error.
-            return Err(Status::unavailable("no signing keys loaded"));
-        };
         let revoked = inner.revocations.as_deref().map(Revocations::load);
         // Dry run lets everything through anyway: it decides with what is known.
         if let Some(revocations) = inner.revocations.as_deref()
@@ -123,10 +117,10 @@ impl AuthzService {
             // Envoy answer status_on_error (503) instead of letting a revoked token through.
             return Err(Status::unavailable("revocation feed unavailable"));
         }
-        let decision = decide_with_revocations(
+        let decision = decide(
             headers,
             &policy,
-            ring,
+            &ring,
             revoked.as_deref().map(|set| &**set),
             &inner.settings,
             auth_token::now_unix(),
@@ -203,7 +197,7 @@ fn header(name: &str, value: String) -> HeaderValueOption {
 }
 
 /// The `CheckResponse` for a denial (see CONTRACT.md "Deny responses").
-pub fn deny(denial: Denial) -> CheckResponse {
+fn deny(denial: Denial) -> CheckResponse {
     CheckResponse {
         // Why: a non-OK status in a CheckResponse is a deny; failure_mode_allow does not apply.
         status: Some(rpc::Status {
@@ -231,7 +225,7 @@ pub fn deny(denial: Denial) -> CheckResponse {
 fn log_decision(decision: &Decision, request_id: &str) {
     match decision {
         Decision::Allow { claims } => {
-            tracing::debug!(request_id, decision = "allow", reason = "ok", sub = %claims.sub, "check");
+            tracing::debug!(request_id, decision = "allow", reason = ALLOW_LABEL, sub = %claims.sub, "check");
         }
         Decision::Deny(d) => tracing::info!(
             request_id,

@@ -2,13 +2,49 @@
 
 use std::collections::HashMap;
 
-use auth_token::{Verifier, VerifierConfig, VerifyError};
+use auth_token::{FeedEntry, Verifier, VerifierConfig, VerifyError};
 use proptest::prelude::*;
 
 use super::*;
 use crate::test_support::*;
 
 const H_K1: &str = r#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#;
+
+/// [`super::decide`] without revocations: most rules do not involve them.
+fn decide(
+    headers: &HashMap<String, String>,
+    policy: &Policy<'_>,
+    keys: &Keyring,
+    settings: &Settings,
+    now: u64,
+) -> Decision {
+    super::decide(headers, policy, keys, None, settings, now)
+}
+
+/// Test-only views of a [`Decision`] (production code matches on the variants).
+impl Decision {
+    /// Why the request was (or, in a dry run, would have been) denied; `None` when allowed.
+    fn reason(&self) -> Option<Reason> {
+        match self {
+            Self::Allow { .. } => None,
+            Self::Deny(d) | Self::DryRunAllow { denial: d, .. } => Some(d.reason),
+        }
+    }
+
+    /// `allow`, `deny` or `dry_run_allow`: the decision label of metrics and log lines.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Allow { .. } => "allow",
+            Self::Deny(_) => "deny",
+            Self::DryRunAllow { .. } => "dry_run_allow",
+        }
+    }
+}
+
+/// What `decide` makes of an `Authorization` value before verifying the token.
+fn bearer_token(value: Option<&str>) -> Result<&str, Reason> {
+    auth_token::bearer::parse(value).map_err(bearer_reason)
+}
 
 fn run(authorization: &str) -> Decision {
     decide(
@@ -255,7 +291,7 @@ fn kid_rules() {
         &settings(false),
         now(),
     );
-    assert_eq!(d.reason(), Reason::Invalid(VerifyError::UnknownKey));
+    assert_eq!(d.reason(), Some(Reason::Invalid(VerifyError::UnknownKey)));
 }
 
 #[test]
@@ -373,11 +409,11 @@ fn issuer_and_audience_when_configured() {
     assert!(matches!(with("login", "edge"), Decision::Allow { .. }));
     assert_eq!(
         with("evil", "edge").reason(),
-        Reason::Invalid(VerifyError::WrongIssuer)
+        Some(Reason::Invalid(VerifyError::WrongIssuer))
     );
     assert_eq!(
         with("login", "other").reason(),
-        Reason::Invalid(VerifyError::WrongAudience)
+        Some(Reason::Invalid(VerifyError::WrongAudience))
     );
     // A configured issuer/audience is required: a token without the claim is refused.
     let claims_without = |extra: &str| {
@@ -431,7 +467,9 @@ fn size_limit_and_garbage() {
         assert!(
             matches!(
                 r,
-                Reason::Invalid(VerifyError::Malformed | VerifyError::UnsupportedAlgorithm)
+                Some(Reason::Invalid(
+                    VerifyError::Malformed | VerifyError::UnsupportedAlgorithm
+                ))
             ),
             "{garbage}: {r:?}"
         );
@@ -553,7 +591,7 @@ fn dry_run_allows_but_reports() {
         now(),
     );
     assert!(matches!(d, Decision::DryRunAllow { claims: None, .. }));
-    assert_eq!(d.reason(), Reason::Invalid(VerifyError::BadSignature));
+    assert_eq!(d.reason(), Some(Reason::Invalid(VerifyError::BadSignature)));
 
     // Valid token: a plain allow, even in dry-run.
     let d = decide(
@@ -645,5 +683,67 @@ proptest! {
         let token = forge(H_K1, &p, b"an-attacker-key-of-at-least-32-bytes!!");
         let d = run(&format!("Bearer {token}"));
         prop_assert!(!matches!(d, Decision::Allow { .. }), "allowed: {:?}", d);
+    }
+}
+
+#[test]
+fn decide_refuses_a_revoked_token_with_401_token_revoked() {
+    let token = issue("k1", SECRET, &["admin"]);
+    let h = headers(&format!("Bearer {token}"));
+    let c = settings(false)
+        .verifier
+        .verify(&token, &ring(), now())
+        .unwrap();
+    let entry = FeedEntry {
+        id: 1,
+        sub: c.sub.clone(),
+        jti: Some(c.jti.clone()),
+        revoked_at: 0,
+        expires_at: i64::try_from(c.exp).unwrap(),
+        reason: "logout".into(),
+    };
+    let set = RevocationSet::default().with(&[entry], now(), 30);
+    let decide = |set: Option<&RevocationSet>, dry_run: bool| {
+        super::decide(&h, &Policy::NONE, &ring(), set, &settings(dry_run), now())
+    };
+    match decide(Some(&set), false) {
+        Decision::Deny(d) => {
+            assert_eq!(d.status.http_code(), 401);
+            assert_eq!(d.reason, Reason::Revoked);
+            assert_eq!(d.reason.label(), "revoked");
+            assert_eq!(
+                d.www_authenticate,
+                r#"Bearer realm="edge", error="invalid_token", error_description="token revoked""#
+            );
+            assert_eq!(
+                d.body,
+                r#"{"error":"invalid_token","message":"token revoked"}"#
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Dry run: let through, without identity.
+    assert!(matches!(
+        decide(Some(&set), true),
+        Decision::DryRunAllow { claims: None, denial } if denial.reason == Reason::Revoked
+    ));
+    // Without the set, or with another token revoked: allowed.
+    assert!(matches!(decide(None, false), Decision::Allow { .. }));
+    let other = RevocationSet::default().with(&[token_entry_for_other()], now(), 30);
+    assert!(matches!(
+        decide(Some(&other), false),
+        Decision::Allow { .. }
+    ));
+}
+
+fn token_entry_for_other() -> FeedEntry {
+    let exp = i64::try_from(now()).unwrap() + 600;
+    FeedEntry {
+        id: 9,
+        sub: "42".into(),
+        jti: Some("someone-else".into()),
+        revoked_at: exp - 600,
+        expires_at: exp,
+        reason: "logout".into(),
     }
 }

@@ -198,13 +198,10 @@ fn dry_run_allows_and_never_passes_spoofed_identity() {
 }
 
 #[test]
-fn no_keys_is_an_rpc_error_not_a_deny() {
-    let svc = AuthzService::new(
-        Arc::new(KeyStore::empty()),
-        settings(false),
-        Arc::new(Metrics::new()),
-        false,
-    );
+fn cannot_decide_is_an_rpc_error_not_a_deny() {
+    // Fail-closed and no snapshot yet: the revocation state says "cannot decide".
+    let revocations = Revocations::new(std::time::Duration::from_secs(30), true, 30);
+    let svc = service(false, false).with_revocations(Arc::new(revocations));
     let err = svc
         .check_request(&check_request(headers("Bearer x.y.z"), &[]))
         .unwrap_err();

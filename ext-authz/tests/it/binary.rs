@@ -284,7 +284,7 @@ async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
 
 /// Started while the feed is unreachable (fail-open): once the startup wait passes it decides
 /// with an empty revocation set — and says so with one ERROR line (and the gauge, see
-/// revocation.rs), so an operator cannot miss that revoked tokens may pass here.
+/// health.rs), so an operator cannot miss that revoked tokens may pass here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deciding_without_a_revocation_snapshot_logs_an_error() {
     // A port that refuses connections: bound, then closed.

@@ -1,0 +1,148 @@
+//! gRPC health (`grpc.health.v1`) of a running ext-authz, and the watcher that drives it from
+//! the revocation state. Two questions, two answers (see [`crate::revocation`]):
+//! - "can decide": the overall `""` service and `envoy.service.auth.v3.Authorization`, which
+//!   readiness probes and Envoy health checks follow ([`report_health`], one status for both);
+//! - "revocation data is fresh": the named service [`FEED_HEALTH_SERVICE`].
+//!
+//! [`watch`] runs every 500 ms while the feed is followed: it updates the lag and freshness
+//! gauges, drops expired entries from the set, reports both answers when they change, and
+//! repeats an ERROR line every minute while checks are decided without a snapshot
+//! (`ext_authz_revocation_deciding_without_snapshot 1`) or the feed refuses this replica
+//! (`ext_authz_revocation_feed_misconfigured 1`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tonic_health::ServingStatus;
+
+use crate::metrics::Metrics;
+use crate::revocation::{Revocations, now_ms};
+use crate::service::AuthzService;
+use crate::shutdown::ShutdownSignal;
+
+/// The gRPC health service name that reports whether the revocation data is fresh (SERVING)
+/// or stale (NOT_SERVING). Not "can decide": that is the overall `""` service.
+pub const FEED_HEALTH_SERVICE: &str = "edge-auth.revocation-feed";
+
+/// Sets the overall (`""`) status and the Authorization service's together: a kubelet probe
+/// asks for the first, an Envoy health check may name the second, and they must never disagree.
+pub async fn report_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <AuthorizationServer<AuthzService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
+
+/// While deciding without a snapshot, or while the feed refuses this replica, the ERROR line
+/// is repeated this often (a single line scrolls away; the condition does not heal by itself).
+const ALARM_REPEAT_MS: u64 = 60_000;
+
+/// Every 500 ms until `stop`: lag and freshness gauges, expiry, and gRPC health ("can decide"
+/// on `""`/Authorization, "fresh" on [`FEED_HEALTH_SERVICE`]). `outer` is the shutdown
+/// request: once it fired, health is left NOT_SERVING.
+pub async fn watch(
+    state: Arc<Revocations>,
+    metrics: Arc<Metrics>,
+    health: tonic_health::server::HealthReporter,
+    outer: ShutdownSignal,
+    mut stop: ShutdownSignal,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving: Option<bool> = None;
+    let mut was_fresh: Option<bool> = None;
+    // Unix ms of the last alarm (blind or misconfigured) logged; repeated every minute.
+    let mut alarmed_ms: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.wait() => return,
+        }
+        let now = now_ms();
+        metrics.set_feed_lag(Duration::from_millis(state.lag_ms(now)));
+        let (secs, leeway) = (now / 1000, state.leeway());
+        if state.load().has_expired(secs, leeway) {
+            let len = state.update(|set| {
+                set.has_expired(secs, leeway).then(|| {
+                    let mut next = set.clone();
+                    next.prune(secs, leeway);
+                    next
+                })
+            });
+            metrics.set_revocations_known(len);
+        }
+        let fresh = state.fresh(now);
+        let can_decide = state.usable_at(now);
+        let blind = state.deciding_without_snapshot(now);
+        metrics.set_feed_fresh(fresh);
+        let misconfigured = state.misconfigured();
+        metrics.set_deciding_without_snapshot(blind);
+        metrics.set_feed_misconfigured(misconfigured.is_some());
+        if !blind && misconfigured.is_none() {
+            alarmed_ms = None;
+        } else if alarmed_ms.is_none_or(|at| now.saturating_sub(at) >= ALARM_REPEAT_MS) {
+            alarmed_ms = Some(now);
+            match misconfigured {
+                Some(status) if state.ever_synced() => tracing::error!(
+                    status,
+                    lag_ms = state.lag_ms(now),
+                    "revocation feed refuses this replica (configuration error: REVOCATION_FEED_TOKEN or REVOCATION_FEED_URL): deciding with the revocations known so far, which no longer update"
+                ),
+                Some(status) => tracing::error!(
+                    status,
+                    lag_ms = state.lag_ms(now),
+                    "revocation feed refuses this replica (configuration error: REVOCATION_FEED_TOKEN or REVOCATION_FEED_URL) and no snapshot was loaded: NOT_SERVING, checks answer UNAVAILABLE until the feed answers"
+                ),
+                None => tracing::error!(
+                    lag_ms = state.lag_ms(now),
+                    "no revocation snapshot after the startup wait: deciding WITHOUT revocation data (revoked tokens are accepted until the feed answers)"
+                ),
+            }
+        }
+        // Why this order: whoever sees the feed service change also sees this tick's "can
+        // decide" answer (the outage tests rely on it).
+        if serving != Some(can_decide) && !outer.is_triggered() {
+            if can_decide {
+                tracing::info!("can decide: reporting SERVING");
+            } else if serving.is_some() && state.fail_closed() {
+                tracing::warn!(
+                    lag_ms = state.lag_ms(now),
+                    "fail-closed and the revocation feed is stale: reporting NOT_SERVING, checks answer UNAVAILABLE"
+                );
+            }
+            report_health(&health, can_decide).await;
+            serving = Some(can_decide);
+        }
+        if was_fresh != Some(fresh) {
+            if fresh {
+                tracing::info!("revocation feed fresh: {FEED_HEALTH_SERVICE} SERVING");
+            } else if was_fresh.is_some() {
+                tracing::warn!(
+                    lag_ms = state.lag_ms(now),
+                    fail_closed = state.fail_closed(),
+                    "revocation feed stale: {FEED_HEALTH_SERVICE} NOT_SERVING; revocations made meanwhile are not seen"
+                );
+            }
+            health
+                .set_service_status(
+                    FEED_HEALTH_SERVICE,
+                    if fresh {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    },
+                )
+                .await;
+            was_fresh = Some(fresh);
+        }
+    }
+}
