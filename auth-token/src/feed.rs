@@ -19,17 +19,18 @@ use secrecy::{ExposeSecret as _, SecretString};
 /// Shortest feed token accepted (gen-secrets and `make run` write 64 hex characters).
 pub const MIN_FEED_TOKEN_CHARS: usize = 32;
 
-/// A feed token that would never match or cannot travel in a header (the value is never
+/// A feed token that would never match or cannot travel in a bearer header (the value is never
 /// included in the error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "at least {MIN_FEED_TOKEN_CHARS} characters without whitespace or control characters (surrounding whitespace is trimmed)"
+    "at least {MIN_FEED_TOKEN_CHARS} characters of A-Z a-z 0-9 - . _ ~ + / with optional trailing = (an RFC 6750 b64token; surrounding whitespace is trimmed)"
 )]
 pub struct FeedTokenError;
 
 /// The configured token as used on the wire: surrounding whitespace trimmed (a secret file's
 /// trailing newline goes verbatim into the environment), `None` when empty (unset); an error
-/// when it is short or has whitespace or control characters inside.
+/// when it is short or is not a `b64token`: login-service reads the header with
+/// [`crate::bearer::parse`], so any other character would make every feed request a 401.
 pub fn feed_token(raw: Option<&SecretString>) -> Result<Option<SecretString>, FeedTokenError> {
     let Some(token) = raw
         .map(|t| t.expose_secret().trim())
@@ -38,7 +39,7 @@ pub fn feed_token(raw: Option<&SecretString>) -> Result<Option<SecretString>, Fe
         return Ok(None);
     };
     if token.chars().count() < MIN_FEED_TOKEN_CHARS
-        || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        || !crate::bearer::is_b64token(token)
     {
         return Err(FeedTokenError);
     }
@@ -139,6 +140,17 @@ mod tests {
         assert_eq!(
             check(&format!("{}\u{7}{}", &token[..16], &token[16..])),
             Err(FeedTokenError)
+        );
+        // Every token accepted here must pass the bearer parser that reads it on the other side.
+        for bad in ['!', '#', '"', ',', ';', '%', '='] {
+            let mid = format!("{}{bad}{}", &token[..16], &token[16..]);
+            assert_eq!(check(&mid), Err(FeedTokenError), "{mid:?}");
+        }
+        let b64 = format!("{}-._~+/AZaz09==", "x".repeat(MIN_FEED_TOKEN_CHARS));
+        assert_eq!(check(&b64), Ok(Some(b64.clone())));
+        assert_eq!(
+            crate::bearer::parse(Some(&format!("Bearer {b64}"))),
+            Ok(b64.as_str())
         );
     }
 

@@ -369,7 +369,7 @@ mod tests {
             let line = err.to_string();
             assert_eq!(
                 line,
-                "invalid --revocation-feed-token (REVOCATION_FEED_TOKEN): need at least 32 characters without whitespace or control characters (surrounding whitespace is trimmed)"
+                "invalid --revocation-feed-token (REVOCATION_FEED_TOKEN): need at least 32 characters of A-Z a-z 0-9 - . _ ~ + / with optional trailing = (an RFC 6750 b64token; surrounding whitespace is trimmed)"
             );
         }
     }

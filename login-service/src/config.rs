@@ -670,7 +670,7 @@ mod tests {
             let err = cli.serve.resolve(&cli.global).unwrap_err();
             assert_eq!(
                 err.to_string(),
-                "invalid setting: REVOCATION_FEED_TOKEN must be at least 32 characters without whitespace or control characters (surrounding whitespace is trimmed)",
+                "invalid setting: REVOCATION_FEED_TOKEN must be at least 32 characters of A-Z a-z 0-9 - . _ ~ + / with optional trailing = (an RFC 6750 b64token; surrounding whitespace is trimmed)",
                 "{bad:?}"
             );
         }

@@ -78,7 +78,7 @@ fn unusable_feed_settings_exit_64_with_one_line() {
     assert_eq!(code, Some(64));
     assert_eq!(
         stderr,
-        "ext-authz: configuration error: invalid --revocation-feed-token (REVOCATION_FEED_TOKEN): need at least 32 characters without whitespace or control characters (surrounding whitespace is trimmed)\n"
+        "ext-authz: configuration error: invalid --revocation-feed-token (REVOCATION_FEED_TOKEN): need at least 32 characters of A-Z a-z 0-9 - . _ ~ + / with optional trailing = (an RFC 6750 b64token; surrounding whitespace is trimmed)\n"
     );
     let (code, stderr, _) = run(&[
         ("REVOCATION_FAIL_CLOSED", "true"),

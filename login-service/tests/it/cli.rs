@@ -180,7 +180,7 @@ fn startup_configuration_errors_exit_64() {
     assert_eq!(c, 64, "{err}");
     assert_eq!(
         err,
-        "login-service: invalid setting: REVOCATION_FEED_TOKEN must be at least 32 characters without whitespace or control characters (surrounding whitespace is trimmed)\n"
+        "login-service: invalid setting: REVOCATION_FEED_TOKEN must be at least 32 characters of A-Z a-z 0-9 - . _ ~ + / with optional trailing = (an RFC 6750 b64token; surrounding whitespace is trimmed)\n"
     );
     let (c, _) = check(
         &[("JWT_SECRET", &secret), ("HTTP_ADDR", "127.0.0.1:5000")],
