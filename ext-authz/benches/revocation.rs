@@ -7,6 +7,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+use auth_token::testing::check_request;
 use auth_token::{Verifier, VerifierConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
@@ -14,7 +15,6 @@ use ext_authz::keys::KeyStore;
 use ext_authz::metrics::Metrics;
 use ext_authz::revocation::{Entry, RevocationSet, Revocations};
 use ext_authz::service::AuthzService;
-use ext_authz::test_support::check_request;
 use ext_authz::{Policy, Settings, decide, decide_with_revocations};
 
 const ENTRIES: i64 = 100_000;

@@ -13,7 +13,8 @@
 //!   client of login-service's revocation feed; still no database.
 //! - [`server`]: binds TCP, the optional Unix socket and the metrics port, serves gRPC
 //!   health, and drains on shutdown.
-//! - [`config`], [`metrics`], [`telemetry`], [`shutdown`], [`policy`]: what their names say.
+//! - [`config`], [`metrics`], [`shutdown`], [`policy`]: what their names say. Logging setup,
+//!   the OS signals and duration flags come from the shared `edge_process` crate.
 //!
 //! Invariants: tokens and key bytes are never logged or put in errors; a deny is a
 //! `CheckResponse` with a non-OK status, a gRPC error only means "cannot decide".
@@ -27,12 +28,10 @@ pub mod revocation;
 pub mod server;
 pub mod service;
 pub mod shutdown;
-pub mod telemetry;
 
 pub use check::{Decision, Denial, Reason, Settings, decide, decide_with_revocations};
 pub use config::Config;
 pub use policy::Policy;
 
-#[cfg(any(test, feature = "test-support"))]
-#[doc(hidden)]
-pub mod test_support;
+#[cfg(test)]
+mod test_support;

@@ -91,7 +91,7 @@ impl From<EmailError> for CliError {
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    crate::telemetry::init(cli.global.log_format);
+    edge_process::telemetry::init(cli.global.log_format);
     let result = match cli.command {
         None => serve(&cli.global, &cli.serve),
         Some(Command::Serve(args)) => serve(&cli.global, &args),

@@ -17,5 +17,4 @@ pub mod revocations;
 pub mod routes;
 pub mod schema;
 pub mod server;
-pub mod telemetry;
 pub mod users;
