@@ -8,7 +8,7 @@ use auth_token::cli::KeyArgs;
 use auth_token::{Keyring, VerifierConfig};
 
 /// Exit code for configuration errors (`EX_USAGE` from sysexits.h), as CONTRACT.md requires.
-pub const EXIT_CONFIG: u8 = 64;
+pub const EXIT_CONFIG: u8 = edge_process::EXIT_USAGE;
 
 pub use edge_process::LogFormat;
 use edge_process::parse_duration;

@@ -17,7 +17,7 @@ use crate::revocations::{self, Reason};
 use crate::users::{self, EmailError};
 
 /// sysexits `EX_USAGE`: bad flags or configuration.
-pub const EX_USAGE: u8 = 64;
+pub const EX_USAGE: u8 = edge_process::EXIT_USAGE;
 /// sysexits `EX_DATAERR`: invalid e-mail or password.
 pub const EX_DATAERR: u8 = 65;
 /// sysexits `EX_NOUSER`: no account with that e-mail.
