@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
@@ -333,24 +332,18 @@ fn check_request(token: &str) -> CheckRequest {
         format!("Bearer {token}"),
     )))
     .collect();
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                time: None,
-                http: Some(HttpRequest {
-                    id: "1234567890".to_owned(),
-                    method: "GET".to_owned(),
-                    headers,
-                    path: "/api/items?page=2".to_owned(),
-                    host: "127.0.0.1:18080".to_owned(),
-                    scheme: "http".to_owned(),
-                    protocol: "HTTP/1.1".to_owned(),
-                    ..Default::default()
-                }),
-            }),
-            // Every feature on: the route's role requirement (the bench token is an admin's).
-            context_extensions: [("require_roles".to_owned(), "admin".to_owned())].into(),
+    auth_token::testing::check_request_for(
+        HttpRequest {
+            id: "1234567890".to_owned(),
+            method: "GET".to_owned(),
+            headers,
+            path: "/api/items?page=2".to_owned(),
+            host: "127.0.0.1:18080".to_owned(),
+            scheme: "http".to_owned(),
+            protocol: "HTTP/1.1".to_owned(),
             ..Default::default()
-        }),
-    }
+        },
+        // Every feature on: the route's role requirement (the bench token is an admin's).
+        &[("require_roles", "admin")],
+    )
 }

@@ -1,20 +1,15 @@
 //! `demo-upstream`: the JSON echo server behind Envoy in the local stack and the e2e tests.
 
-use std::io::IsTerminal as _;
-
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = demo_upstream::Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    demo_upstream::serve(&config, demo_upstream::shutdown_signal()).await?;
+    // The same logging and signals as the real services (text on stderr, SIGTERM/SIGINT).
+    edge_process::telemetry::init(edge_process::LogFormat::Text);
+    let shutdown = async {
+        edge_process::shutdown_signal().await;
+    };
+    demo_upstream::serve(&config, shutdown).await?;
     Ok(())
 }

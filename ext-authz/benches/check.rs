@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
+use auth_token::testing::check_request;
 use auth_token::{Verifier, VerifierConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 use ext_authz::keys::KeyStore;
 use ext_authz::metrics::Metrics;
 use ext_authz::service::AuthzService;
-use ext_authz::test_support::check_request;
 use ext_authz::{Policy, Settings, decide};
 
 mod common;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth_token::FeedEntry;
+use auth_token::testing::check_request;
 use auth_token::{Verifier, VerifierConfig};
 use criterion::{Criterion, criterion_group, criterion_main};
 use envoy_types::ext_authz::v3::pb::CheckRequest;
@@ -16,7 +17,6 @@ use ext_authz::metrics::Metrics;
 use ext_authz::revocation::Revocations;
 use ext_authz::revoked::RevocationSet;
 use ext_authz::service::AuthzService;
-use ext_authz::test_support::check_request;
 use ext_authz::{Policy, Settings, decide};
 
 const ENTRIES: i64 = 100_000;

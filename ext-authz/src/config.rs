@@ -10,16 +10,10 @@ use auth_token::{Keyring, VerifierConfig};
 use crate::feed::FeedConfig;
 
 /// Exit code for configuration errors (`EX_USAGE` from sysexits.h), as CONTRACT.md requires.
-pub const EXIT_CONFIG: u8 = 64;
+pub const EXIT_CONFIG: u8 = edge_process::EXIT_USAGE;
 
-/// Output format of the logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use edge_process::LogFormat;
+use edge_process::parse_duration;
 
 /// Everything ext-authz can be told at startup.
 ///
@@ -44,7 +38,8 @@ pub struct Config {
     /// Signing keys (JWT_SECRET or KEYS_DIR, and JWT_DEFAULT_KID).
     #[command(flatten)]
     pub keys: KeyArgs,
-    /// How often the keys directory is polled for changes ("1s", "500ms" or plain seconds).
+    /// How often the keys directory is polled for changes ("1s", "500ms" or plain seconds; the
+    /// grammar of every duration flag is in `edge_process::duration`).
     #[arg(long, env = "KEYS_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub keys_reload_interval: Duration,
     /// Clock-skew allowance for exp, nbf and iat, in seconds.
@@ -254,28 +249,6 @@ fn valid_realm(realm: &str) -> bool {
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
-/// Parses a duration: plain seconds (`"2"`, `"0.5"`) or a number with a unit
-/// (`ms`, `s`, `m`, `h`), e.g. `"500ms"`, `"1s"`, `"2m"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 10, 1s, 500ms, 2m"))?;
-    let scale = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 1e-3,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => return Err(format!("invalid duration unit {other:?} in {text:?}")),
-    };
-    Duration::try_from_secs_f64(value * scale)
-        .map_err(|e| format!("invalid duration {text:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,18 +258,6 @@ mod tests {
 
     fn parse(args: &[&str]) -> Config {
         Config::try_parse_from(std::iter::once("ext-authz").chain(args.iter().copied())).unwrap()
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("1 fortnight").is_err());
-        assert!(parse_duration("").is_err());
     }
 
     #[test]

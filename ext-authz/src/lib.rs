@@ -18,8 +18,8 @@
 //!    login-service's revocation feed, filling [`revocation`]), [`health`] (gRPC health and the
 //!    watcher that drives it from [`revocation`]). Background tasks cannot fail; their errors
 //!    (a feed request, a key reload) are their own, logged and counted where they happen.
-//! 4. Wiring: [`config`] (flags; builds each module's settings, e.g. [`feed::FeedConfig`]),
-//!    [`telemetry`] (log format), [`server`] (binds TCP, the optional Unix socket and the
+//! 4. Wiring: [`config`] (flags; builds each module's settings, e.g. [`feed::FeedConfig`];
+//!    log format, durations and signals come from the shared `edge_process` crate), [`server`] (binds TCP, the optional Unix socket and the
 //!    metrics port, starts the tasks, drains on shutdown); `main` parses the config and calls
 //!    it.
 //!
@@ -38,12 +38,10 @@ pub mod revoked;
 pub mod server;
 pub mod service;
 pub mod shutdown;
-pub mod telemetry;
 
 pub use check::{Decision, Denial, Reason, Settings, decide};
 pub use config::Config;
 pub use policy::Policy;
 
-#[cfg(any(test, feature = "test-support"))]
-#[doc(hidden)]
-pub mod test_support;
+#[cfg(test)]
+mod test_support;

@@ -7,24 +7,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use ext_authz::config::{self, Config, EXIT_CONFIG};
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
-        Ok(config) => config,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print(); // --help, --version
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // One line, as for every startup error (clap's own output adds usage hints).
-            let text = e.to_string();
-            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-            eprintln!("ext-authz: {}", line.trim_start_matches("error: "));
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    // Bad flags: one line on stderr, exit 64; --help/--version: exit 0.
+    let config: Config = edge_process::parse_or_exit();
     let ring = match config.load() {
         Ok(ring) => ring,
         Err(e) => {
@@ -36,7 +23,7 @@ fn main() -> ExitCode {
         println!("{}", config::summary(&config, &ring));
         return ExitCode::SUCCESS;
     }
-    ext_authz::telemetry::init(config.log_format);
+    edge_process::telemetry::init(config.log_format);
     match serve(&config, ring) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

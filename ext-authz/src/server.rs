@@ -255,7 +255,7 @@ pub async fn run(config: &Config, ring: Keyring) -> Result<(), ServerError> {
     );
     let trigger = running.trigger();
     tokio::spawn(async move {
-        let signal = shutdown::os_signal().await;
+        let signal = edge_process::shutdown_signal().await;
         tracing::info!(signal, "shutting down");
         trigger.trigger();
     });

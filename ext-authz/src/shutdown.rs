@@ -1,4 +1,5 @@
-//! Shutdown plumbing: a one-shot trigger many tasks can wait on, and the OS signals that pull it.
+//! Shutdown plumbing: a one-shot trigger many tasks can wait on (the OS signals that pull it are
+//! `edge_process::shutdown_signal`).
 
 use tokio::sync::watch;
 
@@ -44,32 +45,6 @@ impl ShutdownSignal {
     /// Whether shutdown was triggered.
     pub fn is_triggered(&self) -> bool {
         *self.rx.borrow()
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C), returning the signal's name.
-pub async fn os_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            },
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "ctrl-c"
     }
 }
 

@@ -1,36 +1,100 @@
-//! Fixtures shared by the unit tests and, behind the `test-support` feature, by the
-//! integration tests and benches. Not part of the service's API.
+//! Fixtures for ext-authz's unit tests: its keyring, settings and request headers. Minting,
+//! forging and `CheckRequest` building come from `auth_token::testing`, the one home of token
+//! fixtures for every crate.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use auth_token::{Claims, Key, Keyring, Verifier, VerifierConfig};
 
-#[cfg(test)]
-mod tokens;
-#[cfg(test)]
-pub(crate) use tokens::*;
+pub(crate) use auth_token::testing::{b64, check_request};
 
-/// A `CheckRequest` carrying these HTTP request headers and context extensions.
-pub fn check_request(
-    headers: HashMap<String, String>,
-    extensions: &[(&str, &str)],
-) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: extensions
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ..Default::default()
-        }),
+use crate::check::Settings;
+
+pub(crate) const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+pub(crate) const OTHER_SECRET: &[u8] = b"fedcba9876543210fedcba9876543210";
+
+/// Ring with kid `k1` (default) and `k2`.
+pub(crate) fn ring() -> Keyring {
+    Keyring::from_keys(
+        vec![
+            Key::new("k1", SECRET).unwrap(),
+            Key::new("k2", OTHER_SECRET).unwrap(),
+        ],
+        Some("k1"),
+    )
+    .unwrap()
+}
+
+/// Ring with kid `k1` and `k2` and no default key.
+pub(crate) fn ring_without_default() -> Keyring {
+    Keyring::from_keys(
+        vec![
+            Key::new("k1", SECRET).unwrap(),
+            Key::new("k2", OTHER_SECRET).unwrap(),
+        ],
+        None,
+    )
+    .unwrap()
+}
+
+pub(crate) fn settings(dry_run: bool) -> Settings {
+    Settings {
+        verifier: Verifier::new(&VerifierConfig::default()),
+        realm: "edge".into(),
+        dry_run,
     }
+}
+
+pub(crate) fn now() -> u64 {
+    auth_token::now_unix()
+}
+
+/// A genuine token from login-service's issuer: user `42`, valid now for five minutes.
+pub(crate) fn issue(kid: &str, secret: &[u8], roles: &[&str]) -> String {
+    let key = Key::new(kid, secret).unwrap();
+    auth_token::testing::mint(
+        &key,
+        "42",
+        "user@example.com",
+        roles,
+        now(),
+        Duration::from_secs(300),
+    )
+}
+
+/// Claims of user `1` with `roles`; times zero, jti `j`: for code that reads only roles.
+pub(crate) fn claims_with_roles(roles: &[&str]) -> Claims {
+    Claims {
+        sub: "1".into(),
+        email: "a@example.com".into(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        iat: 0,
+        nbf: 0,
+        exp: 0,
+        jti: "j".into(),
+        iss: None,
+        aud: None,
+    }
+}
+
+/// [`auth_token::testing::forge`] over JSON text: a token with arbitrary header and payload,
+/// HMAC-SHA256-signed with `secret`.
+pub(crate) fn forge(header: &str, payload: &str, secret: &[u8]) -> String {
+    auth_token::testing::forge(header, payload, secret)
+}
+
+/// Claims JSON of user `42` with role `admin`, with `iat`/`nbf`/`exp` offsets in seconds from
+/// now (see [`auth_token::testing::claims_payload`] for its exact spelling).
+pub(crate) fn payload(iat: i64, nbf: i64, exp: i64) -> String {
+    let at = |d: i64| now().saturating_add_signed(d);
+    auth_token::testing::claims_payload("42", &["admin"], at(iat), at(nbf), at(exp))
+}
+
+pub(crate) fn headers(authorization: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("authorization".to_owned(), authorization.to_owned()),
+        (":path".to_owned(), "/".to_owned()),
+        ("x-request-id".to_owned(), "req-1".to_owned()),
+    ])
 }

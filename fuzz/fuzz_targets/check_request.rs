@@ -11,11 +11,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use auth_token::{Issuer, Verifier, VerifierConfig};
 use edge_auth_fuzz::{assert_really_signed, header_map, ring};
-use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-    HttpRequest, Request as AttrRequest,
-};
+use envoy_types::ext_authz::v3::pb::HttpResponse;
 use ext_authz::Settings;
 use ext_authz::keys::KeyStore;
 use ext_authz::metrics::Metrics;
@@ -55,20 +51,12 @@ fuzz_target!(|input: Input| {
         let token = String::from_utf8_lossy(&token);
         headers.insert("authorization".to_owned(), format!("{prefix}{token}"));
     }
-    let extensions = input.extensions.iter().cloned().collect();
-    let request = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    headers: headers.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: extensions,
-            ..Default::default()
-        }),
-    };
+    let extensions: Vec<(&str, &str)> = input
+        .extensions
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let request = auth_token::testing::check_request(headers.clone(), &extensions);
     let settings = Settings {
         verifier: Verifier::new(&VerifierConfig::default()),
         realm: "edge".to_owned(),

@@ -8,8 +8,6 @@ use auth_token::{Key, Keyring};
 use base64::Engine as _;
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use hmac::{Hmac, Mac as _};
-use sha2::Sha256;
 
 /// The default key (kid `k1`).
 pub const SECRET1: &[u8] = b"fuzz-secret-one-0123456789abcdef0123";
@@ -46,17 +44,9 @@ pub fn secret_for(kid: Option<&str>) -> Option<&'static [u8]> {
     }
 }
 
-/// HMAC-SHA256 of `signing_input` under `secret`.
-pub fn hmac(secret: &[u8], signing_input: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
-    mac.update(signing_input);
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// Base64url without padding (how JWS segments are written).
-pub fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
+// The HMAC, the base64url encoder and the signer come from `auth_token::testing`, which signs
+// with the `hmac` crate directly, never through the verifier under test.
+pub use auth_token::testing::{b64, forge as sign_raw, hmac_sha256 as hmac};
 
 /// Panics unless `token` is a JWS whose header is exactly what we issue (`alg` `HS256`, only
 /// `alg`/`typ`/`kid`) and whose signature is the HMAC of a key in [`ring`]. Called on every
@@ -91,14 +81,6 @@ pub fn assert_really_signed(token: &str) {
         hmac(secret, signing_input.as_bytes()),
         "accepted a signature that is not our HMAC"
     );
-}
-
-/// Signs `header.payload` (raw JSON bytes) with `secret`: a correctly signed token whatever the
-/// JSON says, to drive the fuzzer past the signature into the header and claims rules.
-pub fn sign_raw(header: &[u8], payload: &[u8], secret: &[u8]) -> String {
-    let input = format!("{}.{}", b64(header), b64(payload));
-    let signature = hmac(secret, input.as_bytes());
-    format!("{input}.{}", b64(&signature))
 }
 
 /// Lower-cased header map from arbitrary pairs (Envoy lower-cases names).

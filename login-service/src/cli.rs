@@ -20,7 +20,7 @@ use crate::revocations::{self, Reason};
 use crate::users::{self, EmailError};
 
 /// sysexits `EX_USAGE`: bad flags or configuration.
-pub const EX_USAGE: u8 = 64;
+pub const EX_USAGE: u8 = edge_process::EXIT_USAGE;
 /// sysexits `EX_DATAERR`: invalid e-mail or password.
 pub const EX_DATAERR: u8 = 65;
 /// sysexits `EX_NOUSER`: no account with that e-mail.
@@ -94,7 +94,7 @@ impl From<EmailError> for CliError {
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    crate::telemetry::init(cli.global.log_format);
+    edge_process::telemetry::init(cli.global.log_format);
     let result = cli.task().map_err(CliError::from).and_then(execute);
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use auth_token::cli::{KeyArgs, KeyArgsError};
 use auth_token::{Issuer, Keyring};
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use edge_process::parse_duration;
 
 use crate::db::{DbUrl, PoolSettings, UrlError};
 use crate::lockout::{Policies, Policy};
@@ -91,14 +92,7 @@ pub enum UserCommand {
     List,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use edge_process::LogFormat;
 
 /// Options shared by all subcommands.
 #[derive(Debug, Clone, Args)]
@@ -510,29 +504,6 @@ pub fn parse_proxy(s: &str) -> Result<IpNet, String> {
     }
 }
 
-/// Parses `90`, `90s`, `500ms`, `15m`, `24h`, `7d` into a duration.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 30, 30s, 15m, 24h, 7d)"))?;
-    let secs = |k: u64| {
-        n.checked_mul(k)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?} is too large"))
-    };
-    match unit.trim() {
-        "" | "s" => secs(1),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        u => Err(format!("unknown unit {u:?} in {s:?} (use ms, s, m, h, d)")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,20 +513,6 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(
-            parse_duration("86400").unwrap(),
-            Duration::from_secs(86_400)
-        );
-        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("5y").is_err());
-        assert!(parse_duration("").is_err());
     }
 
     #[test]

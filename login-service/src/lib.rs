@@ -16,7 +16,8 @@
 //! 4. queries and rules: [`users`], [`revocations`], [`lockout`], [`password`],
 //!    [`credentials`], [`metrics`], over [`db`] and [`schema`].
 //!
-//! [`telemetry`] is process plumbing used by [`cli`].
+//! Log setup, signals, duration flags and the exit code of a bad command line come from the
+//! shared `edge_process` crate.
 
 pub mod cli;
 pub mod config;
@@ -32,5 +33,4 @@ pub mod routes;
 pub mod schema;
 pub mod server;
 pub mod state;
-pub mod telemetry;
 pub mod users;

@@ -2,20 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
-    match login_service::config::Cli::try_parse() {
-        Ok(cli) => login_service::cli::run(cli),
-        Err(e) => {
-            // Why: the contract wants configuration errors to exit 64 (clap's default is 2).
-            let code = if e.use_stderr() {
-                login_service::cli::EX_USAGE
-            } else {
-                0
-            };
-            let _ = e.print();
-            ExitCode::from(code)
-        }
-    }
+    // Why: the contract wants configuration errors on one line and exit 64 (clap's default is
+    // several lines and 2); --help/--version exit 0.
+    login_service::cli::run(edge_process::parse_or_exit())
 }

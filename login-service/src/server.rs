@@ -65,28 +65,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
-
 /// `login-service serve`: bind, serve until a signal.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let addr = settings.http_addr;
@@ -96,7 +74,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let state = tokio::task::spawn_blocking(move || build_state(settings)).await??;
     let listener = TcpListener::bind(addr).await?;
     info!(%addr, backend, signing_kid, "login-service listening");
-    serve(listener, state, shutdown_signal()).await
+    let shutdown = async {
+        edge_process::shutdown_signal().await;
+    };
+    serve(listener, state, shutdown).await
 }
 
 /// Aborts a background task when dropped.

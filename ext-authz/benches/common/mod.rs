@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use auth_token::{Issuer, Key, Keyring};
+use auth_token::{Key, Keyring};
 
 const SECRET: &[u8] = b"benchmark-secret-0123456789abcdef0123";
 
@@ -14,21 +14,14 @@ pub fn ring() -> Keyring {
 
 /// A token for sub `12345` signed with `k1` of `ring`, issued at `now`, valid for an hour.
 pub fn token(ring: &Keyring, roles: &[&str], now: u64) -> String {
-    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-    Issuer {
-        ttl: Duration::from_secs(3600),
-        issuer: None,
-        audience: None,
-    }
-    .issue(
+    auth_token::testing::mint(
         ring.get(Some("k1")).unwrap(),
         "12345",
         "bench@example.com",
-        &roles,
+        roles,
         now,
+        Duration::from_secs(3600),
     )
-    .unwrap()
-    .token
 }
 
 /// The headers of a typical API request from a client, with `Authorization: Bearer <token>`.

@@ -165,13 +165,14 @@ fn check_config_prints_kids_not_secrets() {
     assert!(!stdout.contains(SECRET) && !stdout.contains(SECRET_2));
 }
 
-/// Reads JSON log lines from the child's stdout until the "serving" line; returns the gRPC
-/// and metrics addresses, and keeps collecting the rest of the log in the background.
+/// Reads JSON log lines from the child's stderr (where every edge binary logs) until the
+/// "serving" line; returns the gRPC and metrics addresses, and keeps collecting the rest of the
+/// log in the background.
 fn serving_addrs(child: &mut Child) -> (SocketAddr, SocketAddr, std::sync::mpsc::Receiver<String>) {
-    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
@@ -266,7 +267,7 @@ async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
     .unwrap();
     assert_eq!(exit.code(), Some(0));
     load.await.unwrap();
-    // The child exited: its stdout is at EOF, so this ends once every line is read.
+    // The child exited: its stderr is at EOF, so this ends once every line is read.
     let rest: Vec<String> = logs.iter().collect();
     let joined = rest.join("\n");
     assert!(

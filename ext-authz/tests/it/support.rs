@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use auth_token::{Issuer, Key};
+use auth_token::Key;
 use clap::Parser as _;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -32,15 +32,14 @@ pub fn config(extra: &[&str]) -> Config {
 
 pub fn token(kid: &str, secret: &str, roles: &[&str]) -> String {
     let key = Key::new(kid, secret.as_bytes()).unwrap();
-    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-    Issuer {
-        ttl: Duration::from_secs(600),
-        issuer: None,
-        audience: None,
-    }
-    .issue(&key, "7", "it@example.com", &roles, auth_token::now_unix())
-    .unwrap()
-    .token
+    auth_token::testing::mint(
+        &key,
+        "7",
+        "it@example.com",
+        roles,
+        auth_token::now_unix(),
+        Duration::from_secs(600),
+    )
 }
 
 pub fn check_request(authorization: Option<&str>, extensions: &[(&str, &str)]) -> CheckRequest {
@@ -51,7 +50,7 @@ pub fn check_request(authorization: Option<&str>, extensions: &[(&str, &str)]) -
     if let Some(value) = authorization {
         headers.insert("authorization".to_owned(), value.to_owned());
     }
-    ext_authz::test_support::check_request(headers, extensions)
+    auth_token::testing::check_request(headers, extensions)
 }
 
 /// One check through `client`; the call itself must succeed.

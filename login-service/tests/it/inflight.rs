@@ -18,12 +18,7 @@ use serde_json::Value;
 use crate::helpers::{TestApp, TestDb, db_test, run_cli_ok, spawn_app, spawn_app_with};
 
 fn iat(token: &str) -> i64 {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice::<Value>(&bytes).unwrap()["iat"]
+    auth_token::testing::claims_json(token)["iat"]
         .as_i64()
         .unwrap()
 }

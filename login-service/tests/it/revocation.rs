@@ -19,12 +19,7 @@ async fn token(app: &TestApp, email: &str, pw: &str) -> String {
 }
 
 fn claims(token: &str) -> serde_json::Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
+    auth_token::testing::claims_json(token)
 }
 
 async fn logout(app: &TestApp, authorization: Option<&str>, query: &str) -> reqwest::Response {
