@@ -38,9 +38,7 @@ pub fn feed_token(raw: Option<&SecretString>) -> Result<Option<SecretString>, Fe
     else {
         return Ok(None);
     };
-    if token.chars().count() < MIN_FEED_TOKEN_CHARS
-        || !crate::bearer::is_b64token(token)
-    {
+    if token.chars().count() < MIN_FEED_TOKEN_CHARS || !crate::bearer::is_b64token(token) {
         return Err(FeedTokenError);
     }
     Ok(Some(token.to_owned().into()))
