@@ -11,6 +11,7 @@ mod lockout_claims;
 mod log_secrets;
 mod login;
 mod memory;
+mod ordering_lock;
 mod outage;
 mod races;
 mod rehash;
