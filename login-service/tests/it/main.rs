@@ -4,6 +4,7 @@
 mod helpers;
 
 mod cli;
+mod documented_metrics;
 mod errors;
 mod inflight;
 mod lockout;
