@@ -1,7 +1,6 @@
 //! The real `login-service serve` binary as a child process, with everything it writes to stdout
 //! and stderr kept (the log and the metrics claims are about the real subscriber and exporter).
 
-use std::io::Read as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
