@@ -2,7 +2,8 @@
 //! — checked on the real binary at `RUST_LOG=trace`, over every path that handles a secret
 //! (issue #20): success, hash upgrade, wrong password, unknown user, lockout, logout (one and
 //! all), a revoked and a forged token, the feed (right and wrong feed token), a database
-//! outage, and the CLI's `user add/passwd/list`. All of stdout and stderr is searched.
+//! outage, and the CLI's `user add/passwd/list`. All of stdout and stderr is searched, also for
+//! the database password.
 
 use std::process::Output;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
-use crate::helpers::{TestDb, basic, run_cli};
+use crate::helpers::{TestDb, basic, mysql_base, run_cli};
 use crate::served::Served;
 
 /// `len` random alphanumeric characters after `prefix`: a value that can only appear in the
@@ -23,6 +24,48 @@ fn unique(prefix: &str) -> String {
         "{prefix}{}",
         Alphanumeric.sample_string(&mut rand::rng(), 24)
     )
+}
+
+/// A MariaDB account with a password, allowed on one test database only; dropped on Drop.
+struct DbUser {
+    name: String,
+    password: String,
+    /// `DATABASE_URL` for the test database as this user.
+    url: String,
+}
+
+impl DbUser {
+    fn create(db: &TestDb) -> Self {
+        let base = mysql_base();
+        let host = base.rsplit('@').next().unwrap();
+        let database = db.url.rsplit('/').next().unwrap();
+        let name = format!("u{:012x}", rand::random::<u64>() >> 16);
+        let password = unique("db-password-");
+        let mut c = MysqlConnection::establish(&base).unwrap();
+        diesel::sql_query(format!(
+            "CREATE USER '{name}'@'%' IDENTIFIED BY '{password}'"
+        ))
+        .execute(&mut c)
+        .unwrap();
+        diesel::sql_query(format!("GRANT ALL ON `{database}`.* TO '{name}'@'%'"))
+            .execute(&mut c)
+            .unwrap();
+        let url = format!("mysql://{name}:{password}@{host}/{database}");
+        Self {
+            name,
+            password,
+            url,
+        }
+    }
+}
+
+impl Drop for DbUser {
+    fn drop(&mut self) {
+        if let Ok(mut c) = MysqlConnection::establish(&mysql_base()) {
+            let _ = diesel::sql_query(format!("DROP USER IF EXISTS '{}'@'%'", self.name))
+                .execute(&mut c);
+        }
+    }
 }
 
 #[derive(QueryableByName)]
@@ -57,8 +100,13 @@ fn token_parts(token: &str) -> Vec<String> {
 }
 
 /// The CLI at `RUST_LOG=trace`: its whole output, after checking the exit code.
-fn cli(db: &TestDb, args: &[&str], stdin: Option<&str>, out: &mut String) {
-    let o: Output = run_cli(db, &[("RUST_LOG", "trace")], args, stdin);
+fn cli(db: &TestDb, url: &str, args: &[&str], stdin: Option<&str>, out: &mut String) {
+    let o: Output = run_cli(
+        db,
+        &[("RUST_LOG", "trace"), ("DATABASE_URL", url)],
+        args,
+        stdin,
+    );
     out.push_str(&String::from_utf8_lossy(&o.stdout));
     out.push_str(&String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.status.code(), Some(0), "{args:?}: {out}");
@@ -67,6 +115,9 @@ fn cli(db: &TestDb, args: &[&str], stdin: Option<&str>, out: &mut String) {
 #[test]
 fn no_secret_in_any_output_at_trace_level() {
     let db = TestDb::mysql();
+    // The database password is a secret too: connect as a user of this test's own.
+    let db_user = DbUser::create(&db);
+    let db_url = db_user.url.clone();
     let jwt_secret = unique("jwt-secret-");
     let feed_token = unique("feed-token-");
     let wrong_feed_token = unique("not-the-feed-token-");
@@ -75,6 +126,7 @@ fn no_secret_in_any_output_at_trace_level() {
     let wrong = unique("pw-wrong-");
     let old_pw = unique("pw-old-hash-");
     let mut secrets: Vec<String> = vec![
+        db_user.password.clone(),
         jwt_secret.clone(),
         feed_token.clone(),
         wrong_feed_token.clone(),
@@ -86,10 +138,11 @@ fn no_secret_in_any_output_at_trace_level() {
     let mut logs = String::new();
 
     // The CLI: migrate, user add, passwd, list (and the hashes it stored).
-    cli(&db, &["migrate"], None, &mut logs);
+    cli(&db, &db_url, &["migrate"], None, &mut logs);
     for email in ["alice@example.com", "old@example.com", "lock@example.com"] {
         cli(
             &db,
+            &db_url,
             &["user", "add", email, "--password-stdin"],
             Some(&format!("{pw}\n")),
             &mut logs,
@@ -99,11 +152,12 @@ fn no_secret_in_any_output_at_trace_level() {
     secrets.extend(hash_parts(&stored_hash(&mut c, "alice@example.com")));
     cli(
         &db,
+        &db_url,
         &["user", "passwd", "alice@example.com", "--password-stdin"],
         Some(&format!("{pw2}\n")),
         &mut logs,
     );
-    cli(&db, &["user", "list"], None, &mut logs);
+    cli(&db, &db_url, &["user", "list"], None, &mut logs);
     let alice_hash = stored_hash(&mut c, "alice@example.com");
     secrets.extend(hash_parts(&alice_hash));
     // An argon2id hash with old parameters: the login upgrades it.
@@ -116,7 +170,7 @@ fn no_secret_in_any_output_at_trace_level() {
     secrets.extend(hash_parts(&old_hash));
 
     let env = [
-        ("DATABASE_URL", db.url.as_str()),
+        ("DATABASE_URL", db_url.as_str()),
         ("RUST_LOG", "trace"),
         ("JWT_SECRET", jwt_secret.as_str()),
         ("REVOCATION_FEED_TOKEN", feed_token.as_str()),
@@ -210,7 +264,9 @@ fn no_secret_in_any_output_at_trace_level() {
     // A database outage: the same secrets against a MariaDB that does not answer.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_db = format!(
-        "mysql://root@127.0.0.1:{}/auth",
+        "mysql://{}:{}@127.0.0.1:{}/auth",
+        db_user.name,
+        db_user.password,
         closed.local_addr().unwrap().port()
     );
     drop(closed);
