@@ -2,6 +2,7 @@
 //! tonic clients over TCP and a Unix socket.
 
 mod binary;
+mod documented_metrics;
 mod grpc;
 mod revocation;
 mod rotation;

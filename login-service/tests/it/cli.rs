@@ -137,11 +137,18 @@ fn database_unavailable_exits_69() {
         .args(["user", "list"])
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(69), "{stderr}");
+    // The last line is the CLI's own message, with the hint the README gives.
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("login-service: database error: database unavailable: ")
+            && last.ends_with("(is the database up, and migrated with `login-service migrate`?)"),
+        "{stderr}"
+    );
     assert_eq!(
-        o.status.code(),
-        Some(69),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+        o.stdout, b"",
+        "user list prints no table when it cannot read one"
     );
 }
 
@@ -202,24 +209,41 @@ fn startup_configuration_errors_exit_64() {
     let (c, err) = check(&[], &["serve", "--check-config"]);
     assert_eq!(c, 64);
     assert!(err.contains("JWT_SECRET"), "{err}");
-    let (c, _) = check(&[("JWT_SECRET", "short")], &["--check-config"]);
+    assert_eq!(
+        err,
+        "login-service: no signing keys: set JWT_SECRET or --keys-dir\n"
+    );
+    let (c, err) = check(&[("JWT_SECRET", "short")], &["--check-config"]);
     assert_eq!(c, 64);
+    // One line, naming the rule, not the value.
+    assert_eq!(
+        err,
+        "login-service: key \"default\" is 5 bytes; HS256 keys must be at least 32 bytes\n"
+    );
     let (c, err) = check(
         &[("JWT_SECRET", &secret), ("JWT_SIGNING_KID", "nope")],
         &["--check-config"],
     );
     assert_eq!(c, 64);
     assert!(err.contains("nope"), "{err}");
+    assert_eq!(
+        err,
+        "login-service: signing key: JWT_SIGNING_KID \"nope\" is not in the keyring (have: default)\n"
+    );
     let (c, _) = check(
         &[("JWT_SECRET", &secret), ("TOKEN_TTL", "forever")],
         &["--check-config"],
     );
     assert_eq!(c, 64);
-    let (c, _) = check(
+    let (c, err) = check(
         &[("JWT_SECRET", &secret), ("DATABASE_URL", "postgres://x/y")],
         &["--check-config"],
     );
     assert_eq!(c, 64);
+    assert_eq!(
+        err,
+        "login-service: unsupported DATABASE_URL scheme \"postgres\": use mysql://… or sqlite://PATH\n"
+    );
     let (c, _) = check(&[], &["--no-such-flag"]);
     assert_eq!(c, 64);
     let (c, _) = check(&[], &["--help"]);

@@ -5,12 +5,18 @@ mod helpers;
 
 mod cli;
 mod decision;
+mod documented_metrics;
 mod errors;
 mod inflight;
 mod lockout;
+mod lockout_claims;
+mod log_secrets;
 mod login;
 mod memory;
+mod ordering_lock;
 mod outage;
 mod races;
+mod rehash;
 mod revocation;
+mod served;
 mod token;

@@ -180,7 +180,25 @@ async fn database_stopped_and_restarted_mysql() {
     // Still alive.
     let r = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    // An outage is not "no such user": nothing was counted against the account.
+    // An outage is not "no such user": wrong passwords and unknown e-mails, more than the
+    // per-address threshold (3), each get the same 503 — never 401 (a failure "counted" with no
+    // database) nor 429 — and nothing is counted against the account (checked after the restart).
+    for (email, pw) in [
+        ("up@example.com", "wrong"),
+        ("up@example.com", "wrong again"),
+        ("ghost@example.com", "x"),
+        ("up@example.com", "wrong a third time"),
+        ("up@example.com", "still wrong"),
+    ] {
+        let r = app.login(email, pw, "192.0.2.30").await;
+        assert_eq!(r.status(), 503, "{email}/{pw}");
+        assert_eq!(r.headers()["retry-after"], "5");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "database_unavailable", "message": "the credential store is unavailable; retry later"})
+        );
+    }
 
     // Restart on the same port and datadir; login-service recovers by itself.
     let server = server.restarted().await;
@@ -198,6 +216,17 @@ async fn database_stopped_and_restarted_mysql() {
     let all = app.state.db.run(login_service::users::list).await.unwrap();
     assert_eq!(all.len(), 2, "no user row lost");
     assert!(all.iter().all(|u| u.failed_logins == 0));
+    // The lockout counters are where failures are counted: the right password above cleared the
+    // e-mail's, and the address counter (which a success never clears) saw no failure.
+    let keys = login_service::lockout::Keys::new("up@example.com", "192.0.2.30".parse().unwrap());
+    let source = keys.source.clone();
+    let counted = app
+        .state
+        .db
+        .run(move |c| login_service::lockout::counter(c, &source))
+        .await
+        .unwrap();
+    assert_eq!(counted.map_or(0, |c| c.failures), 0, "{counted:?}");
     assert_eq!(
         app.login("other@example.com", "pw2", "192.0.2.30")
             .await

@@ -63,19 +63,23 @@ async fn logout_and_feed(db: TestDb) {
     // Invalid and missing tokens: 401 JSON with a Bearer challenge.
     let r = logout(&app, None, "").await;
     assert_eq!(r.status(), 401);
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Bearer realm=")
+    // README: `WWW-Authenticate: Bearer realm="login-service"[, error="invalid_token"]`.
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"login-service\""
     );
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "missing_token");
     let r = logout(&app, Some(&format!("Bearer {tok}x")), "").await;
     assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"login-service\", error=\"invalid_token\""
+    );
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_token");
     assert!(body["message"].is_string());
+    assert_eq!(body["message"], "invalid or expired token");
 
     // A long poll waiting at the cursor returns as soon as the logout is stored.
     let app = std::sync::Arc::new(app);

@@ -37,10 +37,21 @@ async fn token_verifies_and_any_altered_byte_does_not() {
 
     // One byte changed in the header, the payload or the signature: refused.
     let dots: Vec<usize> = token.match_indices('.').map(|(i, _)| i).collect();
-    for at in [5, dots[0] + 10, dots[1] + 10] {
+    // The header no longer decodes (malformed); the payload or the signature no longer match the
+    // HMAC (bad signature): the exact refusal, not just "some error".
+    for (at, expected) in [
+        (5, VerifyError::Malformed),
+        (dots[0] + 10, VerifyError::BadSignature),
+        (dots[1] + 10, VerifyError::BadSignature),
+    ] {
         let bad = flip(&token, at);
         assert_ne!(bad, token);
         assert!(verifier.verify(&bad, &keyring(), now).is_err(), "byte {at}");
+        assert_eq!(
+            verifier.verify(&bad, &keyring(), now).unwrap_err(),
+            expected,
+            "byte {at}"
+        );
     }
     let bad_sig = flip(&token, dots[1] + 10);
     assert_eq!(
@@ -50,4 +61,8 @@ async fn token_verifies_and_any_altered_byte_does_not() {
     // Another key: refused.
     let other = auth_token::Keyring::single("default", &[9u8; 32]).unwrap();
     assert!(verifier.verify(&token, &other, now).is_err());
+    assert_eq!(
+        verifier.verify(&token, &other, now).unwrap_err(),
+        VerifyError::BadSignature
+    );
 }
