@@ -18,7 +18,10 @@ use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use sha2::Sha256;
 
-use crate::stack::{Bearer as _, KID, Reply, Stack, now};
+use e2e::client::{Bearer as _, Reply, client};
+use e2e::process::wait_for;
+use e2e::stack::{KID, Stack, Transport};
+use e2e::tokens::{claims, now};
 
 /// HMAC-SHA256 of `input` under `key`.
 fn hmac(key: &[u8], input: &str) -> Vec<u8> {
@@ -672,7 +675,7 @@ fn brute_force_across_two_replicas(stack: Stack) {
         let request = if target == 0 {
             stack.request(Method::POST, "/login")
         } else {
-            let r = crate::stack::client().post(format!("{}/login", replicas[target - 1]));
+            let r = client().post(format!("{}/login", replicas[target - 1]));
             match forwarded {
                 Some(ip) => r.header("x-forwarded-for", ip),
                 None => r,
@@ -1247,7 +1250,7 @@ fn client_envoy_and_routing_headers_never_reach_the_upstream() {
 #[test]
 fn configured_issuer_and_audience_refuse_tokens_without_them() {
     let stack = Stack::start_with_args(
-        crate::stack::Transport::Tcp,
+        Transport::Tcp,
         &["--issuer", "e2e-login", "--audience", "e2e-edge"],
     );
     let seen = stack.upstream_requests();
@@ -1277,7 +1280,7 @@ fn configured_issuer_and_audience_refuse_tokens_without_them() {
 #[test]
 fn tokens_issued_around_a_disable_are_all_refused_at_the_edge() {
     let stack = Stack::start_with_args(
-        crate::stack::Transport::Tcp,
+        Transport::Tcp,
         &["--revocation-feed-url", "http://127.0.0.1:5000/revocations"],
     );
     let user = stack.user.clone();
@@ -1313,7 +1316,7 @@ fn tokens_issued_around_a_disable_are_all_refused_at_the_edge() {
             });
         }
         assert!(
-            crate::stack::wait_for(Duration::from_secs(30), || issued.load(Ordering::SeqCst)
+            wait_for(Duration::from_secs(30), || issued.load(Ordering::SeqCst)
                 >= 16),
             "fewer than 16 logins succeeded"
         );
@@ -1326,7 +1329,7 @@ fn tokens_issued_around_a_disable_are_all_refused_at_the_edge() {
     // Every token is refused as revoked once the feed has delivered the cut (well within 3 s).
     let mut live = Vec::new();
     for token in &tokens {
-        let refused = crate::stack::wait_for(Duration::from_secs(3), || {
+        let refused = wait_for(Duration::from_secs(3), || {
             let reply = Reply::of(stack.get("/api/disabled").bearer(token));
             reply.status == 401
                 && reply
@@ -1334,7 +1337,7 @@ fn tokens_issued_around_a_disable_are_all_refused_at_the_edge() {
                     .contains("error_description=\"token revoked\"")
         });
         if !refused {
-            live.push(crate::stack::claims(token)["iat"].clone());
+            live.push(claims(token)["iat"].clone());
         }
     }
     println!(

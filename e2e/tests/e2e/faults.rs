@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
 
-use crate::stack::{Bearer as _, ENVOY, KID, Stack, claims, now, sign_with, wait_for};
+use e2e::client::Bearer as _;
+use e2e::ports::ENVOY;
+use e2e::process::wait_for;
+use e2e::stack::{KID, Stack};
+use e2e::tokens::{claims, now, sign_with};
 
 /// One request of a load loop.
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use reqwest::Method;
 
-use crate::stack::{Bearer as _, Reply, Stack, claims, now, raw_get_status, sign_with, wait_for};
+use e2e::client::{Bearer as _, Reply, raw_get_status};
+use e2e::process::wait_for;
+use e2e::stack::{KID, Stack};
+use e2e::tokens::{claims, now, sign_with};
 
 #[test]
 fn login_then_call_reaches_upstream_with_identity_headers() {
@@ -108,7 +111,7 @@ fn bad_and_expired_tokens_are_401_invalid_token() {
     let hour = Duration::from_secs(3600);
     let expired = stack.sign("1", &user.email, &[], now() - 2 * 3600, hour);
     let wrong_key = sign_with(
-        crate::stack::KID,
+        KID,
         "another-secret-that-is-long-enough-for-hs256!",
         "1",
         &user.email,
