@@ -10,6 +10,8 @@ pub mod cli;
 pub mod feed;
 pub mod issue;
 pub mod keys;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod verify;
 
 pub use claims::Claims;
