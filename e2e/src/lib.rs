@@ -7,8 +7,9 @@
 //! bench tool (`bench`, for [`procfs`]). Layers, each using only those above it in this list:
 //!
 //! - [`process`]: binaries, child processes with log files, readiness polling, SIGTERM;
-//!   [`ports`]: the shipped config's fixed addresses; [`procfs`]: CPU and memory from `/proc`;
-//!   [`tokens`]: signing and reading tokens.
+//!   [`ports`]: the shipped config's fixed addresses; [`procfs`]: CPU and memory from `/proc`.
+//!   The tests mint, forge and read tokens with `auth_token::testing` (a dev-dependency only:
+//!   see [`stack::Stack::sign_issued`]).
 //! - [`client`]: HTTP through Envoy and the assertions on what comes back.
 //! - [`stack`]: the four processes, login-service's database (`database`), the users and keys.
 //!
@@ -27,4 +28,3 @@ pub mod ports;
 pub mod process;
 pub mod procfs;
 pub mod stack;
-pub mod tokens;

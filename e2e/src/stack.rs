@@ -16,6 +16,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use auth_token::{Issuer, Key};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 
 use crate::client::{client, http_ok};
@@ -25,7 +26,6 @@ use crate::ports::{
     UPSTREAM_ADMIN, check_ports, tcp_accepts,
 };
 use crate::process::{Process, binary, envoy_binary, tail, workspace_root};
-use crate::tokens::sign_with;
 
 mod control;
 
@@ -440,19 +440,28 @@ impl Stack {
 
     /// A token signed with the stack's key, valid from `iat` (Unix seconds) for `ttl`.
     pub fn sign(&self, sub: &str, email: &str, roles: &[&str], iat: u64, ttl: Duration) -> String {
-        sign_with(KID, &self.key_secret, sub, email, roles, iat, ttl)
+        let issuer = Issuer {
+            ttl,
+            issuer: None,
+            audience: None,
+        };
+        self.sign_issued(&issuer, sub, email, roles, iat)
     }
 
     /// A token signed with the stack's key by `issuer` (its `iss`, `aud` and lifetime).
+    ///
+    /// Why the real `Issuer` and not `auth_token::testing`: this library is a normal dependency
+    /// (of `bench`), so enabling that feature here would compile the fixtures into every
+    /// workspace build of the service binaries; the tests enable it as a dev-dependency.
     pub fn sign_issued(
         &self,
-        issuer: &auth_token::Issuer,
+        issuer: &Issuer,
         sub: &str,
         email: &str,
         roles: &[&str],
         iat: u64,
     ) -> String {
-        let key = auth_token::Key::new(KID, self.key_secret.as_bytes()).expect("test key");
+        let key = Key::new(KID, self.key_secret.as_bytes()).expect("test key");
         let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
         issuer
             .issue(&key, sub, email, &roles, iat)

@@ -12,10 +12,11 @@ use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
+use auth_token::now_unix as now;
+use auth_token::testing::claims_json;
 use e2e::client::{Bearer as _, Reply, client};
 use e2e::process::wait_for;
 use e2e::stack::{AuthzReplica, Stack, Transport};
-use e2e::tokens::{claims, now};
 
 /// login-service's feed, as every replica follows it (directly, not through Envoy).
 const FEED: &str = "http://127.0.0.1:5000/revocations";
@@ -192,7 +193,7 @@ fn logout_and_user_revocations_reach_every_replica_within_a_second() {
     assert_eq!(through_envoy(&stack, &fresh).status, 200, "new login works");
     assert_eq!(replica.check(&fresh), Some(200));
     assert!(
-        claims(&fresh)["iat"].as_u64() > claims(&other)["iat"].as_u64(),
+        claims_json(&fresh)["iat"].as_u64() > claims_json(&other)["iat"].as_u64(),
         "the new token is dated after the cut"
     );
 
@@ -264,7 +265,7 @@ fn expired_revocations_are_dropped() {
     wait_envoy_allows(&stack, &warm);
     let base = revoked_known(9002).expect("metrics");
     // A token that expires in 3 s, logged out: one entry, gone once exp + leeway (1 s) passed.
-    let sub = claims(&warm)["sub"].as_str().unwrap().to_owned();
+    let sub = claims_json(&warm)["sub"].as_str().unwrap().to_owned();
     let short = stack.sign(
         &sub,
         &admin.email,
