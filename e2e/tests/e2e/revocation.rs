@@ -7,13 +7,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
 use auth_token::now_unix as now;
-use auth_token::testing::claims_json;
+use auth_token::testing::{check_request, claims_json};
 use e2e::client::{Bearer as _, Reply, client};
 use e2e::process::wait_for;
 use e2e::stack::{AuthzReplica, Stack, Transport};
@@ -54,21 +52,13 @@ impl Replica {
     /// The HTTP status Envoy would answer for `token` (200 allow), or `None` when the replica
     /// cannot be reached or cannot decide yet (an RPC error: Envoy's 503).
     fn check(&self, token: &str) -> Option<u16> {
-        let request = CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(Request {
-                    http: Some(HttpRequest {
-                        headers: HashMap::from([
-                            (":path".to_owned(), "/api".to_owned()),
-                            ("authorization".to_owned(), format!("Bearer {token}")),
-                        ]),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        };
+        let request = check_request(
+            HashMap::from([
+                (":path".to_owned(), "/api".to_owned()),
+                ("authorization".to_owned(), format!("Bearer {token}")),
+            ]),
+            &[],
+        );
         let url = format!("http://{}", self.authz.grpc);
         self.rt.block_on(async move {
             let mut client = AuthorizationClient::connect(url).await.ok()?;
