@@ -1,7 +1,5 @@
 //! The built `ext-authz` binary: startup errors, --check-config, TCP + UDS, SIGTERM drain.
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -163,34 +161,6 @@ fn check_config_prints_kids_not_secrets() {
         "{stdout}"
     );
     assert!(!stdout.contains(SECRET) && !stdout.contains(SECRET_2));
-}
-
-/// Reads JSON log lines from the child's stderr (where every edge binary logs) until the
-/// "serving" line; returns the gRPC and metrics addresses, and keeps collecting the rest of the
-/// log in the background.
-fn serving_addrs(child: &mut Child) -> (SocketAddr, SocketAddr, std::sync::mpsc::Receiver<String>) {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("serving log line before the deadline");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if v["message"] == "ext-authz serving" {
-            let grpc = v["grpc_addr"].as_str().unwrap().parse().unwrap();
-            let metrics = v["metrics_addr"].as_str().unwrap().parse().unwrap();
-            return (grpc, metrics, rx);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

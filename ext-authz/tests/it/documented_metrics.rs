@@ -6,10 +6,7 @@
 //! one deny are sent anyway.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -61,26 +58,6 @@ fn documented(readme: &str) -> Vec<Documented> {
         .collect()
 }
 
-/// Reads JSON log lines from the child's stdout until "ext-authz serving"; returns the gRPC and
-/// metrics addresses.
-fn serving_addrs(child: &mut std::process::Child) -> (SocketAddr, SocketAddr) {
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "no serving line");
-        let line = lines.next().expect("ext-authz exited").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if v["message"] == "ext-authz serving" {
-            // Keep draining stdout so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return (
-                v["grpc_addr"].as_str().unwrap().parse().unwrap(),
-                v["metrics_addr"].as_str().unwrap().parse().unwrap(),
-            );
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_metric_is_exported_and_every_exported_one_documented() {
     let listed = documented(include_str!("../../README.md"));
@@ -98,11 +75,11 @@ async fn every_documented_metric_is_exported_and_every_exported_one_documented()
             "--metrics-addr",
             "127.0.0.1:0",
         ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (grpc_addr, metrics_addr) = serving_addrs(&mut child);
+    let (grpc_addr, metrics_addr, _log) = serving_addrs(&mut child);
     let mut client = authz(tcp_channel(grpc_addr).await);
     let good = format!("Bearer {}", token("default", SECRET, &[]));
     assert_eq!(

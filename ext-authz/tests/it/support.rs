@@ -1,7 +1,11 @@
 //! Shared helpers: config, tokens, clients, polling with deadlines.
 
 use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use auth_token::Key;
@@ -222,4 +226,32 @@ impl SecretDir {
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Reads JSON log lines from the child's stderr (where every edge binary logs) until the
+/// "serving" line; returns the gRPC and metrics addresses, and keeps collecting the rest of the
+/// log in the background.
+pub fn serving_addrs(child: &mut Child) -> (SocketAddr, SocketAddr, Receiver<String>) {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("serving log line before the deadline");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["message"] == "ext-authz serving" {
+            let grpc = v["grpc_addr"].as_str().unwrap().parse().unwrap();
+            let metrics = v["metrics_addr"].as_str().unwrap().parse().unwrap();
+            return (grpc, metrics, rx);
+        }
+    }
 }
