@@ -30,6 +30,8 @@ pub mod check;
 pub mod config;
 pub mod feed;
 pub mod health;
+pub mod issuers;
+pub mod jwks_refresh;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
