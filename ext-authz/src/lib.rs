@@ -31,6 +31,7 @@ pub mod config;
 pub mod feed;
 pub mod health;
 pub mod issuers;
+pub mod jwks_fetch;
 pub mod jwks_refresh;
 pub mod keys;
 pub mod metrics;

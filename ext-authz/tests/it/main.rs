@@ -4,6 +4,7 @@
 mod binary;
 mod documented_metrics;
 mod grpc;
+mod jwks_fetch;
 mod revocation;
 mod rotation;
 mod support;
