@@ -7,12 +7,19 @@
 //! must be `https` (or `http` on a loopback host). Keys from a token header (`jku`, `x5u`) are
 //! never fetched: this module is only ever given configured URLs and discovered `jwks_uri`s.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::external::keys_from_jwks;
+use crate::health::report_health;
 use crate::issuers::{IssuerSettings, is_loopback};
+use crate::jwks::JwksStore;
+use crate::jwks_refresh::{KidThrottle, RefreshBounds, next_refresh, retry_after};
+use crate::metrics::Metrics;
+use crate::shutdown::ShutdownSignal;
 
 /// Default bound on one discovery or JWKS response body.
 pub const DEFAULT_MAX_BYTES: usize = 256 * 1024;
@@ -215,6 +222,148 @@ impl JwksClient {
         }
         Ok((body, cache_control))
     }
+}
+
+/// How the refresh tasks schedule fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshConfig {
+    /// `--jwks-refresh-min` / `--jwks-refresh-max`: the `Cache-Control` clamp and the back-off.
+    pub bounds: RefreshBounds,
+    /// `--jwks-unknown-kid-interval`: at most one early fetch per issuer per this.
+    pub unknown_kid_interval: Duration,
+}
+
+/// Keeps issuer `index`'s keys in `store` until `shutdown`: discovery + JWKS at once, then again
+/// after the response's `max-age` (clamped to the bounds), sooner after a failure (back-off
+/// from the minimum) or when a check met an unknown kid (throttled). A failed fetch keeps the
+/// last good keys (counted, and logged once per distinct error); a successful one replaces them
+/// whole, so a key removed from the JWKS stops verifying. Cannot fail.
+pub async fn follow_issuer(
+    index: usize,
+    store: Arc<JwksStore>,
+    client: JwksClient,
+    metrics: Arc<Metrics>,
+    config: RefreshConfig,
+    mut shutdown: ShutdownSignal,
+) {
+    let Some(settings) = store.load().get(index).map(|i| i.settings.clone()) else {
+        return;
+    };
+    let name = settings.name.as_str();
+    let origin = Instant::now();
+    let mut throttle = KidThrottle::new(config.unknown_kid_interval);
+    let mut failures = 0u32;
+    let mut last_error: Option<String> = None;
+    let mut last_kids: Option<Vec<String>> = None;
+    loop {
+        let outcome = match client.discover(&settings).await {
+            Ok(uri) => client.jwks(&uri, true).await,
+            Err(e) => Err(e),
+        };
+        let wait = match outcome.map(|fetched| (keys_from_jwks(&fetched.keys), fetched)) {
+            Ok(((Some(ring), skipped), fetched)) => {
+                failures = 0;
+                last_error = None;
+                let kids: Vec<String> = ring.kids().into_iter().map(str::to_owned).collect();
+                metrics.record_jwks_success(name, kids.len(), auth_token::now_unix());
+                if last_kids.as_ref() != Some(&kids) {
+                    tracing::info!(
+                        issuer = name,
+                        kids = %kids.join(","),
+                        skipped = %skipped.join(","),
+                        "issuer keys loaded"
+                    );
+                    last_kids = Some(kids);
+                }
+                store.set_keys(index, ring);
+                next_refresh(fetched.cache_control.as_deref(), config.bounds)
+            }
+            Ok(((None, skipped), _)) => {
+                failures = failures.saturating_add(1);
+                metrics.record_jwks_failure(name);
+                let message = format!(
+                    "no usable signing key (skipped kids: {})",
+                    skipped.join(",")
+                );
+                log_failure(name, &message, &mut last_error, last_kids.is_some());
+                retry_after(failures, config.bounds)
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                metrics.record_jwks_failure(name);
+                log_failure(name, &e.to_string(), &mut last_error, last_kids.is_some());
+                retry_after(failures, config.bounds)
+            }
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break,
+                () = store.refresh_requested(index) => {
+                    if throttle.grant(origin.elapsed()) {
+                        metrics.record_jwks_unknown_kid(name);
+                        tracing::info!(issuer = name, "token with an unknown kid: refreshing the JWKS early");
+                        break;
+                    }
+                }
+                () = shutdown.wait() => return,
+            }
+        }
+    }
+}
+
+/// Logs a failed fetch once per distinct error (the failure counter shows how long it lasts).
+fn log_failure(name: &str, message: &str, last_error: &mut Option<String>, have_keys: bool) {
+    if last_error.as_deref() == Some(message) {
+        return;
+    }
+    if have_keys {
+        tracing::warn!(issuer = name, error = %message, "JWKS refresh failed; keeping the last good keys");
+    } else {
+        tracing::warn!(issuer = name, error = %message, "JWKS fetch failed; this issuer's tokens are refused until it succeeds");
+    }
+    *last_error = Some(message.to_owned());
+}
+
+/// Until `stop`: waits for every issuer's first fetch or the startup wait, whichever comes
+/// first, then says so once (ERROR naming the issuers still without keys), and, when
+/// `report` (no revocation feed: `health::watch` does not run), reports gRPC health SERVING.
+pub async fn watch_startup(
+    store: Arc<JwksStore>,
+    health: Option<tonic_health::server::HealthReporter>,
+    outer: ShutdownSignal,
+    mut stop: ShutdownSignal,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.wait() => return,
+        }
+        if store.all_loaded() {
+            tracing::info!("every external issuer's keys are loaded");
+            break;
+        }
+        if store.startup_wait_over() {
+            let missing: Vec<String> = store
+                .load()
+                .iter()
+                .filter(|i| i.keys().is_none())
+                .map(|i| i.settings.name.clone())
+                .collect();
+            tracing::error!(
+                issuers = %missing.join(","),
+                "no JWKS for these issuers after --jwks-startup-wait: serving anyway; their tokens are refused (unknown_key) until a fetch succeeds"
+            );
+            break;
+        }
+    }
+    if let Some(health) = health
+        && !outer.is_triggered()
+    {
+        report_health(&health, true).await;
+    }
+    stop.wait().await;
 }
 
 /// `https`, or `http` when `!strict` or the host is loopback.

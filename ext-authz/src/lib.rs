@@ -28,9 +28,11 @@
 
 pub mod check;
 pub mod config;
+pub mod external;
 pub mod feed;
 pub mod health;
 pub mod issuers;
+pub mod jwks;
 pub mod jwks_fetch;
 pub mod jwks_refresh;
 pub mod keys;

@@ -5,6 +5,8 @@ mod binary;
 mod documented_metrics;
 mod grpc;
 mod jwks_fetch;
+mod oidc;
+mod oidc_issuer;
 mod revocation;
 mod rotation;
 mod support;
