@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use auth_token::{BearerError, Claims, Keyring, Verifier, VerifyError};
 
+use crate::external::ExternalIssuers;
 use crate::policy::Policy;
 use crate::revoked::RevocationSet;
 
@@ -156,20 +157,69 @@ pub fn decide(
     settings: &Settings,
     now: u64,
 ) -> Decision {
+    decide_with_external(
+        headers,
+        policy,
+        keys,
+        &EXTERNAL_NONE,
+        revoked,
+        settings,
+        now,
+    )
+}
+
+/// No external issuer configured.
+static EXTERNAL_NONE: ExternalIssuers = ExternalIssuers::EMPTY;
+
+/// [`decide`], also accepting tokens of the trusted external issuers in `external`.
+///
+/// A token whose `iss` names one of them ([`ExternalIssuers::route`]) is verified with that
+/// issuer's keys only, mapped by its claim settings, never looked up in `revoked` (revocations
+/// are our own tokens'; foreign subjects are namespaced `NAME:sub` and cannot collide), and
+/// passes only a route whose `issuers` list names it ([`Policy::accepts_issuer`]). Every other
+/// token takes our own path, which a route with an `issuers` list must name as `local`.
+/// A route that does not accept the token's issuer refuses it before any signature work
+/// (401 `wrong_issuer`).
+pub fn decide_with_external(
+    headers: &HashMap<String, String>,
+    policy: &Policy<'_>,
+    keys: &Keyring,
+    external: &ExternalIssuers,
+    revoked: Option<&RevocationSet>,
+    settings: &Settings,
+    now: u64,
+) -> Decision {
     // Why: Envoy lower-cases header names in `attributes.request.http.headers`.
     let authorization = headers.get("authorization").map(String::as_str);
     let (claims, reason) = match auth_token::bearer::parse(authorization) {
         Err(e) => (None, bearer_reason(e)),
-        Ok(token) => match settings.verifier.verify(token, keys, now) {
-            Err(e) => (None, Reason::Invalid(e)),
-            Ok(claims) if !header_safe(&claims) => (None, Reason::Invalid(VerifyError::Malformed)),
-            Ok(claims) if revoked.is_some_and(|set| set.is_revoked(&claims)) => {
-                (None, Reason::Revoked)
+        Ok(token) => match external.route(token).and_then(|i| external.get(i)) {
+            Some(issuer) if !policy.accepts_issuer(&issuer.settings.name) => {
+                (None, Reason::Invalid(VerifyError::WrongIssuer))
             }
-            Ok(claims) if !policy.is_satisfied_by(&claims) => {
-                (Some(claims), Reason::InsufficientScope)
+            Some(issuer) => match issuer.verify(token, now) {
+                Err(e) => (None, Reason::Invalid(e)),
+                Ok(claims) if !policy.is_satisfied_by(&claims) => {
+                    (Some(claims), Reason::InsufficientScope)
+                }
+                Ok(claims) => return Decision::Allow { claims },
+            },
+            None if !policy.accepts_issuer(crate::issuers::LOCAL) => {
+                (None, Reason::Invalid(VerifyError::WrongIssuer))
             }
-            Ok(claims) => return Decision::Allow { claims },
+            None => match settings.verifier.verify(token, keys, now) {
+                Err(e) => (None, Reason::Invalid(e)),
+                Ok(claims) if !header_safe(&claims) => {
+                    (None, Reason::Invalid(VerifyError::Malformed))
+                }
+                Ok(claims) if revoked.is_some_and(|set| set.is_revoked(&claims)) => {
+                    (None, Reason::Revoked)
+                }
+                Ok(claims) if !policy.is_satisfied_by(&claims) => {
+                    (Some(claims), Reason::InsufficientScope)
+                }
+                Ok(claims) => return Decision::Allow { claims },
+            },
         },
     };
     let denial = denial(reason, policy, &settings.realm);
@@ -270,6 +320,7 @@ fn description(e: VerifyError) -> &'static str {
         VerifyError::WrongIssuer => "wrong issuer",
         VerifyError::WrongAudience => "wrong audience",
         VerifyError::MissingClaim => "missing claim",
+        VerifyError::KeyAlgorithmMismatch => "algorithm does not match the key",
     }
 }
 

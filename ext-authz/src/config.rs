@@ -8,6 +8,9 @@ use auth_token::cli::KeyArgs;
 use auth_token::{Keyring, VerifierConfig};
 
 use crate::feed::FeedConfig;
+use crate::issuers::{self, IssuerSettings};
+use crate::jwks_fetch::{FetchLimits, RefreshConfig};
+use crate::jwks_refresh::RefreshBounds;
 
 /// Exit code for configuration errors (`EX_USAGE` from sysexits.h), as CONTRACT.md requires.
 pub const EXIT_CONFIG: u8 = edge_process::EXIT_USAGE;
@@ -104,6 +107,38 @@ pub struct Config {
     /// request timeout).
     #[arg(long, env = "REVOCATION_FEED_WAIT", default_value = "8s", value_parser = parse_duration)]
     pub revocation_feed_wait: Duration,
+    /// A trusted external OIDC issuer, `NAME=URL` (repeatable; env comma-separated): keys from
+    /// `URL/.well-known/openid-configuration` → `jwks_uri`, tokens must carry `iss` = URL
+    /// exactly; default claim mapping (`sub`, `email`, no roles). Its tokens pass only routes
+    /// whose `issuers` context extension names NAME. (`--issuer` is the required `iss` of our
+    /// own tokens.)
+    #[arg(long = "oidc-issuer", env = "OIDC_ISSUERS", value_delimiter = ',')]
+    pub oidc_issuers: Vec<String>,
+    /// A JSON file of external issuers with audience and claim mapping (see README "External
+    /// issuers"); combined with `--oidc-issuer`.
+    #[arg(long, env = "OIDC_ISSUERS_FILE")]
+    pub issuers_file: Option<PathBuf>,
+    /// How long after the start gRPC health waits (NOT_SERVING) for every external issuer's
+    /// first JWKS before serving anyway (logged at ERROR; that issuer's tokens are refused).
+    #[arg(long, env = "JWKS_STARTUP_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub jwks_startup_wait: Duration,
+    /// Lower bound of the JWKS refresh interval (a smaller `Cache-Control: max-age` is raised
+    /// to it) and the first retry delay after a failed fetch.
+    #[arg(long, env = "JWKS_REFRESH_MIN", default_value = "60s", value_parser = parse_duration)]
+    pub jwks_refresh_min: Duration,
+    /// Upper bound of the JWKS refresh interval (the interval without `max-age`).
+    #[arg(long, env = "JWKS_REFRESH_MAX", default_value = "1h", value_parser = parse_duration)]
+    pub jwks_refresh_max: Duration,
+    /// At most one early JWKS refresh per issuer per this, triggered by tokens with an
+    /// unknown `kid`.
+    #[arg(long, env = "JWKS_UNKNOWN_KID_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub jwks_unknown_kid_interval: Duration,
+    /// Time limit of one discovery or JWKS request.
+    #[arg(long, env = "JWKS_FETCH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub jwks_fetch_timeout: Duration,
+    /// Largest discovery or JWKS response accepted, in bytes.
+    #[arg(long, env = "JWKS_MAX_BYTES", default_value_t = crate::jwks_fetch::DEFAULT_MAX_BYTES)]
+    pub jwks_max_bytes: usize,
 }
 
 /// A configuration that parses but cannot be run. Messages never contain key bytes.
@@ -121,6 +156,20 @@ pub enum ConfigError {
     /// The revocation feed URL is not an http(s) URL.
     #[error("invalid --revocation-feed-url: expected http://host:port/revocations")]
     FeedUrl,
+    /// An external issuer setting is invalid.
+    #[error(transparent)]
+    Issuer(#[from] crate::issuers::IssuerConfigError),
+    /// The issuers file cannot be read.
+    #[error("cannot read --issuers-file {path}: {message}")]
+    IssuersFile {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// `--jwks-refresh-min` above `--jwks-refresh-max`.
+    #[error("invalid --jwks-refresh-min: must not exceed --jwks-refresh-max")]
+    RefreshBounds,
     /// The feed token is too short or has whitespace/control characters inside (the value is
     /// never printed).
     #[error("invalid --revocation-feed-token (REVOCATION_FEED_TOKEN): need {0}")]
@@ -159,6 +208,22 @@ impl Config {
             return Err(ConfigError::FeedUrl);
         }
         auth_token::feed_token(self.revocation_feed_token.as_ref())?;
+        for (name, value) in [
+            ("jwks-refresh-min", self.jwks_refresh_min),
+            ("jwks-unknown-kid-interval", self.jwks_unknown_kid_interval),
+            ("jwks-fetch-timeout", self.jwks_fetch_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.jwks_max_bytes == 0 {
+            return Err(ConfigError::Zero("jwks-max-bytes"));
+        }
+        if self.jwks_refresh_min > self.jwks_refresh_max {
+            return Err(ConfigError::RefreshBounds);
+        }
+        self.external_issuers()?;
         // Why: a healthy long poll answers up to `wait + 5s` (the client's timeout) after the
         // last answer; a grace not above that makes fail-closed readiness flap.
         if self.revocation_fail_closed
@@ -202,6 +267,45 @@ impl Config {
             startup_wait: self.revocation_startup_wait,
             fail_closed: self.revocation_fail_closed,
         })
+    }
+
+    /// The external issuers of `--oidc-issuer` and `--issuers-file`, validated together.
+    /// Reads the file (startup only).
+    pub fn external_issuers(&self) -> Result<Vec<IssuerSettings>, ConfigError> {
+        let mut all = self
+            .oidc_issuers
+            .iter()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| issuers::parse_flag(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(path) = &self.issuers_file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::IssuersFile {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            all.extend(issuers::parse_file(&text)?);
+        }
+        issuers::validate(&all)?;
+        Ok(all)
+    }
+
+    /// How the JWKS refresh tasks schedule fetches.
+    pub fn refresh_config(&self) -> RefreshConfig {
+        RefreshConfig {
+            bounds: RefreshBounds {
+                min: self.jwks_refresh_min,
+                max: self.jwks_refresh_max,
+            },
+            unknown_kid_interval: self.jwks_unknown_kid_interval,
+        }
+    }
+
+    /// Bounds of one discovery or JWKS request.
+    pub fn fetch_limits(&self) -> FetchLimits {
+        FetchLimits {
+            timeout: self.jwks_fetch_timeout,
+            max_bytes: self.jwks_max_bytes,
+        }
     }
 
     /// Worker threads to start: the configured number or the CPUs available.

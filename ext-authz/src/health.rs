@@ -16,6 +16,7 @@ use std::time::Duration;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tonic_health::ServingStatus;
 
+use crate::jwks::JwksStore;
 use crate::metrics::Metrics;
 use crate::revocation::{Revocations, now_ms};
 use crate::service::AuthzService;
@@ -47,10 +48,11 @@ pub async fn report_health(health: &tonic_health::server::HealthReporter, servin
 const ALARM_REPEAT_MS: u64 = 60_000;
 
 /// Every 500 ms until `stop`: lag and freshness gauges, expiry, and gRPC health ("can decide"
-/// on `""`/Authorization, "fresh" on [`FEED_HEALTH_SERVICE`]). `outer` is the shutdown
+/// on `""`/Authorization — revocations usable and, with `jwks`, external keys usable — "fresh" on [`FEED_HEALTH_SERVICE`]). `outer` is the shutdown
 /// request: once it fired, health is left NOT_SERVING.
 pub async fn watch(
     state: Arc<Revocations>,
+    jwks: Option<Arc<JwksStore>>,
     metrics: Arc<Metrics>,
     health: tonic_health::server::HealthReporter,
     outer: ShutdownSignal,
@@ -81,7 +83,9 @@ pub async fn watch(
             metrics.set_revocations_known(len);
         }
         let fresh = state.fresh(now);
-        let can_decide = state.usable_at(now);
+        // External issuers' first JWKS fetches gate "can decide" too (bounded by their own
+        // startup wait; `jwks_fetch::watch_startup` logs when it runs out).
+        let can_decide = state.usable_at(now) && jwks.as_deref().is_none_or(JwksStore::usable);
         let blind = state.deciding_without_snapshot(now);
         metrics.set_feed_fresh(fresh);
         let misconfigured = state.misconfigured();

@@ -5,18 +5,23 @@
 //!
 //! Layers, in the order of this list: a module imports only modules named before it (a lower
 //! layer, or earlier in its own), so no import runs back up and none forms a circle.
-//! 1. The pure decision, no I/O (no tokio, reqwest, metrics or server): [`policy`],
-//!    [`revoked`] (the [`revoked::RevocationSet`]), [`check`] ([`check::decide`]: request
-//!    headers, a per-route [`policy::Policy`], the keyring and the revoked set → a
-//!    [`check::Decision`]; no tonic types). The feed's wire types and the bearer parser are
+//! 1. The pure decision, no I/O (no tokio, reqwest, metrics or server): [`issuers`] (external
+//!    issuers' settings and claim mapping), [`jwks_refresh`] (when to fetch a JWKS again),
+//!    [`policy`], [`revoked`] (the [`revoked::RevocationSet`]), [`external`] (the external
+//!    issuers and their keys, verification of their tokens), [`check`] ([`check::decide`]:
+//!    request headers, a per-route [`policy::Policy`], the keyring and the revoked set → a
+//!    [`check::Decision`]; [`check::decide_with_external`] with external issuers; no tonic
+//!    types). The feed's wire types and the bearer parser are
 //!    `auth-token`'s.
 //! 2. Shared state and its instruments: [`shutdown`], [`revocation`] (the active set behind an
 //!    `ArcSwap` and the feed's freshness: "can decide?"), [`metrics`] (Prometheus), [`keys`]
-//!    (the lock-free keyring and its `--keys-dir` reloader).
+//!    (the lock-free keyring and its `--keys-dir` reloader), [`jwks`] (external issuers' keys,
+//!    lock-free, and their refresh requests).
 //! 3. Around it: [`service`] (the tonic `Authorization` impl: `CheckRequest` → decision →
 //!    `CheckResponse`, metrics and the decision log line), [`feed`] (the client of
 //!    login-service's revocation feed, filling [`revocation`]), [`health`] (gRPC health and the
-//!    watcher that drives it from [`revocation`]). Background tasks cannot fail; their errors
+//!    watcher that drives it from [`revocation`]), [`jwks_fetch`] (the discovery/JWKS client
+//!    and one refresh task per external issuer). Background tasks cannot fail; their errors
 //!    (a feed request, a key reload) are their own, logged and counted where they happen.
 //! 4. Wiring: [`config`] (flags; builds each module's settings, e.g. [`feed::FeedConfig`];
 //!    log format, durations and signals come from the shared `edge_process` crate), [`server`] (binds TCP, the optional Unix socket and the
@@ -28,8 +33,13 @@
 
 pub mod check;
 pub mod config;
+pub mod external;
 pub mod feed;
 pub mod health;
+pub mod issuers;
+pub mod jwks;
+pub mod jwks_fetch;
+pub mod jwks_refresh;
 pub mod keys;
 pub mod metrics;
 pub mod policy;

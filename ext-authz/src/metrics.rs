@@ -17,6 +17,11 @@
 //!   revocation snapshot was ever loaded (fail-open after the startup wait).
 //! - `ext_authz_revocation_feed_misconfigured`: 1 while the feed answers 401, 403 or 404 (wrong
 //!   token or URL: waiting does not fix it), else 0.
+//! - Per external issuer (`issuer` = its configured name): `ext_authz_jwks_keys_loaded`,
+//!   `ext_authz_jwks_last_success_timestamp_seconds` (0 before the first success),
+//!   `ext_authz_jwks_refreshes_total`, `ext_authz_jwks_refresh_failures_total` (the last good
+//!   keys stay in use) and `ext_authz_jwks_unknown_kid_refreshes_total` (early refreshes a
+//!   token with an unknown `kid` triggered; at most one per `--jwks-unknown-kid-interval`).
 //!
 //! Hot path: every `(decision, reason)` counter is created at startup and indexed by
 //! [`Reason::index`] (`allow` has the one reason [`ALLOW_LABEL`]), and the latency histogram is a fixed array of atomics; recording a check
@@ -42,6 +47,13 @@ struct CheckLabels {
     reason: &'static str,
 }
 
+/// The label of the per-issuer JWKS metrics: the issuer's configured name (bounded by
+/// `issuers::MAX_ISSUERS`; never a value from a token).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabel {
+    issuer: String,
+}
+
 /// The denying decision kinds, in counter-table order after the one `allow` counter.
 const DENYING: [&str; 2] = ["deny", "dry_run_allow"];
 
@@ -62,6 +74,11 @@ pub struct Metrics {
     feed_fresh: Gauge,
     deciding_without_snapshot: Gauge,
     feed_misconfigured: Gauge,
+    jwks_keys: Family<IssuerLabel, Gauge>,
+    jwks_last_success: Family<IssuerLabel, Gauge>,
+    jwks_refreshes: Family<IssuerLabel, Counter>,
+    jwks_failures: Family<IssuerLabel, Counter>,
+    jwks_unknown_kid: Family<IssuerLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -167,7 +184,42 @@ impl Metrics {
             "1 while the revocation feed answers 401, 403 or 404 (wrong token or URL), else 0",
             feed_misconfigured.clone(),
         );
+        let jwks_keys = Family::<IssuerLabel, Gauge>::default();
+        registry.register(
+            "jwks_keys_loaded",
+            "Verifying keys from the issuer's last good JWKS",
+            jwks_keys.clone(),
+        );
+        let jwks_last_success = Family::<IssuerLabel, Gauge>::default();
+        registry.register(
+            "jwks_last_success_timestamp_seconds",
+            "Unix time of the issuer's last successful JWKS fetch (0: never)",
+            jwks_last_success.clone(),
+        );
+        let jwks_refreshes = Family::<IssuerLabel, Counter>::default();
+        registry.register(
+            "jwks_refreshes",
+            "Successful JWKS fetches (discovery + keys) per issuer",
+            jwks_refreshes.clone(),
+        );
+        let jwks_failures = Family::<IssuerLabel, Counter>::default();
+        registry.register(
+            "jwks_refresh_failures",
+            "Failed JWKS fetches per issuer (the last good keys stay in use)",
+            jwks_failures.clone(),
+        );
+        let jwks_unknown_kid = Family::<IssuerLabel, Counter>::default();
+        registry.register(
+            "jwks_unknown_kid_refreshes",
+            "Early JWKS fetches triggered by a token with an unknown kid (throttled per issuer)",
+            jwks_unknown_kid.clone(),
+        );
         Self {
+            jwks_keys,
+            jwks_last_success,
+            jwks_refreshes,
+            jwks_failures,
+            jwks_unknown_kid,
             registry,
             feed_fresh,
             feed_misconfigured,
@@ -245,6 +297,50 @@ impl Metrics {
     /// Counts a failed feed request.
     pub fn record_feed_error(&self) {
         self.feed_errors.inc();
+    }
+
+    /// Creates the series of issuer `name` (so they exist, at 0, before its first fetch).
+    pub fn register_issuer(&self, name: &str) {
+        let label = IssuerLabel {
+            issuer: name.to_owned(),
+        };
+        drop(self.jwks_keys.get_or_create(&label));
+        drop(self.jwks_last_success.get_or_create(&label));
+        drop(self.jwks_refreshes.get_or_create(&label));
+        drop(self.jwks_failures.get_or_create(&label));
+        drop(self.jwks_unknown_kid.get_or_create(&label));
+    }
+
+    /// A successful JWKS fetch of issuer `name`: `keys` loaded, at Unix second `now`.
+    pub fn record_jwks_success(&self, name: &str, keys: usize, now: u64) {
+        let label = IssuerLabel {
+            issuer: name.to_owned(),
+        };
+        self.jwks_keys
+            .get_or_create(&label)
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.jwks_last_success
+            .get_or_create(&label)
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
+        self.jwks_refreshes.get_or_create(&label).inc();
+    }
+
+    /// A failed JWKS fetch of issuer `name`.
+    pub fn record_jwks_failure(&self, name: &str) {
+        self.jwks_failures
+            .get_or_create(&IssuerLabel {
+                issuer: name.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An early fetch of issuer `name` granted to a token with an unknown kid.
+    pub fn record_jwks_unknown_kid(&self, name: &str) {
+        self.jwks_unknown_kid
+            .get_or_create(&IssuerLabel {
+                issuer: name.to_owned(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition of every metric.

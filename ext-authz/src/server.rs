@@ -24,8 +24,11 @@ use tonic_health::ServingStatus;
 
 use crate::check::Settings;
 use crate::config::Config;
+use crate::external::TrustedIssuer;
 use crate::feed;
 use crate::health::{self, FEED_HEALTH_SERVICE, report_health};
+use crate::jwks::JwksStore;
+use crate::jwks_fetch::{self, JwksClient};
 use crate::keys::{self, KeyStore};
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
@@ -64,6 +67,9 @@ pub enum ServerError {
     /// A listener stopped although no shutdown was requested.
     #[error("a listener stopped unexpectedly")]
     Stopped,
+    /// The HTTP client of external issuers could not be built.
+    #[error("cannot build the JWKS client: {0}")]
+    Jwks(#[source] crate::jwks_fetch::FetchError),
     /// A server task panicked.
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -127,6 +133,21 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     if let Some(revocations) = &revocations {
         service = service.with_revocations(Arc::clone(revocations));
     }
+    // Checked by `Config::validate`; read again here (startup only).
+    let issuers = config.external_issuers().unwrap_or_default();
+    let jwks = (!issuers.is_empty()).then(|| {
+        for issuer in &issuers {
+            metrics.register_issuer(&issuer.name);
+        }
+        let trusted = issuers
+            .into_iter()
+            .map(|i| TrustedIssuer::new(i, config.leeway_secs, config.max_token_bytes))
+            .collect();
+        Arc::new(JwksStore::new(trusted, config.jwks_startup_wait))
+    });
+    if let Some(jwks) = &jwks {
+        service = service.with_external_issuers(Arc::clone(jwks));
+    }
 
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
@@ -143,7 +164,8 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     // Keys are loaded (start takes a ring): can decide — unless revocations are followed, then
     // `health::watch` reports (after the first snapshot or the startup wait).
     // Why: right after a restart, a revoked token would be allowed.
-    report_health(&health_reporter, revocations.is_none()).await;
+    // Why external issuers too: until their first JWKS, their tokens would all be refused.
+    report_health(&health_reporter, revocations.is_none() && jwks.is_none()).await;
     if revocations.is_some() {
         health_reporter
             .set_service_status(FEED_HEALTH_SERVICE, ServingStatus::NotServing)
@@ -201,6 +223,35 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
         });
     }
 
+    if let Some(store) = &jwks {
+        let client = JwksClient::new(config.fetch_limits()).map_err(ServerError::Jwks)?;
+        for index in 0..store.load().iter().count() {
+            let follow = jwks_fetch::follow_issuer(
+                index,
+                Arc::clone(store),
+                client.clone(),
+                Arc::clone(&metrics),
+                config.refresh_config(),
+                stop.clone(),
+            );
+            tasks.spawn(async move {
+                follow.await;
+                Ok(())
+            });
+        }
+        // Without the feed, `health::watch` does not run: this task reports "can decide".
+        let watch = jwks_fetch::watch_startup(
+            Arc::clone(store),
+            revocations.is_none().then(|| health_reporter.clone()),
+            outer.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            watch.await;
+            Ok(())
+        });
+    }
+
     if let (Some(revocations), Some(feed)) = (revocations, feed) {
         let follow = feed::follow(
             Arc::clone(&revocations),
@@ -214,6 +265,7 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
         });
         let watch = health::watch(
             revocations,
+            jwks.clone(),
             Arc::clone(&metrics),
             health_reporter.clone(),
             outer.clone(),

@@ -23,7 +23,9 @@ use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-use crate::check::{ALLOW_LABEL, Decision, Denial, Settings, decide};
+use crate::check::{ALLOW_LABEL, Decision, Denial, Reason, Settings, decide_with_external};
+use crate::external::ExternalIssuers;
+use crate::jwks::JwksStore;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -54,6 +56,8 @@ struct Inner {
     strip_authorization: bool,
     /// Revoked tokens (`--revocation-feed-url`); `None`: no revocation checks.
     revocations: Option<Arc<Revocations>>,
+    /// Trusted external issuers' keys (`--oidc-issuer`); `None`: our own tokens only.
+    external: Option<Arc<JwksStore>>,
 }
 
 impl AuthzService {
@@ -71,6 +75,7 @@ impl AuthzService {
                 metrics,
                 strip_authorization,
                 revocations: None,
+                external: None,
             }),
         }
     }
@@ -80,6 +85,16 @@ impl AuthzService {
     pub fn with_revocations(self, revocations: Arc<Revocations>) -> Self {
         let mut inner = Inner::clone(&self.inner);
         inner.revocations = Some(revocations);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The same service, also accepting tokens of the external issuers in `store` (on the
+    /// routes that name them); a token of theirs with an unknown kid asks for an early refresh.
+    pub fn with_external_issuers(self, store: Arc<JwksStore>) -> Self {
+        let mut inner = Inner::clone(&self.inner);
+        inner.external = Some(store);
         Self {
             inner: Arc::new(inner),
         }
@@ -117,14 +132,21 @@ impl AuthzService {
             // Envoy answer status_on_error (503) instead of letting a revoked token through.
             return Err(Status::unavailable("revocation feed unavailable"));
         }
-        let decision = decide(
+        let external = inner.external.as_deref().map(JwksStore::load);
+        let decision = decide_with_external(
             headers,
             &policy,
             &ring,
+            external
+                .as_deref()
+                .map_or(&ExternalIssuers::EMPTY, |set| &**set),
             revoked.as_deref().map(|set| &**set),
             &inner.settings,
             auth_token::now_unix(),
         );
+        if let (Some(store), Some(set)) = (inner.external.as_deref(), external.as_deref()) {
+            request_refresh_on_unknown_kid(&decision, headers, store, set);
+        }
         log_decision(&decision, request_id);
         let response = self.response(decision, &started);
         Ok(response)
@@ -173,6 +195,35 @@ impl AuthzService {
             http_response: Some(HttpResponse::OkResponse(ok)),
             dynamic_metadata: None,
         }
+    }
+}
+
+/// A token of an external issuer refused for an unknown kid (or an algorithm none of its
+/// keys has) may mean the issuer rotated its
+/// keys: wake that issuer's refresh task, which throttles (no I/O here).
+fn request_refresh_on_unknown_kid(
+    decision: &Decision,
+    headers: &HashMap<String, String>,
+    store: &JwksStore,
+    set: &ExternalIssuers,
+) {
+    let reason = match decision {
+        Decision::Deny(d) => d.reason,
+        Decision::DryRunAllow { denial, .. } => denial.reason,
+        Decision::Allow { .. } => return,
+    };
+    // Why both: a rotation to a new kid of a new key type reads as "no key for this alg".
+    if !matches!(
+        reason,
+        Reason::Invalid(
+            auth_token::VerifyError::UnknownKey | auth_token::VerifyError::UnsupportedAlgorithm
+        )
+    ) {
+        return;
+    }
+    let token = auth_token::bearer::parse(headers.get("authorization").map(String::as_str));
+    if let Some(index) = token.ok().and_then(|t| set.route(t)) {
+        store.request_refresh(index);
     }
 }
 

@@ -4,6 +4,9 @@
 mod binary;
 mod documented_metrics;
 mod grpc;
+mod jwks_fetch;
+mod oidc;
+mod oidc_issuer;
 mod revocation;
 mod rotation;
 mod support;
