@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
+use crate::oidc_issuer::{Alg, TestIssuer};
 use crate::support::*;
 
 /// A row of the table: name, type, and each label with its documented values.
@@ -64,6 +65,8 @@ async fn every_documented_metric_is_exported_and_every_exported_one_documented()
     assert!(listed.len() >= 12, "README parse found only {listed:?}");
     assert!(listed.iter().any(|m| !m.labels.is_empty()), "{listed:?}");
 
+    // An external issuer, so the per-issuer `ext_authz_jwks_*` families exist too.
+    let issuer = TestIssuer::start(&[("k-rs", Alg::Rs256)]).await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_ext-authz"))
         .env_clear()
         .env("RUST_LOG", "info")
@@ -74,6 +77,8 @@ async fn every_documented_metric_is_exported_and_every_exported_one_documented()
             "127.0.0.1:0",
             "--metrics-addr",
             "127.0.0.1:0",
+            "--oidc-issuer",
+            &format!("test={}", issuer.url),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
