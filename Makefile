@@ -19,9 +19,13 @@ run: ## build and start the whole stack locally (Envoy on 127.0.0.1:8080)
 bootstrap: ## install what a fresh Debian machine lacks for the tests (compiler, MariaDB client, Envoy)
 	./scripts/bootstrap.sh --test
 
-lint: bootstrap ## cargo fmt --check, clippy -D warnings, shellcheck
+# fuzz/ is outside the workspace (cargo-fuzz): lint compiles its targets on stable too, so a
+# change to the sources they include by path cannot break them unnoticed.
+lint: bootstrap ## cargo fmt --check, clippy -D warnings (workspace and fuzz/), shellcheck
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 	shellcheck -x scripts/*.sh .ci/run
 
 # The e2e tests start the real binaries from target/debug, so build them before testing.

@@ -81,19 +81,29 @@ impl Reply {
             .unwrap_or("")
     }
 
-    /// Asserts an ext-authz denial: `status`, the RFC 6750 challenge, JSON `{"error": error}`.
+    /// Asserts an ext-authz denial: `status`, the RFC 6750 challenge, and exactly the JSON body
+    /// `{"error": error, "message": message}`; for `invalid_token` the challenge's
+    /// `error_description` is `message` too (CONTRACT.md "Deny responses": the client is told the
+    /// one reason, so a test must tell the reasons apart).
     #[track_caller]
-    pub fn assert_denied(&self, status: u16, error: &str) {
+    pub fn assert_denied(&self, status: u16, error: &str, message: &str) {
         assert_eq!(self.status, status, "{self:?}");
         let challenge = self.header("www-authenticate");
         assert!(
             challenge.starts_with("Bearer realm=\""),
             "www-authenticate {challenge:?}"
         );
-        if error != "missing_token" {
+        if error == "missing_token" {
+            // Why: RFC 6750 §3.1, no error code when the request had no authentication.
             assert!(
-                challenge.contains(&format!("error=\"{error}\"")),
-                "www-authenticate {challenge:?} lacks error=\"{error}\""
+                !challenge.contains("error="),
+                "www-authenticate {challenge:?} has an error code"
+            );
+        } else {
+            let expected = format!("error=\"{error}\", error_description=\"{message}\"");
+            assert!(
+                challenge.contains(&expected),
+                "www-authenticate {challenge:?} lacks {expected}"
             );
         }
         assert!(
@@ -101,9 +111,11 @@ impl Reply {
             "content-type {:?}",
             self.header("content-type")
         );
-        let body = self.json();
-        assert_eq!(body["error"], error, "{body}");
-        assert!(body["message"].is_string(), "{body}");
+        assert_eq!(
+            self.json(),
+            serde_json::json!({ "error": error, "message": message }),
+            "{self:?}"
+        );
     }
 
     /// The echo of demo-upstream: asserts 200 and returns the JSON.

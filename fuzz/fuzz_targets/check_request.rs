@@ -18,12 +18,15 @@ use ext_authz::metrics::Metrics;
 use ext_authz::service::AuthzService;
 use libfuzzer_sys::fuzz_target;
 
+/// A real token to put in `authorization`: prefix, roles, optional mutation (byte index, replacement byte).
+type TokenSpec = (String, Vec<String>, Option<(u16, u8)>);
+
 #[derive(Debug, Arbitrary)]
 struct Input {
     headers: Vec<(String, String)>,
     extensions: Vec<(String, String)>,
     /// Some: put a real token in `authorization` (prefix, roles, mutation).
-    token: Option<(String, Vec<String>, Option<(u16, u8)>)>,
+    token: Option<TokenSpec>,
     dry_run: bool,
 }
 

@@ -67,10 +67,9 @@ pub fn assert_really_signed(token: &str) {
         );
     }
     assert_eq!(object.get("alg").and_then(|a| a.as_str()), Some("HS256"));
-    let kid = match object.get("kid") {
-        None => None,
-        Some(k) => Some(k.as_str().expect("accepted a non-string kid")),
-    };
+    let kid = object
+        .get("kid")
+        .map(|k| k.as_str().expect("accepted a non-string kid"));
     let secret = secret_for(kid).expect("accepted a kid outside the ring");
     let signature = LENIENT
         .decode(parts[2])

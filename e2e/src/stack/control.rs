@@ -127,18 +127,26 @@ impl Stack {
             .terminate(deadline)
     }
 
-    /// One numeric value from Envoy's admin `/stats` (0 when absent).
+    /// One numeric value from Envoy's admin `/stats`. Panics when the stat is absent or the
+    /// admin endpoint does not answer: a misspelled or renamed stat must fail the check that
+    /// reads it (the soak's `failure_mode_allowed == 0` could never fail when absent read as 0).
+    #[track_caller]
     pub fn envoy_stat(&self, name: &str) -> u64 {
         let text = self
             .client
             .get(format!("{ENVOY_ADMIN}/stats?filter=^{name}$"))
             .send()
+            .and_then(|r| r.error_for_status())
             .and_then(|r| r.text())
-            .unwrap_or_default();
-        text.lines()
+            .unwrap_or_else(|e| panic!("Envoy admin /stats for {name}: {e}"));
+        let value = text
+            .lines()
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("Envoy has no stat {name:?}; /stats answered {text:?}"));
+        value
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("Envoy stat {name} = {value:?} is not a counter: {e}"))
     }
 
     /// The rows of `login-service user list` (the real CLI against the stack's database).

@@ -96,9 +96,13 @@ fn login_then_call_reaches_upstream_with_identity_headers() {
 fn missing_token_is_401_with_a_bearer_challenge() {
     let stack = Stack::start();
     for path in ["/", "/anything?q=1", "/admin/x"] {
-        Reply::of(stack.get(path)).assert_denied(401, "missing_token");
+        Reply::of(stack.get(path)).assert_denied(401, "missing_token", "missing bearer token");
     }
-    Reply::of(stack.request(Method::POST, "/data").body("{}")).assert_denied(401, "missing_token");
+    Reply::of(stack.request(Method::POST, "/data").body("{}")).assert_denied(
+        401,
+        "missing_token",
+        "missing bearer token",
+    );
     assert_eq!(
         stack.upstream_requests(),
         0,
@@ -137,16 +141,16 @@ fn bad_and_expired_tokens_are_401_invalid_token() {
         parts[1] = other.split('.').nth(1).expect("payload").to_owned();
         parts.join(".")
     };
-    for (what, token) in [
-        ("garbage", "not-a-jwt".to_owned()),
-        ("expired", expired),
-        ("wrong key", wrong_key),
-        ("unknown kid", unknown_kid),
-        ("tampered payload", tampered),
+    for (what, token, reason) in [
+        ("garbage", "not-a-jwt".to_owned(), "malformed token"),
+        ("expired", expired, "token expired"),
+        ("wrong key", wrong_key, "invalid signature"),
+        ("unknown kid", unknown_kid, "unknown signing key"),
+        ("tampered payload", tampered, "invalid signature"),
     ] {
         let reply = Reply::of(stack.get("/anything").bearer(&token));
         assert_eq!(reply.status, 401, "{what}: {reply:?}");
-        reply.assert_denied(401, "invalid_token");
+        reply.assert_denied(401, "invalid_token", reason);
     }
     assert_eq!(
         stack.upstream_requests(),
@@ -180,7 +184,7 @@ fn client_sent_identity_headers_are_replaced_by_the_tokens_identity() {
     assert_eq!(headers["x-auth-roles"], "", "{echo}");
 
     // A forged roles header does not open the admin area either.
-    Reply::of(forged("/admin/x")).assert_denied(403, "insufficient_scope");
+    Reply::of(forged("/admin/x")).assert_denied(403, "insufficient_scope", "missing required role");
 }
 
 #[test]
@@ -200,7 +204,11 @@ fn admin_prefix_requires_the_admin_role() {
     ] {
         assert_eq!(raw_get_status(path, &user), 403, "{path}");
     }
-    Reply::of(stack.get("/admin/x").bearer(&user)).assert_denied(403, "insufficient_scope");
+    Reply::of(stack.get("/admin/x").bearer(&user)).assert_denied(
+        403,
+        "insufficient_scope",
+        "missing required role",
+    );
     // An escaped slash could be decoded differently upstream: rejected outright.
     assert_eq!(raw_get_status("/admin%2Fx", &user), 400);
     assert_eq!(stack.upstream_requests(), 0);
@@ -226,12 +234,26 @@ fn login_is_public_for_post_only() {
             .request(Method::POST, "/login")
             .basic_auth(&stack.user.email, Some("wrong password")),
     );
+    // login-service/README.md "HTTP API": wrong password is 401 `invalid_credentials` with the
+    // Basic challenge (ext-authz would have answered with a Bearer one).
     assert_eq!(reply.status, 401, "{reply:?}");
-    assert!(reply.json()["error"].is_string(), "{reply:?}");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        r#"Basic realm="login-service", charset="UTF-8""#,
+        "{reply:?}"
+    );
+    assert_eq!(
+        reply.text, r#"{"error":"invalid_credentials","message":"invalid credentials"}"#,
+        "{reply:?}"
+    );
 
     // Any other method on /login is protected like the rest of the site.
-    Reply::of(stack.get("/login")).assert_denied(401, "missing_token");
-    Reply::of(stack.request(Method::PUT, "/login")).assert_denied(401, "missing_token");
+    Reply::of(stack.get("/login")).assert_denied(401, "missing_token", "missing bearer token");
+    Reply::of(stack.request(Method::PUT, "/login")).assert_denied(
+        401,
+        "missing_token",
+        "missing bearer token",
+    );
     assert_eq!(stack.upstream_requests(), 0);
     let echo = Reply::of(stack.get("/login").bearer(&token)).echo();
     assert_eq!(echo["path"], "/login", "GET /login goes to the upstream");

@@ -48,7 +48,7 @@ fn ext_authz_down_fails_closed_with_503_and_recovers() {
         ok
     });
     assert!(recovered, "no 200 after ext-authz restarted: {last:?}");
-    Reply::of(stack.get("/after")).assert_denied(401, "missing_token");
+    Reply::of(stack.get("/after")).assert_denied(401, "missing_token", "missing bearer token");
     assert_eq!(stack.upstream_requests(), seen + 1);
 }
 
@@ -145,7 +145,11 @@ fn login_service_down_keeps_the_edge_ready_and_only_the_feed_service_goes_not_se
     );
     let echo = Reply::of(stack.get("/during-outage").bearer(&token)).echo();
     assert_eq!(echo["headers"]["x-auth-email"], stack.user.email.as_str());
-    Reply::of(stack.get("/during-outage")).assert_denied(401, "missing_token");
+    Reply::of(stack.get("/during-outage")).assert_denied(
+        401,
+        "missing_token",
+        "missing bearer token",
+    );
 }
 
 /// The explicit fail-closed choice: the same outage makes every check UNAVAILABLE, which Envoy

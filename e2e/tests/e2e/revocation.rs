@@ -104,7 +104,7 @@ fn assert_refused_everywhere(stack: &Stack, replica: &Replica, token: &str, sinc
         if !envoy_ok {
             let reply = through_envoy(stack, token);
             if reply.status == 401 {
-                reply.assert_denied(401, "invalid_token");
+                reply.assert_denied(401, "invalid_token", "token revoked");
                 assert!(
                     reply
                         .header("www-authenticate")
@@ -164,7 +164,7 @@ fn logout_and_user_revocations_reach_every_replica_within_a_second() {
     assert_eq!(through_envoy(&stack, &other).status, 200);
     assert_eq!(replica.check(&other), Some(200));
     // The revoked token cannot log out again: Envoy refuses it before login-service.
-    logout(&stack, &token, "").assert_denied(401, "invalid_token");
+    logout(&stack, &token, "").assert_denied(401, "invalid_token", "token revoked");
     // The feed itself is not routed through Envoy to login-service.
     let feed = Reply::of(stack.get("/revocations?since=0").bearer(&other));
     let echo = feed.echo();

@@ -11,7 +11,7 @@ fn core_scenario_over_the_unix_socket() {
     let echo = Reply::of(stack.get("/via-uds").bearer(&token)).echo();
     assert_eq!(echo["headers"]["x-auth-email"], stack.admin.email.as_str());
     assert_eq!(echo["headers"]["x-auth-roles"], "admin");
-    Reply::of(stack.get("/via-uds")).assert_denied(401, "missing_token");
+    Reply::of(stack.get("/via-uds")).assert_denied(401, "missing_token", "missing bearer token");
 
     let seen = stack.upstream_requests();
     stack.kill_ext_authz();
