@@ -8,9 +8,11 @@
 
 mod attacks;
 mod config;
+mod edge_errors;
 mod faults;
 mod flows;
 mod outage;
 mod revocation;
 mod stack;
+mod tls;
 mod uds;

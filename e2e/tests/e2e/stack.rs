@@ -19,6 +19,9 @@ use reqwest::header::AUTHORIZATION;
 
 /// Envoy's listener, the only address the scenarios talk to.
 pub const ENVOY: &str = "http://127.0.0.1:8080";
+/// Envoy's HTTPS address (the same listener's TLS filter chain). `localhost` is a name in the
+/// development certificate, as is 127.0.0.1.
+pub const ENVOY_TLS: &str = "https://localhost:8443";
 /// Envoy's admin interface.
 const ENVOY_ADMIN: &str = "http://127.0.0.1:9901";
 /// demo-upstream's admin address (request counter), never routed by Envoy.
@@ -28,6 +31,7 @@ pub const UDS_PATH: &str = "/tmp/edge-auth/ext-authz.sock";
 /// The fixed ports of the shipped config plus demo-upstream's admin port.
 const PORTS: &[(u16, &str)] = &[
     (8080, "Envoy listener"),
+    (8443, "Envoy HTTPS listener"),
     (9901, "Envoy admin"),
     (9001, "ext-authz gRPC"),
     (9002, "ext-authz metrics"),
@@ -167,6 +171,21 @@ pub fn envoy_binary() -> PathBuf {
         venv.display()
     );
     venv
+}
+
+/// Runs `scripts/dev-tls.sh ARGS DIR` (openssl), the one maker of development TLS material.
+fn dev_tls(args: &[&str], dir: &Path) -> anyhow::Result<()> {
+    let output = Command::new("bash")
+        .arg(workspace_root().join("scripts/dev-tls.sh"))
+        .args(args)
+        .arg(dir)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "scripts/dev-tls.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
 
 /// An HTTP client that never uses a proxy, never follows redirects and never hangs.
@@ -594,6 +613,9 @@ impl Stack {
             Transport::Tcp => "envoy/envoy.yaml",
             Transport::Uds => "envoy/envoy-uds.yaml",
         };
+        // Envoy reads its certificate (SDS) from tls/ in its working directory, the stack's dir:
+        // a development CA and a localhost certificate, as scripts/run.sh makes them.
+        dev_tls(&[], &self.tls_dir())?;
         let mut command = self.command(&envoy_binary());
         command
             .arg("-c")
@@ -606,6 +628,30 @@ impl Stack {
             .arg("warn");
         self.envoy = Some(Proc::spawn("envoy", command, self.path("envoy.log"))?);
         Ok(())
+    }
+
+    /// Envoy's TLS directory: `ca.pem` (trust it to reach [`ENVOY_TLS`]), `tls.crt`, `tls.key`.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.path("tls")
+    }
+
+    /// Issues a new server certificate from the same CA and moves it into Envoy's TLS
+    /// directory while Envoy runs (`scripts/dev-tls.sh --renew`).
+    pub fn rotate_certificate(&self) -> anyhow::Result<()> {
+        dev_tls(&["--renew"], &self.tls_dir())
+    }
+
+    /// A client for [`ENVOY_TLS`] that trusts the stack's development CA only.
+    pub fn https_client(&self) -> Client {
+        let ca = fs::read(self.tls_dir().join("ca.pem")).expect("read ca.pem");
+        Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca.pem"))
+            .build()
+            .expect("reqwest https client")
     }
 
     /// Kills ext-authz (SIGKILL: a crash, not a drain) and reaps it.
