@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use reqwest::Method;
 
-use crate::stack::{Reply, Stack};
+use e2e::client::Reply;
+use e2e::ports::ENVOY_ADDR;
+use e2e::stack::Stack;
 
 /// Asserts an answer made by Envoy itself: status, JSON `error`, content type, request id,
 /// no product banner.
@@ -29,7 +31,7 @@ fn assert_edge_error(reply: &Reply, status: u16, error: &str) {
 
 /// A raw HTTP/1.1 exchange (for requests reqwest will not send); returns the response head.
 fn raw(request: &[u8]) -> String {
-    let mut stream = TcpStream::connect("127.0.0.1:8080").expect("connect to Envoy");
+    let mut stream = TcpStream::connect(ENVOY_ADDR).expect("connect to Envoy");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");

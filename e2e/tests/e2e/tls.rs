@@ -10,7 +10,10 @@ use std::time::Duration;
 use reqwest::Version;
 use reqwest::blocking::Client;
 
-use crate::stack::{Bearer as _, ENVOY, ENVOY_TLS, Reply, Stack, wait_for};
+use e2e::client::{Bearer as _, Reply};
+use e2e::ports::{ENVOY, ENVOY_TLS};
+use e2e::process::wait_for;
+use e2e::stack::Stack;
 
 const HSTS: &str = "max-age=31536000";
 
