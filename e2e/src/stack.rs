@@ -520,6 +520,21 @@ impl Drop for Stack {
     }
 }
 
+/// Runs `scripts/dev-tls.sh ARGS DIR` (openssl), the one maker of development TLS material.
+fn dev_tls(args: &[&str], dir: &Path) -> anyhow::Result<()> {
+    let output = Command::new("bash")
+        .arg(workspace_root().join("scripts/dev-tls.sh"))
+        .args(args)
+        .arg(dir)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "scripts/dev-tls.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;
@@ -538,19 +553,4 @@ mod tests {
             "port 9002 (ext-authz metrics) in use — stop `make run` first"
         );
     }
-}
-
-/// Runs `scripts/dev-tls.sh ARGS DIR` (openssl), the one maker of development TLS material.
-fn dev_tls(args: &[&str], dir: &Path) -> anyhow::Result<()> {
-    let output = Command::new("bash")
-        .arg(workspace_root().join("scripts/dev-tls.sh"))
-        .args(args)
-        .arg(dir)
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "scripts/dev-tls.sh failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
 }

@@ -44,7 +44,7 @@ fn served_serial(stack: &Stack) -> String {
     let pem_start = text
         .find("-----BEGIN CERTIFICATE-----")
         .unwrap_or_else(|| panic!("no certificate served: {text}"));
-    serial_of(text[pem_start..].as_bytes())
+    serial_of(&text.as_bytes()[pem_start..])
 }
 
 fn serial_of(pem: &[u8]) -> String {
