@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 
-use e2e::client::Reply;
+use e2e::client::{Bearer as _, Reply};
 use e2e::ports::ENVOY_ADDR;
 use e2e::stack::Stack;
 
@@ -81,6 +81,32 @@ fn envoys_own_errors_answer_json_with_a_request_id_and_no_banner() {
     assert!(lower.contains("x-request-id: "), "{head}");
     assert!(!lower.contains("server:"), "{head}");
     assert!(head.contains(r#""error":"not_found""#), "{head}");
+
+    // 504: an upstream over its route timeout (15 s): demo-upstream stopped (SIGSTOP), so it
+    // accepts the connection but never answers.
+    let upstream = stack
+        .pids()
+        .into_iter()
+        .find(|(name, _)| *name == "demo-upstream")
+        .expect("demo-upstream pid")
+        .1;
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &upstream.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig}");
+    };
+    let token = stack.login(&stack.admin);
+    signal("-STOP");
+    let reply = Reply::of(
+        stack
+            .get("/hello")
+            .bearer(&token)
+            .timeout(Duration::from_secs(30)),
+    );
+    signal("-CONT");
+    assert_edge_error(&reply, 504, "gateway_timeout");
 
     // 503: no upstream (login-service down).
     stack.kill_login_service();
