@@ -12,6 +12,8 @@ Committed (users read them, `make run`, the e2e tests and kustomize consume them
   uds         envoy/envoy-uds.yaml               ext-authz over /tmp/edge-auth/ext-authz.sock
   kubernetes  manifests/base/gateway/envoy.yaml  listener on the pod IP, ext-authz on the pod's
                                                  shared socket, Services by DNS, readiness listener
+Also committed: the HTTPS certificate's SDS resource (SDS below), as envoy/tls-sds.yaml and
+manifests/base/gateway/tls-sds.yaml; Envoy reads it as tls/sds.yaml in its working directory.
 Bench (rendered at bench time, never committed: the HMAC key is random per run):
   a-noauth.yaml                    lean: one listener, one route, no access log, no auth filter
   b-jwt_authn.yaml                 lean + Envoy's native jwt_authn, the same HS256 key inline
