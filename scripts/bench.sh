@@ -190,6 +190,9 @@ PORT[e-shipped]=$P_LISTEN ADMIN[e-shipped]=$P_ADMIN
 for i in "${!LEAN[@]}"; do
   PORT[${LEAN[$i]}]=$((P_LISTEN + i + 1)) ADMIN[${LEAN[$i]}]=$((P_ADMIN + i + 1))
 done
+# e-shipped has the HTTPS chain: Envoy reads tls/sds.yaml relative to its working directory.
+"$ROOT/scripts/dev-tls.sh" "$WORK/envoy/tls" || die "scripts/dev-tls.sh failed"
+cd "$WORK/envoy"
 for cfg in "${CONFIGS[@]}"; do
   port_busy "${PORT[$cfg]}" && die "port ${PORT[$cfg]} is in use"
   port_busy "${ADMIN[$cfg]}" && die "port ${ADMIN[$cfg]} is in use"
@@ -200,6 +203,7 @@ for cfg in "${CONFIGS[@]}"; do
     --disable-hot-restart --log-level warn
   ENVOY_PID[$cfg]=$last_pid
 done
+cd "$ROOT"
 for cfg in "${CONFIGS[@]}"; do
   wait_until "envoy-$cfg" "${ENVOY_PID[$cfg]}" curl -fsS "http://127.0.0.1:${ADMIN[$cfg]}/ready"
 done

@@ -2,8 +2,8 @@
 # Installs what `make run`, `make test` and `make bench` need on a fresh Debian machine, and starts
 # MariaDB when none answers on 127.0.0.1:3306. Idempotent: a second run does nothing.
 #
-#   scripts/bootstrap.sh            build deps (C compiler, pkg-config, libmariadb-dev, curl) +
-#                                   Envoy (make run: scripts/run.sh calls it before cargo)
+#   scripts/bootstrap.sh            build deps (C compiler, pkg-config, libmariadb-dev, curl,
+#                                   openssl) + Envoy (make run: scripts/run.sh calls it before cargo)
 #   scripts/bootstrap.sh --test     + MariaDB server running, shellcheck (make test)
 #   scripts/bootstrap.sh --bench    + wrk (make bench)
 #
@@ -38,6 +38,7 @@ command -v cc >/dev/null 2>&1 || need_pkg gcc
 need_pkg libc6-dev
 need_pkg python3-venv
 need_pkg curl                  # scripts/run.sh's readiness checks and walkthrough
+need_pkg openssl               # scripts/dev-tls.sh: the development CA and certificate
 if $want_test; then need_pkg mariadb-server; need_pkg mariadb-client; need_pkg shellcheck; fi
 if $want_bench; then need_pkg wrk; fi
 if ((${#apt_missing[@]})); then

@@ -21,6 +21,7 @@
 #                         0.0.0.0) and ext-authz (sent as Bearer to GET /revocations)
 #   mysql-password        MariaDB password of auth_user            (minikube only)
 #   mysql-root-password   MariaDB root password                    (minikube only)
+#   tls.crt, tls.key      Envoy's HTTPS certificate, self-signed   (minikube only)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -106,6 +107,14 @@ for overlay in "${overlays[@]}"; do
       # Must match the MySQL component: headless Service `mysql`, database `auth`, user auth_user.
       write "$secrets/database-url" \
         "mysql://auth_user:${password}@mysql.${NAMESPACE}.svc.cluster.local:3306/auth"
+      # Envoy's HTTPS certificate: self-signed for the minikube host name (clients: -k, or trust
+      # tls.crt). Production gets its own or cert-manager's (manifests/README.md "TLS").
+      if [[ ! -s "$secrets/tls.crt" || ! -s "$secrets/tls.key" ]] || $force; then
+        "$here/scripts/dev-tls.sh" --self-signed "$secrets" "gateway.${NAMESPACE}.local"
+        echo "gen-secrets: wrote ${secrets#"$manifests"/}/tls.crt, tls.key (self-signed)" >&2
+      else
+        echo "gen-secrets: keeping ${secrets#"$manifests"/}/tls.crt, tls.key" >&2
+      fi
       ;;
   esac
 done

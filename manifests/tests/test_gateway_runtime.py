@@ -110,7 +110,7 @@ def wait_for(check, what, deadline=30.0, procs=()):
 def stack(overlays, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("gateway")
     r = overlays[OVERLAY]
-    ports = {k: free_port() for k in ("ingress", "ready", "admin", "login", "upstream", "grpc", "metrics")}
+    ports = {k: free_port() for k in ("ingress", "https", "ready", "admin", "login", "upstream", "grpc", "metrics")}
     keys_dir = tmp_path / "keys"
     keys_dir.mkdir()
     secret_keys = config_data(r, "Secret", "jwt-keys")
@@ -143,6 +143,12 @@ def stack(overlays, tmp_path_factory):
         sa = listener["address"]["socket_address"]
         sa["address"] = "127.0.0.1"
         sa["port_value"] = ports["ingress" if listener["name"] == "ingress" else "ready"]
+        # The HTTPS address and the TLS chain that matches it move together.
+        for extra in listener.get("additional_addresses", []):
+            extra["address"]["socket_address"].update(address="127.0.0.1", port_value=ports["https"])
+        for chain in listener["filter_chains"]:
+            if "destination_port" in chain.get("filter_chain_match", {}):
+                chain["filter_chain_match"]["destination_port"] = ports["https"]
     for cluster in cfg["static_resources"]["clusters"]:
         addr = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
         if "pipe" in addr:
@@ -156,6 +162,11 @@ def stack(overlays, tmp_path_factory):
             addr["socket_address"]["port_value"] = ports["login" if cluster["name"] == "login_service" else "upstream"]
     envoy_yaml = tmp_path / "envoy.yaml"
     envoy_yaml.write_text(yaml.safe_dump(cfg))
+    # Envoy's working directory holds tls/ as the pod's does: the SDS file from the ConfigMap, a
+    # certificate standing in for the Secret's.
+    tls_dir = tmp_path / "tls"
+    subprocess.run([str(REPO / "scripts" / "dev-tls.sh"), str(tls_dir)], check=True, capture_output=True)
+    (tls_dir / "sds.yaml").write_text(config_data(r, "ConfigMap", envoy_configmap_name(r))["tls-sds.yaml"])
     envoy = shutil.which("envoy") or str(REPO / ".venv" / "bin" / "envoy")
 
     # The schema and a user, as the migrate Job and the walkthrough's `user add` do.
@@ -168,7 +179,7 @@ def stack(overlays, tmp_path_factory):
     def start(argv, env):
         log = tmp_path / f"{Path(argv[0]).name}-{argv[1] if len(argv) > 1 else ''}.log"
         with open(log, "w") as out:
-            p = subprocess.Popen(argv, env={**base_env, **env}, stdout=out, stderr=subprocess.STDOUT)
+            p = subprocess.Popen(argv, env={**base_env, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
         procs.append((p, log))
         return p
     try:

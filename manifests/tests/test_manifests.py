@@ -552,9 +552,10 @@ def test_network_flows(r):
             rules = [rule for p in _policies_for(r, who, "Egress") for rule in p["spec"].get("egress", [])]
             assert any(any("ipBlock" in peer for peer in rule.get("to", [])) and
                        [p["port"] for p in rule["ports"]] == [3306] for rule in rules)
-    # Nobody but the gateway's listener is open to the world; the gateway only on 8080.
+    # Nobody but the gateway's listener is open to the world; the gateway only on 8080 and 8443
+    # (HTTPS, the same listener's TLS address).
     gw_ingress = [rule for p in _policies_for(r, gw, "Ingress") for rule in p["spec"].get("ingress", [])]
-    assert gw_ingress and all([p["port"] for p in rule["ports"]] == [8080] for rule in gw_ingress)
+    assert gw_ingress and all([p["port"] for p in rule["ports"]] == [8080, 8443] for rule in gw_ingress)
     for name, lbls in labels.items():
         if name == "gateway":
             continue
@@ -604,10 +605,15 @@ def test_rendered_envoy_config_validates(r, tmp_path):
     if not Path(envoy).is_file():
         pytest.fail("no envoy binary: run scripts/bootstrap.sh")
     cfg = tmp_path / "envoy.yaml"
-    cfg.write_text(config_data(r, "ConfigMap", envoy_configmap_name(r))["envoy.yaml"])
+    data = config_data(r, "ConfigMap", envoy_configmap_name(r))
+    cfg.write_text(data["envoy.yaml"])
+    # The HTTPS chain's SDS file, where the pod has it: tls/sds.yaml under the working directory.
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "sds.yaml").write_text(data["tls-sds.yaml"])
     # --mode validate neither binds listeners nor connects to the pipe, and resolves no DNS;
     # the socket directory need not exist.
-    proc = subprocess.run([envoy, "--mode", "validate", "-c", str(cfg)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([envoy, "--mode", "validate", "-c", str(cfg)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
@@ -624,8 +630,10 @@ def test_mounted_secrets_are_readable_by_the_pod_user(r):
     for w in r.workloads():
         spec = pod_spec(w)
         for v in spec.get("volumes", []):
-            if "secret" in v:
-                mode = v["secret"].get("defaultMode", 0o644)
+            source = v.get("secret") or (v.get("projected") if any(
+                "secret" in s for s in v.get("projected", {}).get("sources", [])) else None)
+            if source is not None:
+                mode = source.get("defaultMode", 0o644)
                 assert mode & 0o004 == 0, f"{w['metadata']['name']}: Secret {v['name']} is world-readable"
                 assert mode & 0o040 and spec["securityContext"].get("fsGroup"), \
                     f"{w['metadata']['name']}: Secret {v['name']} unreadable without fsGroup + group read"

@@ -86,10 +86,18 @@ fn every_shipped_envoy_config_validates() {
         "expected envoy/envoy.yaml and envoy/envoy-uds.yaml among {names:?}"
     );
     let scratch = tempfile::tempdir().expect("tempdir");
+    // The HTTPS chain's SDS file is opened at validation, relative to the working directory.
+    std::fs::create_dir(scratch.path().join("tls")).expect("mkdir tls");
+    std::fs::copy(
+        root.join("envoy/tls-sds.yaml"),
+        scratch.path().join("tls/sds.yaml"),
+    )
+    .expect("copy envoy/tls-sds.yaml");
     for (i, (name, yaml)) in bootstraps.iter().enumerate() {
         let file = scratch.path().join(format!("bootstrap-{i}.yaml"));
         std::fs::write(&file, yaml).expect("write bootstrap");
         let output = Command::new(&envoy)
+            .current_dir(scratch.path())
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
             .arg(&file)
             .output()
@@ -166,7 +174,8 @@ fn shipped_config_keeps_its_security_settings() {
     assert_eq!(hcm["use_remote_address"], true, "XFF must carry the client");
     assert_ne!(hcm["generate_request_id"], false);
 
-    // ext_authz is first and only the router follows it (nothing can clear the route cache).
+    // ext_authz is first and only the router follows it (nothing can clear the route cache);
+    // before it only the body-size bound, off unless a route enables it.
     let filters: Vec<&str> = hcm["http_filters"]
         .as_sequence()
         .expect("http_filters")
@@ -175,10 +184,18 @@ fn shipped_config_keeps_its_security_settings() {
         .collect();
     assert_eq!(
         filters,
-        ["envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+        [
+            "envoy.filters.http.buffer",
+            "envoy.filters.http.ext_authz",
+            "envoy.filters.http.router"
+        ]
+    );
+    assert_eq!(
+        hcm["http_filters"][0]["disabled"], true,
+        "buffer off by default"
     );
 
-    let authz = &hcm["http_filters"][0]["typed_config"];
+    let authz = &hcm["http_filters"][1]["typed_config"];
     assert_eq!(authz["transport_api_version"], "V3");
     assert_eq!(authz["failure_mode_allow"], false, "fail closed");
     assert_eq!(authz["status_on_error"]["code"], "ServiceUnavailable");
@@ -197,8 +214,8 @@ fn shipped_config_keeps_its_security_settings() {
         .expect("timeout like 0.5s");
     assert!((0.25..=1.0).contains(&secs), "timeout {timeout}");
 
-    // Local replies: only Envoy's own 400s are given a JSON body; ext-authz's 401/403 (also
-    // local replies) keep theirs.
+    // Local replies: only Envoy's own answers (400, 404, 413, 429, 431, 503, 504) are given a
+    // JSON body; ext-authz's 401/403 (also local replies) keep theirs.
     let local_reply = &hcm["local_reply_config"];
     assert!(
         local_reply.get("body_format").is_none(),
@@ -216,9 +233,12 @@ fn shipped_config_keeps_its_security_settings() {
             );
         } else {
             assert!(
-                filter.contains("default_value: 400") || filter.contains("default_value: 404"),
+                [400, 404, 413, 429, 431, 503, 504]
+                    .iter()
+                    .any(|code| filter.contains(&format!("default_value: {code}"))),
                 "{filter}"
             );
+            assert!(!filter.contains("default_value: 401"), "{filter}");
         }
     }
 
@@ -307,4 +327,42 @@ fn shipped_config_keeps_its_security_settings() {
         .map(|r| &r["name"])
         .collect();
     assert_eq!(disabled, ["refused_path", "login"]);
+}
+
+/// The HTTPS filter chain serves the very same connection manager as plain HTTP (a YAML alias
+/// in the source), behind TLS 1.2+ with ALPN h2 and the SDS certificate.
+#[test]
+fn https_chain_enforces_the_same_policy_behind_tls() {
+    let config = parse(&workspace_root().join("envoy/envoy.yaml"));
+    let listener = &config["static_resources"]["listeners"][0];
+    assert_eq!(
+        listener["additional_addresses"][0]["address"]["socket_address"]["port_value"],
+        8443
+    );
+    let chains = listener["filter_chains"].as_sequence().expect("chains");
+    assert_eq!(chains.len(), 2, "plain and TLS");
+    let tls = &chains[1];
+    assert_eq!(tls["filter_chain_match"]["destination_port"], 8443);
+    let filters = tls["filters"].as_sequence().expect("filters");
+    assert_eq!(
+        filters.last(),
+        chains[0]["filters"].as_sequence().expect("plain").last()
+    );
+    assert_eq!(filters[0]["name"], "envoy.filters.network.set_filter_state");
+    let context = &tls["transport_socket"]["typed_config"]["common_tls_context"];
+    assert_eq!(
+        context["tls_params"]["tls_minimum_protocol_version"],
+        "TLSv1_2"
+    );
+    assert_eq!(context["alpn_protocols"][0], "h2");
+    let sds = &context["tls_certificate_sds_secret_configs"][0]["sds_config"];
+    assert_eq!(sds["path_config_source"]["path"], "tls/sds.yaml");
+    assert_eq!(
+        sds["path_config_source"]["watched_directory"]["path"],
+        "tls"
+    );
+    assert!(
+        chains[0].get("transport_socket").is_none(),
+        "the plain chain stays plain"
+    );
 }

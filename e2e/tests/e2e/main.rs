@@ -8,8 +8,10 @@
 
 mod attacks;
 mod config;
+mod edge_errors;
 mod faults;
 mod flows;
 mod outage;
 mod revocation;
+mod tls;
 mod uds;
