@@ -165,7 +165,8 @@ fn shipped_config_keeps_its_security_settings() {
     assert_eq!(hcm["use_remote_address"], true, "XFF must carry the client");
     assert_ne!(hcm["generate_request_id"], false);
 
-    // ext_authz is first and only the router follows it (nothing can clear the route cache).
+    // ext_authz is first and only the login rate limit (a local_ratelimit, which never clears
+    // the route cache) and the router follow it: nothing can clear the route cache.
     let filters: Vec<&str> = hcm["http_filters"]
         .as_sequence()
         .expect("http_filters")
@@ -174,7 +175,15 @@ fn shipped_config_keeps_its_security_settings() {
         .collect();
     assert_eq!(
         filters,
-        ["envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+        [
+            "envoy.filters.http.ext_authz",
+            "login_ratelimit",
+            "envoy.filters.http.router"
+        ]
+    );
+    assert_eq!(
+        hcm["http_filters"][1]["typed_config"]["@type"],
+        "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
     );
 
     let authz = &hcm["http_filters"][0]["typed_config"];
