@@ -10,6 +10,7 @@ mod attacks;
 mod config;
 mod faults;
 mod flows;
+mod limits;
 mod outage;
 mod revocation;
 mod stack;
