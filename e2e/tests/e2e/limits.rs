@@ -8,19 +8,24 @@
 //! see another TCP peer. login-service's own count comes from its `/metrics`, read directly.
 
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::json;
 
-use crate::stack::{Reply, Stack, envoy_binary, wait_for, workspace_root};
+use auth_token::testing::claims_json;
+use e2e::client::{Reply, client};
+use e2e::ports::ENVOY;
+use e2e::process::{Process, envoy_binary, workspace_root};
+use e2e::stack::Stack;
 
 /// The variant Envoy's listener and admin ports (beside the stack's 8080/9901 and the bench's
 /// 18080-18085/19901-19906).
 const VARIANT_PORT: u16 = 18190;
 const VARIANT_ADMIN_PORT: u16 = 19990;
+/// login-service directly (`e2e::ports::LOGIN_SERVICE`, as a URL).
 const LOGIN_SERVICE: &str = "http://127.0.0.1:5000";
 
 /// Envoy's own 429 body (local_reply_config), distinct from login-service's lockout 429s.
@@ -42,7 +47,7 @@ fn client_from(source: &str) -> Client {
 /// Every `login_attempts_total` sample of login-service summed: each request it answered on
 /// `/login`, whatever the outcome.
 fn login_service_attempts() -> u64 {
-    let text = crate::stack::client()
+    let text = client()
         .get(format!("{LOGIN_SERVICE}/metrics"))
         .send()
         .and_then(|r| r.error_for_status())
@@ -78,9 +83,9 @@ fn at_most(burst: u64, refill: u64, start: Instant) -> u64 {
 }
 
 /// A second Envoy running a rendered variant of the shipped config, in front of the stack's
-/// services; killed on drop.
+/// services; stopped on drop (its [`Process`]), then its directory removed.
 struct VariantEnvoy {
-    child: Child,
+    _envoy: Process,
     _dir: tempfile::TempDir,
 }
 
@@ -104,40 +109,28 @@ impl VariantEnvoy {
         }
         let out = render.output().expect("python3 envoy/render.py");
         assert!(out.status.success(), "render.py: {out:?}");
-        let log = std::fs::File::create(dir.path().join("envoy.log")).expect("log file");
-        let child = Command::new(envoy_binary())
+        let mut command = Command::new(envoy_binary());
+        command
             .arg("-c")
             .arg(&config)
-            .args(["--disable-hot-restart", "--log-level", "warn"])
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn envoy");
-        let envoy = Self { child, _dir: dir };
-        let admin = crate::stack::client();
-        let ready = wait_for(Duration::from_secs(20), || {
+            .args(["--disable-hot-restart", "--log-level", "warn"]);
+        let log = dir.path().join("envoy.log");
+        let mut envoy = Process::spawn("variant envoy", command, log).expect("spawn envoy");
+        let admin = client();
+        envoy.wait_ready("GET /ready", || {
             admin
                 .get(format!("http://127.0.0.1:{VARIANT_ADMIN_PORT}/ready"))
                 .send()
                 .is_ok_and(|r| r.status() == 200)
         });
-        assert!(ready, "variant Envoy not ready: {}", envoy.log());
-        envoy
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("envoy.log")).unwrap_or_default()
+        Self {
+            _envoy: envoy,
+            _dir: dir,
+        }
     }
 
     fn url(path: &str) -> String {
         format!("http://127.0.0.1:{VARIANT_PORT}{path}")
-    }
-}
-
-impl Drop for VariantEnvoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -158,9 +151,9 @@ fn login_flood_is_shed_at_the_edge_and_never_reaches_login_service() {
         let workers: Vec<_> = (0..8)
             .map(|_| {
                 s.spawn(|| {
-                    let client = crate::stack::client();
+                    let client = client();
                     (0..12)
-                        .map(|_| Reply::of(empty_login(&client, crate::stack::ENVOY)))
+                        .map(|_| Reply::of(empty_login(&client, ENVOY)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -188,7 +181,7 @@ fn login_flood_is_shed_at_the_edge_and_never_reaches_login_service() {
     // The real user, from another address, still logs in (its own bucket).
     let reply = Reply::of(
         client_from("127.0.0.2")
-            .post(format!("{}/login", crate::stack::ENVOY))
+            .post(format!("{}/login", ENVOY))
             .basic_auth(&stack.user.email, Some(&stack.user.password)),
     );
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -297,16 +290,10 @@ fn client_address_headers_choose_no_bucket_and_no_counter_with_0_trusted_hops() 
     let email = "zero-hops@example.com";
     lock_out(|i| {
         let spoof = format!("198.18.0.{i}");
-        guess(crate::stack::ENVOY, "127.0.0.2", email, &spoof, &spoof)
+        guess(ENVOY, "127.0.0.2", email, &spoof, &spoof)
     });
     // Claiming the locked address from elsewhere reaches another counter (Envoy overwrote it).
-    let reply = guess(
-        crate::stack::ENVOY,
-        "127.0.0.3",
-        email,
-        "127.0.0.2",
-        "127.0.0.2",
-    );
+    let reply = guess(ENVOY, "127.0.0.3", email, "127.0.0.2", "127.0.0.2");
     assert_eq!(reply.status, 401, "{reply:?}");
 
     // Directly at login-service from an untrusted peer: the headers are not read at all.
@@ -405,7 +392,7 @@ fn identity_limit_sheds_one_token_and_not_the_others() {
         &["identity_limit"],
         &["identity_burst=3", "identity_refill=1"],
     );
-    let client = crate::stack::client();
+    let client = client();
     let before = stack.upstream_requests();
     let start = Instant::now();
     let mut passed = 0;
@@ -441,7 +428,7 @@ fn identity_limit_sheds_one_token_and_not_the_others() {
     let reply = Reply::of(client.get(VariantEnvoy::url("/hello")));
     reply.assert_denied(401, "missing_token");
     // Routes without a check do not run it: a login claiming the drained identity is not shed.
-    let sub = crate::stack::claims(&user_token)["sub"]
+    let sub = claims_json(&user_token)["sub"]
         .as_str()
         .expect("sub")
         .to_owned();
