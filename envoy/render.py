@@ -60,10 +60,10 @@ LIMITS = {
     # Load balancers in front of Envoy that append to x-forwarded-for and are trusted to.
     "xff_trusted_hops": "0",
     # POST /login per client address, and for the whole Envoy.
-    "login_address_burst": "20",
-    "login_address_refill": "5",
-    "login_global_burst": "200",
-    "login_global_refill": "100",
+    "login_address_burst": "100",
+    "login_address_refill": "50",
+    "login_global_burst": "1000",
+    "login_global_refill": "500",
     # Per-address buckets kept (least recently used evicted): bounds Envoy's memory.
     "login_max_addresses": "10000",
     # The optional per-identity limit (flag identity_limit) on protected routes.
@@ -115,7 +115,7 @@ def production_values() -> dict[str, str]:
     the load), and xff_trusted_hops 0 because its LoadBalancer is L4 (externalTrafficPolicy
     Local keeps the client's address as the TCP peer). Behind an L7 load balancer that appends
     to x-forwarded-for, set xff_trusted_hops to 1."""
-    return {"login_global_burst": "300", "login_global_refill": "150", "xff_trusted_hops": "0"}
+    return {"login_global_burst": "1500", "login_global_refill": "750", "xff_trusted_hops": "0"}
 
 
 def committed_variants() -> list[Variant]:

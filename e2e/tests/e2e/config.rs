@@ -223,6 +223,19 @@ fn shipped_config_keeps_its_security_settings() {
                     && filter.contains("invert_match: true"),
                 "{filter}"
             );
+        } else if filter.contains("default_value: 429") {
+            // Envoy's own 429s (its local rate limits; an upstream's 429 is not a local reply):
+            // login-service's error shape, not cacheable.
+            assert!(!filter.contains("and_filter"), "{filter}");
+            assert_eq!(
+                mapper["body_format_override"]["json_format"]["error"],
+                "rate_limited"
+            );
+            assert_eq!(
+                mapper["headers_to_add"][0]["header"]["key"],
+                "cache-control"
+            );
+            assert_eq!(mapper["headers_to_add"][0]["header"]["value"], "no-store");
         } else {
             assert!(
                 filter.contains("default_value: 400") || filter.contains("default_value: 404"),
