@@ -119,7 +119,7 @@ fn measure(bin: &Path, backend: &str, url: &str, attempts: usize) -> anyhow::Res
             let r = client
                 .post(format!("{base}/login"))
                 .header(
-                    "x-forwarded-for",
+                    "x-envoy-external-address",
                     format!("198.18.{}.{}", i / 250, i % 250 + 1),
                 )
                 .basic_auth(&email, Some("a-wrong-password"))

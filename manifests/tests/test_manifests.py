@@ -596,8 +596,49 @@ def test_k8s_envoy_reaches_ext_authz_on_the_pod_socket_and_services_by_dns():
                                                               "port_value": port}}
 
 
+def overlay_envoy(overlay: str) -> Path:
+    """The Envoy config an overlay ships: its own rendered variant (its limits), else the base's."""
+    own = MANIFESTS / "overlays" / overlay / "envoy.yaml"
+    return own if own.is_file() else K8S_ENVOY
+
+
 def test_rendered_envoy_configmap_is_the_k8s_file(r):
-    assert config_data(r, "ConfigMap", envoy_configmap_name(r))["envoy.yaml"] == K8S_ENVOY.read_text()
+    assert config_data(r, "ConfigMap", envoy_configmap_name(r))["envoy.yaml"] == overlay_envoy(r.overlay).read_text()
+
+
+def _without_limits(config: dict) -> dict:
+    """The config with the per-deployment values (render.py LIMITS) blanked out."""
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["xff_num_trusted_hops"] = None
+    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+        limit = route.get("typed_per_filter_config", {}).get("login_ratelimit")
+        if limit:
+            limit["token_bucket"] = limit["descriptors"][0]["token_bucket"] = None
+            limit["max_dynamic_descriptors"] = None
+    return config
+
+
+def test_overlay_envoy_configs_differ_from_the_base_only_in_limits():
+    # An overlay's own Envoy config (production: its login rate limits) is the kubernetes variant
+    # with other values: the policy the e2e tests exercise on the local variant is the same.
+    base = _without_limits(yaml.safe_load(K8S_ENVOY.read_text()))
+    for overlay in OVERLAYS:
+        own = overlay_envoy(overlay)
+        assert _without_limits(yaml.safe_load(own.read_text())) == base, own
+
+
+def test_k8s_envoy_rate_limits_login_per_address_and_globally():
+    k8s = yaml.safe_load(K8S_ENVOY.read_text())
+    hcm = k8s["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["use_remote_address"] is True and hcm["xff_num_trusted_hops"] == 0
+    routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+    limit = routes["login"]["typed_per_filter_config"]["login_ratelimit"]
+    assert limit["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
+    assert limit["descriptors"][0]["entries"] == [{"key": "remote_address"}]
+    assert limit["token_bucket"]["max_tokens"] > 0 and limit["max_dynamic_descriptors"] > 0
+    # Only the login route is limited at the edge; the identity limit is off.
+    assert [n for n, r in routes.items() if "login_ratelimit" in r.get("typed_per_filter_config", {})] == ["login"]
+    assert "identity_ratelimit" not in [f["name"] for f in hcm["http_filters"]]
 
 
 def test_rendered_envoy_config_validates(r, tmp_path):

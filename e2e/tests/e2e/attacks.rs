@@ -684,7 +684,7 @@ fn brute_force_across_two_replicas(stack: Stack) {
         } else {
             let r = client().post(format!("{}/login", replicas[target - 1]));
             match forwarded {
-                Some(ip) => r.header("x-forwarded-for", ip),
+                Some(ip) => r.header("x-envoy-external-address", ip),
                 None => r,
             }
         };

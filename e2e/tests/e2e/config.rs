@@ -174,8 +174,9 @@ fn shipped_config_keeps_its_security_settings() {
     assert_eq!(hcm["use_remote_address"], true, "XFF must carry the client");
     assert_ne!(hcm["generate_request_id"], false);
 
-    // ext_authz is first and only the router follows it (nothing can clear the route cache);
-    // before it only the body-size bound, off unless a route enables it.
+    // Before ext_authz only the body-size bound (off unless a route enables it); after it only
+    // the login rate limit (a local_ratelimit, which never clears the route cache) and the
+    // router: nothing can clear the route cache after the check.
     let filters: Vec<&str> = hcm["http_filters"]
         .as_sequence()
         .expect("http_filters")
@@ -187,12 +188,17 @@ fn shipped_config_keeps_its_security_settings() {
         [
             "envoy.filters.http.buffer",
             "envoy.filters.http.ext_authz",
+            "login_ratelimit",
             "envoy.filters.http.router"
         ]
     );
     assert_eq!(
         hcm["http_filters"][0]["disabled"], true,
         "buffer off by default"
+    );
+    assert_eq!(
+        hcm["http_filters"][2]["typed_config"]["@type"],
+        "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
     );
 
     let authz = &hcm["http_filters"][1]["typed_config"];
@@ -231,6 +237,19 @@ fn shipped_config_keeps_its_security_settings() {
                     && filter.contains("invert_match: true"),
                 "{filter}"
             );
+        } else if filter.contains("default_value: 429") {
+            // Envoy's own 429s (its local rate limits; an upstream's 429 is not a local reply):
+            // login-service's error shape, not cacheable.
+            assert!(!filter.contains("and_filter"), "{filter}");
+            assert_eq!(
+                mapper["body_format_override"]["json_format"]["error"],
+                "rate_limited"
+            );
+            assert_eq!(
+                mapper["headers_to_add"][0]["header"]["key"],
+                "cache-control"
+            );
+            assert_eq!(mapper["headers_to_add"][0]["header"]["value"], "no-store");
         } else {
             assert!(
                 [400, 404, 413, 429, 431, 503, 504]

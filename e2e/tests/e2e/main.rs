@@ -11,6 +11,7 @@ mod config;
 mod edge_errors;
 mod faults;
 mod flows;
+mod limits;
 mod outage;
 mod revocation;
 mod tls;

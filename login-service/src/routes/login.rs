@@ -78,25 +78,35 @@ async fn decide(
     Ok(authenticate(&state.login_context(), creds, client).await?)
 }
 
+/// The header in which Envoy hands over the client address it determined: with
+/// `use_remote_address: true` it overwrites a client's copy with its *trusted client address*
+/// (the TCP peer, or the `xff_num_trusted_hops`-th `X-Forwarded-For` entry from the right when
+/// a trusted load balancer is in front), so the value never depends on what the client sent.
+pub const ENVOY_CLIENT_HEADER: &str = "x-envoy-external-address";
+
 /// The client address: the TCP peer, unless the peer is a trusted proxy (Envoy); then the
-/// rightmost `X-Forwarded-For` entry, the address Envoy saw (it appends it with
-/// `use_remote_address: true` and `xff_num_trusted_hops: 0`).
+/// address Envoy determined, [`ENVOY_CLIENT_HEADER`]. `X-Forwarded-For` is never read: its
+/// rightmost entry is the load balancer's address as soon as Envoy trusts one hop, and the
+/// rest is whatever the client wrote.
 ///
 /// Why not trust every peer: a client that reaches the service directly would choose its own
-/// address, and with it its own rate-limit and lockout keys.
+/// address, and with it its own rate-limit and lockout keys. A trusted peer that sends no
+/// address, an unparsable one or several is counted as itself (all such clients share one
+/// key: stricter, never spoofable).
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
     if !trusted_proxies.iter().any(|net| net.contains(&peer)) {
         return peer;
     }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').map(str::trim).find(|s| !s.is_empty()))
-        .and_then(|s| s.parse::<IpAddr>().ok())
-        .map_or(peer, |ip| ip.to_canonical())
+    let mut values = headers.get_all(ENVOY_CLIENT_HEADER).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+            .map_or(peer, |ip| ip.to_canonical()),
+        _ => peer,
+    }
 }
 
 fn wants_text(headers: &HeaderMap) -> bool {
@@ -121,28 +131,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forwarded_for_only_from_trusted_proxies() {
+    fn envoys_address_only_from_trusted_proxies() {
         let envoy: IpAddr = "10.0.0.1".parse().unwrap();
         let trusted = [crate::config::parse_proxy("10.0.0.0/24").unwrap()];
         let mut h = HeaderMap::new();
         assert_eq!(client_ip(&h, envoy, &trusted), envoy);
-        h.append("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
-        h.append("x-forwarded-for", "3.3.3.3, 4.4.4.4 ".parse().unwrap());
+        h.insert(ENVOY_CLIENT_HEADER, " 4.4.4.4 ".parse().unwrap());
         assert_eq!(
             client_ip(&h, envoy, &trusted),
             "4.4.4.4".parse::<IpAddr>().unwrap()
         );
+        // X-Forwarded-For is never read, whatever its rightmost entry says.
+        h.append("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
+        assert_eq!(
+            client_ip(&h, envoy, &trusted),
+            "4.4.4.4".parse::<IpAddr>().unwrap()
+        );
+        let mut xff_only = HeaderMap::new();
+        xff_only.insert("x-forwarded-for", "2.2.2.2".parse().unwrap());
+        assert_eq!(client_ip(&xff_only, envoy, &trusted), envoy);
         // Nobody trusted (the default), or a peer outside the list: the peer is the client.
         assert_eq!(client_ip(&h, envoy, &[]), envoy);
         let direct: IpAddr = "192.0.2.9".parse().unwrap();
         assert_eq!(client_ip(&h, direct, &trusted), direct);
-        let mut bad = HeaderMap::new();
-        bad.insert("x-forwarded-for", "garbage".parse().unwrap());
-        assert_eq!(client_ip(&bad, envoy, &trusted), envoy);
-        // An IPv4-mapped peer matches an IPv4 entry.
+        // Garbage, a list, or two copies: not an address Envoy set; the peer counts.
+        for bad in ["garbage", "1.1.1.1, 2.2.2.2", ""] {
+            let mut b = HeaderMap::new();
+            b.insert(ENVOY_CLIENT_HEADER, bad.parse().unwrap());
+            assert_eq!(client_ip(&b, envoy, &trusted), envoy, "{bad:?}");
+        }
+        let mut two = HeaderMap::new();
+        two.append(ENVOY_CLIENT_HEADER, "1.1.1.1".parse().unwrap());
+        two.append(ENVOY_CLIENT_HEADER, "2.2.2.2".parse().unwrap());
+        assert_eq!(client_ip(&two, envoy, &trusted), envoy);
+        // An IPv4-mapped peer matches an IPv4 entry; an IPv4-mapped value is the IPv4 client.
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(
             client_ip(&h, mapped, &trusted),
+            "4.4.4.4".parse::<IpAddr>().unwrap()
+        );
+        let mut m = HeaderMap::new();
+        m.insert(ENVOY_CLIENT_HEADER, "::ffff:4.4.4.4".parse().unwrap());
+        assert_eq!(
+            client_ip(&m, envoy, &trusted),
             "4.4.4.4".parse::<IpAddr>().unwrap()
         );
     }

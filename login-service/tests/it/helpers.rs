@@ -159,7 +159,7 @@ pub fn settings(db: &TestDb) -> Settings {
                 reset_after: Duration::from_secs(3600),
             },
         },
-        // The test client is the proxy: X-Forwarded-For names the client.
+        // The test client is the proxy: x-envoy-external-address names the client, as Envoy does.
         trusted_proxies: vec![login_service::config::parse_proxy("127.0.0.1").unwrap()],
         hash_concurrency: 2,
         hash_params: password::owasp_params(),
@@ -282,7 +282,7 @@ impl TestApp {
         self.client
             .post(self.url("/login"))
             .header("authorization", authorization)
-            .header("x-forwarded-for", ip)
+            .header("x-envoy-external-address", ip)
             .send()
             .await
             .unwrap()

@@ -37,7 +37,7 @@ async fn paused_login(
         let r = client
             .post(url)
             .header("authorization", auth)
-            .header("x-forwarded-for", "192.0.2.90")
+            .header("x-envoy-external-address", "192.0.2.90")
             .send()
             .await
             .unwrap();

@@ -1,6 +1,6 @@
 //! Lockout (issue #11, items 7, 8, 4b): counters per e-mail + address, per e-mail and per
 //! address, all in the database (shared by replicas), identical for known and unknown e-mails;
-//! the client address from X-Forwarded-For only behind a trusted proxy; absurd user-ids refused.
+//! the client address from Envoy's x-envoy-external-address only behind a trusted proxy; absurd user-ids refused.
 
 use std::net::IpAddr;
 
@@ -188,11 +188,30 @@ async fn per_address_limit_is_shared_and_trusts_only_the_proxy(db: TestDb) {
         let r = app.login("probe9@example.com", "x", "198.18.0.1").await;
         assert_eq!(answer(r).await, (429, Some(60), rate_limited.clone()));
     }
-    // Rightmost X-Forwarded-For entry is the client: a spoofed left part does not help…
+    // The address Envoy determined is the client: an X-Forwarded-For naming another address
+    // does not help, nor does a list in Envoy's header (not an address Envoy sets: the proxy
+    // itself is counted)…
     let r = a
-        .login("probe9@example.com", "x", "1.2.3.4, 198.18.0.1")
-        .await;
+        .client
+        .post(a.url("/login"))
+        .header("authorization", basic(b"probe9@example.com:x"))
+        .header("x-envoy-external-address", "198.18.0.1")
+        .header("x-forwarded-for", "198.18.0.2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
+    let r = a
+        .login("probe9@example.com", "x", "198.18.0.2, 198.18.0.1")
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        counter(&a, &keys("probe9@example.com", "127.0.0.1").source)
+            .await
+            .unwrap()
+            .failures,
+        1
+    );
     // …and another address is unaffected.
     let r = a.login("probe9@example.com", "x", "198.18.0.2").await;
     assert_eq!(r.status(), 401);
@@ -315,7 +334,7 @@ async fn held_login(
         let r = client
             .post(url)
             .header("authorization", auth)
-            .header("x-forwarded-for", ip)
+            .header("x-envoy-external-address", ip)
             .send()
             .await
             .unwrap();

@@ -186,7 +186,7 @@ fn no_secret_in_any_output_at_trace_level() {
         let r = http
             .post(server.url("/login"))
             .header("authorization", &authorization)
-            .header("x-forwarded-for", ip)
+            .header("x-envoy-external-address", ip)
             .send()
             .unwrap();
         (r.status().as_u16(), r.text().unwrap(), authorization)

@@ -304,7 +304,7 @@ async fn database_outage_under_login_load_loses_no_rows_mysql() {
                 let r = client
                     .post(&url)
                     .header("authorization", &auth)
-                    .header("x-forwarded-for", format!("192.0.2.{}", 50 + i))
+                    .header("x-envoy-external-address", format!("192.0.2.{}", 50 + i))
                     .send()
                     .await
                     .unwrap();

@@ -37,7 +37,7 @@ async fn burst(app: &crate::helpers::TestApp, email: &str, threshold: usize) {
             client
                 .post(url)
                 .header("authorization", auth)
-                .header("x-forwarded-for", format!("198.51.100.{}", i + 1))
+                .header("x-envoy-external-address", format!("198.51.100.{}", i + 1))
                 .send()
                 .await
                 .unwrap()

@@ -604,7 +604,7 @@ async fn user_revoke_waiting_for_the_lock_covers_logins_meanwhile(db: TestDb) {
                     "authorization",
                     crate::helpers::basic(b"wait@example.com:pw"),
                 )
-                .header("x-forwarded-for", "192.0.2.51")
+                .header("x-envoy-external-address", "192.0.2.51")
                 .send()
                 .await
                 .unwrap()

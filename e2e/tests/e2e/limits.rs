@@ -1,0 +1,443 @@
+//! Issue #13: rate limits at the edge and the client-address model, through the real Envoy.
+//!
+//! The shipped config (the stack's Envoy on :8080) limits `POST /login` per client address and
+//! per Envoy; variants rendered by `envoy/render.py --variant local --set ... --flag ...` (small
+//! buckets, one trusted hop, the optional identity limit) run as a second Envoy on
+//! [`VARIANT_PORT`] in front of the same stack. Other client addresses are real: the tests bind
+//! their sockets to 127.0.0.2, 127.0.0.3, ... (all loopback on Linux), so Envoy and login-service
+//! see another TCP peer. login-service's own count comes from its `/metrics`, read directly.
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::json;
+
+use auth_token::testing::claims_json;
+use e2e::client::{Reply, client};
+use e2e::ports::ENVOY;
+use e2e::process::{Process, envoy_binary, workspace_root};
+use e2e::stack::Stack;
+
+/// The variant Envoy's listener and admin ports (beside the stack's 8080/9901 and the bench's
+/// 18080-18085/19901-19906).
+const VARIANT_PORT: u16 = 18190;
+const VARIANT_ADMIN_PORT: u16 = 19990;
+/// login-service directly (`e2e::ports::LOGIN_SERVICE`, as a URL).
+const LOGIN_SERVICE: &str = "http://127.0.0.1:5000";
+
+/// Envoy's own 429 body (local_reply_config), distinct from login-service's lockout 429s.
+fn edge_429() -> serde_json::Value {
+    json!({"error": "rate_limited", "message": "too many requests; retry later"})
+}
+
+/// A client whose connections come from `source` (a loopback address).
+fn client_from(source: &str) -> Client {
+    Client::builder()
+        .no_proxy()
+        .local_address(source.parse::<IpAddr>().expect("source address"))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("reqwest client")
+}
+
+/// Every `login_attempts_total` sample of login-service summed: each request it answered on
+/// `/login`, whatever the outcome.
+fn login_service_attempts() -> u64 {
+    let text = client()
+        .get(format!("{LOGIN_SERVICE}/metrics"))
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.text())
+        .expect("login-service /metrics");
+    text.lines()
+        .filter(|l| l.starts_with("login_attempts_total{"))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .expect("sample value") as u64
+        })
+        .sum()
+}
+
+/// Asserts Envoy's own 429: status, `Retry-After`, JSON body, no caching.
+#[track_caller]
+fn assert_edge_429(reply: &Reply) {
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert_eq!(reply.header("retry-after"), "1", "{reply:?}");
+    assert!(
+        reply.header("content-type").starts_with("application/json"),
+        "{reply:?}"
+    );
+    assert_eq!(reply.header("cache-control"), "no-store", "{reply:?}");
+    assert_eq!(reply.json(), edge_429());
+}
+
+/// Tokens a bucket of `burst` refilled by `refill` a second can have granted since `start`.
+fn at_most(burst: u64, refill: u64, start: Instant) -> u64 {
+    burst + refill * (start.elapsed().as_secs() + 1)
+}
+
+/// A second Envoy running a rendered variant of the shipped config, in front of the stack's
+/// services; stopped on drop (its [`Process`]), then its directory removed.
+struct VariantEnvoy {
+    _envoy: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl VariantEnvoy {
+    /// Renders the `local` variant with `flags` and `sets` (besides its ports) and starts it.
+    fn start(flags: &[&str], sets: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("envoy.yaml");
+        let mut render = Command::new("python3");
+        render
+            .arg(workspace_root().join("envoy/render.py"))
+            .args(["--variant", "local", "--out"])
+            .arg(&config)
+            .args(["--set", &format!("listen_port={VARIANT_PORT}")])
+            .args(["--set", &format!("admin_port={VARIANT_ADMIN_PORT}")]);
+        for flag in flags {
+            render.args(["--flag", flag]);
+        }
+        for set in sets {
+            render.args(["--set", set]);
+        }
+        let out = render.output().expect("python3 envoy/render.py");
+        assert!(out.status.success(), "render.py: {out:?}");
+        let mut command = Command::new(envoy_binary());
+        command
+            .arg("-c")
+            .arg(&config)
+            .args(["--disable-hot-restart", "--log-level", "warn"]);
+        let log = dir.path().join("envoy.log");
+        let mut envoy = Process::spawn("variant envoy", command, log).expect("spawn envoy");
+        let admin = client();
+        envoy.wait_ready("GET /ready", || {
+            admin
+                .get(format!("http://127.0.0.1:{VARIANT_ADMIN_PORT}/ready"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        });
+        Self {
+            _envoy: envoy,
+            _dir: dir,
+        }
+    }
+
+    fn url(path: &str) -> String {
+        format!("http://127.0.0.1:{VARIANT_PORT}{path}")
+    }
+}
+
+/// `POST /login` without credentials: login-service answers 401 at once (no hash, no lockout
+/// count), so only the edge decides what else happens.
+fn empty_login(client: &Client, base: &str) -> RequestBuilder {
+    client.post(format!("{base}/login"))
+}
+
+#[test]
+fn login_flood_is_shed_at_the_edge_and_never_reaches_login_service() {
+    let stack = Stack::start();
+    let before = login_service_attempts();
+    let start = Instant::now();
+    // 8 clients × 50 requests at once from one address: far over the shipped per-address bucket
+    // (100, refilled by 50 a second).
+    let replies: Vec<Reply> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let client = client();
+                    (0..50)
+                        .map(|_| Reply::of(empty_login(&client, ENVOY)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker"))
+            .collect()
+    });
+    let (mut passed, mut shed) = (0, 0);
+    for reply in &replies {
+        if reply.status == 429 {
+            assert_edge_429(reply);
+            shed += 1;
+        } else {
+            assert_eq!(reply.status, 401, "{reply:?}");
+            assert_eq!(reply.json()["error"], "missing_credentials");
+            passed += 1;
+        }
+    }
+    assert!(shed > 0, "nothing shed out of {}", replies.len());
+    assert!(passed <= at_most(100, 50, start), "{passed} passed");
+    // Excess requests never reached login-service: it counted exactly the ones that passed.
+    assert_eq!(login_service_attempts() - before, passed);
+    // The real user, from another address, still logs in (its own bucket).
+    let reply = Reply::of(
+        client_from("127.0.0.2")
+            .post(format!("{}/login", ENVOY))
+            .basic_auth(&stack.user.email, Some(&stack.user.password)),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+#[test]
+fn the_per_envoy_bucket_holds_across_client_addresses() {
+    let _stack = Stack::start();
+    let envoy = VariantEnvoy::start(
+        &[],
+        &[
+            "login_address_burst=100",
+            "login_global_burst=4",
+            "login_global_refill=1",
+        ],
+    );
+    let before = login_service_attempts();
+    let start = Instant::now();
+    let mut passed = 0;
+    let mut shed = 0;
+    for i in 0..12 {
+        let client = client_from(&format!("127.0.1.{}", i + 1));
+        let reply = Reply::of(client.post(VariantEnvoy::url("/login")));
+        if reply.status == 429 {
+            assert_edge_429(&reply);
+            shed += 1;
+        } else {
+            assert_eq!(reply.status, 401, "{reply:?}");
+            passed += 1;
+        }
+    }
+    assert!(
+        shed > 0 && passed <= at_most(4, 1, start),
+        "{passed} passed"
+    );
+    assert_eq!(login_service_attempts() - before, passed);
+    drop(envoy);
+}
+
+/// Through `base`, from `source`, a wrong password for `email` with spoofed address headers.
+fn guess(base: &str, source: &str, email: &str, xff: &str, claimed: &str) -> Reply {
+    Reply::of(
+        client_from(source)
+            .post(format!("{base}/login"))
+            .basic_auth(email, Some("wrong password"))
+            .header("x-forwarded-for", xff)
+            .header("x-envoy-external-address", claimed),
+    )
+}
+
+/// Five failures lock `email` for the address login-service counted them under (its
+/// LOCKOUT_THRESHOLD, 5): asserts the 5 × 401 and the locked sixth, whatever the headers said.
+#[track_caller]
+fn lock_out(attempt: impl Fn(usize) -> Reply) {
+    for i in 0..5 {
+        let reply = attempt(i);
+        assert_eq!(reply.status, 401, "attempt {i}: {reply:?}");
+        assert_eq!(reply.json()["error"], "invalid_credentials");
+    }
+    let reply = attempt(5);
+    assert_eq!(reply.status, 429, "{reply:?}");
+    assert_eq!(reply.json()["error"], "account_locked", "{reply:?}");
+}
+
+#[test]
+fn client_address_headers_choose_no_bucket_and_no_counter_with_0_trusted_hops() {
+    let _stack = Stack::start();
+    let envoy = VariantEnvoy::start(
+        &[],
+        &[
+            "login_address_burst=3",
+            "login_address_refill=1",
+            "login_global_burst=1000",
+        ],
+    );
+    // Edge bucket: one real address, a different X-Forwarded-For and x-envoy-external-address on
+    // every request: still one bucket.
+    let start = Instant::now();
+    let client = client_from("127.0.0.1");
+    let mut passed = 0;
+    for i in 0..12 {
+        let spoof = format!("203.0.113.{i}");
+        let reply = Reply::of(
+            empty_login(&client, &VariantEnvoy::url(""))
+                .header("x-forwarded-for", &spoof)
+                .header("x-envoy-external-address", &spoof),
+        );
+        if reply.status == 429 {
+            assert_edge_429(&reply);
+        } else {
+            assert_eq!(reply.status, 401, "{reply:?}");
+            passed += 1;
+        }
+    }
+    assert!(passed < 12 && passed <= at_most(3, 1, start), "{passed}");
+    // Another real address has its own bucket, even when it claims the drained one.
+    let reply = Reply::of(
+        empty_login(&client_from("127.0.0.2"), &VariantEnvoy::url(""))
+            .header("x-forwarded-for", "127.0.0.1")
+            .header("x-envoy-external-address", "127.0.0.1"),
+    );
+    assert_eq!(reply.status, 401, "{reply:?}");
+    drop(envoy);
+
+    // Lockout through the shipped Envoy: the counter is the real peer's, whatever it claims.
+    let email = "zero-hops@example.com";
+    lock_out(|i| {
+        let spoof = format!("198.18.0.{i}");
+        guess(ENVOY, "127.0.0.2", email, &spoof, &spoof)
+    });
+    // Claiming the locked address from elsewhere reaches another counter (Envoy overwrote it).
+    let reply = guess(ENVOY, "127.0.0.3", email, "127.0.0.2", "127.0.0.2");
+    assert_eq!(reply.status, 401, "{reply:?}");
+
+    // Directly at login-service from an untrusted peer: the headers are not read at all.
+    let email = "direct@example.com";
+    lock_out(|i| {
+        let spoof = format!("198.18.1.{i}");
+        guess(LOGIN_SERVICE, "127.0.0.4", email, &spoof, &spoof)
+    });
+    let reply = guess(LOGIN_SERVICE, "127.0.0.5", email, "127.0.0.4", "127.0.0.4");
+    assert_eq!(reply.status, 401, "{reply:?}");
+}
+
+#[test]
+fn client_address_headers_choose_no_bucket_and_no_counter_with_1_trusted_hop() {
+    let _stack = Stack::start();
+    // One trusted load balancer in front (played by the test): the client is the rightmost
+    // X-Forwarded-For entry, the one the balancer appended; everything left of it is the
+    // client's own writing.
+    let envoy = VariantEnvoy::start(
+        &[],
+        &[
+            "xff_trusted_hops=1",
+            "login_address_burst=6",
+            "login_address_refill=1",
+            "login_global_burst=1000",
+        ],
+    );
+    let base = VariantEnvoy::url("");
+    let start = Instant::now();
+    let client = client_from("127.0.0.1");
+    let mut passed = 0;
+    for i in 0..15 {
+        let reply = Reply::of(
+            empty_login(&client, &base)
+                .header("x-forwarded-for", format!("203.0.113.{i}, 198.51.100.7"))
+                .header("x-envoy-external-address", format!("203.0.113.{i}")),
+        );
+        if reply.status == 429 {
+            assert_edge_429(&reply);
+        } else {
+            assert_eq!(reply.status, 401, "{reply:?}");
+            passed += 1;
+        }
+    }
+    assert!(passed < 15 && passed <= at_most(6, 1, start), "{passed}");
+    // Another client behind the balancer: its own bucket, even claiming the drained one.
+    let reply = Reply::of(
+        empty_login(&client, &base)
+            .header("x-forwarded-for", "198.51.100.7, 198.51.100.8")
+            .header("x-envoy-external-address", "198.51.100.7"),
+    );
+    assert_eq!(reply.status, 401, "{reply:?}");
+
+    // Lockout: login-service counts the address Envoy determined (198.51.100.20), not the
+    // spoofed left part nor the client's x-envoy-external-address.
+    let email = "one-hop@example.com";
+    lock_out(|i| {
+        guess(
+            &base,
+            "127.0.0.1",
+            email,
+            &format!("198.18.2.{i}, 198.51.100.20"),
+            &format!("198.18.2.{i}"),
+        )
+    });
+    let reply = guess(
+        &base,
+        "127.0.0.1",
+        email,
+        "198.51.100.20, 198.51.100.21",
+        "198.51.100.20",
+    );
+    assert_eq!(reply.status, 401, "another client claiming .20: {reply:?}");
+    // Directly at login-service (untrusted peer), the balancer's form changes nothing either.
+    let reply = guess(
+        LOGIN_SERVICE,
+        "127.0.0.6",
+        email,
+        "198.51.100.20",
+        "198.51.100.20",
+    );
+    assert_eq!(reply.status, 401, "{reply:?}");
+    drop(envoy);
+}
+
+#[test]
+fn identity_limit_sheds_one_token_and_not_the_others() {
+    let stack = Stack::start();
+    let user_token = stack.login(&stack.user);
+    let admin_token = stack.login(&stack.admin);
+    // Off by default: the shipped Envoy lets one token through as often as it likes.
+    for _ in 0..10 {
+        Reply::of(stack.get("/hello").bearer_auth(&user_token)).echo();
+    }
+    let envoy = VariantEnvoy::start(
+        &["identity_limit"],
+        &["identity_burst=3", "identity_refill=1"],
+    );
+    let client = client();
+    let before = stack.upstream_requests();
+    let start = Instant::now();
+    let mut passed = 0;
+    for _ in 0..10 {
+        let reply = Reply::of(
+            client
+                .get(VariantEnvoy::url("/hello"))
+                .bearer_auth(&user_token),
+        );
+        if reply.status == 429 {
+            assert_edge_429(&reply);
+        } else {
+            reply.echo();
+            passed += 1;
+        }
+    }
+    assert!(passed < 10 && passed <= at_most(3, 1, start), "{passed}");
+    assert_eq!(
+        stack.upstream_requests() - before,
+        passed,
+        "shed ones reached the upstream"
+    );
+    // Another identity has its own bucket; a client-sent x-auth-user-id changes nothing (ext-authz
+    // overwrites it before the limit runs).
+    let reply = Reply::of(
+        client
+            .get(VariantEnvoy::url("/hello"))
+            .bearer_auth(&admin_token)
+            .header("x-auth-user-id", "someone-else"),
+    );
+    reply.echo();
+    // Without a token the check answers first (401), never the limit.
+    let reply = Reply::of(client.get(VariantEnvoy::url("/hello")));
+    reply.assert_denied(401, "missing_token", "missing bearer token");
+    // Routes without a check do not run it: a login claiming the drained identity is not shed.
+    let sub = claims_json(&user_token)["sub"]
+        .as_str()
+        .expect("sub")
+        .to_owned();
+    let reply = Reply::of(
+        client
+            .request(Method::POST, VariantEnvoy::url("/login"))
+            .basic_auth(&stack.user.email, Some(&stack.user.password))
+            .header("x-auth-user-id", &sub),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    drop(envoy);
+}
