@@ -2,15 +2,22 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, Header};
+use jsonwebtoken::Header;
 
 use crate::claims::Claims;
 use crate::keys::Key;
 
-/// Why a token could not be signed (in practice: never, with a valid [`Key`]).
+/// Why a token could not be signed: a public (verify-only) key, or a signing failure (in
+/// practice never, with a valid [`Key`]).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot sign token: {0}")]
-pub struct IssueError(#[from] jsonwebtoken::errors::Error);
+pub enum IssueError {
+    /// The key is a public key; [`crate::Keyring::signing_key`] refuses it at load time.
+    #[error("key {0:?} is a public key and cannot sign")]
+    PublicKey(String),
+    /// The signature could not be computed.
+    #[error("cannot sign token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
 
 /// A freshly signed token and what the HTTP response reports about it.
 #[derive(Debug, Clone)]
@@ -35,7 +42,8 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    /// Signs a token for user `sub` with `key`, valid from `now` (Unix seconds) for `ttl`.
+    /// Signs a token for user `sub` with `key` (HS256 for an HMAC secret, EdDSA for an Ed25519
+    /// private key: the key's type decides), valid from `now` (Unix seconds) for `ttl`.
     pub fn issue(
         &self,
         key: &Key,
@@ -56,9 +64,12 @@ impl Issuer {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
-        let mut header = Header::new(Algorithm::HS256);
+        let encoding = key
+            .encoding()
+            .ok_or_else(|| IssueError::PublicKey(key.kid().to_owned()))?;
+        let mut header = Header::new(key.algorithm());
         header.kid = Some(key.kid().to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, key.encoding())?;
+        let token = jsonwebtoken::encode(&header, &claims, encoding)?;
         Ok(Issued {
             token,
             claims,

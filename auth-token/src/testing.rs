@@ -128,6 +128,30 @@ pub fn check_request_for(http: HttpRequest, extensions: &[(&str, &str)]) -> Chec
     }
 }
 
+/// A fresh random Ed25519 key pair as (PKCS#8 private PEM, SPKI public PEM): the `KID.pem` and
+/// `KID.pub.pem` files of a keys directory.
+pub fn ed25519_pem_pair() -> (String, String) {
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    let seed: [u8; 32] = [
+        uuid::Uuid::new_v4().into_bytes(),
+        uuid::Uuid::new_v4().into_bytes(),
+    ]
+    .concat()
+    .try_into()
+    .expect("two uuids are 32 bytes");
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let private = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .expect("encodable")
+        .to_string();
+    let public = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .expect("encodable");
+    (private, public)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -270,6 +270,7 @@ fn description(e: VerifyError) -> &'static str {
         VerifyError::WrongIssuer => "wrong issuer",
         VerifyError::WrongAudience => "wrong audience",
         VerifyError::MissingClaim => "missing claim",
+        VerifyError::KeyAlgorithmMismatch => "algorithm does not match the key",
     }
 }
 
