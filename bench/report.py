@@ -4,8 +4,9 @@
   report.py RESULTS.jsonl MACHINE.env > latest.md
   report.py --splice BENCHMARKS.md latest.md     replace the text between the markers
 
-Raw lines (one JSON object each): kind=wrk (one Envoy measurement, with the CPU deltas of Envoy,
-ext-authz and the upstream), kind=grpc (one load-generator step), kind=argon2, kind=criterion.
+Raw lines (one JSON object each, all printed by the `bench` binary): kind=wrk (`bench measure`:
+one Envoy measurement, with the CPU deltas of Envoy, ext-authz and the upstream), kind=grpc (one
+load-generator step), kind=argon2, kind=criterion (`bench criterion`).
 Aggregation: per configuration, the median over rounds of rps and latency percentiles; CPU per
 request = total CPU / total requests over all rounds; ratios from the medians, with the range of
 the per-round ratios (each round measures every configuration back to back, so a per-round

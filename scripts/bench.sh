@@ -141,32 +141,6 @@ wait_until() { # wait_until NAME PID CHECK...: poll for 30 s
   done
   die "$name not ready after 30 s; see $WORK/logs/$name.log"
 }
-cpu_us() { # total user+system CPU of PID in microseconds (all threads), from /proc/PID/stat
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) * 1e6 / hz }' "/proc/$1/stat"
-}
-emit() { printf '%s\n' "$*" >>"$RAW"; }
-cpus_jiffies() { # cpus_jiffies LIST (taskset syntax, e.g. 1 or 1-3): "busy total" summed over LIST
-  python3 - "$1" <<'PY'
-import sys
-cpus = set()
-for part in sys.argv[1].split(","):
-    lo, _, hi = part.partition("-")
-    cpus.update(range(int(lo), int(hi or lo) + 1))
-busy = total = 0
-for line in open("/proc/stat"):
-    name, *vals = line.split()
-    if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-        v = [int(x) for x in vals[:8]]
-        total += sum(v)
-        busy += sum(v) - v[3] - v[4]  # minus idle and iowait
-print(busy, total)
-PY
-}
-busy_pct() { # busy_pct "BUSY0 TOTAL0" "BUSY1 TOTAL1"
-  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    t = y[2] - x[2]; printf "%.1f", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
-}
-
 # --- services -------------------------------------------------------------------------------------
 export RUST_LOG=info
 unset JWT_SECRET JWT_DEFAULT_KID JWT_SIGNING_KID DATABASE_URL
@@ -242,17 +216,13 @@ for cfg in "${CONFIGS[@]}"; do
 done
 log "all ${#CONFIGS[@]} Envoy configurations answer (200 with the token, 401 without)"
 
-run_wrk() { # run_wrk CFG ROUND SECONDS: one measurement, appended to $RAW
+run_wrk() { # run_wrk CFG ROUND SECONDS: one measurement (bench measure adds the CPU spent), to $RAW
   local cfg=$1 round=$2 secs=$3 url="http://127.0.0.1:${PORT[$1]}/api/items"
-  local envoy_pid=${ENVOY_PID[$cfg]} e0 e1 a0 a1 u0 u1 line
-  local c0 c1 o0 o1
-  c0=$(cpus_jiffies "$ENVOY_CPU") o0=$(cpus_jiffies "$OTHER_CPUS")
-  e0=$(cpu_us "$envoy_pid") a0=$(cpu_us "$AUTHZ_PID") u0=$(cpu_us "$UP_PID")
-  line=$(WRK_LABEL=$cfg taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d"${secs}s" --latency \
-    --timeout 5s -s bench/wrk/report.lua -H "Authorization: Bearer $TOKEN" "$url" | grep '^{"kind"')
-  e1=$(cpu_us "$envoy_pid") a1=$(cpu_us "$AUTHZ_PID") u1=$(cpu_us "$UP_PID")
-  c1=$(cpus_jiffies "$ENVOY_CPU") o1=$(cpus_jiffies "$OTHER_CPUS")
-  emit "${line%\}},\"config\":\"$cfg\",\"round\":$round,\"envoy_core_busy_pct\":$(busy_pct "$c0" "$c1"),\"other_cores_busy_pct\":$(busy_pct "$o0" "$o1"),\"envoy_cpu_us\":$(awk "BEGIN{print $e1-$e0}"),\"authz_cpu_us\":$(awk "BEGIN{print $a1-$a0}"),\"upstream_cpu_us\":$(awk "BEGIN{print $u1-$u0}")}"
+  WRK_LABEL=$cfg "$BIN/bench" measure --config "$cfg" --round "$round" \
+    --busy "envoy_core=$ENVOY_CPU" --busy "other_cores=$OTHER_CPUS" \
+    --cpu "envoy=${ENVOY_PID[$cfg]}" --cpu "authz=$AUTHZ_PID" --cpu "upstream=$UP_PID" -- \
+    taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d"${secs}s" --latency --timeout 5s \
+    -s bench/wrk/report.lua -H "Authorization: Bearer $TOKEN" "$url" >>"$RAW"
 }
 
 log "warm-up: ${WARMUP}s per configuration"
@@ -285,12 +255,9 @@ fi
 log "argon2id verify time (login-service parameters)"
 "$BIN/bench" argon2 --iterations "$($quick && echo 5 || echo 20)" >>"$RAW"
 log "login burst: $LOGIN_CONNS clients for ${LOGIN_DURATION}s (POST /login via e-shipped)"
-l0=$(cpu_us "$LOGIN_PID")
-line=$(WRK_LABEL=login WRK_METHOD=POST wrk -t2 -c"$LOGIN_CONNS" -d"${LOGIN_DURATION}s" --latency \
-  --timeout 10s -s bench/wrk/report.lua -H "Authorization: Basic $BASIC" -H 'Accept: text/plain' \
-  "http://127.0.0.1:$P_LISTEN/login" | grep '^{"kind"')
-l1=$(cpu_us "$LOGIN_PID")
-emit "${line%\}},\"config\":\"login\",\"login_cpu_us\":$(awk "BEGIN{print $l1-$l0}")}"
+WRK_LABEL=login WRK_METHOD=POST "$BIN/bench" measure --config login --cpu "login=$LOGIN_PID" -- \
+  wrk -t2 -c"$LOGIN_CONNS" -d"${LOGIN_DURATION}s" --latency --timeout 10s -s bench/wrk/report.lua \
+  -H "Authorization: Basic $BASIC" -H 'Accept: text/plain' "http://127.0.0.1:$P_LISTEN/login" >>"$RAW"
 
 # Envoy's own view, for the record: ext_authz ok/denied/error and jwt_authn counters.
 for cfg in "${CONFIGS[@]}"; do
@@ -308,12 +275,10 @@ if [ "${SKIP_CRITERION:-0}" != 1 ]; then
       --warm-up-time 1 --measurement-time "$($quick && echo 1 || echo 3)" --noplot \
       >>"$WORK/logs/criterion.log" 2>&1 || die "criterion failed; see $WORK/logs/criterion.log"
   done
-  for name in verify decide_allow decide_deny_malformed check_request_allow \
-    decide_allow_no_revocations decide_allow_100k_revocations \
-    check_request_allow_no_revocations check_request_allow_100k_revocations revocation_lookup_100k; do
-    est=target/criterion/$name/new/estimates.json
-    [ -f "$est" ] && python3 -c 'import json,sys; e=json.load(open(sys.argv[1])); print(json.dumps({"kind":"criterion","name":sys.argv[2],"median_ns":e["median"]["point_estimate"],"mean_ns":e["mean"]["point_estimate"]}))' "$est" "$name" >>"$RAW"
-  done
+  "$BIN/bench" criterion --dir target/criterion verify decide_allow decide_deny_malformed \
+    check_request_allow decide_allow_no_revocations decide_allow_100k_revocations \
+    check_request_allow_no_revocations check_request_allow_100k_revocations \
+    revocation_lookup_100k >>"$RAW"
 fi
 
 # --- report ---------------------------------------------------------------------------------------
@@ -325,7 +290,7 @@ cp "$WORK/envoy-stats.txt" "$RESULTS/latest-envoy-stats.txt" 2>/dev/null || true
   echo "kernel=$(uname -sr)"
   echo "envoy=$("$ENVOY" --version 2>/dev/null | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/[A-Z]*' | head -1)"
   echo "rustc=$(rustc --version)"
-  echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
+  echo "wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1,2)"
   echo "loadavg_at_start=$LOAD_START"
   echo "loadavg_at_end=$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"

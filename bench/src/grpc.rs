@@ -180,7 +180,7 @@ async fn run_step(
             if let Some(pid) = pid
                 && let Ok(mut slot) = cpu_before.lock()
             {
-                *slot = crate::proc_stat::cpu_micros(pid).ok();
+                *slot = e2e::procfs::cpu_micros(pid).ok();
             }
         })
     };
@@ -240,10 +240,7 @@ async fn run_step(
         tasks.abort_all();
     }
     let window_end = Instant::now().min(end).max(window_start);
-    let cpu_after = args
-        .server_pid
-        .map(crate::proc_stat::cpu_micros)
-        .transpose()?;
+    let cpu_after = args.server_pid.map(e2e::procfs::cpu_micros).transpose()?;
     cpu_probe.await?;
     let cpu_before = cpu_before.lock().ok().and_then(|slot| *slot);
 

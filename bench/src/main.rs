@@ -4,14 +4,19 @@
 //!   several HTTP/2 connections, at fixed request rates and then flat out ("max"). Latency is
 //!   measured from each request's *intended* send time (no coordinated omission), into an HDR
 //!   histogram; the server's CPU time per check comes from `/proc/<pid>/stat`.
+//! - `bench measure -- wrk ...`: runs one wrk measurement and adds the CPU time of chosen
+//!   processes and the busy share of chosen cores while it ran.
 //! - `bench argon2`: the time of one argon2id verification with login-service's parameters
 //!   (m=19456 KiB, t=2, p=1), alone and on every core at once: the ceiling of `/login`.
+//! - `bench criterion`: the estimates of criterion benchmarks already run.
 //!
-//! Every subcommand prints one JSON object per line on stdout (read by `bench/report.py`).
+//! Every subcommand prints one JSON object per line on stdout (read by `bench/report.py`);
+//! `/proc` is read through the e2e library's `procfs`, as the soak driver reads it.
 
 mod argon;
+mod criterion;
 mod grpc;
-mod proc_stat;
+mod measure;
 
 use std::process::ExitCode;
 
@@ -24,12 +29,18 @@ enum Cli {
     Grpc(grpc::Args),
     /// Time argon2id verification with login-service's parameters.
     Argon2(argon::Args),
+    /// Run one wrk measurement and add the CPU that processes and cores spent meanwhile.
+    Measure(measure::Args),
+    /// Print the estimates of criterion benchmarks already run.
+    Criterion(criterion::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse() {
         Cli::Grpc(args) => grpc::run(&args),
         Cli::Argon2(args) => argon::run(&args),
+        Cli::Measure(args) => measure::run(&args),
+        Cli::Criterion(args) => criterion::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

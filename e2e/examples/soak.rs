@@ -10,15 +10,15 @@
 //! Exit status 1 when any request got another answer, or when the upstream saw a request that
 //! was not a valid-token 200.
 
-#[allow(dead_code, unused_imports)]
-#[path = "../tests/e2e/stack.rs"]
-mod stack;
-
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use stack::{Bearer as _, ENVOY, Stack};
+use e2e::client::{Bearer as _, client};
+use e2e::ports::ENVOY;
+use e2e::process::binary;
+use e2e::procfs;
+use e2e::stack::Stack;
 
 /// One answered request.
 struct Sample {
@@ -37,16 +37,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Resident set size of `pid` in MiB, from `/proc/<pid>/status`.
+/// Resident set size of `pid` in MiB (0 when it cannot be read).
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    procfs::rss_kib(pid).map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -76,7 +69,7 @@ fn main() {
     println!(
         "soak: {seconds} s, {clients} clients, windows of {window} s, through {ENVOY} \
          (release binaries from {})",
-        stack::binary("ext-authz").display()
+        binary("ext-authz").display()
     );
 
     let samples: Mutex<Vec<Sample>> = Mutex::new(Vec::new());
@@ -91,7 +84,7 @@ fn main() {
             let (samples, errors, stop) = (&samples, &errors, &stop);
             let (user_token, admin_token) = (&user_token, &admin_token);
             scope.spawn(move || {
-                let client = stack::client();
+                let client = client();
                 let mut local = Vec::new();
                 for i in 0u64.. {
                     if stop.load(Ordering::Relaxed) {
@@ -148,7 +141,7 @@ fn main() {
         let (errors, stop, logins) = (&errors, &stop, &logins);
         let (email, password) = (stack.user.email.clone(), stack.user.password.clone());
         scope.spawn(move || {
-            let client = stack::client();
+            let client = client();
             let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let status = client

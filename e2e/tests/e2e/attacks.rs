@@ -11,41 +11,21 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use auth_token::now_unix as now;
+use auth_token::testing::{self, b64, claims_payload, forge};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use hmac::{Hmac, Mac as _};
+use base64::engine::general_purpose::STANDARD;
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-use sha2::Sha256;
 
-use crate::stack::{Bearer as _, KID, Reply, Stack, now};
-
-/// HMAC-SHA256 of `input` under `key`.
-fn hmac(key: &[u8], input: &str) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(input.as_bytes());
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// A token with arbitrary header and payload JSON, HMAC-SHA256-signed with `key` whatever the
-/// header claims: the attacker's tool.
-fn forge(header: &str, payload: &str, key: &[u8]) -> String {
-    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
-    let signature = b64(&hmac(key, &input));
-    format!("{input}.{signature}")
-}
+use e2e::client::{Bearer as _, Reply, client};
+use e2e::process::wait_for;
+use e2e::stack::{KID, Stack, Transport};
 
 /// Claims login-service would issue for the plain user, valid for ten minutes.
 fn claims_json(sub: &str) -> String {
     let t = now();
-    format!(
-        r#"{{"sub":"{sub}","email":"user@example.com","roles":[],"iat":{t},"nbf":{t},"exp":{},"jti":"j1"}}"#,
-        t + 600
-    )
+    claims_payload(sub, &[], t, t, t + 600)
 }
 
 fn header_json() -> String {
@@ -71,7 +51,7 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
     let key = secret.as_bytes();
     // The control: a token forged with the right key and our exact header is accepted, so every
     // refusal below is due to the one thing each case changes.
-    let good = forge(&header_json(), &claims_json("2"), key);
+    let good = forge(header_json(), claims_json("2"), key);
     Reply::of(stack.get("/control").bearer(&good)).echo();
     let seen = stack.upstream_requests();
 
@@ -114,7 +94,7 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         (
             "RS256 signed with the HMAC secret".into(),
             forge(
-                &format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{KID}"}}"#),
+                format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{KID}"}}"#),
                 &payload,
                 key,
             ),
@@ -122,20 +102,12 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         ),
         (
             "HS512 signed with the secret".into(),
-            forge(
-                &format!(r#"{{"alg":"HS512","kid":"{KID}"}}"#),
-                &payload,
-                key,
-            ),
+            forge(format!(r#"{{"alg":"HS512","kid":"{KID}"}}"#), &payload, key),
             "unsupported algorithm",
         ),
         (
             "lower-case hs256".into(),
-            forge(
-                &format!(r#"{{"alg":"hs256","kid":"{KID}"}}"#),
-                &payload,
-                key,
-            ),
+            forge(format!(r#"{{"alg":"hs256","kid":"{KID}"}}"#), &payload, key),
             "unsupported algorithm",
         ),
         // Empty or stripped signatures.
@@ -152,7 +124,7 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         (
             "signature of another key".into(),
             forge(
-                &header_json(),
+                header_json(),
                 &payload,
                 b"an-attacker-key-0123456789abcdef0123",
             ),
@@ -162,39 +134,39 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         // (what `/dev/null` would read as).
         (
             "kid traversal".into(),
-            forge(&kid_header(r#""../../../../etc/passwd""#), &payload, key),
+            forge(kid_header(r#""../../../../etc/passwd""#), &payload, key),
             "unknown signing key",
         ),
         (
             "kid /dev/null, empty key".into(),
-            forge(&kid_header(r#""/dev/null""#), &payload, b""),
+            forge(kid_header(r#""/dev/null""#), &payload, b""),
             "unknown signing key",
         ),
         (
             "kid traversal to itself".into(),
-            forge(&kid_header(&format!(r#""../keys/{KID}""#)), &payload, key),
+            forge(kid_header(&format!(r#""../keys/{KID}""#)), &payload, key),
             "unknown signing key",
         ),
         (
             "kid SQL injection".into(),
-            forge(&kid_header(r#""x' OR '1'='1""#), &payload, key),
+            forge(kid_header(r#""x' OR '1'='1""#), &payload, key),
             "unknown signing key",
         ),
         (
             "kid with NUL".into(),
-            forge(&kid_header(&format!(r#""{KID}\u0000""#)), &payload, key),
+            forge(kid_header(&format!(r#""{KID}\u0000""#)), &payload, key),
             "unknown signing key",
         ),
         (
             "kid as a number".into(),
-            forge(&kid_header("1"), &payload, key),
+            forge(kid_header("1"), &payload, key),
             "malformed token",
         ),
         // Key-fetching and critical header parameters, correctly signed: refused outright.
         (
             "jku".into(),
             forge(
-                &with_param("jku", r#""http://127.0.0.1:8000/jwks""#),
+                with_param("jku", r#""http://127.0.0.1:8000/jwks""#),
                 &payload,
                 key,
             ),
@@ -203,7 +175,7 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         (
             "x5u".into(),
             forge(
-                &with_param("x5u", r#""http://127.0.0.1:8000/x5""#),
+                with_param("x5u", r#""http://127.0.0.1:8000/x5""#),
                 &payload,
                 key,
             ),
@@ -212,7 +184,7 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         (
             "jwk".into(),
             forge(
-                &with_param("jwk", r#"{"kty":"oct","k":"QUFBQQ"}"#),
+                with_param("jwk", r#"{"kty":"oct","k":"QUFBQQ"}"#),
                 &payload,
                 key,
             ),
@@ -220,13 +192,13 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         ),
         (
             "crit".into(),
-            forge(&with_param("crit", r#"["exp"]"#), &payload, key),
+            forge(with_param("crit", r#"["exp"]"#), &payload, key),
             "unsupported token header",
         ),
         (
             "duplicate alg".into(),
             forge(
-                &format!(r#"{{"alg":"none","alg":"HS256","kid":"{KID}"}}"#),
+                format!(r#"{{"alg":"none","alg":"HS256","kid":"{KID}"}}"#),
                 &payload,
                 key,
             ),
@@ -236,8 +208,8 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         (
             "duplicate sub".into(),
             forge(
-                &header_json(),
-                &payload.replace(r#""sub":"2""#, r#""sub":"2","sub":"1""#),
+                header_json(),
+                payload.replace(r#""sub":"2""#, r#""sub":"2","sub":"1""#),
                 key,
             ),
             "malformed token",
@@ -245,8 +217,8 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         (
             "duplicate roles".into(),
             forge(
-                &header_json(),
-                &payload.replace(r#""roles":[]"#, r#""roles":[],"roles":["admin"]"#),
+                header_json(),
+                payload.replace(r#""roles":[]"#, r#""roles":[],"roles":["admin"]"#),
                 key,
             ),
             "malformed token",
@@ -254,14 +226,14 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         // Giant and deeply nested JSON.
         (
             "nested roles".into(),
-            forge(&header_json(), &deep_roles, key),
+            forge(header_json(), &deep_roles, key),
             "token too large",
         ),
         (
             "nested roles, small".into(),
             forge(
-                &header_json(),
-                &claims_json("2").replace(
+                header_json(),
+                claims_json("2").replace(
                     r#""roles":[]"#,
                     &format!(r#""roles":{}{}"#, "[".repeat(600), "]".repeat(600)),
                 ),
@@ -271,7 +243,7 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         ),
         (
             "8 KB payload".into(),
-            forge(&header_json(), &big_payload, key),
+            forge(header_json(), &big_payload, key),
             "token too large",
         ),
         // Non-canonical base64: padding, the standard alphabet, slack bits.
@@ -289,8 +261,8 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         (
             "CRLF in email".into(),
             forge(
-                &header_json(),
-                &payload.replace(
+                header_json(),
+                payload.replace(
                     "user@example.com",
                     r"user@example.com\r\nx-auth-roles: admin",
                 ),
@@ -302,8 +274,8 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         (
             "expired".into(),
             forge(
-                &header_json(),
-                &format!(
+                header_json(),
+                format!(
                     r#"{{"sub":"2","email":"e","iat":{0},"nbf":{0},"exp":{1},"jti":"j"}}"#,
                     now() - 7200,
                     now() - 3600
@@ -315,8 +287,8 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
         (
             "no exp".into(),
             forge(
-                &header_json(),
-                &format!(
+                header_json(),
+                format!(
                     r#"{{"sub":"2","email":"e","iat":{0},"nbf":{0},"jti":"j"}}"#,
                     now()
                 ),
@@ -338,12 +310,12 @@ fn forged_and_malformed_tokens_are_refused_and_never_reach_the_upstream() {
     // and one whose last character can change without changing the decoded bytes.
     let (sub, sig) = (3..200)
         .map(|i| {
-            let t = forge(&header_json(), &claims_json(&i.to_string()), key);
+            let t = forge(header_json(), claims_json(&i.to_string()), key);
             (i, t.rsplit('.').next().expect("sig").to_owned())
         })
         .find(|(_, sig)| sig.contains(['-', '_']))
         .expect("some signature has - or _");
-    let base = forge(&header_json(), &claims_json(&sub.to_string()), key);
+    let base = forge(header_json(), claims_json(&sub.to_string()), key);
     let (input, _) = base.rsplit_once('.').expect("three segments");
     Reply::of(stack.get("/control").bearer(&base)).echo();
     let std_alphabet = format!("{input}.{}", sig.replace('-', "+").replace('_', "/"));
@@ -672,7 +644,7 @@ fn brute_force_across_two_replicas(stack: Stack) {
         let request = if target == 0 {
             stack.request(Method::POST, "/login")
         } else {
-            let r = crate::stack::client().post(format!("{}/login", replicas[target - 1]));
+            let r = client().post(format!("{}/login", replicas[target - 1]));
             match forwarded {
                 Some(ip) => r.header("x-forwarded-for", ip),
                 None => r,
@@ -1247,7 +1219,7 @@ fn client_envoy_and_routing_headers_never_reach_the_upstream() {
 #[test]
 fn configured_issuer_and_audience_refuse_tokens_without_them() {
     let stack = Stack::start_with_args(
-        crate::stack::Transport::Tcp,
+        Transport::Tcp,
         &["--issuer", "e2e-login", "--audience", "e2e-edge"],
     );
     let seen = stack.upstream_requests();
@@ -1277,7 +1249,7 @@ fn configured_issuer_and_audience_refuse_tokens_without_them() {
 #[test]
 fn tokens_issued_around_a_disable_are_all_refused_at_the_edge() {
     let stack = Stack::start_with_args(
-        crate::stack::Transport::Tcp,
+        Transport::Tcp,
         &["--revocation-feed-url", "http://127.0.0.1:5000/revocations"],
     );
     let user = stack.user.clone();
@@ -1313,7 +1285,7 @@ fn tokens_issued_around_a_disable_are_all_refused_at_the_edge() {
             });
         }
         assert!(
-            crate::stack::wait_for(Duration::from_secs(30), || issued.load(Ordering::SeqCst)
+            wait_for(Duration::from_secs(30), || issued.load(Ordering::SeqCst)
                 >= 16),
             "fewer than 16 logins succeeded"
         );
@@ -1326,7 +1298,7 @@ fn tokens_issued_around_a_disable_are_all_refused_at_the_edge() {
     // Every token is refused as revoked once the feed has delivered the cut (well within 3 s).
     let mut live = Vec::new();
     for token in &tokens {
-        let refused = crate::stack::wait_for(Duration::from_secs(3), || {
+        let refused = wait_for(Duration::from_secs(3), || {
             let reply = Reply::of(stack.get("/api/disabled").bearer(token));
             reply.status == 401
                 && reply
@@ -1334,7 +1306,7 @@ fn tokens_issued_around_a_disable_are_all_refused_at_the_edge() {
                     .contains("error_description=\"token revoked\"")
         });
         if !refused {
-            live.push(crate::stack::claims(token)["iat"].clone());
+            live.push(testing::claims_json(token)["iat"].clone());
         }
     }
     println!(

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use serde_norway::Value;
 
-use crate::stack::{UDS_PATH, envoy_binary, workspace_root};
+use e2e::ports::UDS_PATH;
+use e2e::process::{envoy_binary, workspace_root};
 
 /// Every `*.yaml`/`*.yml` file under `dir`, recursively, sorted.
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {

@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
 
-use crate::stack::{Bearer as _, ENVOY, KID, Stack, claims, now, sign_with, wait_for};
+use auth_token::now_unix as now;
+use auth_token::testing::{claims_json, mint};
+use e2e::client::Bearer as _;
+use e2e::ports::ENVOY;
+use e2e::process::wait_for;
+use e2e::stack::{KID, Stack};
 
 /// One request of a load loop.
 #[derive(Debug, Clone, Copy)]
@@ -210,7 +215,7 @@ fn key_rotation_under_load_never_refuses_a_token_whose_key_is_present() {
     let mut stack = Stack::start();
     let old = stack.login(&stack.user);
     assert_eq!(kid_of(&old), KID);
-    let c = claims(&old);
+    let c = claims_json(&old);
     let (sub, email) = (
         c["sub"].as_str().expect("sub").to_owned(),
         c["email"].as_str().expect("email").to_owned(),
@@ -221,15 +226,8 @@ fn key_rotation_under_load_never_refuses_a_token_whose_key_is_present() {
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let new = sign_with(
-        new_kid,
-        &new_secret,
-        &sub,
-        &email,
-        &[],
-        now(),
-        Duration::from_secs(600),
-    );
+    let new_key = auth_token::Key::new(new_kid, new_secret.as_bytes()).expect("test key");
+    let new = mint(&new_key, &sub, &email, &[], now(), Duration::from_secs(600));
     // 0: old key's token, 1: new key's token.
     let tokens = [Some(old.clone()), Some(new.clone())];
     let load = Load::new(&tokens);

@@ -4,13 +4,18 @@ use std::time::Duration;
 
 use reqwest::Method;
 
-use crate::stack::{Bearer as _, Reply, Stack, claims, now, raw_get_status, sign_with, wait_for};
+use auth_token::Key;
+use auth_token::now_unix as now;
+use auth_token::testing::{claims_json, mint};
+use e2e::client::{Bearer as _, Reply, raw_get_status};
+use e2e::process::wait_for;
+use e2e::stack::{KID, Stack};
 
 #[test]
 fn login_then_call_reaches_upstream_with_identity_headers() {
     let stack = Stack::start();
     let token = stack.login(&stack.admin);
-    let expected = claims(&token);
+    let expected = claims_json(&token);
 
     // A client-sent x-forwarded-for is kept, but Envoy appends the peer it saw: the rightmost
     // entry (what login-service rate-limits on) cannot be forged.
@@ -107,18 +112,17 @@ fn bad_and_expired_tokens_are_401_invalid_token() {
     let user = &stack.user;
     let hour = Duration::from_secs(3600);
     let expired = stack.sign("1", &user.email, &[], now() - 2 * 3600, hour);
-    let wrong_key = sign_with(
-        crate::stack::KID,
-        "another-secret-that-is-long-enough-for-hs256!",
+    let other_secret = b"another-secret-that-is-long-enough-for-hs256!";
+    let wrong_key = mint(
+        &Key::new(KID, other_secret).expect("test key"),
         "1",
         &user.email,
         &["admin"],
         now(),
         hour,
     );
-    let unknown_kid = sign_with(
-        "not-a-kid",
-        "another-secret-that-is-long-enough-for-hs256!",
+    let unknown_kid = mint(
+        &Key::new("not-a-kid", other_secret).expect("test key"),
         "1",
         &user.email,
         &[],
@@ -159,7 +163,7 @@ fn bad_and_expired_tokens_are_401_invalid_token() {
 fn client_sent_identity_headers_are_replaced_by_the_tokens_identity() {
     let stack = Stack::start();
     let token = stack.login(&stack.user);
-    let sub = claims(&token)["sub"].clone();
+    let sub = claims_json(&token)["sub"].clone();
     let forged = |path: &str| {
         stack
             .get(path)

@@ -1,10 +1,10 @@
 //! End-to-end tests: the workspace's real binaries behind a real Envoy running the shipped
 //! `envoy/envoy.yaml` (and `envoy/envoy-uds.yaml`) unchanged, driven through Envoy's port 8080.
 //!
-//! The configs use fixed ports, so tests that start a stack are serialized by a process-wide lock
-//! ([`stack::Stack::start`]) and fail fast when a port is taken (for example by `make run`).
-//! Binaries come from the target directory this test binary lives in; `make test` builds them
-//! first with `cargo build --workspace --bins`.
+//! The stack comes from the `e2e` library ([`e2e::stack::Stack`]): the configs use fixed ports,
+//! so tests that start a stack are serialized by a process-wide lock and fail fast when a port is
+//! taken (for example by `make run`). Binaries come from the target directory this test binary
+//! lives in; `make test` builds them first with `cargo build --workspace --bins`.
 
 mod attacks;
 mod config;
@@ -12,5 +12,4 @@ mod faults;
 mod flows;
 mod outage;
 mod revocation;
-mod stack;
 mod uds;

@@ -7,7 +7,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::stack::{Bearer as _, Reply, Stack, Transport, wait_for};
+use e2e::client::{Bearer as _, Reply};
+use e2e::process::wait_for;
+use e2e::stack::{Stack, Transport};
 
 #[test]
 fn ext_authz_down_fails_closed_with_503_and_recovers() {

@@ -5,17 +5,16 @@
 //! ext-authz; expired entries are dropped from ext-authz's set.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 
-use crate::stack::{Bearer as _, Reply, Stack, Transport, binary, claims, client, now, wait_for};
+use auth_token::now_unix as now;
+use auth_token::testing::{check_request, claims_json};
+use e2e::client::{Bearer as _, Reply, client};
+use e2e::process::wait_for;
+use e2e::stack::{AuthzReplica, Stack, Transport};
 
 /// login-service's feed, as every replica follows it (directly, not through Envoy).
 const FEED: &str = "http://127.0.0.1:5000/revocations";
@@ -34,65 +33,33 @@ fn feed_args() -> Vec<&'static str> {
     ]
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// A second ext-authz replica on its own ports, following the same feed; killed on drop.
 struct Replica {
-    child: Child,
-    grpc: String,
+    authz: AuthzReplica,
     rt: tokio::runtime::Runtime,
 }
 
 impl Replica {
-    fn start(keys: &Path) -> Self {
-        let (grpc, metrics) = (free_port(), free_port());
-        let grpc = format!("127.0.0.1:{grpc}");
-        let mut command = Command::new(binary("ext-authz"));
-        command
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .arg("--grpc-addr")
-            .arg(&grpc)
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{metrics}"))
-            .arg("--keys-dir")
-            .arg(keys)
-            .args(feed_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = command.spawn().expect("spawn second ext-authz");
+    fn start(stack: &Stack) -> Self {
+        let authz = stack.spawn_ext_authz_replica(&feed_args());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        Self { child, grpc, rt }
+        Self { authz, rt }
     }
 
     /// The HTTP status Envoy would answer for `token` (200 allow), or `None` when the replica
     /// cannot be reached or cannot decide yet (an RPC error: Envoy's 503).
     fn check(&self, token: &str) -> Option<u16> {
-        let request = CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(Request {
-                    http: Some(HttpRequest {
-                        headers: HashMap::from([
-                            (":path".to_owned(), "/api".to_owned()),
-                            ("authorization".to_owned(), format!("Bearer {token}")),
-                        ]),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        };
-        let url = format!("http://{}", self.grpc);
+        let request = check_request(
+            HashMap::from([
+                (":path".to_owned(), "/api".to_owned()),
+                ("authorization".to_owned(), format!("Bearer {token}")),
+            ]),
+            &[],
+        );
+        let url = format!("http://{}", self.authz.grpc);
         self.rt.block_on(async move {
             let mut client = AuthorizationClient::connect(url).await.ok()?;
             let response = client.check(request).await.ok()?.into_inner();
@@ -109,13 +76,6 @@ impl Replica {
             wait_for(Duration::from_secs(30), || self.check(token) == Some(200)),
             "second replica never allowed a valid token"
         );
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -188,7 +148,7 @@ fn revoked_known(metrics_port: u16) -> Option<u64> {
 #[test]
 fn logout_and_user_revocations_reach_every_replica_within_a_second() {
     let mut stack = Stack::start_with_args(Transport::Tcp, &feed_args());
-    let replica = Replica::start(&stack.keys_dir());
+    let replica = Replica::start(&stack);
     let user = stack.user.clone();
 
     // Logout: the token works, then is refused by both replicas; another token of the same
@@ -223,7 +183,7 @@ fn logout_and_user_revocations_reach_every_replica_within_a_second() {
     assert_eq!(through_envoy(&stack, &fresh).status, 200, "new login works");
     assert_eq!(replica.check(&fresh), Some(200));
     assert!(
-        claims(&fresh)["iat"].as_u64() > claims(&other)["iat"].as_u64(),
+        claims_json(&fresh)["iat"].as_u64() > claims_json(&other)["iat"].as_u64(),
         "the new token is dated after the cut"
     );
 
@@ -295,7 +255,7 @@ fn expired_revocations_are_dropped() {
     wait_envoy_allows(&stack, &warm);
     let base = revoked_known(9002).expect("metrics");
     // A token that expires in 3 s, logged out: one entry, gone once exp + leeway (1 s) passed.
-    let sub = claims(&warm)["sub"].as_str().unwrap().to_owned();
+    let sub = claims_json(&warm)["sub"].as_str().unwrap().to_owned();
     let short = stack.sign(
         &sub,
         &admin.email,

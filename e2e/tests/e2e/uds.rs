@@ -1,6 +1,8 @@
 //! The core scenario through `envoy/envoy-uds.yaml`, ext-authz on its Unix socket.
 
-use crate::stack::{Bearer as _, Reply, Stack, Transport, UDS_PATH};
+use e2e::client::{Bearer as _, Reply};
+use e2e::ports::UDS_PATH;
+use e2e::stack::{Stack, Transport};
 
 #[test]
 fn core_scenario_over_the_unix_socket() {

@@ -1,22 +1,35 @@
-//! Process control for the hardening suites (`attacks`, `faults`, the soak driver): key files,
-//! a second login-service replica on the same database, SIGTERM, process ids. A child module of
-//! `stack` so it can reach the stack's processes; nothing here is needed by the flow tests.
+//! Process control for the hardening suites (`attacks`, `faults`, `revocation`, the soak
+//! driver): key files, second replicas of login-service (same database) and ext-authz (same
+//! keys), SIGTERM, process ids, Envoy's counters. A child module of `stack` so it can reach the stack's processes;
+//! nothing here is needed by the flow tests.
 
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
-use super::{ENVOY_ADMIN, Proc, Stack, http_ok};
+use super::Stack;
+use crate::client::http_ok;
+use crate::ports::{ENVOY_ADMIN, free_port};
+use crate::process::{Process, binary};
 
 /// A login-service process started next to the stack's own (same database, same keys).
-pub struct Replica {
+pub struct LoginReplica {
     /// Killed and reaped when the replica is dropped.
-    _proc: Proc,
+    _process: Process,
     /// Its base URL (`http://127.0.0.1:<port>`), reached directly, not through Envoy.
     pub url: String,
+}
+
+/// An ext-authz process started next to the stack's own, on free ports, reading the stack's keys;
+/// Envoy does not know it (it is queried directly over gRPC).
+pub struct AuthzReplica {
+    /// Killed and reaped when the replica is dropped.
+    _process: Process,
+    /// Its gRPC address (`127.0.0.1:<port>`).
+    pub grpc: String,
 }
 
 impl Stack {
@@ -61,46 +74,57 @@ impl Stack {
 
     /// Starts another login-service on `port` against the stack's database and keys, with `args`
     /// added, and waits until its `/readyz` answers 200.
-    pub fn spawn_login_replica(&self, port: u16, args: &[&str]) -> Replica {
+    pub fn spawn_login_replica(&self, port: u16, args: &[&str]) -> LoginReplica {
         let command = self.login_serve_command(&format!("127.0.0.1:{port}"), args);
         let log = self.path(&format!("login-replica-{port}.log"));
-        let mut proc = Proc::spawn("login-service replica", command, log).expect("spawn replica");
+        let mut process =
+            Process::spawn("login-service replica", command, log).expect("spawn replica");
         let url = format!("http://127.0.0.1:{port}");
         let (client, ready) = (self.client.clone(), format!("{url}/readyz"));
-        proc.wait_ready("GET /readyz", || http_ok(&client, &ready));
-        Replica { _proc: proc, url }
+        process.wait_ready("GET /readyz", || http_ok(&client, &ready));
+        LoginReplica {
+            _process: process,
+            url,
+        }
+    }
+
+    /// Starts another ext-authz on free ports with the stack's keys directory and `args` added;
+    /// it does not wait for readiness (callers poll what they need, e.g. a first allow).
+    pub fn spawn_ext_authz_replica(&self, args: &[&str]) -> AuthzReplica {
+        let (grpc, metrics) = (free_port(), free_port());
+        let grpc = format!("127.0.0.1:{grpc}");
+        let mut command = self.command(&binary("ext-authz"));
+        command
+            .arg("--grpc-addr")
+            .arg(&grpc)
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{metrics}"))
+            .arg("--keys-dir")
+            .arg(self.keys_dir())
+            .args(args);
+        let log = self.path(&format!("ext-authz-replica-{metrics}.log"));
+        let process = Process::spawn("ext-authz replica", command, log).expect("spawn replica");
+        AuthzReplica {
+            _process: process,
+            grpc,
+        }
     }
 
     /// Process ids of Envoy, ext-authz, login-service and demo-upstream (for RSS sampling).
-    #[allow(dead_code, reason = "used by the soak driver, e2e/examples/soak.rs")]
     pub fn pids(&self) -> Vec<(&'static str, u32)> {
         [&self.envoy, &self.ext_authz, &self.login, &self.upstream]
             .into_iter()
             .flatten()
-            .map(|p| (p.name, p.child.id()))
+            .map(|p| (p.name(), p.id()))
             .collect()
     }
 
     /// Sends SIGTERM to login-service and waits (up to `deadline`) for it to exit.
     pub fn terminate_login_service(&mut self, deadline: Duration) -> ExitStatus {
-        let mut proc = self.login.take().expect("login-service running");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(proc.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = proc.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                start.elapsed() < deadline,
-                "login-service still running {deadline:?} after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.login
+            .take()
+            .expect("login-service running")
+            .terminate(deadline)
     }
 
     /// One numeric value from Envoy's admin `/stats` (0 when absent).

@@ -1,42 +1,36 @@
-//! The stack under test: ext-authz, login-service, demo-upstream and Envoy as child processes in a
-//! temporary directory, torn down (children killed and reaped) when [`Stack`] is dropped.
+//! The stack under test: ext-authz, login-service, demo-upstream and Envoy (the shipped
+//! `envoy/envoy.yaml` or `envoy/envoy-uds.yaml`, unchanged) as child processes in a temporary
+//! directory, on the shipped config's fixed ports ([`crate::ports`]); torn down (children killed
+//! and reaped, database dropped, directory deleted) when [`Stack`] is dropped.
+//!
+//! One stack at a time per process: [`Stack::start`] takes a process-wide lock, and fails fast
+//! when a port is held by something else (`make run`, another test binary).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use auth_token::{Issuer, Key};
 use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::AUTHORIZATION;
 
-/// Envoy's listener, the only address the scenarios talk to.
-pub const ENVOY: &str = "http://127.0.0.1:8080";
-/// Envoy's admin interface.
-const ENVOY_ADMIN: &str = "http://127.0.0.1:9901";
-/// demo-upstream's admin address (request counter), never routed by Envoy.
-const UPSTREAM_ADMIN: &str = "127.0.0.1:8001";
-/// Where `envoy/envoy-uds.yaml` expects ext-authz's Unix socket.
-pub const UDS_PATH: &str = "/tmp/edge-auth/ext-authz.sock";
-/// The fixed ports of the shipped config plus demo-upstream's admin port.
-const PORTS: &[(u16, &str)] = &[
-    (8080, "Envoy listener"),
-    (9901, "Envoy admin"),
-    (9001, "ext-authz gRPC"),
-    (9002, "ext-authz metrics"),
-    (5000, "login-service"),
-    (8000, "demo-upstream"),
-    (8001, "demo-upstream admin"),
-];
-/// How long any one component may take to become ready (debug builds on a busy 2-core machine).
-const READY_DEADLINE: Duration = Duration::from_secs(30);
+use crate::client::{client, http_ok};
+use crate::database::Database;
+use crate::ports::{
+    ENVOY, ENVOY_ADMIN, EXT_AUTHZ_GRPC, EXT_AUTHZ_METRICS, LOGIN_SERVICE, UDS_PATH, UPSTREAM,
+    UPSTREAM_ADMIN, check_ports, tcp_accepts,
+};
+use crate::process::{Process, binary, envoy_binary, tail, workspace_root};
+
+mod control;
+
+pub use control::{AuthzReplica, LoginReplica};
+
 /// The kid of the test signing key (the key file's name).
 pub const KID: &str = "e2e-1";
 
@@ -52,245 +46,13 @@ pub enum Transport {
     Uds,
 }
 
-/// login-service's database for a stack: a SQLite file in the stack's directory (the default)
-/// or a fresh database on the MariaDB at `TEST_MYSQL_URL` (default
-/// `mysql://root@127.0.0.1:3306`), created with the `mysql` client and dropped on drop.
-#[derive(Debug)]
-pub enum Database {
-    /// `login.sqlite` in the stack's directory.
-    Sqlite,
-    /// `mysql://…/<name>`; `(base URL, name)`.
-    Mysql(String, String),
-}
-
-impl Database {
-    /// A fresh MariaDB database.
-    fn mysql() -> anyhow::Result<Self> {
-        let base = std::env::var("TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned())
-            .trim_end_matches('/')
-            .to_owned();
-        let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-        let db = Self::Mysql(base, name.clone());
-        db.mysql_client(&format!("CREATE DATABASE `{name}`"))?;
-        Ok(db)
-    }
-
-    /// Runs one statement with the `mysql` client against the server of `TEST_MYSQL_URL`
-    /// (`mysql://user[:password]@host[:port]`).
-    fn mysql_client(&self, sql: &str) -> anyhow::Result<()> {
-        let Self::Mysql(base, _) = self else {
-            return Ok(());
-        };
-        let rest = base.strip_prefix("mysql://").context("TEST_MYSQL_URL")?;
-        let (creds, host) = rest.rsplit_once('@').unwrap_or(("root", rest));
-        let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
-        let (host, port) = host.split_once(':').unwrap_or((host, "3306"));
-        let mut command = Command::new("mysql");
-        command.args(["-h", host, "-P", port, "-u", user, "-e", sql]);
-        if !password.is_empty() {
-            command.env("MYSQL_PWD", password);
-        }
-        let output = command.output().context("run the mysql client")?;
-        if !output.status.success() {
-            bail!(
-                "mysql -e {sql:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    fn url(&self, dir: &Path) -> String {
-        match self {
-            Self::Sqlite => format!("sqlite://{}", dir.join("login.sqlite").display()),
-            Self::Mysql(base, name) => format!("{base}/{name}"),
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Self::Mysql(_, name) = &*self {
-            let sql = format!("DROP DATABASE IF EXISTS `{name}`");
-            let _ = self.mysql_client(&sql);
-        }
-    }
-}
-
 /// A user created with the real `login-service user add` CLI.
 #[derive(Debug, Clone)]
 pub struct User {
+    /// Their login e-mail.
     pub email: String,
+    /// Their password (random per stack).
     pub password: String,
-}
-
-/// The workspace root (`envoy/`, `target/`, `.venv/` live here).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e/ has a parent")
-        .to_path_buf()
-}
-
-/// A workspace binary from the target directory this test runs from (`target/debug`).
-pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/debug/deps/e2e-<hash> → target/debug
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} not found: build the binaries first with `cargo build --workspace --bins` \
-         (`make test` does)",
-        path.display()
-    );
-    path
-}
-
-/// Envoy: `envoy` on PATH, else the pinned one in `.venv/` that scripts/bootstrap.sh installs.
-pub fn envoy_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("envoy"))
-            .find(|p| p.is_file())
-    }) {
-        return path;
-    }
-    let venv = workspace_root().join(".venv/bin/envoy");
-    assert!(
-        venv.is_file(),
-        "envoy not found on PATH nor at {}: run scripts/bootstrap.sh",
-        venv.display()
-    );
-    venv
-}
-
-/// An HTTP client that never uses a proxy, never follows redirects and never hangs.
-pub fn client() -> Client {
-    Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("reqwest client")
-}
-
-/// Polls `ready` every 50 ms until it holds or `deadline` passes.
-pub fn wait_for(deadline: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if ready() {
-            return true;
-        }
-        if start.elapsed() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child process with its combined stdout/stderr in a log file; killed and reaped on drop.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> anyhow::Result<Self> {
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("create {}", log.display()))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("spawn {name}"))?;
-        Ok(Self { name, child, log })
-    }
-
-    /// Panics with the log tail when the process has already exited.
-    fn ensure_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited during the test ({status}); log {}:\n{}",
-                self.name,
-                self.log.display(),
-                tail(&self.log, 40)
-            );
-        }
-    }
-
-    /// Waits for `ready`, failing with the process's log when it exits or the deadline passes.
-    fn wait_ready(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
-        let start = Instant::now();
-        loop {
-            self.ensure_running();
-            if ready() {
-                return;
-            }
-            if start.elapsed() > READY_DEADLINE {
-                panic!(
-                    "{} not ready ({what}) after {READY_DEADLINE:?}; log {}:\n{}",
-                    self.name,
-                    self.log.display(),
-                    tail(&self.log, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The last `lines` lines of a log file (for failure messages).
-fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn port_in_use(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        || TcpListener::bind(addr).is_err()
-}
-
-/// Fails with a message naming the first fixed port that is already taken.
-fn check_ports() -> Result<(), String> {
-    match PORTS.iter().find(|(port, _)| port_in_use(*port)) {
-        Some((port, what)) => Err(format!(
-            "port {port} ({what}) in use — stop `make run` first"
-        )),
-        None => Ok(()),
-    }
-}
-
-fn tcp_accepts(addr: &str) -> bool {
-    addr.parse()
-        .ok()
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
-}
-
-fn http_ok(client: &Client, url: &str) -> bool {
-    client
-        .get(url)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .is_ok_and(|r| r.status().is_success())
 }
 
 /// A random ASCII secret of 64 characters (two v4 UUIDs' 244 random bits, hex).
@@ -306,10 +68,10 @@ fn random_secret() -> String {
 ///
 /// Field order is drop order: processes first, then the directory, then the lock.
 pub struct Stack {
-    envoy: Option<Proc>,
-    ext_authz: Option<Proc>,
-    login: Option<Proc>,
-    upstream: Option<Proc>,
+    envoy: Option<Process>,
+    ext_authz: Option<Process>,
+    login: Option<Process>,
+    upstream: Option<Process>,
     database: Database,
     dir: tempfile::TempDir,
     transport: Transport,
@@ -527,16 +289,16 @@ impl Stack {
         let mut command = self.command(&binary("ext-authz"));
         command
             .arg("--grpc-addr")
-            .arg("127.0.0.1:9001")
+            .arg(EXT_AUTHZ_GRPC)
             .arg("--metrics-addr")
-            .arg("127.0.0.1:9002")
+            .arg(EXT_AUTHZ_METRICS)
             .arg("--keys-dir")
             .arg(self.path("keys"));
         if self.transport == Transport::Uds {
             command.arg("--grpc-uds").arg(UDS_PATH);
         }
         command.args(&self.ext_authz_args);
-        self.ext_authz = Some(Proc::spawn(
+        self.ext_authz = Some(Process::spawn(
             "ext-authz",
             command,
             self.path("ext-authz.log"),
@@ -548,15 +310,15 @@ impl Stack {
         let transport = self.transport;
         let proc = self.ext_authz.as_mut().expect("ext-authz started");
         match transport {
-            Transport::Tcp => proc.wait_ready("gRPC port 9001", || tcp_accepts("127.0.0.1:9001")),
+            Transport::Tcp => proc.wait_ready("gRPC port 9001", || tcp_accepts(EXT_AUTHZ_GRPC)),
             Transport::Uds => proc.wait_ready(UDS_PATH, || UnixStream::connect(UDS_PATH).is_ok()),
         }
     }
 
     /// Starts the stack's login-service on port 5000, with `args` added to its flags.
     fn spawn_login_service(&mut self, args: &[&str]) -> anyhow::Result<()> {
-        let command = self.login_serve_command("127.0.0.1:5000", args);
-        self.login = Some(Proc::spawn(
+        let command = self.login_serve_command(LOGIN_SERVICE, args);
+        self.login = Some(Process::spawn(
             "login-service",
             command,
             self.path("login-service.log"),
@@ -570,7 +332,7 @@ impl Stack {
             .as_mut()
             .expect("login-service started")
             .wait_ready("GET /readyz", || {
-                http_ok(&client, "http://127.0.0.1:5000/readyz")
+                http_ok(&client, &format!("http://{LOGIN_SERVICE}/readyz"))
             });
     }
 
@@ -578,10 +340,10 @@ impl Stack {
         let mut command = self.command(&binary("demo-upstream"));
         command
             .arg("--addr")
-            .arg("127.0.0.1:8000")
+            .arg(UPSTREAM)
             .arg("--admin-addr")
             .arg(UPSTREAM_ADMIN);
-        self.upstream = Some(Proc::spawn(
+        self.upstream = Some(Process::spawn(
             "demo-upstream",
             command,
             self.path("demo-upstream.log"),
@@ -604,7 +366,7 @@ impl Stack {
             .arg("100")
             .arg("--log-level")
             .arg("warn");
-        self.envoy = Some(Proc::spawn("envoy", command, self.path("envoy.log"))?);
+        self.envoy = Some(Process::spawn("envoy", command, self.path("envoy.log"))?);
         Ok(())
     }
 
@@ -678,19 +440,28 @@ impl Stack {
 
     /// A token signed with the stack's key, valid from `iat` (Unix seconds) for `ttl`.
     pub fn sign(&self, sub: &str, email: &str, roles: &[&str], iat: u64, ttl: Duration) -> String {
-        sign_with(KID, &self.key_secret, sub, email, roles, iat, ttl)
+        let issuer = Issuer {
+            ttl,
+            issuer: None,
+            audience: None,
+        };
+        self.sign_issued(&issuer, sub, email, roles, iat)
     }
 
     /// A token signed with the stack's key by `issuer` (its `iss`, `aud` and lifetime).
+    ///
+    /// Why the real `Issuer` and not `auth_token::testing`: this library is a normal dependency
+    /// (of `bench`), so enabling that feature here would compile the fixtures into every
+    /// workspace build of the service binaries; the tests enable it as a dev-dependency.
     pub fn sign_issued(
         &self,
-        issuer: &auth_token::Issuer,
+        issuer: &Issuer,
         sub: &str,
         email: &str,
         roles: &[&str],
         iat: u64,
     ) -> String {
-        let key = auth_token::Key::new(KID, self.key_secret.as_bytes()).expect("test key");
+        let key = Key::new(KID, self.key_secret.as_bytes()).expect("test key");
         let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
         issuer
             .issue(&key, sub, email, &roles, iat)
@@ -719,157 +490,22 @@ impl Drop for Stack {
     }
 }
 
-/// Signs a token with an arbitrary key (`kid`, secret), as login-service would.
-pub fn sign_with(
-    kid: &str,
-    secret: &str,
-    sub: &str,
-    email: &str,
-    roles: &[&str],
-    iat: u64,
-    ttl: Duration,
-) -> String {
-    let key = auth_token::Key::new(kid, secret.as_bytes()).expect("test key");
-    let issuer = auth_token::Issuer {
-        ttl,
-        issuer: None,
-        audience: None,
-    };
-    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-    issuer
-        .issue(&key, sub, email, &roles, iat)
-        .expect("sign")
-        .token
-}
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::PoisonError;
 
-/// The claims inside a token (no verification: the test only reads what login-service issued).
-pub fn claims(token: &str) -> serde_json::Value {
-    let payload = token.split('.').nth(1).expect("JWT has a payload");
-    let bytes = URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
-    serde_json::from_slice(&bytes).expect("JSON claims")
-}
+    use super::SERIAL;
+    use crate::ports::check_ports;
 
-/// `Authorization: Bearer <token>` on a request.
-pub trait Bearer {
-    /// Adds the bearer token.
-    fn bearer(self, token: &str) -> Self;
-}
-
-impl Bearer for RequestBuilder {
-    fn bearer(self, token: &str) -> Self {
-        self.header(AUTHORIZATION, format!("Bearer {token}"))
-    }
-}
-
-/// Status, headers and JSON body of a response, read once.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    pub text: String,
-}
-
-impl Reply {
-    /// Sends `request` and reads the whole response.
-    pub fn of(request: RequestBuilder) -> Self {
-        let response = request.send().expect("request through Envoy");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().unwrap_or_default();
-        Self {
-            status,
-            headers,
-            text,
-        }
-    }
-
-    /// The body as JSON; panics with the body when it is not JSON.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text))
-    }
-
-    /// A response header as text ("" when absent).
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    /// Asserts an ext-authz denial: `status`, the RFC 6750 challenge, JSON `{"error": error}`.
-    #[track_caller]
-    pub fn assert_denied(&self, status: u16, error: &str) {
-        assert_eq!(self.status, status, "{self:?}");
-        let challenge = self.header("www-authenticate");
-        assert!(
-            challenge.starts_with("Bearer realm=\""),
-            "www-authenticate {challenge:?}"
+    #[test]
+    fn a_taken_port_fails_fast_with_a_clear_message() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let _taken = TcpListener::bind("127.0.0.1:9002").expect("port 9002 free for this test");
+        let message = check_ports().expect_err("port 9002 is taken");
+        assert_eq!(
+            message,
+            "port 9002 (ext-authz metrics) in use — stop `make run` first"
         );
-        if error != "missing_token" {
-            assert!(
-                challenge.contains(&format!("error=\"{error}\"")),
-                "www-authenticate {challenge:?} lacks error=\"{error}\""
-            );
-        }
-        assert!(
-            self.header("content-type").starts_with("application/json"),
-            "content-type {:?}",
-            self.header("content-type")
-        );
-        let body = self.json();
-        assert_eq!(body["error"], error, "{body}");
-        assert!(body["message"].is_string(), "{body}");
-    }
-
-    /// The echo of demo-upstream: asserts 200 and returns the JSON.
-    #[track_caller]
-    pub fn echo(&self) -> serde_json::Value {
-        assert_eq!(self.status, 200, "{self:?}");
-        self.json()
     }
 }
-
-/// Unix seconds now.
-pub fn now() -> u64 {
-    auth_token::now_unix()
-}
-
-/// Sends `GET <path>` to Envoy byte for byte (HTTP clients normalize `..` away before sending)
-/// and returns the status code.
-pub fn raw_get_status(path: &str, token: &str) -> u16 {
-    use std::io::Read as _;
-    let mut stream = TcpStream::connect("127.0.0.1:8080").expect("connect to Envoy");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAuthorization: Bearer {token}\r\n\
-         Connection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {response:?}"))
-}
-
-#[test]
-fn a_taken_port_fails_fast_with_a_clear_message() {
-    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let _taken = TcpListener::bind("127.0.0.1:9002").expect("port 9002 free for this test");
-    let message = check_ports().expect_err("port 9002 is taken");
-    assert_eq!(
-        message,
-        "port 9002 (ext-authz metrics) in use — stop `make run` first"
-    );
-}
-
-// Process control for the hardening suites (attacks, faults, soak): a child module, so it can
-// reach the stack's processes without widening this file's API.
-#[path = "stack_control.rs"]
-pub mod control;
