@@ -8,6 +8,7 @@
 
 mod attacks;
 mod config;
+mod eddsa;
 mod faults;
 mod flows;
 mod outage;
