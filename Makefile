@@ -13,8 +13,8 @@ CARGO ?= cargo
 
 # scripts/run.sh runs scripts/bootstrap.sh (C compiler, libmariadb-dev, pkg-config, Envoy) before
 # cargo, so this works as the first command on a fresh Debian machine.
-run: ## build and start the whole stack locally (Envoy on 127.0.0.1:8080)
-	./scripts/run.sh
+run: ## build and start the whole stack locally (Envoy on 127.0.0.1:8080); EDDSA=1: Ed25519 tokens, public key only at the gateway
+	./scripts/run.sh $(if $(EDDSA),--eddsa)
 
 bootstrap: ## install what a fresh Debian machine lacks for the tests (compiler, MariaDB client, Envoy)
 	./scripts/bootstrap.sh --test

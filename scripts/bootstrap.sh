@@ -38,7 +38,7 @@ command -v cc >/dev/null 2>&1 || need_pkg gcc
 need_pkg libc6-dev
 need_pkg python3-venv
 need_pkg curl                  # scripts/run.sh's readiness checks and walkthrough
-need_pkg openssl               # scripts/dev-tls.sh: the development CA and certificate
+need_pkg openssl               # scripts/dev-tls.sh (development CA); Ed25519 keys (run.sh --eddsa, gen-secrets.sh)
 if $want_test; then need_pkg mariadb-server; need_pkg mariadb-client; need_pkg shellcheck; fi
 if $want_bench; then need_pkg wrk; fi
 if ((${#apt_missing[@]})); then

@@ -9,6 +9,10 @@
 #                                             key rotation: append a new random key named KID
 #   scripts/gen-secrets.sh --remove-key KID [OVERLAY]
 #                                             key rotation: drop a retired key
+#   scripts/gen-secrets.sh --eddsa KID [OVERLAY]
+#                                             EdDSA (recommended): a new Ed25519 key pair named KID
+#                                             (openssl genpkey -algorithm ed25519), the private half
+#                                             for login-service, the public half for the gateway
 #   --manifests DIR   the manifests/ tree to write into (default: this repo's); tests use a copy
 #   --force           regenerate everything (new passwords: wipes nothing in the cluster, so only
 #                     for a fresh cluster)
@@ -22,11 +26,13 @@
 #   mysql-password        MariaDB password of auth_user            (minikube only)
 #   mysql-root-password   MariaDB root password                    (minikube only)
 #   tls.crt, tls.key      Envoy's HTTPS certificate, self-signed   (minikube only)
+#   jwt-signing-key/KID.pem      (--eddsa) PKCS#8 Ed25519 private key: login-service ONLY
+#   jwt-public-keys/KID.pub.pem  (--eddsa) its public key: the gateway mounts only these files
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 manifests="$here/manifests"
-force=false add_key="" remove_key=""
+force=false add_key="" remove_key="" eddsa_kid=""
 overlays=()
 # The kid the overlays' ConfigMaps name as JWT_SIGNING_KID before any rotation.
 INITIAL_KID=key-1
@@ -39,6 +45,7 @@ while (($#)); do
     --force) force=true; shift ;;
     --add-key) add_key="${2:?--add-key needs a kid}"; shift 2 ;;
     --remove-key) remove_key="${2:?--remove-key needs a kid}"; shift 2 ;;
+    --eddsa) eddsa_kid="${2:?--eddsa needs a kid}"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1" ;;
     *) overlays+=("$1"); shift ;;
@@ -76,6 +83,25 @@ for overlay in "${overlays[@]}"; do
     grep -q "^${add_key}=" "$keys" && die "kid $add_key already exists in $keys"
     printf '%s=%s\n' "$add_key" "$(random_hex)" >>"$keys"
     echo "gen-secrets: added key $add_key to ${keys#"$manifests"/}" >&2
+    continue
+  fi
+  if [[ -n "$eddsa_kid" ]]; then
+    valid_kid "$eddsa_kid" || die "invalid kid '$eddsa_kid' (A-Z a-z 0-9 . _ -, max 64, no leading '.')"
+    command -v openssl >/dev/null || die "openssl is needed for --eddsa (scripts/bootstrap.sh installs it)"
+    private_dir="$secrets/jwt-signing-key" public_dir="$secrets/jwt-public-keys"
+    mkdir -p "$private_dir" "$public_dir"
+    chmod 700 "$private_dir" "$public_dir"
+    private="$private_dir/$eddsa_kid.pem" public="$public_dir/$eddsa_kid.pub.pem"
+    if [[ -e "$private" ]] && ! $force; then
+      echo "gen-secrets: keeping ${private#"$manifests"/}" >&2
+    else
+      openssl genpkey -algorithm ed25519 -out "$private.tmp" && mv "$private.tmp" "$private"
+      chmod 600 "$private"
+      echo "gen-secrets: wrote ${private#"$manifests"/}" >&2
+    fi
+    openssl pkey -in "$private" -pubout -out "$public.tmp" && mv "$public.tmp" "$public"
+    chmod 600 "$public"
+    echo "gen-secrets: wrote ${public#"$manifests"/}" >&2
     continue
   fi
   if [[ -n "$remove_key" ]]; then

@@ -8,6 +8,9 @@
 #   scripts/run.sh --uds        Envoy reaches ext-authz over a Unix socket (envoy/envoy-uds.yaml)
 #   scripts/run.sh --no-build   skip `cargo build --release --bins`
 #   scripts/run.sh --debug      build and run target/debug instead (what `make smoke` uses)
+#   scripts/run.sh --eddsa      EdDSA (recommended for deployments; `make run EDDSA=1`):
+#                               login-service signs with DATA_DIR/keys-eddsa/dev-ed.pem, ext-authz
+#                               reads DATA_DIR/gateway-keys/ holding ONLY dev-ed.pub.pem
 #
 # Environment:
 #   DATA_DIR       state directory (default .data): keys/ (signing key), revocation-feed-token,
@@ -26,13 +29,14 @@ ROOT=$PWD
 
 UDS_PATH=/tmp/edge-auth/ext-authz.sock # must match envoy/envoy-uds.yaml
 ENVOY_CONFIG=envoy/envoy.yaml
-transport=tcp build=true profile=release
+transport=tcp build=true profile=release eddsa=false
 for arg in "$@"; do
   case "$arg" in
     --uds) transport=uds ENVOY_CONFIG=envoy/envoy-uds.yaml ;;
     --no-build) build=false ;;
     --debug) profile=debug ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --eddsa) eddsa=true ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -102,6 +106,20 @@ fi
 if ! validation=$(cd "$DATA_DIR" && "$ENVOY" --mode validate --disable-hot-restart -c "$ROOT/$ENVOY_CONFIG" 2>&1); then
   printf '%s\n' "$validation" >&2
   die "$ENVOY_CONFIG does not validate ($ENVOY --mode validate -c $ENVOY_CONFIG, in $DATA_DIR)"
+fi
+# EdDSA: the private key only where tokens are signed, the public key only at the gateway.
+LOGIN_KEYS_DIR=$KEYS_DIR GATEWAY_KEYS_DIR=$KEYS_DIR login_signing=()
+if $eddsa; then
+  LOGIN_KEYS_DIR=$DATA_DIR/keys-eddsa GATEWAY_KEYS_DIR=$DATA_DIR/gateway-keys
+  install -d -m 0700 "$LOGIN_KEYS_DIR" "$GATEWAY_KEYS_DIR"
+  if [ ! -s "$LOGIN_KEYS_DIR/dev-ed.pem" ]; then
+    openssl genpkey -algorithm ed25519 -out "$LOGIN_KEYS_DIR/.dev-ed.tmp"
+    mv "$LOGIN_KEYS_DIR/.dev-ed.tmp" "$LOGIN_KEYS_DIR/dev-ed.pem"
+    log "created an Ed25519 signing key in $LOGIN_KEYS_DIR/dev-ed.pem"
+  fi
+  openssl pkey -in "$LOGIN_KEYS_DIR/dev-ed.pem" -pubout -out "$GATEWAY_KEYS_DIR/.dev-ed.tmp"
+  mv "$GATEWAY_KEYS_DIR/.dev-ed.tmp" "$GATEWAY_KEYS_DIR/dev-ed.pub.pem"
+  login_signing=(--signing-kid dev-ed)
 fi
 # The revocation feed's shared token: login-service requires it on GET /revocations, ext-authz
 # sends it. Passed through the environment (not argv, which `ps` shows), and only to those two:
@@ -202,7 +220,7 @@ wait_ready() { # wait_ready NAME LOGFILE CHECK...
 }
 
 # ext-authz follows login-service's revocation feed, so POST /logout ends a token at the edge.
-ext_authz_args=(--grpc-addr 127.0.0.1:9001 --metrics-addr 127.0.0.1:9002 --keys-dir "$KEYS_DIR"
+ext_authz_args=(--grpc-addr 127.0.0.1:9001 --metrics-addr 127.0.0.1:9002 --keys-dir "$GATEWAY_KEYS_DIR"
   --revocation-feed-url http://127.0.0.1:5000/revocations)
 if [ "$transport" = uds ]; then
   install -d -m 0700 "$(dirname "$UDS_PATH")"
@@ -218,7 +236,7 @@ with_feed_token() {
 start ext-authz "$LOG_DIR/ext-authz.log" with_feed_token "$BIN/ext-authz" "${ext_authz_args[@]}"
 # TRUSTED_PROXIES: Envoy reaches login-service from loopback; its X-Forwarded-For names the client.
 start login-service "$LOG_DIR/login-service.log" \
-  with_feed_token env TRUSTED_PROXIES=127.0.0.1 "$BIN/login-service" serve --http-addr 127.0.0.1:5000 --keys-dir "$KEYS_DIR"
+  with_feed_token env TRUSTED_PROXIES=127.0.0.1 "$BIN/login-service" serve --http-addr 127.0.0.1:5000 --keys-dir "$LOGIN_KEYS_DIR" "${login_signing[@]}"
 start demo-upstream "$LOG_DIR/demo-upstream.log" \
   "$BIN/demo-upstream" --addr 127.0.0.1:8000 --admin-addr 127.0.0.1:8001
 # Envoy: its JSON access log is stdout (flushed every second), its own log stderr. Its working

@@ -128,6 +128,17 @@ pub fn check_request_for(http: HttpRequest, extensions: &[(&str, &str)]) -> Chec
     }
 }
 
+/// A token with exactly this header and payload JSON text, signed by `key` with its own algorithm
+/// (EdDSA for an Ed25519 key): for attack tests that need a valid signature under a hostile
+/// header (`jku`, `x5u`, a wrong `kid`). Panics when `key` is a public key.
+pub fn sign_raw(key: &Key, header: &str, payload: &str) -> String {
+    let input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
+    let encoding = key.encoding().expect("a key that can sign");
+    let sig =
+        jsonwebtoken::crypto::sign(input.as_bytes(), encoding, key.algorithm()).expect("signable");
+    format!("{input}.{sig}")
+}
+
 /// A fresh random Ed25519 key pair as (PKCS#8 private PEM, SPKI public PEM): the `KID.pem` and
 /// `KID.pub.pem` files of a keys directory.
 pub fn ed25519_pem_pair() -> (String, String) {

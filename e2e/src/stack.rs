@@ -293,7 +293,7 @@ impl Stack {
             .arg("--metrics-addr")
             .arg(EXT_AUTHZ_METRICS)
             .arg("--keys-dir")
-            .arg(self.path("keys"));
+            .arg(self.gateway_keys_dir());
         if self.transport == Transport::Uds {
             command.arg("--grpc-uds").arg(UDS_PATH);
         }

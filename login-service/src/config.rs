@@ -146,6 +146,15 @@ pub struct ServeArgs {
     /// Token lifetime: seconds or a duration like `24h`, `15m`.
     #[arg(long, env = "TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
     pub token_ttl: Duration,
+    /// Base URL clients reach login-service through (e.g. `https://edge.example.com`): the
+    /// `jwks_uri` of `/.well-known/openid-configuration` is PUBLIC_URL + `/.well-known/jwks.json`.
+    /// Unset: the discovery document answers 404 (jwks.json is served regardless).
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// `Cache-Control: max-age` of `/.well-known/jwks.json` and the discovery document; keep it
+    /// shorter than the overlap of a key rotation.
+    #[arg(long, env = "JWKS_MAX_AGE", default_value = "300s", value_parser = parse_duration)]
+    pub jwks_max_age: Duration,
     /// `iss` claim written into tokens.
     #[arg(long, env = "JWT_ISSUER")]
     pub issuer: Option<String>,
@@ -274,6 +283,26 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// `/logout`, the revocation feed and its cleanup.
     pub revocation: RevocationSettings,
+    /// `/.well-known/jwks.json` and `/.well-known/openid-configuration`.
+    pub well_known: WellKnownSettings,
+}
+
+/// What the `/.well-known` endpoints publish beyond the keys.
+#[derive(Debug, Clone)]
+pub struct WellKnownSettings {
+    /// `PUBLIC_URL` without a trailing slash; `None`: no discovery document.
+    pub public_url: Option<String>,
+    /// `Cache-Control: public, max-age` of both documents.
+    pub max_age: Duration,
+}
+
+impl Default for WellKnownSettings {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            max_age: Duration::from_secs(300),
+        }
+    }
 }
 
 /// What the command line asks for, validated: everything [`crate::cli::run`] needs to run it.
@@ -391,8 +420,16 @@ impl GlobalArgs {
     }
 }
 
-/// The key that signs: `--signing-kid` or the keyring's default.
+/// The key that signs: `--signing-kid` or the keyring's default. It must be able to sign: an
+/// HMAC secret (HS256) or an Ed25519 private key `KID.pem` (EdDSA), never a `KID.pub.pem`.
 pub fn signing_kid(keys: &Keyring, wanted: Option<&str>) -> Result<String, ConfigError> {
+    let kid = signing_kid_named(keys, wanted)?;
+    keys.signing_key(Some(&kid))
+        .map_err(|e| ConfigError::SigningKey(e.to_string()))?;
+    Ok(kid)
+}
+
+fn signing_kid_named(keys: &Keyring, wanted: Option<&str>) -> Result<String, ConfigError> {
     match wanted {
         Some(kid) if keys.get(Some(kid)).is_some() => Ok(kid.to_owned()),
         Some(kid) => Err(ConfigError::SigningKey(format!(
@@ -439,6 +476,17 @@ impl ServeArgs {
         if feed_token.is_none() && !self.http_addr.ip().is_loopback() && !self.insecure_open_feed {
             return Err(ConfigError::OpenFeed(self.http_addr));
         }
+        let public_url = match self.public_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(url) => {
+                return Err(ConfigError::Invalid(format!(
+                    "PUBLIC_URL {url:?} must start with https:// (or http://)"
+                )));
+            }
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Settings {
             http_addr: self.http_addr,
@@ -484,6 +532,10 @@ impl ServeArgs {
                 user_ttl: user_revocation_ttl(global.max_token_ttl, self.token_ttl),
                 cleanup_interval: self.revocation_cleanup_interval,
                 max_revoked_per_user: self.max_revoked_per_user,
+            },
+            well_known: WellKnownSettings {
+                public_url,
+                max_age: self.jwks_max_age,
             },
         })
     }
@@ -542,6 +594,24 @@ mod tests {
         assert_eq!(signing_kid(&ring, None).unwrap(), "default");
         assert_eq!(signing_kid(&ring, Some("default")).unwrap(), "default");
         assert!(signing_kid(&ring, Some("other")).is_err());
+    }
+
+    /// A public key (`KID.pub.pem`) can verify but never sign: refused at startup.
+    #[test]
+    fn public_key_cannot_be_the_signing_key() {
+        let (private, public) = auth_token::testing::ed25519_pem_pair();
+        let ring = Keyring::from_keys(
+            vec![
+                auth_token::Key::ed25519_private_pem("ed", private.as_bytes()).unwrap(),
+                auth_token::Key::public_pem("pub", public.as_bytes()).unwrap(),
+            ],
+            Some("pub"),
+        )
+        .unwrap();
+        assert_eq!(signing_kid(&ring, Some("ed")).unwrap(), "ed");
+        let err = signing_kid(&ring, None).unwrap_err().to_string();
+        assert!(err.contains("\"pub\" is a public key"), "{err}");
+        assert!(signing_kid(&ring, Some("pub")).is_err());
     }
 
     #[test]

@@ -68,3 +68,22 @@ def test_production_needs_a_database_url(tree):
     assert len(token) == 64, "production gets its own feed token"
     minikube = tree / "overlays" / "minikube" / "secrets" / "revocation-feed-token"
     assert gen(tree).returncode == 0 and minikube.read_text() != token
+
+
+def test_eddsa_key_pair_private_for_login_public_for_the_gateway(tree):
+    assert gen(tree, "--eddsa", "ed-1").returncode == 0
+    secrets = tree / "overlays" / "minikube" / "secrets"
+    private = secrets / "jwt-signing-key" / "ed-1.pem"
+    public = secrets / "jwt-public-keys" / "ed-1.pub.pem"
+    assert private.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    # The gateway's directory holds public keys only: no private key, no HMAC secret.
+    assert [f.name for f in public.parent.iterdir()] == ["ed-1.pub.pem"]
+    for f in (private, public):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    derived = subprocess.run(["openssl", "pkey", "-in", str(private), "-pubout"], capture_output=True, text=True)
+    assert derived.stdout == public.read_text()
+    before = private.read_text()
+    assert gen(tree, "--eddsa", "ed-1").returncode == 0
+    assert private.read_text() == before, "a second run keeps the key"
+    assert gen(tree, "--eddsa", "../evil").returncode != 0, "kid must be a safe file name"

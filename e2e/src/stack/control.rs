@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -32,6 +32,20 @@ pub struct AuthzReplica {
     pub grpc: String,
 }
 
+/// Writes `dir/name` through a dot-file renamed into place.
+fn write_atomically(dir: &std::path::Path, name: &str, contents: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .expect("write key");
+    fs::rename(&tmp, dir.join(name)).expect("rename key into place");
+}
+
 impl Stack {
     /// The keys directory both services read (file name = kid).
     pub fn keys_dir(&self) -> PathBuf {
@@ -39,23 +53,47 @@ impl Stack {
     }
 
     /// Writes key `kid` atomically (a dot-file renamed into place: the loaders skip dot-files, so
-    /// a reload never sees a half-written key).
+    /// a reload never sees a half-written key). `kid` is the file name: `KID`, `KID.pem` or
+    /// `KID.pub.pem`.
     pub fn write_key(&self, kid: &str, secret: &str) {
-        let tmp = self.keys_dir().join(format!(".{kid}.tmp"));
-        fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(secret.as_bytes()))
-            .expect("write key");
-        fs::rename(&tmp, self.keys_dir().join(kid)).expect("rename key into place");
+        write_atomically(&self.keys_dir(), kid, secret);
     }
 
     /// Removes key file `kid`.
     pub fn remove_key(&self, kid: &str) {
         fs::remove_file(self.keys_dir().join(kid)).expect("remove key");
+    }
+
+    /// The keys directory ext-authz reads: its own after [`Stack::split_gateway_keys`], else the
+    /// one shared with login-service.
+    pub fn gateway_keys_dir(&self) -> PathBuf {
+        let own = self.path("gateway-keys");
+        if own.is_dir() { own } else { self.keys_dir() }
+    }
+
+    /// Gives ext-authz its own keys directory holding exactly `files` (name, contents) — e.g.
+    /// only `KID.pub.pem` public keys, as an EdDSA gateway — and restarts it on it.
+    pub fn split_gateway_keys(&mut self, files: &[(&str, &str)]) {
+        let dir = self.path("gateway-keys");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .expect("gateway keys dir");
+        for (name, contents) in files {
+            write_atomically(&dir, name, contents);
+        }
+        self.kill_ext_authz();
+        self.restart_ext_authz();
+    }
+
+    /// Writes file `name` into ext-authz's keys directory (atomically).
+    pub fn write_gateway_key(&self, name: &str, contents: &str) {
+        write_atomically(&self.gateway_keys_dir(), name, contents);
+    }
+
+    /// Removes file `name` from ext-authz's keys directory.
+    pub fn remove_gateway_key(&self, name: &str) {
+        fs::remove_file(self.gateway_keys_dir().join(name)).expect("remove gateway key");
     }
 
     /// The secret of the stack's initial key ([`super::KID`]).

@@ -339,13 +339,27 @@ fn shipped_config_keeps_its_security_settings() {
     let rest = routes.last().expect("catch-all");
     assert_eq!(rest["match"]["prefix"], "/");
     assert!(per_route(rest).is_null(), "the catch-all stays protected");
-    // Only the login route and the refusal (which forwards nothing) disable the check.
+    // Only the login route, the public key documents (issue #12: GET only, to login-service,
+    // identity headers removed) and the refusal (which forwards nothing) disable the check.
+    let well_known = routes
+        .iter()
+        .find(|r| r["name"] == "well_known")
+        .expect("well_known route");
+    assert_eq!(
+        well_known["match"]["headers"][0]["string_match"]["exact"],
+        "GET"
+    );
+    assert_eq!(well_known["route"]["cluster"], "login_service");
+    assert_eq!(
+        well_known["request_headers_to_remove"],
+        login["request_headers_to_remove"]
+    );
     let disabled: Vec<&Value> = routes
         .iter()
         .filter(|r| per_route(r)["disabled"] == true)
         .map(|r| &r["name"])
         .collect();
-    assert_eq!(disabled, ["refused_path", "login"]);
+    assert_eq!(disabled, ["refused_path", "login", "well_known"]);
 }
 
 /// The HTTPS filter chain serves the very same connection manager as plain HTTP (a YAML alias

@@ -421,3 +421,111 @@ fn logins_reached() -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
         .sum::<f64>() as u64
 }
+
+/// Issue #12: rotation from HS256 to EdDSA under load, the documented walkthrough
+/// (login-service/README.md "Rotating from HS256 to EdDSA"): the gateway gains the Ed25519
+/// PUBLIC key, login-service switches its signing kid to the private key, the gateway drops the
+/// HMAC secret. No token is refused while its key is present, and the gateway ends with public
+/// key files only.
+#[test]
+fn rotation_from_hs256_to_eddsa_under_load_never_refuses_a_token_whose_key_is_present() {
+    let mut stack = Stack::start();
+    // The gateway gets its own keys directory (today: the HS256 secret only).
+    let secret = stack.key_secret().to_owned();
+    stack.split_gateway_keys(&[(KID, &secret)]);
+    let old = stack.login(&stack.user);
+    assert_eq!(kid_of(&old), KID);
+    let c = claims_json(&old);
+    let (sub, email) = (
+        c["sub"].as_str().expect("sub").to_owned(),
+        c["email"].as_str().expect("email").to_owned(),
+    );
+    let ed_kid = "e2e-ed";
+    let (private, public) = auth_token::testing::ed25519_pem_pair();
+    let ed_key = auth_token::Key::ed25519_private_pem(ed_kid, private.as_bytes()).expect("key");
+    let new = mint(&ed_key, &sub, &email, &[], now(), Duration::from_secs(600));
+    // 0: the HS256 token, 1: an EdDSA token.
+    let tokens = [Some(old.clone()), Some(new.clone())];
+    let load = Load::new(&tokens);
+    let probe = client_fast();
+    let status = |token: &str| {
+        probe
+            .get(format!("{ENVOY}/probe"))
+            .bearer(token)
+            .send()
+            .map_or(0, |r| r.status().as_u16())
+    };
+
+    let (new_live, old_gone, fresh) = std::thread::scope(|scope| {
+        for c in 0..3 {
+            let load = &load;
+            scope.spawn(move || load.run(c));
+        }
+        load.wait("HS256 200s", Duration::from_secs(20), |s| {
+            s.iter().filter(|s| s.status == 200).count() >= 30
+        });
+        // 1: the gateway gains the public key; login-service the private key.
+        let added = Instant::now();
+        load.phase.store(1, Ordering::SeqCst);
+        stack.write_gateway_key(&format!("{ed_kid}.pub.pem"), &public);
+        assert!(
+            wait_for(Duration::from_secs(10), || status(&new) == 200),
+            "the public key was never loaded"
+        );
+        let new_live = added.elapsed();
+        stack.write_key(&format!("{ed_kid}.pem"), &private);
+        stack.restart_login_service_with(&["--signing-kid", ed_kid]);
+        let fresh = stack.login(&stack.user);
+        assert_eq!(kid_of(&fresh), ed_kid);
+        assert_eq!(status(&fresh), 200);
+        // 2: the gateway drops the HMAC secret.
+        let removed = Instant::now();
+        load.phase.store(2, Ordering::SeqCst);
+        stack.remove_gateway_key(KID);
+        assert!(
+            wait_for(Duration::from_secs(10), || status(&old) == 401),
+            "the HS256 key was never unloaded"
+        );
+        let old_gone = removed.elapsed();
+        let before = load.count();
+        load.wait("load after the rotation", Duration::from_secs(20), |s| {
+            s.len() >= before + 60
+        });
+        load.stop.store(true, Ordering::SeqCst);
+        (new_live, old_gone, fresh)
+    });
+    let samples = load.finish();
+
+    let new_first_ok = samples
+        .iter()
+        .filter(|s| s.kind == 1 && s.status == 200)
+        .map(|s| s.at)
+        .min()
+        .expect("the EdDSA token was accepted under load");
+    for s in &samples {
+        match s.kind {
+            0 if s.phase.1 < 2 => assert_eq!(s.status, 200, "HS256 token refused: {s:?}"),
+            0 => assert!(matches!(s.status, 200 | 401), "{s:?}"),
+            _ if s.at > new_first_ok || s.phase.0 == 2 => {
+                assert_eq!(
+                    s.status, 200,
+                    "EdDSA token refused after its key was live: {s:?}"
+                );
+            }
+            _ => assert!(matches!(s.status, 200 | 401), "{s:?}"),
+        }
+    }
+    assert_eq!(status(&fresh), 200);
+    // The gateway ends with public keys only.
+    let files: Vec<String> = std::fs::read_dir(stack.gateway_keys_dir())
+        .expect("gateway keys dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(files, [format!("{ed_kid}.pub.pem")]);
+    println!(
+        "HS256 -> EdDSA rotation under load: {} requests; public key live {new_live:?} after the \
+         file appeared, HS256 refused {old_gone:?} after removal",
+        samples.len()
+    );
+}

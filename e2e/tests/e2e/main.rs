@@ -8,6 +8,7 @@
 
 mod attacks;
 mod config;
+mod eddsa;
 mod edge_errors;
 mod faults;
 mod flows;

@@ -1,6 +1,7 @@
 //! The HTTP API, one file per endpoint group: `POST /login` ([`login`]), `POST /logout` and
 //! `GET /revocations` ([`revocation`]), `GET /healthz`, `GET /readyz`, `GET /metrics`
-//! ([`ops`]); and here the router with the layers around them (body/header limits, timeout,
+//! ([`ops`]), `GET /.well-known/jwks.json` and `GET /.well-known/openid-configuration`
+//! ([`well_known`]); and here the router with the layers around them (body/header limits, timeout,
 //! JSON errors for everything).
 //!
 //! Handlers only translate HTTP: they extract headers, peer and query, call the domain modules
@@ -10,6 +11,7 @@
 pub mod login;
 pub mod ops;
 pub mod revocation;
+pub mod well_known;
 
 use std::sync::Arc;
 
@@ -38,6 +40,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/.well-known/jwks.json", get(well_known::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(well_known::openid_configuration),
+        )
         .fallback(|| async { ApiError::NotFound })
         .layer(RequestBodyLimitLayer::new(s.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(

@@ -168,6 +168,7 @@ pub fn settings(db: &TestDb) -> Settings {
         max_header_bytes: 8192,
         shutdown_timeout: Duration::from_secs(2),
         revocation: login_service::config::RevocationSettings::default(),
+        well_known: login_service::config::WellKnownSettings::default(),
     }
 }
 

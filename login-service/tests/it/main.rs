@@ -20,3 +20,4 @@ mod rehash;
 mod revocation;
 mod served;
 mod token;
+mod well_known;
