@@ -520,8 +520,9 @@ impl Drop for Stack {
     }
 }
 
-/// Runs `scripts/dev-tls.sh ARGS DIR` (openssl), the one maker of development TLS material.
-fn dev_tls(args: &[&str], dir: &Path) -> anyhow::Result<()> {
+/// Runs `scripts/dev-tls.sh ARGS DIR` (openssl), the one maker of development TLS material
+/// (also for a second Envoy that runs a rendered variant: it reads `tls/sds.yaml` too).
+pub fn dev_tls(args: &[&str], dir: &Path) -> anyhow::Result<()> {
     let output = Command::new("bash")
         .arg(workspace_root().join("scripts/dev-tls.sh"))
         .args(args)

@@ -245,11 +245,20 @@ fn shipped_config_keeps_its_security_settings() {
                 mapper["body_format_override"]["json_format"]["error"],
                 "rate_limited"
             );
-            assert_eq!(
-                mapper["headers_to_add"][0]["header"]["key"],
-                "cache-control"
+            let added: Vec<(&str, &str)> = mapper["headers_to_add"]
+                .as_sequence()
+                .expect("headers_to_add")
+                .iter()
+                .map(|h| {
+                    let h = &h["header"];
+                    (h["key"].as_str().unwrap(), h["value"].as_str().unwrap())
+                })
+                .collect();
+            assert!(added.contains(&("cache-control", "no-store")), "{added:?}");
+            assert!(
+                added.contains(&("x-request-id", "%UNIQUE_ID%")),
+                "{added:?}"
             );
-            assert_eq!(mapper["headers_to_add"][0]["header"]["value"], "no-store");
         } else {
             assert!(
                 [400, 404, 413, 429, 431, 503, 504]

@@ -19,12 +19,14 @@ use auth_token::testing::claims_json;
 use e2e::client::{Reply, client};
 use e2e::ports::ENVOY;
 use e2e::process::{Process, envoy_binary, workspace_root};
-use e2e::stack::Stack;
+use e2e::stack::{Stack, dev_tls};
 
 /// The variant Envoy's listener and admin ports (beside the stack's 8080/9901 and the bench's
 /// 18080-18085/19901-19906).
 const VARIANT_PORT: u16 = 18190;
 const VARIANT_ADMIN_PORT: u16 = 19990;
+/// The variant's HTTPS port (every rendered variant has the TLS chain).
+const VARIANT_TLS_PORT: u16 = 18643;
 /// login-service directly (`e2e::ports::LOGIN_SERVICE`, as a URL).
 const LOGIN_SERVICE: &str = "http://127.0.0.1:5000";
 
@@ -100,7 +102,8 @@ impl VariantEnvoy {
             .args(["--variant", "local", "--out"])
             .arg(&config)
             .args(["--set", &format!("listen_port={VARIANT_PORT}")])
-            .args(["--set", &format!("admin_port={VARIANT_ADMIN_PORT}")]);
+            .args(["--set", &format!("admin_port={VARIANT_ADMIN_PORT}")])
+            .args(["--set", &format!("tls_port={VARIANT_TLS_PORT}")]);
         for flag in flags {
             render.args(["--flag", flag]);
         }
@@ -109,8 +112,11 @@ impl VariantEnvoy {
         }
         let out = render.output().expect("python3 envoy/render.py");
         assert!(out.status.success(), "render.py: {out:?}");
+        // Its certificate (SDS): tls/sds.yaml under its working directory, as for the stack's.
+        dev_tls(&[], &dir.path().join("tls")).expect("scripts/dev-tls.sh");
         let mut command = Command::new(envoy_binary());
         command
+            .current_dir(dir.path())
             .arg("-c")
             .arg(&config)
             .args(["--disable-hot-restart", "--log-level", "warn"]);
