@@ -171,6 +171,15 @@ impl Key {
                 len: secret.len(),
             });
         }
+        // Why: a public key file mounted under an HMAC name (`ed-1` instead of `ed-1.pub.pem`)
+        // would make public bytes, rebuildable from jwks.json, the HS256 secret: anyone could
+        // sign with it. No HMAC secret is PEM armour.
+        if secret.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Err(bad(
+                kid,
+                "PEM text used as an HMAC secret (name a key file KID.pem or KID.pub.pem)",
+            ));
+        }
         Ok(Self {
             kid: kid.to_owned(),
             alg: Algorithm::HS256,
@@ -593,6 +602,15 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn pem_text_is_never_an_hmac_secret() {
+        // A public key under an HMAC file name: its bytes are public (review finding, #12).
+        let pem = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
+        let err = Key::new("ed-1", pem).unwrap_err();
+        assert!(matches!(err, KeyError::BadKey { .. }), "{err}");
+        assert!(!err.to_string().contains("MCow"), "{err}");
+    }
 
     #[test]
     fn short_key_is_refused_without_revealing_it() {

@@ -107,9 +107,9 @@ pub struct Config {
     /// request timeout).
     #[arg(long, env = "REVOCATION_FEED_WAIT", default_value = "8s", value_parser = parse_duration)]
     pub revocation_feed_wait: Duration,
-    /// A trusted external OIDC issuer, `NAME=URL` (repeatable; env comma-separated): keys from
-    /// `URL/.well-known/openid-configuration` → `jwks_uri`, tokens must carry `iss` = URL
-    /// exactly; default claim mapping (`sub`, `email`, no roles). Its tokens pass only routes
+    /// A trusted external OIDC issuer, `NAME=URL#AUDIENCE` (repeatable; env comma-separated):
+    /// keys from `URL/.well-known/openid-configuration` → `jwks_uri`, tokens must carry `iss` =
+    /// URL exactly and `aud` AUDIENCE (required); default claim mapping (`sub`, `email`, no roles). Its tokens pass only routes
     /// whose `issuers` context extension names NAME. (`--issuer` is the required `iss` of our
     /// own tokens.)
     #[arg(long = "oidc-issuer", env = "OIDC_ISSUERS", value_delimiter = ',')]

@@ -56,8 +56,8 @@ pub struct IssuerSettings {
     /// The issuer URL: discovery is `URL/.well-known/openid-configuration`, and tokens must
     /// carry exactly this `iss`.
     pub issuer: String,
-    /// Required `aud` (a token's `aud` string or one element of its `aud` array); unchecked
-    /// when unset.
+    /// Required `aud` (a token's `aud` string or one element of its `aud` array). Mandatory
+    /// ([`validate`]): without it, a token the IdP minted for any other client would pass.
     #[serde(default)]
     pub audience: Option<String>,
     /// Claim path of the subject (default `sub`).
@@ -125,9 +125,14 @@ pub struct IssuersFile {
 /// A refused issuer configuration (names and URLs only; no secrets exist here).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IssuerConfigError {
-    /// Not `NAME=URL`.
-    #[error("invalid --oidc-issuer {0:?}: expected NAME=URL")]
+    /// Not `NAME=URL#AUDIENCE`.
+    #[error("invalid --oidc-issuer {0:?}: expected NAME=URL#AUDIENCE")]
     Syntax(String),
+    /// No audience: every token the IdP mints, for any client, would pass.
+    #[error(
+        "issuer {0:?} has no audience: a token the IdP minted for any other client would pass; set one (\"audience\" in the issuers file, or --oidc-issuer NAME=URL#AUDIENCE)"
+    )]
+    NoAudience(String),
     /// A name outside `[a-z0-9-]{1,32}`, or the reserved `local`.
     #[error("invalid issuer name {0:?}: use 1-32 of a-z 0-9 - (\"local\" is reserved)")]
     Name(String),
@@ -153,12 +158,20 @@ pub enum IssuerConfigError {
     File(String),
 }
 
-/// Parses one `--oidc-issuer NAME=URL` value (default claim mapping).
+/// Parses one `--oidc-issuer NAME=URL#AUDIENCE` value (default claim mapping). `#` cannot be
+/// part of an issuer URL (OpenID Connect Discovery: no fragment), so it separates the audience.
 pub fn parse_flag(value: &str) -> Result<IssuerSettings, IssuerConfigError> {
-    let (name, url) = value
+    let (name, rest) = value
         .split_once('=')
         .ok_or_else(|| IssuerConfigError::Syntax(value.to_owned()))?;
-    Ok(IssuerSettings::new(name.trim(), url.trim()))
+    let (url, audience) = match rest.split_once('#') {
+        Some((url, audience)) => (url, Some(audience.trim().to_owned())),
+        None => (rest, None),
+    };
+    Ok(IssuerSettings {
+        audience,
+        ..IssuerSettings::new(name.trim(), url.trim())
+    })
 }
 
 /// Parses an `--issuers-file` document (JSON).
@@ -198,6 +211,12 @@ pub fn validate(issuers: &[IssuerSettings]) -> Result<(), IssuerConfigError> {
                 });
             }
         }
+    }
+    if let Some(i) = issuers
+        .iter()
+        .find(|i| i.audience.as_deref().is_none_or(str::is_empty))
+    {
+        return Err(IssuerConfigError::NoAudience(i.name.clone()));
     }
     Ok(())
 }
@@ -430,7 +449,7 @@ mod tests {
             {"name": "keycloak", "issuer": "https://kc.example/realms/edge", "audience": "edge",
              "roles_claims": [{"path": "realm_access.roles"},
                               {"path": "scope", "format": "space_separated"}]},
-            {"name": "dev", "issuer": "http://127.0.0.1:8081"}
+            {"name": "dev", "issuer": "http://127.0.0.1:8081", "audience": "edge"}
         ]}"#;
         let issuers = parse_file(file).unwrap();
         assert_eq!(issuers[0], keycloak());
@@ -446,9 +465,20 @@ mod tests {
             Err(IssuerConfigError::File(_))
         ));
         assert_eq!(
-            parse_flag("kc=https://kc.example").unwrap(),
-            IssuerSettings::new("kc", "https://kc.example")
+            parse_flag("kc=https://kc.example#edge").unwrap(),
+            IssuerSettings {
+                audience: Some("edge".into()),
+                ..IssuerSettings::new("kc", "https://kc.example")
+            }
         );
+        // No audience: any client's token of that IdP would pass (review finding, issue #12).
+        for value in ["kc=https://kc.example", "kc=https://kc.example#"] {
+            assert_eq!(
+                validate(&[parse_flag(value).unwrap()]),
+                Err(IssuerConfigError::NoAudience("kc".into())),
+                "{value}"
+            );
+        }
         assert!(matches!(
             parse_flag("https://kc"),
             Err(IssuerConfigError::Syntax(_))
@@ -480,7 +510,11 @@ mod tests {
             );
         }
         for url in ["http://localhost:1", "http://127.0.0.1:1", "http://[::1]:1"] {
-            validate(&[IssuerSettings::new("a", url)]).unwrap();
+            validate(&[IssuerSettings {
+                audience: Some("edge".into()),
+                ..IssuerSettings::new("a", url)
+            }])
+            .unwrap();
         }
         let mut s = IssuerSettings::new("a", "https://a");
         s.email_claim = "a..b".into();

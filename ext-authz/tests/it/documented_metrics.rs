@@ -78,7 +78,7 @@ async fn every_documented_metric_is_exported_and_every_exported_one_documented()
             "--metrics-addr",
             "127.0.0.1:0",
             "--oidc-issuer",
-            &format!("test={}", issuer.url),
+            &format!("test={}#edge", issuer.url),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
