@@ -633,8 +633,11 @@ def test_k8s_envoy_rate_limits_login_per_address_and_globally():
     assert hcm["use_remote_address"] is True and hcm["xff_num_trusted_hops"] == 0
     routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
     limit = routes["login"]["typed_per_filter_config"]["login_ratelimit"]
-    assert limit["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
-    assert limit["descriptors"][0]["entries"] == [{"key": "remote_address"}]
+    # A bucket per IPv4 address and per IPv6 /64 (one host holds a /64: a bucket per IPv6
+    # address would let it rotate through them and drain the per-Envoy bucket).
+    masked = {"masked_remote_address": {"v4_prefix_mask_len": 32, "v6_prefix_mask_len": 64}}
+    assert limit["rate_limits"] == [{"actions": [masked]}]
+    assert limit["descriptors"][0]["entries"] == [{"key": "masked_remote_address"}]
     assert limit["token_bucket"]["max_tokens"] > 0 and limit["max_dynamic_descriptors"] > 0
     # Only the login route is limited at the edge; the identity limit is off.
     assert [n for n, r in routes.items() if "login_ratelimit" in r.get("typed_per_filter_config", {})] == ["login"]
