@@ -234,7 +234,8 @@ with_feed_token() {
   exec "$@"
 }
 start ext-authz "$LOG_DIR/ext-authz.log" with_feed_token "$BIN/ext-authz" "${ext_authz_args[@]}"
-# TRUSTED_PROXIES: Envoy reaches login-service from loopback; its X-Forwarded-For names the client.
+# TRUSTED_PROXIES: Envoy reaches login-service from loopback; its x-envoy-external-address names
+# the client.
 start login-service "$LOG_DIR/login-service.log" \
   with_feed_token env TRUSTED_PROXIES=127.0.0.1 "$BIN/login-service" serve --http-addr 127.0.0.1:5000 --keys-dir "$LOGIN_KEYS_DIR" "${login_signing[@]}"
 start demo-upstream "$LOG_DIR/demo-upstream.log" \

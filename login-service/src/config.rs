@@ -161,8 +161,9 @@ pub struct ServeArgs {
     /// `aud` claim written into tokens.
     #[arg(long, env = "JWT_AUDIENCE")]
     pub audience: Option<String>,
-    /// Proxies (addresses or CIDRs, comma-separated) whose rightmost X-Forwarded-For entry is
-    /// the client address; from any other peer the TCP peer is the client. Default: none (the
+    /// Proxies (addresses or CIDRs, comma-separated) whose `x-envoy-external-address` header
+    /// (the client address Envoy decided) is believed; from any other peer the TCP peer is the
+    /// client. X-Forwarded-For is never read. Default: none (the
     /// service is reached directly). Behind Envoy: Envoy's address(es) only.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
     pub trusted_proxies: Vec<IpNet>,
@@ -267,7 +268,7 @@ pub struct Settings {
     pub issuer: Issuer,
     /// Lockout per e-mail, per e-mail and address, per address (all in the database).
     pub lockout: Policies,
-    /// Peers whose X-Forwarded-For is believed (empty: the TCP peer is the client).
+    /// Peers whose `x-envoy-external-address` is believed (empty: the TCP peer is the client).
     pub trusted_proxies: Vec<IpNet>,
     /// Concurrent password hashes.
     pub hash_concurrency: usize,
