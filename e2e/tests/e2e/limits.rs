@@ -66,11 +66,14 @@ fn login_service_attempts() -> u64 {
         .sum()
 }
 
-/// Asserts Envoy's own 429: status, `Retry-After`, JSON body, no caching.
+/// Asserts Envoy's own 429: status, `Retry-After`, JSON body, no caching, a request id and no
+/// product banner (like every answer Envoy makes itself).
 #[track_caller]
 fn assert_edge_429(reply: &Reply) {
     assert_eq!(reply.status, 429, "{reply:?}");
     assert_eq!(reply.header("retry-after"), "1", "{reply:?}");
+    assert!(!reply.header("x-request-id").is_empty(), "{reply:?}");
+    assert!(reply.headers.get("server").is_none(), "{reply:?}");
     assert!(
         reply.header("content-type").starts_with("application/json"),
         "{reply:?}"
