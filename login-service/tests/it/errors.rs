@@ -47,9 +47,9 @@ db_test!(credential_errors);
 
 async fn routing_and_limit_errors(db: TestDb) {
     let app = spawn_app(db).await;
-    let r = app.client.get(app.url("/nope")).send().await.unwrap();
+    let r = app.get("/nope").await;
     json_error(r, 404, "not_found").await;
-    let r = app.client.get(app.url("/login")).send().await.unwrap();
+    let r = app.get("/login").await;
     let h = json_error(r, 405, "method_not_allowed").await;
     assert!(h.contains_key("allow"));
     let r = app
@@ -74,13 +74,13 @@ db_test!(routing_and_limit_errors);
 
 async fn health_ready_metrics(db: TestDb) {
     let app = spawn_app(db).await;
-    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let r = app.get("/healthz").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "ok");
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.get("/readyz").await;
     assert_eq!(r.status(), 200);
     let _ = app.login("m@example.com", "x", "192.0.2.10").await;
-    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let r = app.get("/metrics").await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(

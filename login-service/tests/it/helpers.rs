@@ -235,6 +235,11 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GET `path` with the app's client (no credentials).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
     /// Creates a user with an OWASP hash.
     pub async fn add_user(&self, email: &str, password: &str, admin: bool) {
         let hash = password::hash_with(password.as_bytes(), password::owasp_params()).unwrap();

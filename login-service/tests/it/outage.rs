@@ -174,11 +174,11 @@ async fn database_stopped_and_restarted_mysql() {
     assert_eq!(r.headers()["content-type"], "application/json");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "database_unavailable");
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.get("/readyz").await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     // Still alive.
-    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let r = app.get("/healthz").await;
     assert_eq!(r.status(), 200);
     // An outage is not "no such user": wrong passwords and unknown e-mails, more than the
     // per-address threshold (3), each get the same 503 — never 401 (a failure "counted" with no
@@ -211,7 +211,7 @@ async fn database_stopped_and_restarted_mysql() {
         ok.is_some(),
         "login did not recover after the database restart"
     );
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.get("/readyz").await;
     assert_eq!(r.status(), 200);
     let all = app.state.db.run(login_service::users::list).await.unwrap();
     assert_eq!(all.len(), 2, "no user row lost");
@@ -249,9 +249,9 @@ async fn starts_while_database_is_down() {
         s.pool.connection_timeout = Duration::from_millis(500);
     })
     .await;
-    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let r = app.get("/healthz").await;
     assert_eq!(r.status(), 200);
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.get("/readyz").await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
     let r = app.login("a@example.com", "pw", "192.0.2.40").await;

@@ -38,12 +38,7 @@ async fn eddsa_login_verifies_with_the_published_jwks_only() {
     assert_eq!(header["alg"], "EdDSA");
     assert_eq!(header["kid"], "ed-1");
 
-    let client = reqwest::Client::new();
-    let r = client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/.well-known/jwks.json").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
     assert_eq!(r.headers()["cache-control"], "public, max-age=300");
@@ -80,11 +75,7 @@ async fn eddsa_login_verifies_with_the_published_jwks_only() {
     let claims = v.verify(&token, &public, auth_token::now_unix()).unwrap();
     assert_eq!(claims.email, "ed@example.com");
 
-    let r = client
-        .get(app.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/.well-known/openid-configuration").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
     assert_eq!(r.headers()["cache-control"], "public, max-age=300");
@@ -107,23 +98,15 @@ async fn hs256_only_publishes_no_key_and_no_discovery_without_public_url() {
         s.well_known.max_age = std::time::Duration::from_secs(60);
     })
     .await;
-    let client = reqwest::Client::new();
-    let r = client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/.well-known/jwks.json").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "public, max-age=60");
     assert_eq!(r.text().await.unwrap(), r#"{"keys":[]}"#);
-    let r = client
-        .get(app.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/.well-known/openid-configuration").await;
     assert_eq!(r.status(), 404);
     // Other methods are refused like on every route.
-    let r = client
+    let r = app
+        .client
         .post(app.url("/.well-known/jwks.json"))
         .send()
         .await
