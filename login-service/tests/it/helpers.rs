@@ -14,7 +14,7 @@ use diesel::RunQueryDsl as _;
 use diesel::mysql::MysqlConnection;
 use login_service::config::Settings;
 use login_service::db::{DbUrl, PoolSettings};
-use login_service::lockout::{Policies, Policy};
+use login_service::lockout::{self, Counter, Keys, Policies, Policy};
 use login_service::password;
 use login_service::state::AppState;
 use login_service::users::{self, User};
@@ -362,4 +362,60 @@ pub fn run_cli_ok(db: &TestDb, env: &[(&str, &str)], args: &[&str], stdin: Optio
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout).unwrap()
+}
+
+// Lockout answers and counters, shared by lockout.rs and lockout_claims.rs.
+
+/// Status, `Retry-After` and body of a response.
+pub async fn answer(r: reqwest::Response) -> (u16, Option<u64>, serde_json::Value) {
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, retry, r.json().await.unwrap())
+}
+
+/// The documented 401 for a wrong password, unknown or disabled account.
+pub fn invalid() -> (u16, Option<u64>, serde_json::Value) {
+    (
+        401,
+        None,
+        serde_json::json!({"error": "invalid_credentials", "message": "invalid credentials"}),
+    )
+}
+
+/// The documented 429 of a locked account (per e-mail, or e-mail + address).
+pub fn account_locked(retry: u64) -> (u16, Option<u64>, serde_json::Value) {
+    (
+        429,
+        Some(retry),
+        serde_json::json!({"error": "account_locked", "message": "too many failed logins for this account; retry later"}),
+    )
+}
+
+/// The documented 429 of a locked client address.
+pub fn rate_limited(retry: u64) -> (u16, Option<u64>, serde_json::Value) {
+    (
+        429,
+        Some(retry),
+        serde_json::json!({"error": "rate_limited", "message": "too many failed logins from this address; retry later"}),
+    )
+}
+
+/// The three throttle keys of a login of `email` from `ip`.
+pub fn keys(email: &str, ip: &str) -> Keys {
+    Keys::new(email, ip.parse::<std::net::IpAddr>().unwrap())
+}
+
+impl TestApp {
+    /// The stored throttle counter of `key`.
+    pub async fn counter(&self, key: &str) -> Option<Counter> {
+        let k = key.to_owned();
+        self.state
+            .db
+            .run(move |c| lockout::counter(c, &k))
+            .await
+            .unwrap()
+    }
 }

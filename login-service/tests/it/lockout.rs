@@ -2,48 +2,13 @@
 //! address, all in the database (shared by replicas), identical for known and unknown e-mails;
 //! the client address from Envoy's x-envoy-external-address only behind a trusted proxy; absurd user-ids refused.
 
-use std::net::IpAddr;
-
-use login_service::lockout::{self, Counter, Keys};
+use login_service::lockout::{self, Counter};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, basic, db_test, spawn_app, spawn_app_with};
-
-/// Status, `Retry-After` and body of a response.
-async fn answer(r: reqwest::Response) -> (u16, Option<u64>, Value) {
-    let status = r.status().as_u16();
-    let retry = r
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().parse().unwrap());
-    (status, retry, r.json().await.unwrap())
-}
-
-fn locked(retry: u64) -> (u16, Option<u64>, Value) {
-    (
-        429,
-        Some(retry),
-        json!({"error": "account_locked", "message": "too many failed logins for this account; retry later"}),
-    )
-}
-
-fn invalid() -> (u16, Option<u64>, Value) {
-    (
-        401,
-        None,
-        json!({"error": "invalid_credentials", "message": "invalid credentials"}),
-    )
-}
-
-/// The stored counter of `key`.
-async fn counter(app: &TestApp, key: &str) -> Option<Counter> {
-    let k = key.to_owned();
-    app.state
-        .db
-        .run(move |c| lockout::counter(c, &k))
-        .await
-        .unwrap()
-}
+use crate::helpers::{
+    TestApp, TestDb, account_locked, answer, basic, db_test, invalid, keys, spawn_app,
+    spawn_app_with,
+};
 
 /// Moves the lock of `key` into the past.
 async fn expire(app: &TestApp, key: &str) {
@@ -61,10 +26,6 @@ async fn expire(app: &TestApp, key: &str) {
         .unwrap();
 }
 
-fn keys(email: &str, ip: &str) -> Keys {
-    Keys::new(email, ip.parse::<IpAddr>().unwrap())
-}
-
 async fn one_address_locks_only_itself_out_and_unknown_emails_answer_alike(db: TestDb) {
     let app = spawn_app(db).await;
     app.add_user("lock@example.com", "right", false).await;
@@ -78,11 +39,11 @@ async fn one_address_locks_only_itself_out_and_unknown_emails_answer_alike(db: T
         // Locked for this address: 429 whatever the password, Retry-After = the whole base lock
         // (60 s, rounded up from milliseconds for both).
         let r = app.login(email, "right", "203.0.113.1").await;
-        assert_eq!(answer(r).await, locked(60), "{email}");
+        assert_eq!(answer(r).await, account_locked(60), "{email}");
         let k = keys(email, "203.0.113.1");
-        let c = counter(&app, &k.account_source).await.unwrap();
+        let c = app.counter(&k.account_source).await.unwrap();
         assert_eq!(c.failures, 3);
-        assert_eq!(counter(&app, &k.account).await.unwrap().failures, 3);
+        assert_eq!(app.counter(&k.account).await.unwrap().failures, 3);
     }
     // Another address is not locked out: the owner logs in (item 8).
     let r = app.login("lock@example.com", "right", "203.0.113.2").await;
@@ -91,12 +52,14 @@ async fn one_address_locks_only_itself_out_and_unknown_emails_answer_alike(db: T
     let cleared = Counter {
         failures: 0,
         locked_until: None,
-        ..counter(&app, &keys("lock@example.com", "203.0.113.2").account)
+        ..app
+            .counter(&keys("lock@example.com", "203.0.113.2").account)
             .await
             .unwrap()
     };
     assert_eq!(
-        counter(&app, &keys("lock@example.com", "203.0.113.2").account).await,
+        app.counter(&keys("lock@example.com", "203.0.113.2").account)
+            .await,
         Some(cleared)
     );
     let r = app.login("lock@example.com", "right", "203.0.113.1").await;
@@ -108,12 +71,12 @@ async fn one_address_locks_only_itself_out_and_unknown_emails_answer_alike(db: T
     let r = app.login("lock@example.com", "wrong", "203.0.113.1").await;
     assert_eq!(answer(r).await, invalid());
     let r = app.login("lock@example.com", "right", "203.0.113.1").await;
-    assert_eq!(answer(r).await, locked(120));
+    assert_eq!(answer(r).await, account_locked(120));
     // After it expires, a success from there resets it.
     expire(&app, &k.account_source).await;
     let r = app.login("lock@example.com", "right", "203.0.113.1").await;
     assert_eq!(r.status(), 200);
-    let c = counter(&app, &k.account_source).await.unwrap();
+    let c = app.counter(&k.account_source).await.unwrap();
     assert_eq!((c.failures, c.locked_until), (0, None));
 }
 db_test!(one_address_locks_only_itself_out_and_unknown_emails_answer_alike);
@@ -131,7 +94,7 @@ async fn many_addresses_lock_the_account_everywhere_known_or_not(db: TestDb) {
             assert_eq!(answer(r).await, invalid(), "{email} #{i}");
         }
         let r = app.login(email, "right", "198.18.2.1").await;
-        assert_eq!(answer(r).await, locked(60), "{email}");
+        assert_eq!(answer(r).await, account_locked(60), "{email}");
     }
     // `user list` shows the account locked.
     let all = app.state.db.run(login_service::users::list).await.unwrap();
@@ -161,7 +124,7 @@ async fn counters_are_shared_between_replicas_known_or_not(db: TestDb) {
         // The 4th attempt, on either replica: locked, identically for both e-mails.
         for app in [&b, &a] {
             let r = app.login(email, "right", "203.0.113.80").await;
-            assert_eq!(answer(r).await, locked(60), "{email}");
+            assert_eq!(answer(r).await, account_locked(60), "{email}");
         }
     }
 }
@@ -206,7 +169,7 @@ async fn per_address_limit_is_shared_and_trusts_only_the_proxy(db: TestDb) {
         .await;
     assert_eq!(r.status(), 401);
     assert_eq!(
-        counter(&a, &keys("probe9@example.com", "127.0.0.1").source)
+        a.counter(&keys("probe9@example.com", "127.0.0.1").source)
             .await
             .unwrap()
             .failures,
@@ -236,7 +199,7 @@ async fn direct_clients_cannot_choose_their_address(db: TestDb) {
     assert_eq!(r.status(), 429);
     assert_eq!(answer(r).await.2["error"], "rate_limited");
     assert_eq!(
-        counter(&app, &keys("p0@example.com", "127.0.0.1").source)
+        app.counter(&keys("p0@example.com", "127.0.0.1").source)
             .await
             .unwrap()
             .failures,
@@ -261,7 +224,7 @@ async fn absurd_user_ids_are_refused_before_any_work(db: TestDb) {
         )
     );
     // No counter was written for it; 255 bytes is still an ordinary (unknown) e-mail.
-    assert_eq!(counter(&app, &keys(&long, "192.0.2.1").source).await, None);
+    assert_eq!(app.counter(&keys(&long, "192.0.2.1").source).await, None);
     let r = app.login(&long[1..], "pw", "192.0.2.1").await;
     assert_eq!(answer(r).await, invalid());
 }
@@ -290,7 +253,7 @@ async fn cleanup_deletes_only_counters_that_decide_nothing(db: TestDb) {
         }
     };
     assert_eq!(run(lockout::now_ms() + 1_000).await, 0);
-    assert!(counter(&app, &quiet.account_source).await.is_some());
+    assert!(app.counter(&quiet.account_source).await.is_some());
     // Past the reset window but with the lock moved far into the future: only the lock stays.
     {
         use diesel::prelude::*;
@@ -310,9 +273,9 @@ async fn cleanup_deletes_only_counters_that_decide_nothing(db: TestDb) {
     // 5 rows: account and account + source for each e-mail, the shared source; all but the
     // locked one go.
     assert_eq!(run(later).await, 4);
-    assert!(counter(&app, &locked.account_source).await.is_some());
-    assert_eq!(counter(&app, &quiet.account_source).await, None);
-    assert_eq!(counter(&app, &quiet.source).await, None);
+    assert!(app.counter(&locked.account_source).await.is_some());
+    assert_eq!(app.counter(&quiet.account_source).await, None);
+    assert_eq!(app.counter(&quiet.source).await, None);
 }
 db_test!(cleanup_deletes_only_counters_that_decide_nothing);
 
@@ -385,9 +348,9 @@ async fn address_lock_written_in_flight_stops_the_right_password_too(db: TestDb)
     }
     // Nothing cleared or counted on the target's keys: no guess was told apart.
     let k = keys("target@example.com", ip);
-    assert_eq!(counter(&app, &k.account).await.map_or(0, |c| c.failures), 0);
+    assert_eq!(app.counter(&k.account).await.map_or(0, |c| c.failures), 0);
     assert_eq!(
-        counter(&app, &k.account_source)
+        app.counter(&k.account_source)
             .await
             .map_or(0, |c| c.failures),
         0
@@ -414,10 +377,10 @@ async fn account_lock_written_in_flight_answers_right_and_wrong_alike(db: TestDb
     pause.resume.add_permits(1);
     assert_eq!(third.await.unwrap(), invalid());
     pause.resume.add_permits(2);
-    assert_eq!(right.await.unwrap(), locked(60));
-    assert_eq!(wrong.await.unwrap(), locked(60));
+    assert_eq!(right.await.unwrap(), account_locked(60));
+    assert_eq!(wrong.await.unwrap(), account_locked(60));
     let k = keys("acct@example.com", ip);
-    assert_eq!(counter(&app, &k.account_source).await.unwrap().failures, 3);
+    assert_eq!(app.counter(&k.account_source).await.unwrap().failures, 3);
 }
 db_test!(account_lock_written_in_flight_answers_right_and_wrong_alike);
 
@@ -448,7 +411,7 @@ async fn disabled_accounts_right_password_counts_like_a_wrong_one(db: TestDb) {
         let r = app.login("junk9@example.com", "x", ip).await;
         assert_eq!(answer(r).await, rate_limited, "{candidate}");
         let k = keys("off@example.com", ip);
-        assert_eq!(counter(&app, &k.account_source).await.unwrap().failures, 1);
+        assert_eq!(app.counter(&k.account_source).await.unwrap().failures, 1);
     }
 }
 db_test!(disabled_accounts_right_password_counts_like_a_wrong_one);

@@ -2,63 +2,16 @@
 //! (issue #20): `LOCKOUT_RESET_AFTER` forgets quiet counters on every key, a successful login
 //! never clears the address counter, and the real CLI's `user passwd` ends the account-wide lock.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use diesel::prelude::*;
-use login_service::lockout::{self, Counter, Keys};
+use login_service::lockout::{self, Counter};
 use login_service::schema::login_throttle;
-use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, db_test, run_cli, run_cli_ok, spawn_app_with};
-
-/// Status, `Retry-After` and body of a response.
-async fn answer(r: reqwest::Response) -> (u16, Option<u64>, Value) {
-    let status = r.status().as_u16();
-    let retry = r
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().parse().unwrap());
-    (status, retry, r.json().await.unwrap())
-}
-
-fn invalid() -> (u16, Option<u64>, Value) {
-    (
-        401,
-        None,
-        json!({"error": "invalid_credentials", "message": "invalid credentials"}),
-    )
-}
-
-fn account_locked(retry: u64) -> (u16, Option<u64>, Value) {
-    (
-        429,
-        Some(retry),
-        json!({"error": "account_locked", "message": "too many failed logins for this account; retry later"}),
-    )
-}
-
-fn rate_limited(retry: u64) -> (u16, Option<u64>, Value) {
-    (
-        429,
-        Some(retry),
-        json!({"error": "rate_limited", "message": "too many failed logins from this address; retry later"}),
-    )
-}
-
-fn keys(email: &str, ip: &str) -> Keys {
-    Keys::new(email, ip.parse::<IpAddr>().unwrap())
-}
-
-/// The stored counter of `key`.
-async fn counter(app: &TestApp, key: &str) -> Option<Counter> {
-    let k = key.to_owned();
-    app.state
-        .db
-        .run(move |c| lockout::counter(c, &k))
-        .await
-        .unwrap()
-}
+use crate::helpers::{
+    TestApp, TestDb, account_locked, answer, db_test, invalid, keys, rate_limited, run_cli,
+    run_cli_ok, spawn_app_with,
+};
 
 /// Dates the last failure of every counter `ago` back (what waiting that long would do).
 async fn age_all_counters(app: &TestApp, ago: Duration) {
@@ -101,7 +54,7 @@ async fn quiet_counters_start_over_after_reset_after(db: TestDb) {
     let r = app.login("quiet@example.com", "wrong", ip).await;
     assert_eq!(answer(r).await, invalid());
     for key in [&k.account, &k.account_source, &k.source] {
-        assert_eq!(failures(counter(&app, key).await), Some(3));
+        assert_eq!(failures(app.counter(key).await), Some(3));
     }
     let r = app.login("quiet@example.com", "right", ip).await;
     assert_eq!(answer(r).await, rate_limited(60));
@@ -121,7 +74,7 @@ async fn quiet_counters_start_over_after_reset_after(db: TestDb) {
     let r = app.login("quiet@example.com", "wrong", ip).await;
     assert_eq!(answer(r).await, invalid());
     for key in [&k.account, &k.account_source, &k.source] {
-        let c = counter(&app, key).await.unwrap();
+        let c = app.counter(key).await.unwrap();
         assert_eq!((c.failures, c.locked_until), (1, None), "{key}");
     }
     let r = app.login("quiet@example.com", "wrong", ip).await;
@@ -148,22 +101,22 @@ async fn success_never_clears_the_address_counter(db: TestDb) {
         assert_eq!(answer(r).await, invalid(), "{email}");
     }
     let k = keys("valid@example.com", ip);
-    assert_eq!(counter(&app, &k.account_source).await.unwrap().failures, 1);
+    assert_eq!(app.counter(&k.account_source).await.unwrap().failures, 1);
     // The valid account logs in from there: its e-mail counters are cleared…
     let r = app.login("valid@example.com", "right", ip).await;
     assert_eq!(r.status(), 200);
     for key in [&k.account, &k.account_source] {
-        let c = counter(&app, key).await.unwrap();
+        let c = app.counter(key).await.unwrap();
         assert_eq!((c.failures, c.locked_until), (0, None));
     }
     // …the address counter is not.
-    let src = counter(&app, &k.source).await.unwrap();
+    let src = app.counter(&k.source).await.unwrap();
     assert_eq!((src.failures, src.locked_until), (3, None));
     // So the fourth failure from that address locks it (not the first of a fresh count), and
     // then even the valid account's right password is refused from there.
     let r = app.login("probe3@example.com", "wrong", ip).await;
     assert_eq!(answer(r).await, invalid());
-    assert_eq!(counter(&app, &k.source).await.unwrap().failures, 4);
+    assert_eq!(app.counter(&k.source).await.unwrap().failures, 4);
     let r = app.login("probe4@example.com", "wrong", ip).await;
     assert_eq!(answer(r).await, rate_limited(60));
     let r = app.login("valid@example.com", "right", ip).await;
@@ -212,8 +165,8 @@ async fn cli_passwd_ends_the_account_wide_lock(db: TestDb) {
     drop(cli_db);
 
     let k = keys("owner@example.com", "198.18.7.1");
-    assert_eq!(counter(&app, &k.account).await, None);
-    assert_eq!(counter(&app, &k.account_source).await.unwrap().failures, 2);
+    assert_eq!(app.counter(&k.account).await, None);
+    assert_eq!(app.counter(&k.account_source).await.unwrap().failures, 2);
     let r = app.login("owner@example.com", "old", "198.18.7.3").await;
     assert_eq!(answer(r).await, invalid());
     let r = app.login("owner@example.com", "new", "198.18.7.3").await;
