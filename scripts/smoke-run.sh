@@ -54,7 +54,8 @@ children_of() {
 processes_naming() {
   local file cmd dir
   for file in /proc/[0-9]*/cmdline; do
-    cmd=$(tr '\0' ' ' <"$file" 2>/dev/null) || continue
+    # 2>/dev/null first: a process that exits between the glob and the read is not an error.
+    cmd=$(tr '\0' ' ' 2>/dev/null <"$file") || continue
     case $cmd in
       *"$1"*)
         dir=${file%/cmdline}
