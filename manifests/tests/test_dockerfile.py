@@ -1,7 +1,7 @@
 """The Dockerfile and .dockerignore agree with the workspace and the manifests.
 
-No Docker engine here: hadolint (scripts/check-k8s.sh) lints the Dockerfile; these tests check
-what it cannot: every binary the manifests run is built and copied, the build context holds what
+`make test` needs no container engine: hadolint (scripts/check-k8s.sh) lints the Dockerfile;
+these tests check what it cannot (`make image-test`, manifests/image_test, builds and runs it): every binary the manifests run is built and copied, the build context holds what
 the build needs and none of the local secrets, the runtime UID is the one the pods run as.
 """
 
