@@ -44,8 +44,12 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
       -p ext-authz -p login-service -p demo-upstream
 # Source layer. migrations/ is embedded into login-service at compile time (embed_migrations!).
+# The same -p selection as the cook: without it cargo resolves features across the whole
+# workspace (e2e, bench), rebuilds dozens of dependencies here on every source change and links
+# features into the binaries that only the test crates asked for (found by the first real build).
 COPY . .
-RUN cargo build --release --locked --bin ext-authz --bin login-service --bin demo-upstream
+RUN cargo build --release --locked -p ext-authz -p login-service -p demo-upstream \
+      --bin ext-authz --bin login-service --bin demo-upstream
 
 FROM debian:bookworm-slim AS runtime
 # libmariadb3: the MySQL/MariaDB client library login-service links against; ca-certificates:

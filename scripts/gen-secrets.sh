@@ -4,7 +4,11 @@
 #
 #   scripts/gen-secrets.sh                    minikube overlay (MySQL passwords, DATABASE_URL, JWT key)
 #   DATABASE_URL=mysql://... scripts/gen-secrets.sh production
-#                                             production overlay (managed MySQL: URL from the env)
+#                                             production overlay (managed MySQL: URL from the env).
+#                                             Run again with another DATABASE_URL to replace the
+#                                             URL alone (keys and feed token are kept); without
+#                                             DATABASE_URL an existing URL is kept. Other overlays
+#                                             ignore DATABASE_URL (in-cluster MariaDB).
 #   scripts/gen-secrets.sh --add-key KID [OVERLAY]
 #                                             key rotation: append a new random key named KID
 #   scripts/gen-secrets.sh --remove-key KID [OVERLAY]
@@ -69,6 +73,37 @@ write() {
   echo "gen-secrets: wrote ${1#"$manifests"/}" >&2
 }
 
+# The production overlay's database-url. An explicit DATABASE_URL replaces this one file only
+# (the JWT keys and the feed token stay: --force would re-key every replica and invalidate every
+# token); without one an existing file is kept and we say how to change it. The value holds a
+# password: it is never printed. One line, mysql:// (a managed MySQL), no whitespace: a pasted
+# trailing newline would otherwise end up in the Secret and in login-service's URL.
+set_database_url() {
+  local file="$1" shown="${1#"$manifests"/overlays/}"
+  if [[ -z "${DATABASE_URL:-}" ]]; then
+    if [[ ! -e "$file" ]] || $force; then
+      die "production uses a managed database: set DATABASE_URL=mysql://USER:PASSWORD@HOST:3306/auth"
+    fi
+    echo "gen-secrets: keeping $shown (to change it: DATABASE_URL=mysql://... $0 production)" >&2
+    return
+  fi
+  [[ "$DATABASE_URL" =~ ^mysql://[^[:space:][:cntrl:]]+$ ]] \
+    || die "DATABASE_URL must be one mysql://USER:PASSWORD@HOST:3306/DB URL without whitespace (value not shown)"
+  if [[ -e "$file" ]] && [[ "$(cat "$file")" == "$DATABASE_URL" ]]; then
+    echo "gen-secrets: keeping $shown (same DATABASE_URL)" >&2
+    return
+  fi
+  local existed=false
+  [[ -e "$file" ]] && existed=true
+  printf '%s' "$DATABASE_URL" >"$file.tmp" && chmod 600 "$file.tmp" && mv "$file.tmp" "$file"
+  if $existed; then
+    echo "gen-secrets: replaced $shown from DATABASE_URL (nothing else changed; the new Secret" \
+      "rolls login-service, and the migrate Job must be deleted before the next apply)" >&2
+  else
+    echo "gen-secrets: wrote $shown" >&2
+  fi
+}
+
 for overlay in "${overlays[@]}"; do
   dir="$manifests/overlays/$overlay"
   [[ -f "$dir/kustomization.yaml" ]] || die "no overlay $dir"
@@ -118,11 +153,11 @@ for overlay in "${overlays[@]}"; do
   write "$secrets/revocation-feed-token" "$(random_hex)"
   case "$overlay" in
     production)
-      [[ -n "${DATABASE_URL:-}" ]] || [[ -e "$secrets/database-url" && $force == false ]] \
-        || die "production uses a managed database: set DATABASE_URL=mysql://USER:PASSWORD@HOST:3306/auth"
-      [[ -z "${DATABASE_URL:-}" ]] || write "$secrets/database-url" "$DATABASE_URL"
+      set_database_url "$secrets/database-url"
       ;;
     *)
+      [[ -z "${DATABASE_URL:-}" ]] || echo "gen-secrets: DATABASE_URL from the environment is not used for $overlay:" \
+        "its database-url points at the in-cluster MariaDB (mysql-password)" >&2
       if [[ -e "$secrets/mysql-password" ]] && ! $force; then
         password="$(cat "$secrets/mysql-password")"
       else

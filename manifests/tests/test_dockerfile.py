@@ -1,7 +1,7 @@
 """The Dockerfile and .dockerignore agree with the workspace and the manifests.
 
-No Docker engine here: hadolint (scripts/check-k8s.sh) lints the Dockerfile; these tests check
-what it cannot: every binary the manifests run is built and copied, the build context holds what
+`make test` needs no container engine: hadolint (scripts/check-k8s.sh) lints the Dockerfile;
+these tests check what it cannot (`make image-test`, manifests/image_test, builds and runs it): every binary the manifests run is built and copied, the build context holds what
 the build needs and none of the local secrets, the runtime UID is the one the pods run as.
 """
 
@@ -33,12 +33,17 @@ def ignored(path: str) -> bool:
     return False
 
 
+def command(prefix: str) -> str:
+    """One RUN command starting at `prefix`, with its backslash-continued lines."""
+    return re.search(re.escape(prefix) + r"(?:[^\n\\]|\\\n)*", DOCKERFILE).group(0)
+
+
 def stages() -> list[tuple[str, str]]:
     return re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", DOCKERFILE, re.M | re.I)
 
 
 def test_release_build_of_every_binary_the_manifests_run():
-    build = re.search(r"cargo build --release[^\n]*", DOCKERFILE).group(0)
+    build = command("cargo build --release")
     for name in OUR_BINARIES:
         assert f"--bin {name}" in build
         assert f"/src/target/release/{name}" in DOCKERFILE
@@ -85,3 +90,16 @@ def test_runtime_is_bookworm_slim_nonroot_matching_the_pods():
         assert spec["securityContext"]["runAsUser"] == uid, path
     assert "libmariadb3" in runtime and "ca-certificates" in runtime
     assert "rm -rf /var/lib/apt/lists/*" in runtime
+
+
+def test_source_layer_builds_exactly_the_packages_the_dependency_layer_cooked():
+    """Found by the first real build (issue #19): `cargo build --bin ...` without `-p` resolves
+    features across the WHOLE workspace (e2e, bench: rustls, quinn, rsa, hdrhistogram...), while
+    `cargo chef cook -p ...` cooked only the three services' dependency graph, so the source layer
+    downloaded and recompiled dozens of dependencies on every source change, and the release
+    binaries carried features only the test crates asked for. Same package selection in both."""
+    def packages(line: str) -> set[str]:
+        return set(re.findall(r"-p\s+(\S+)", line))
+    cook, build = command("cargo chef cook"), command("cargo build --release")
+    assert packages(cook) == set(OUR_BINARIES), cook
+    assert packages(build) == packages(cook), f"build selects {packages(build)}, cook cooked {packages(cook)}"

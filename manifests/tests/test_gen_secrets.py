@@ -87,3 +87,56 @@ def test_eddsa_key_pair_private_for_login_public_for_the_gateway(tree):
     assert gen(tree, "--eddsa", "ed-1").returncode == 0
     assert private.read_text() == before, "a second run keeps the key"
     assert gen(tree, "--eddsa", "../evil").returncode != 0, "kid must be a safe file name"
+
+
+def test_explicit_database_url_replaces_only_the_url(tree):
+    """Issue #18 item 4: `DATABASE_URL=... gen-secrets.sh production` on an existing overlay used
+    to keep the old URL silently, and --force, the only way out, also replaced the JWT keys and
+    the feed token (every token invalid, every replica re-keyed). An explicit DATABASE_URL now
+    replaces exactly the URL and says so, without printing it (it holds a password)."""
+    secrets = tree / "overlays" / "production" / "secrets"
+    first = "mysql://auth_user:first-pw@db.internal:3306/auth"
+    assert gen(tree, "production", env={"DATABASE_URL": first}).returncode == 0
+    before = {f.name: f.read_text() for f in secrets.iterdir()}
+    second = "mysql://auth_user:second-pw@db2.internal:3306/auth?ssl_mode=VERIFY_IDENTITY"
+    proc = gen(tree, "production", env={"DATABASE_URL": second})
+    assert proc.returncode == 0, proc.stderr
+    after = {f.name: f.read_text() for f in secrets.iterdir()}
+    assert after["database-url"] == second
+    assert {k: v for k, v in after.items() if k != "database-url"} == \
+        {k: v for k, v in before.items() if k != "database-url"}, "only the URL may change"
+    assert stat.S_IMODE((secrets / "database-url").stat().st_mode) == 0o600
+    assert "replaced production/secrets/database-url" in proc.stderr
+    assert "second-pw" not in proc.stderr + proc.stdout and "first-pw" not in proc.stderr + proc.stdout
+    # Without DATABASE_URL the file is kept, and the script says how to change it.
+    proc = gen(tree, "production", env={"DATABASE_URL": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert (secrets / "database-url").read_text() == second
+    assert "keeping production/secrets/database-url" in proc.stderr and "DATABASE_URL=" in proc.stderr
+    # The same URL again: nothing to replace, nothing rewritten.
+    proc = gen(tree, "production", env={"DATABASE_URL": second})
+    assert "keeping production/secrets/database-url" in proc.stderr
+
+
+@pytest.mark.parametrize("bad", ["sqlite:///tmp/x.sqlite", "mysql://u:p@h:3306/auth\n", "mysql://u:p w@h/auth", " mysql://u@h/auth"])
+def test_production_refuses_a_database_url_it_cannot_use(tree, bad):
+    """A managed MySQL URL, one line, no whitespace: a pasted trailing newline would otherwise
+    end up in the Secret. Refused with exit 64, the value never echoed, the old file kept."""
+    secrets = tree / "overlays" / "production" / "secrets"
+    good = "mysql://auth_user:pw@db.internal:3306/auth"
+    assert gen(tree, "production", env={"DATABASE_URL": good}).returncode == 0
+    proc = gen(tree, "production", env={"DATABASE_URL": bad})
+    assert proc.returncode == 64, proc.stderr
+    assert bad.strip() not in proc.stderr + proc.stdout
+    assert (secrets / "database-url").read_text() == good
+
+
+def test_minikube_ignores_database_url_and_says_so(tree):
+    """The minikube overlay's URL points at its in-cluster MariaDB with the generated password;
+    a DATABASE_URL in the environment (check-k8s.sh sets one for every overlay) must not replace
+    it, and the script says it did not use it."""
+    proc = gen(tree, env={"DATABASE_URL": "mysql://someone:else@elsewhere:3306/auth"})
+    assert proc.returncode == 0, proc.stderr
+    url = (tree / "overlays" / "minikube" / "secrets" / "database-url").read_text()
+    assert url.startswith("mysql://auth_user:") and "@mysql.edge-auth.svc.cluster.local:3306/auth" in url
+    assert "DATABASE_URL from the environment is not used for minikube" in proc.stderr
