@@ -6,7 +6,8 @@
 
 Raw lines (one JSON object each, all printed by the `bench` binary): kind=wrk (`bench measure`:
 one Envoy measurement, with the CPU deltas of Envoy, ext-authz and the upstream), kind=grpc (one
-load-generator step), kind=argon2, kind=criterion (`bench criterion`).
+load-generator step), kind=argon2, kind=refresh (`bench refresh`, issue #17), kind=criterion
+(`bench criterion`).
 Aggregation: per configuration, the median over rounds of rps and latency percentiles; CPU per
 request = total CPU / total requests over all rounds; ratios from the medians, with the range of
 the per-round ratios (each round measures every configuration back to back, so a per-round
@@ -67,6 +68,7 @@ def render(rows, env):
     argon = next((r for r in rows if r["kind"] == "argon2"), None)
     login = next((r for r in rows if r["kind"] == "wrk" and r.get("config") == "login"), None)
     crit = [r for r in rows if r["kind"] == "criterion"]
+    refresh = next((r for r in rows if r["kind"] == "refresh"), None)
     verdicts = []
 
     out.append(f"Measured {env.get('date', '?')} on {env.get('nproc', '?')} × {env.get('cpu', '?')}, "
@@ -216,6 +218,23 @@ def render(rows, env):
                                f"{login['rps'] / argon['parallel_verifies_per_s']:.1%} |")
                 verdicts.append(("login ≥ 90% of argon2 ceiling, 0 errors",
                                  f"{frac:.1%}, {bad} errors", frac >= TARGETS["login_frac"] and bad == 0))
+        out.append("")
+
+    if refresh:
+        out.append("### `POST /token`: a refresh (issue #17), login-service directly")
+        out.append("")
+        out.append("| measure | value |")
+        out.append("|---|---:|")
+        out.append(f"| closed loop, {refresh['sessions']} sessions, {refresh['duration_s']:.0f} s | "
+                   f"{refresh['rps']:.1f} refreshes/s ({refresh['errors']} errors) |")
+        out.append(f"| latency p50 / p99 | {us(refresh['p50_us'])} / {us(refresh['p99_us'])} |")
+        out.append(f"| login-service CPU per refresh | "
+                   f"{refresh['server_cpu_us_per_refresh'] / 1000:.2f} ms |")
+        out.append(f"| refreshes per second on one core (1 s ÷ CPU per refresh) | "
+                   f"{refresh['refreshes_per_core_second']:.0f} |")
+        if argon:
+            out.append(f"| argon2id verify, for comparison (a refresh hashes no password) | "
+                       f"{argon['single_verify_ms']:.1f} ms |")
         out.append("")
 
     if crit:

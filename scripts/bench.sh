@@ -16,6 +16,7 @@
 #   GRPC_RATES=1000,5000,10000,max GRPC_DURATION=10 GRPC_CONNS=4
 #   GRPC_MT_RATES=5000,max         steps for the unpinned (multi-threaded runtime) ext-authz
 #   LOGIN_CONNS=100 LOGIN_DURATION=15
+#   REFRESH_SESSIONS=4 REFRESH_DURATION=10   closed-loop POST /token chains (issue #17)
 #   PORT_OFFSET=10000                every port = the shipped one + offset (see envoy/render.py)
 #   ENVOY_CPU=0 OTHER_CPUS=1         CPU pinning (taskset): Envoy alone on ENVOY_CPU, wrk, ext-authz
 #                                    and the upstream on OTHER_CPUS (gRPC step: load generator on
@@ -49,6 +50,7 @@ ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-12} WARMUP=${WARMUP:-3} CONNS=${CONNS:-
 GRPC_RATES=${GRPC_RATES:-1000,5000,10000,max} GRPC_DURATION=${GRPC_DURATION:-10}
 GRPC_CONNS=${GRPC_CONNS:-4}
 LOGIN_CONNS=${LOGIN_CONNS:-100} LOGIN_DURATION=${LOGIN_DURATION:-15}
+REFRESH_SESSIONS=${REFRESH_SESSIONS:-4} REFRESH_DURATION=${REFRESH_DURATION:-$($quick && echo 3 || echo 10)}
 PORT_OFFSET=${PORT_OFFSET:-10000}
 NCPU=$(nproc)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -263,6 +265,12 @@ WRK_LABEL=login WRK_METHOD=POST "$BIN/bench" measure --config login --cpu "login
   wrk -t2 -c"$LOGIN_CONNS" -d"${LOGIN_DURATION}s" --latency --timeout 10s -s bench/wrk/report.lua \
   -H "Authorization: Basic $BASIC" -H 'Accept: text/plain' "http://127.0.0.1:$P_LISTEN/login" >>"$RAW"
 
+# --- refresh (issue #17): closed-loop POST /token against login-service, its CPU per refresh ---
+log "refresh: $REFRESH_SESSIONS sessions for ${REFRESH_DURATION}s (POST /token, login-service directly)"
+BENCH_PASSWORD="$PASSWORD" "$BIN/bench" refresh --url "http://127.0.0.1:$P_LOGIN" \
+  --email bench@example.com --sessions "$REFRESH_SESSIONS" --duration "$REFRESH_DURATION" \
+  --server-pid "$LOGIN_PID" >>"$RAW"
+
 # Envoy's own view, for the record: ext_authz ok/denied/error and jwt_authn counters.
 for cfg in "${CONFIGS[@]}"; do
   curl -fsS "http://127.0.0.1:${ADMIN[$cfg]}/stats" |
@@ -300,6 +308,7 @@ cp "$WORK/envoy-stats.txt" "$RESULTS/latest-envoy-stats.txt" 2>/dev/null || true
   echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
   echo "quick=$quick rounds=$ROUNDS duration=$DURATION conns=$CONNS grpc_conns=$GRPC_CONNS"
   echo "login_conns=$LOGIN_CONNS login_duration=$LOGIN_DURATION envoy_cpu=$ENVOY_CPU other_cpus=$OTHER_CPUS"
+  echo "refresh_sessions=$REFRESH_SESSIONS refresh_duration=$REFRESH_DURATION"
   echo "ext_authz_args=$EXT_AUTHZ_ARGS"
 } >"$RESULTS/latest.env"
 python3 bench/report.py "$RESULTS/latest.jsonl" "$RESULTS/latest.env" >"$RESULTS/latest.md"

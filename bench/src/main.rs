@@ -9,6 +9,8 @@
 //! - `bench argon2`: the time of one argon2id verification with login-service's parameters
 //!   (m=19456 KiB, t=2, p=1), alone and on every core at once: the ceiling of `/login`.
 //! - `bench criterion`: the estimates of criterion benchmarks already run.
+//! - `bench refresh`: closed-loop `POST /token` refreshes (issue #17) and login-service's CPU
+//!   per refresh (no password hash on that path).
 //!
 //! Every subcommand prints one JSON object per line on stdout (read by `bench/report.py`);
 //! `/proc` is read through the e2e library's `procfs`, as the soak driver reads it.
@@ -17,6 +19,7 @@ mod argon;
 mod criterion;
 mod grpc;
 mod measure;
+mod refresh;
 
 use std::process::ExitCode;
 
@@ -33,6 +36,8 @@ enum Cli {
     Measure(measure::Args),
     /// Print the estimates of criterion benchmarks already run.
     Criterion(criterion::Args),
+    /// Closed-loop `POST /token` refreshes against login-service, with its CPU per refresh.
+    Refresh(refresh::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
         Cli::Argon2(args) => argon::run(&args),
         Cli::Measure(args) => measure::run(&args),
         Cli::Criterion(args) => criterion::run(&args),
+        Cli::Refresh(args) => refresh::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use crate::config::{Cli, ConfigError, Database, Settings, Task, UserCommand};
 use crate::db::{Db, DbError};
 use crate::password;
+use crate::refresh;
 use crate::revocations::{self, Reason};
 use crate::users::{self, EmailError};
 
@@ -344,8 +345,11 @@ fn revoke_all(
     id: i32,
     reason: Reason,
 ) -> Result<(), CliError> {
+    // Why the families after the cut: a login or refresh in flight either sees the cut, or
+    // stored its refresh row before this update reaches it (crate::refresh, "Races").
     db.run_sync(move |c| {
-        revocations::revoke_user(c, &id.to_string(), revocations::now_secs, ttl, reason)
+        revocations::revoke_user(c, &id.to_string(), revocations::now_secs, ttl, reason)?;
+        refresh::end_user(c, id, revocations::now_secs()).map(|_| ())
     })
     .map_err(|e| {
         CliError::Database(format!(

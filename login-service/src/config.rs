@@ -225,6 +225,24 @@ pub struct ServeArgs {
     /// adds to every ext-authz's memory.
     #[arg(long, env = "MAX_REVOKED_PER_USER", default_value_t = DEFAULT_MAX_REVOKED_PER_USER)]
     pub max_revoked_per_user: u32,
+    /// `on`: every JSON answer of `POST /login` carries a `refresh_token`. `off` (default): only
+    /// a login with `?refresh=true` gets one. A text/plain answer is always the bare access token.
+    #[arg(long, env = "REFRESH_TOKENS", action = ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub refresh_tokens: bool,
+    /// Lifetime of an access token issued together with a refresh token (login with a refresh
+    /// token, `POST /token`). Tokens without one keep TOKEN_TTL.
+    #[arg(long, env = "ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_token_ttl: Duration,
+    /// How long one refresh token can be used, from its issue (each rotation issues a new one).
+    #[arg(long, env = "REFRESH_TOKEN_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub refresh_token_ttl: Duration,
+    /// Absolute lifetime of a session (a login and its refreshes): no refresh after it.
+    #[arg(long, env = "SESSION_MAX_AGE", default_value = "90d", value_parser = parse_duration)]
+    pub session_max_age: Duration,
+    /// Refreshes one session allows; the next one ends it (log in again). Bounds its rows.
+    #[arg(long, env = "REFRESH_MAX_ROTATIONS", default_value_t = 100_000)]
+    pub refresh_max_rotations: u32,
 }
 
 /// A configuration the service refuses to start with (exit 64).
@@ -286,7 +304,39 @@ pub struct Settings {
     pub revocation: RevocationSettings,
     /// `/.well-known/jwks.json` and `/.well-known/openid-configuration`.
     pub well_known: WellKnownSettings,
+    /// Refresh tokens and `POST /token` (issue #17).
+    pub refresh: RefreshSettings,
 }
+
+/// Refresh tokens: when `POST /login` issues one, the access tokens that come with them, and
+/// the families' lifetimes.
+#[derive(Debug, Clone)]
+pub struct RefreshSettings {
+    /// `REFRESH_TOKENS=on`: every JSON login answer carries a refresh token.
+    pub always: bool,
+    /// Issues the access tokens that come with a refresh token: TTL `ACCESS_TOKEN_TTL`, the
+    /// same `iss`/`aud` as [`Settings::issuer`].
+    pub issuer: Issuer,
+    /// `REFRESH_TOKEN_TTL`, `SESSION_MAX_AGE`, `REFRESH_MAX_ROTATIONS`.
+    pub lifetimes: crate::refresh::Lifetimes,
+}
+
+impl RefreshSettings {
+    /// Defaults (refresh tokens on request, 15 min access tokens) with `iss`/`aud` of `issuer`.
+    pub fn defaults_for(issuer: &Issuer) -> Self {
+        Self {
+            always: false,
+            issuer: Issuer {
+                ttl: DEFAULT_ACCESS_TOKEN_TTL,
+                ..issuer.clone()
+            },
+            lifetimes: crate::refresh::Lifetimes::default(),
+        }
+    }
+}
+
+/// Default `ACCESS_TOKEN_TTL`.
+pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// What the `/.well-known` endpoints publish beyond the keys.
 #[derive(Debug, Clone)]
@@ -350,7 +400,10 @@ impl Cli {
             // revocations must outlive the tokens it issues.
             Some(Command::User(command)) => Task::User {
                 db: database()?,
-                revocation_ttl: user_revocation_ttl(global.max_token_ttl, self.serve.token_ttl),
+                revocation_ttl: user_revocation_ttl(
+                    global.max_token_ttl,
+                    self.serve.token_ttl.max(self.serve.access_token_ttl),
+                ),
                 command,
             },
         })
@@ -398,7 +451,8 @@ impl Default for RevocationSettings {
 }
 
 /// How long a user-wide revocation is kept: the longest lifetime a token can have, i.e. the
-/// larger of `MAX_TOKEN_TTL` and `TOKEN_TTL`. `serve` and the admin CLI both use this one rule,
+/// larger of `MAX_TOKEN_TTL` and `TOKEN_TTL` (callers pass the larger of `TOKEN_TTL` and
+/// `ACCESS_TOKEN_TTL` as `token_ttl`). `serve` and the admin CLI both use this one rule,
 /// so a revocation never expires before a token it revokes.
 pub fn user_revocation_ttl(max_token_ttl: Duration, token_ttl: Duration) -> Duration {
     max_token_ttl.max(token_ttl)
@@ -456,6 +510,20 @@ impl ServeArgs {
                 "--token-ttl must be at least 1s".into(),
             ));
         }
+        for (name, d) in [
+            ("--access-token-ttl", self.access_token_ttl),
+            ("--refresh-token-ttl", self.refresh_token_ttl),
+            ("--session-max-age", self.session_max_age),
+        ] {
+            if d.as_secs() == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1s")));
+            }
+        }
+        if self.refresh_max_rotations == 0 {
+            return Err(ConfigError::Invalid(
+                "--refresh-max-rotations must be ≥ 1".into(),
+            ));
+        }
         if self.lockout_threshold == 0
             || self.ip_failure_threshold == 0
             || self.account_lockout_threshold == 0
@@ -489,18 +557,32 @@ impl ServeArgs {
             }
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let issuer = Issuer {
+            ttl: self.token_ttl,
+            issuer: self.issuer.clone().filter(|s| !s.is_empty()),
+            audience: self.audience.clone().filter(|s| !s.is_empty()),
+        };
+        let longest_ttl = self.token_ttl.max(self.access_token_ttl);
         Ok(Settings {
+            refresh: RefreshSettings {
+                always: self.refresh_tokens,
+                issuer: Issuer {
+                    ttl: self.access_token_ttl,
+                    ..issuer.clone()
+                },
+                lifetimes: crate::refresh::Lifetimes {
+                    refresh_ttl: self.refresh_token_ttl,
+                    session_max_age: self.session_max_age,
+                    max_rotations: self.refresh_max_rotations,
+                },
+            },
             http_addr: self.http_addr,
             db_url,
             pool,
             migrate: self.migrate,
             keys: Arc::new(keys),
             signing_kid,
-            issuer: Issuer {
-                ttl: self.token_ttl,
-                issuer: self.issuer.clone().filter(|s| !s.is_empty()),
-                audience: self.audience.clone().filter(|s| !s.is_empty()),
-            },
+            issuer,
             lockout: Policies {
                 account: Policy {
                     threshold: self.account_lockout_threshold,
@@ -530,7 +612,7 @@ impl ServeArgs {
             shutdown_timeout: self.shutdown_timeout,
             revocation: RevocationSettings {
                 feed_token,
-                user_ttl: user_revocation_ttl(global.max_token_ttl, self.token_ttl),
+                user_ttl: user_revocation_ttl(global.max_token_ttl, longest_ttl),
                 cleanup_interval: self.revocation_cleanup_interval,
                 max_revoked_per_user: self.max_revoked_per_user,
             },

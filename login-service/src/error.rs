@@ -88,6 +88,17 @@ pub enum ApiError {
     /// Query parameters that do not parse.
     #[error("invalid request")]
     InvalidRequest,
+    /// `POST /token`: a malformed request (RFC 6749 §5.2 `invalid_request`): wrong content
+    /// type, a missing or repeated parameter.
+    #[error("invalid token request: {0}")]
+    TokenRequest(&'static str),
+    /// `POST /token`: the refresh token is unknown, expired, revoked, already used, or its
+    /// account can no longer refresh (RFC 6749 §5.2 `invalid_grant`; deliberately one answer).
+    #[error("invalid grant")]
+    InvalidGrant,
+    /// `POST /token` with a `grant_type` other than `refresh_token`.
+    #[error("unsupported grant type")]
+    UnsupportedGrantType,
     /// A revocation feed cursor beyond the newest row (the database was replaced): the
     /// follower must start again from `since=0`.
     #[error("cursor ahead of the feed")]
@@ -175,6 +186,17 @@ impl ApiError {
                 "invalid_request",
                 "invalid query parameters",
             ),
+            Self::TokenRequest(why) => (StatusCode::BAD_REQUEST, "invalid_request", why),
+            Self::InvalidGrant => (
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token is invalid, expired, revoked or already used",
+            ),
+            Self::UnsupportedGrantType => (
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only grant_type=refresh_token is supported",
+            ),
             Self::CursorAhead => (
                 StatusCode::CONFLICT,
                 "cursor_ahead",
@@ -207,6 +229,14 @@ impl ApiError {
         }
     }
 
+    /// The RFC 6749 §5.2 answers of `POST /token`.
+    pub fn is_oauth(&self) -> bool {
+        matches!(
+            self,
+            Self::TokenRequest(_) | Self::InvalidGrant | Self::UnsupportedGrantType
+        )
+    }
+
     /// Short label for metrics and logs.
     pub fn outcome(&self) -> &'static str {
         self.parts().1
@@ -216,7 +246,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        let body = serde_json::json!({ "error": code, "message": message });
+        // Why: `POST /token` is an OAuth endpoint; its clients read RFC 6749 §5.2's
+        // `error_description`. Everything else keeps the house shape.
+        let body = if self.is_oauth() {
+            serde_json::json!({ "error": code, "error_description": message })
+        } else {
+            serde_json::json!({ "error": code, "message": message })
+        };
         let mut resp = (status, Json(body)).into_response();
         let headers = resp.headers_mut();
         if matches!(
@@ -247,6 +283,9 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.is_oauth() {
+            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        }
         resp
     }
 }

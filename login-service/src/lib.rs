@@ -1,6 +1,7 @@
 //! login-service: `POST /login` turns Basic credentials (e-mail + password, checked against
 //! argon2id hashes in MySQL or SQLite) into the access tokens ext-authz accepts, with account
-//! lockout and per-address rate limiting; the same binary administers accounts.
+//! lockout and per-address rate limiting; `POST /token` rotates refresh tokens; the same binary
+//! administers accounts.
 //!
 //! Entry points: [`cli::run`] (process), [`server::build_state`] + [`server::serve`] (tests and
 //! embedding), [`routes::router`] (the HTTP API), [`login::authenticate`] (the login decision
@@ -13,7 +14,8 @@
 //!    an HTTP answer);
 //! 3. [`login`], the login decision, and [`config`], flags and environment validated into
 //!    settings;
-//! 4. queries and rules: [`users`], [`revocations`], [`lockout`], [`password`],
+//! 4. queries and rules: [`refresh`] (refresh-token families, over [`revocations`]),
+//!    [`users`], [`revocations`], [`lockout`], [`password`],
 //!    [`credentials`], [`metrics`], over [`db`] and [`schema`].
 //!
 //! Log setup, signals, duration flags and the exit code of a bad command line come from the
@@ -28,6 +30,7 @@ pub mod lockout;
 pub mod login;
 pub mod metrics;
 pub mod password;
+pub mod refresh;
 pub mod revocations;
 pub mod routes;
 pub mod schema;

@@ -18,6 +18,7 @@ use crate::credentials::Credentials;
 use crate::db::{Db, DbError};
 use crate::lockout::{self, Keys, Kind, MAX_USER_ID_BYTES, Policies, retry_after_secs};
 use crate::password::{Hasher, PasswordError, Verification};
+use crate::refresh::{self, Lifetimes, RefreshToken};
 use crate::revocations;
 use crate::users::{self, User, normalize_email};
 
@@ -98,6 +99,15 @@ impl Default for LoginPause {
     }
 }
 
+/// A successful login: the access token, and the refresh token when one was asked for.
+#[derive(Debug)]
+pub struct Session {
+    /// The signed access token.
+    pub access: Issued,
+    /// The first token of a new refresh family ([`crate::refresh`]).
+    pub refresh: Option<RefreshToken>,
+}
+
 /// Decides the login of `creds` from client address `client`: the token, or why not.
 ///
 /// Records `client` and `user_id` on the current span (the HTTP handler's).
@@ -106,6 +116,20 @@ pub async fn authenticate(
     creds: Credentials,
     client: IpAddr,
 ) -> Result<Issued, LoginError> {
+    Ok(authenticate_session(cx, creds, client, None).await?.access)
+}
+
+/// [`authenticate`], and with `refresh` also a refresh token: its family is stored in the same
+/// database call as the conditional success write, before the final revocation check, so an
+/// account change racing the login either stops the login or ends the new family
+/// ([`crate::refresh`], "Races with account changes"). `cx.issuer` sets the access token's TTL
+/// (the caller passes `ACCESS_TOKEN_TTL`'s issuer with a refresh token).
+pub async fn authenticate_session(
+    cx: &Context<'_>,
+    creds: Credentials,
+    client: IpAddr,
+    refresh: Option<Lifetimes>,
+) -> Result<Session, LoginError> {
     // Why before anything else: no e-mail is longer than 255 bytes, and an absurd user-id must
     // cost neither a hash nor a database row.
     if creds.email.len() > MAX_USER_ID_BYTES {
@@ -189,32 +213,53 @@ pub async fn authenticate(
             // revokes this token; if the change came first, the write finds the row changed and
             // no token is issued. (`fresh_iat` still dates it after a cut seen at lookup.)
             let iat = fresh_iat(cutoff).await;
+            // Signed before the write (nothing leaves unless the write succeeds): a refresh
+            // family stores its access token's `jti`.
+            let access = issue(cx, &u, iat)?;
             let (id, verified) = (u.id, u.password.clone());
+            let (jti, exp) = (
+                access.claims.jti.clone(),
+                i64::try_from(access.claims.exp).unwrap_or(i64::MAX),
+            );
+            let auth_time = i64::try_from(iat).unwrap_or(i64::MAX);
             let issued = cx
                 .db
                 .run(move |c| {
                     if !users::record_success(c, id, &verified)? {
-                        return Ok(false);
+                        return Ok(None);
                     }
+                    // Why before the cut check: a CLI change ends the user's families after
+                    // storing its cut; a family stored after that is caught by the check below.
+                    let family = match refresh {
+                        Some(l) => Some(refresh::start(
+                            c,
+                            id,
+                            auth_time,
+                            refresh::AccessRef { jti: &jti, exp },
+                            &l,
+                        )?),
+                        None => None,
+                    };
                     // A user-wide revocation newer than the one seen at lookup: the account
                     // was revoked while this login was in flight (`user revoke`, logout-all).
                     let now = revocations::now_secs();
                     if revocations::user_cutoff(c, &id.to_string(), now)? > cutoff {
-                        return Ok(false);
+                        refresh::end_user(c, id, now)?;
+                        return Ok(None);
                     }
                     if let Some(h) = upgrade
                         && users::upgrade_hash(c, id, &verified, &h)? == 1
                     {
                         info!(user_id = id, "password hash upgraded to current parameters");
                     }
-                    Ok(true)
+                    Ok(Some(family))
                 })
                 .await?;
-            if !issued {
+            let Some(refresh) = issued else {
                 info!(user_id = id, "account changed during the login; no token");
                 return Err(LoginError::InvalidCredentials);
-            }
-            issue(cx, &u, iat)
+            };
+            Ok(Session { access, refresh })
         }
         // Why one arm for all failures: a wrong password, an unknown e-mail and a disabled
         // account (right password or not) run the same statements on the same table, are

@@ -63,6 +63,8 @@ pub enum Reason {
     /// `POST /logout` of a user who already had `MAX_REVOKED_PER_USER` tokens revoked: every
     /// token of the user instead.
     LogoutLimit,
+    /// A used refresh token presented again: the access tokens of its family (issue #17).
+    RefreshReuse,
 }
 
 impl Reason {
@@ -76,6 +78,7 @@ impl Reason {
             Self::Removed => "removed",
             Self::Admin => "admin",
             Self::LogoutLimit => "logout_limit",
+            Self::RefreshReuse => "refresh_reuse",
         }
     }
 }
@@ -214,40 +217,94 @@ pub fn revoke_token(
     max_per_user: u32,
     ttl: Duration,
 ) -> QueryResult<LogoutOutcome> {
-    let TokenRef { sub, jti, iat, exp } = *token;
     locked(conn, |c| {
         let now = now();
-        if jti_revoked(c, jti)? {
-            return Ok(LogoutOutcome::Token);
+        revoke_one(c, token, now, max_per_user, ttl, Reason::Logout)
+    })
+}
+
+/// [`revoke_token`]'s body, inside [`locked`]: the per-token entry, or the user-wide cut once
+/// `sub` holds `max_per_user` unexpired per-token entries.
+fn revoke_one(
+    c: &mut DbConn,
+    token: &TokenRef<'_>,
+    now: i64,
+    max_per_user: u32,
+    ttl: Duration,
+    reason: Reason,
+) -> QueryResult<LogoutOutcome> {
+    let TokenRef { sub, jti, iat, exp } = *token;
+    if jti_revoked(c, jti)? {
+        return Ok(LogoutOutcome::Token);
+    }
+    // Why: a revoked (stolen) token must not trigger the per-user collapse below, which
+    // would end the victim's newer sessions again and again.
+    if cut_covers(c, sub, iat, now)? {
+        return Ok(LogoutOutcome::AlreadyRevoked);
+    }
+    // Why: covered entries still count (they live in every ext-authz until their `exp`),
+    // so the bound holds without followers having to drop anything.
+    let outstanding: i64 = revocation::table
+        .filter(revocation::sub.eq(sub))
+        .filter(revocation::jti.is_not_null())
+        .filter(revocation::expires_at.gt(now))
+        .count()
+        .get_result(c)?;
+    if outstanding < i64::from(max_per_user) {
+        insert(
+            c,
+            &NewRevocation {
+                sub,
+                jti: Some(jti),
+                revoked_at: now,
+                expires_at: exp,
+                reason: reason.as_str(),
+            },
+        )?;
+        return Ok(LogoutOutcome::Token);
+    }
+    insert_cut(c, sub, now, ttl, Reason::LogoutLimit)?;
+    Ok(LogoutOutcome::AllSessions)
+}
+
+/// One access token to revoke by [`revoke_tokens`].
+#[derive(Debug, Clone)]
+pub struct RevokeOne {
+    /// `jti` claim.
+    pub jti: String,
+    /// `iat` claim, Unix seconds.
+    pub iat: i64,
+    /// `exp` claim, Unix seconds.
+    pub exp: i64,
+}
+
+/// Revokes several tokens of `sub` in one critical section, each as [`revoke_token`] does
+/// (a no-op for a `jti` already revoked; the per-user bound turns the rest into one user-wide
+/// cut). Used for a refresh-token family whose reuse was detected.
+pub fn revoke_tokens(
+    conn: &mut DbConn,
+    sub: &str,
+    tokens: &[RevokeOne],
+    now: impl FnOnce() -> i64,
+    max_per_user: u32,
+    ttl: Duration,
+    reason: Reason,
+) -> QueryResult<()> {
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    locked(conn, |c| {
+        let now = now();
+        for t in tokens {
+            let token = TokenRef {
+                sub,
+                jti: &t.jti,
+                iat: t.iat,
+                exp: t.exp,
+            };
+            revoke_one(c, &token, now, max_per_user, ttl, reason)?;
         }
-        // Why: a revoked (stolen) token must not trigger the per-user collapse below, which
-        // would end the victim's newer sessions again and again.
-        if cut_covers(c, sub, iat, now)? {
-            return Ok(LogoutOutcome::AlreadyRevoked);
-        }
-        // Why: covered entries still count (they live in every ext-authz until their `exp`),
-        // so the bound holds without followers having to drop anything.
-        let outstanding: i64 = revocation::table
-            .filter(revocation::sub.eq(sub))
-            .filter(revocation::jti.is_not_null())
-            .filter(revocation::expires_at.gt(now))
-            .count()
-            .get_result(c)?;
-        if outstanding < i64::from(max_per_user) {
-            insert(
-                c,
-                &NewRevocation {
-                    sub,
-                    jti: Some(jti),
-                    revoked_at: now,
-                    expires_at: exp,
-                    reason: Reason::Logout.as_str(),
-                },
-            )?;
-            return Ok(LogoutOutcome::Token);
-        }
-        insert_cut(c, sub, now, ttl, Reason::LogoutLimit)?;
-        Ok(LogoutOutcome::AllSessions)
+        Ok(())
     })
 }
 

@@ -60,3 +60,35 @@ diesel::table! {
         last_failure -> BigInt,
     }
 }
+
+diesel::table! {
+    /// Refresh tokens ([`crate::refresh`], issue #17): one row per token issued, only its hash.
+    refresh_token (id) {
+        /// Row id.
+        id -> BigInt,
+        /// SHA-256 hex of the token; unique.
+        token_hash -> Text,
+        /// The family (one login and every rotation descended from it), random hex.
+        family_id -> Text,
+        /// The account (`user.id`, the tokens' `sub`).
+        user_id -> Integer,
+        /// 0 for the login's token, +1 per rotation.
+        generation -> Integer,
+        /// Unix seconds of the login that started the family.
+        auth_time -> BigInt,
+        /// Unix seconds after which no token of the family refreshes (absolute session end).
+        session_expires_at -> BigInt,
+        /// Unix seconds this token (and its access token) was issued.
+        issued_at -> BigInt,
+        /// Unix seconds after which this token no longer refreshes.
+        expires_at -> BigInt,
+        /// Unix seconds it was used (rotated); NULL while unused.
+        used_at -> Nullable<BigInt>,
+        /// Unix seconds its family was ended (reuse, logout, account change); NULL while alive.
+        revoked_at -> Nullable<BigInt>,
+        /// `jti` of the access token issued together with this refresh token.
+        access_jti -> Text,
+        /// `exp` of that access token.
+        access_exp -> BigInt,
+    }
+}

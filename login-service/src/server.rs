@@ -41,8 +41,16 @@ pub async fn serve(
         state.settings.lockout,
         state.settings.revocation.cleanup_interval,
     ));
+    let refresh_cleanup = tokio::spawn(crate::refresh::cleanup_loop(
+        state.db.clone(),
+        state.settings.revocation.cleanup_interval,
+    ));
     // Stops the cleanups however `serve` ends.
-    let _cleanup = (AbortOnDrop(cleanup), AbortOnDrop(throttle_cleanup));
+    let _cleanup = (
+        AbortOnDrop(cleanup),
+        AbortOnDrop(throttle_cleanup),
+        AbortOnDrop(refresh_cleanup),
+    );
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app)

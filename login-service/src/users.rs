@@ -108,6 +108,15 @@ pub fn find_by_email(conn: &mut DbConn, email: &str) -> QueryResult<Option<User>
         .optional()
 }
 
+/// The account with this id (a refresh token's `user_id`).
+pub fn find_by_id(conn: &mut DbConn, id: i32) -> QueryResult<Option<User>> {
+    user::table
+        .find(id)
+        .select(User::as_select())
+        .first(conn)
+        .optional()
+}
+
 /// Creates an account; a duplicate e-mail is `DatabaseError(UniqueViolation, _)`.
 pub fn insert(
     conn: &mut DbConn,

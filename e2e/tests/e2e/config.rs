@@ -307,8 +307,8 @@ fn shipped_config_keeps_its_security_settings() {
         );
     }
 
-    // Routes: ambiguous paths refused, POST /login public, /admin needs the admin role, the
-    // rest protected.
+    // Routes: ambiguous paths refused, POST /login and POST /token (one route: one set of
+    // rate-limit buckets) public, /admin needs the admin role, the rest protected.
     let routes = vhost["routes"].as_sequence().expect("routes");
     let per_route =
         |r: &Value| r["typed_per_filter_config"]["envoy.filters.http.ext_authz"].clone();
@@ -322,7 +322,7 @@ fn shipped_config_keeps_its_security_settings() {
         "refused_path never forwards"
     );
     let login = &routes[1];
-    assert_eq!(login["match"]["path"], "/login");
+    assert_eq!(login["match"]["safe_regex"]["regex"], "/(login|token)");
     assert_eq!(login["match"]["headers"][0]["name"], ":method");
     assert_eq!(
         login["match"]["headers"][0]["string_match"]["exact"],

@@ -15,5 +15,6 @@ mod flows;
 mod limits;
 mod outage;
 mod revocation;
+mod sessions;
 mod tls;
 mod uds;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
@@ -15,20 +15,55 @@ use tracing::{Span, field, info, instrument};
 
 use crate::credentials::parse_basic;
 use crate::error::ApiError;
-use crate::login::authenticate;
+use crate::login::{Session, authenticate_session};
 use crate::state::AppState;
 
-/// `POST /login` with `Authorization: Basic base64(email:password)`: 200 with a token, else the
-/// refusal as JSON ([`ApiError`]).
+/// Query of `POST /login`.
+#[derive(Debug, serde::Deserialize)]
+pub struct LoginQuery {
+    /// `refresh=true` (or `1`, `yes`, `on`): also return a refresh token (JSON answers only).
+    #[serde(default)]
+    pub refresh: Option<String>,
+}
+
+impl LoginQuery {
+    /// Whether the client asked for a refresh token; an unknown value is a 400.
+    fn wants_refresh(&self) -> Result<bool, ApiError> {
+        match self
+            .refresh
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("0" | "false" | "no" | "off") => Ok(false),
+            Some("" | "1" | "true" | "yes" | "on") => Ok(true),
+            Some(_) => Err(ApiError::InvalidRequest),
+        }
+    }
+}
+
+/// `POST /login[?refresh=true]` with `Authorization: Basic base64(email:password)`: 200 with a
+/// token (and a refresh token when asked for or `REFRESH_TOKENS=on`, JSON answers only), else
+/// the refusal as JSON ([`ApiError`]).
 #[instrument(skip_all, fields(client = field::Empty, user_id = field::Empty, outcome = field::Empty))]
 pub async fn login(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<LoginQuery>,
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
     let _in_flight = state.metrics.login_started();
-    let result = decide(&state, &headers, peer.ip()).await;
+    // Why not for text/plain: that answer is the bare access token (the tutorial's clients),
+    // which has no room for a refresh token; a session nobody receives is not started.
+    let text = wants_text(&headers);
+    let result = match query.wants_refresh() {
+        Ok(asked) => {
+            let refresh = !text && (asked || state.settings.refresh.always);
+            decide(&state, &headers, peer.ip(), refresh).await
+        }
+        Err(e) => Err(e),
+    };
     let outcome = match &result {
         Ok(_) => "success",
         Err(e) => e.outcome(),
@@ -36,21 +71,24 @@ pub async fn login(
     Span::current().record("outcome", outcome);
     state.metrics.observe_login(outcome, started.elapsed());
     match result {
-        Ok(issued) => {
+        Ok(Session { access, refresh }) => {
             info!("login succeeded");
-            let mut resp = if wants_text(&headers) {
+            let mut resp = if text {
                 (
                     [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                    issued.token,
+                    access.token,
                 )
                     .into_response()
             } else {
-                Json(serde_json::json!({
-                    "access_token": issued.token,
+                let mut body = serde_json::json!({
+                    "access_token": access.token,
                     "token_type": "Bearer",
-                    "expires_in": issued.expires_in,
-                }))
-                .into_response()
+                    "expires_in": access.expires_in,
+                });
+                if let Some(r) = refresh {
+                    body["refresh_token"] = r.expose().into();
+                }
+                Json(body).into_response()
             };
             resp.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -63,19 +101,28 @@ pub async fn login(
     }
 }
 
-/// The request → [`authenticate`] → [`ApiError`] translation.
+/// The request → [`authenticate_session`] → [`ApiError`] translation. With `refresh`, the
+/// access token lives `ACCESS_TOKEN_TTL` and a refresh family is started.
 async fn decide(
     state: &AppState,
     headers: &HeaderMap,
     peer: IpAddr,
-) -> Result<auth_token::Issued, ApiError> {
+    refresh: bool,
+) -> Result<Session, ApiError> {
     let creds = parse_basic(
         headers
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
     )?;
     let client = client_ip(headers, peer, &state.settings.trusted_proxies);
-    Ok(authenticate(&state.login_context(), creds, client).await?)
+    let mut cx = state.login_context();
+    let lifetimes = if refresh {
+        cx.issuer = &state.settings.refresh.issuer;
+        Some(state.settings.refresh.lifetimes)
+    } else {
+        None
+    };
+    Ok(authenticate_session(&cx, creds, client, lifetimes).await?)
 }
 
 /// The header in which Envoy hands over the client address it determined: with

@@ -1,4 +1,5 @@
-//! The HTTP API, one file per endpoint group: `POST /login` ([`login`]), `POST /logout` and
+//! The HTTP API, one file per endpoint group: `POST /login` ([`login`]), `POST /token`
+//! ([`token`], refresh tokens), `POST /logout` and
 //! `GET /revocations` ([`revocation`]), `GET /healthz`, `GET /readyz`, `GET /metrics`
 //! ([`ops`]), `GET /.well-known/jwks.json` and `GET /.well-known/openid-configuration`
 //! ([`well_known`]); and here the router with the layers around them (body/header limits, timeout,
@@ -11,6 +12,7 @@
 pub mod login;
 pub mod ops;
 pub mod revocation;
+pub mod token;
 pub mod well_known;
 
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_header_bytes = s.max_header_bytes;
     Router::new()
         .route("/login", post(login::login))
+        .route("/token", post(token::token))
         .route("/logout", post(revocation::logout))
         .route("/revocations", get(revocation::feed))
         .route("/healthz", get(ops::healthz))

@@ -19,6 +19,7 @@ use tracing::{info, instrument};
 
 use crate::config::user_revocation_ttl;
 use crate::error::ApiError;
+use crate::refresh;
 use crate::revocations::{
     LogoutOutcome, TokenRef, logout_all, newest_id, now_secs, page, revoke_token,
 };
@@ -89,11 +90,24 @@ pub async fn logout(
                 iat: i64::try_from(claims.iat).unwrap_or(i64::MAX),
                 exp: i64::try_from(claims.exp).unwrap_or(i64::MAX),
             };
-            if all {
-                logout_all(c, &token, now_secs, ttl)
+            let outcome = if all {
+                logout_all(c, &token, now_secs, ttl)?
             } else {
-                revoke_token(c, &token, now_secs, max_per_user, ttl)
+                revoke_token(c, &token, now_secs, max_per_user, ttl)?
+            };
+            // Why also when already revoked: logout ends the session (the refresh family the
+            // token came with), and a repeated logout must still end it.
+            // Every session ended (logout-all, or the per-user bound): every family too.
+            match (outcome, claims.sub.parse::<i32>()) {
+                (LogoutOutcome::AllSessions, Ok(id)) => {
+                    refresh::end_user(c, id, now_secs())?;
+                }
+                _ if !all => {
+                    refresh::end_family_of_access(c, &claims.jti, now_secs())?;
+                }
+                _ => {}
             }
+            Ok(outcome)
         })
         .await?;
     match outcome {

@@ -169,6 +169,11 @@ pub fn settings(db: &TestDb) -> Settings {
         shutdown_timeout: Duration::from_secs(2),
         revocation: login_service::config::RevocationSettings::default(),
         well_known: login_service::config::WellKnownSettings::default(),
+        refresh: login_service::config::RefreshSettings::defaults_for(&Issuer {
+            ttl: Duration::from_secs(900),
+            issuer: None,
+            audience: None,
+        }),
     }
 }
 

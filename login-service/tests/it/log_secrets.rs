@@ -1,7 +1,8 @@
 //! "Passwords, hashes, tokens and keys are never logged" (login-service/README.md, SECURITY.md)
 //! — checked on the real binary at `RUST_LOG=trace`, over every path that handles a secret
 //! (issue #20): success, hash upgrade, wrong password, unknown user, lockout, logout (one and
-//! all), a revoked and a forged token, the feed (right and wrong feed token), a database
+//! all), a revoked and a forged token, refresh tokens (issue #17: rotation, reuse, a bogus
+//! one; neither token nor stored hash may appear), the feed (right and wrong feed token), a database
 //! outage, and the CLI's `user add/passwd/list`. All of stdout and stderr is searched, also for
 //! the database password.
 
@@ -222,6 +223,43 @@ fn no_secret_in_any_output_at_trace_level() {
     }
     let (s, body, _) = login("lock@example.com", &pw, "192.0.2.4");
     assert_eq!(s, 429, "{body}");
+
+    // Refresh tokens (issue #17): a login with one, a rotation, the old one reused (the family
+    // is revoked), a malformed one. Neither the tokens nor their stored hashes may appear.
+    let r = http
+        .post(server.url("/login?refresh=true"))
+        .header(
+            "authorization",
+            basic(format!("alice@example.com:{pw2}").as_bytes()),
+        )
+        .header("x-envoy-external-address", "192.0.2.5")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().unwrap();
+    let rt1 = v["refresh_token"].as_str().unwrap().to_owned();
+    secrets.extend(token_parts(v["access_token"].as_str().unwrap()));
+    let grant = |rt: &str| {
+        let r = http
+            .post(server.url("/token"))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let (s, body) = grant(&rt1);
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rt2 = v["refresh_token"].as_str().unwrap().to_owned();
+    secrets.extend(token_parts(v["access_token"].as_str().unwrap()));
+    assert_eq!(grant(&rt1).0, 400, "reuse");
+    assert_eq!(grant(&rt2).0, 400, "family revoked");
+    let bogus = unique("rt-bogus-");
+    assert_eq!(grant(&bogus).0, 400);
+    for rt in [&rt1, &rt2, &bogus] {
+        secrets.push(rt.clone());
+        secrets.push(login_service::refresh::hash(rt));
+    }
 
     // Logout of one token, then "everywhere" with the other; the revoked one again; a forged
     // one (the first token with another signature).

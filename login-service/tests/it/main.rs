@@ -16,6 +16,7 @@ mod memory;
 mod ordering_lock;
 mod outage;
 mod races;
+mod refresh;
 mod rehash;
 mod revocation;
 mod served;

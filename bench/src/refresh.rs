@@ -1,0 +1,124 @@
+//! `bench refresh`: what one `POST /token` costs (issue #17). Each of `--sessions` threads logs
+//! in once with `?refresh=true` (one argon2 hash each, before the clock starts), then refreshes
+//! in a closed loop, each answer's refresh token feeding the next request, for `--duration`.
+//! Prints one `{"kind":"refresh",...}` line: refreshes per second, latency percentiles, and the
+//! CPU time login-service (`--server-pid`) spent per refresh — its inverse is "refreshes per
+//! second on one core". A refresh verifies no password: compare `cpu_us_per_refresh` with
+//! `bench argon2`'s verify time.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use hdrhistogram::Histogram;
+
+/// Options of `bench refresh`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// login-service's base URL (directly, not through Envoy).
+    #[arg(long)]
+    url: String,
+    /// The account to log in with; its password comes from `BENCH_PASSWORD`.
+    #[arg(long)]
+    email: String,
+    /// Concurrent sessions (threads), each refreshing its own chain.
+    #[arg(long, default_value_t = 4)]
+    sessions: usize,
+    /// Seconds to refresh for.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// login-service's pid, for its CPU time.
+    #[arg(long)]
+    server_pid: u32,
+}
+
+fn login(
+    client: &reqwest::blocking::Client,
+    args: &Args,
+    password: &str,
+) -> anyhow::Result<String> {
+    let r = client
+        .post(format!("{}/login?refresh=true", args.url))
+        .basic_auth(&args.email, Some(password))
+        .send()?;
+    if !r.status().is_success() {
+        bail!("login: {}", r.status());
+    }
+    let v: serde_json::Value = r.json()?;
+    Ok(v["refresh_token"]
+        .as_str()
+        .context("no refresh_token")?
+        .to_owned())
+}
+
+/// Prints the measurement line.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let password = std::env::var("BENCH_PASSWORD").context("BENCH_PASSWORD is not set")?;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let tokens = (0..args.sessions.max(1))
+        .map(|_| login(&client, args, &password))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cpu_before = e2e::procfs::cpu_micros(args.server_pid)?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration);
+    let results = std::thread::scope(|s| {
+        let workers: Vec<_> = tokens
+            .into_iter()
+            .map(|mut token| {
+                let client = client.clone();
+                s.spawn(move || -> anyhow::Result<(Histogram<u64>, u64)> {
+                    let mut hist = Histogram::<u64>::new(3)?;
+                    let mut errors = 0;
+                    while Instant::now() < deadline {
+                        let sent = Instant::now();
+                        let r = client
+                            .post(format!("{}/token", args.url))
+                            .form(&[("grant_type", "refresh_token"), ("refresh_token", &token)])
+                            .send()?;
+                        let ok = r.status().is_success();
+                        let v: serde_json::Value = r.json()?;
+                        hist.record(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+                        match v["refresh_token"].as_str() {
+                            Some(next) if ok => token = next.to_owned(),
+                            _ => {
+                                errors += 1;
+                                break;
+                            }
+                        }
+                    }
+                    Ok((hist, errors))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| anyhow::anyhow!("worker panicked"))?)
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu_us = e2e::procfs::cpu_micros(args.server_pid)? - cpu_before;
+    let mut all = Histogram::<u64>::new(3)?;
+    let mut errors = 0;
+    for (h, e) in &results {
+        all.add(h)?;
+        errors += e;
+    }
+    let n = all.len();
+    let per = if n == 0 { 0.0 } else { cpu_us / n as f64 };
+    let line = serde_json::json!({
+        "kind": "refresh",
+        "sessions": args.sessions,
+        "refreshes": n,
+        "errors": errors,
+        "duration_s": elapsed,
+        "rps": n as f64 / elapsed,
+        "p50_us": all.value_at_quantile(0.5),
+        "p99_us": all.value_at_quantile(0.99),
+        "max_us": all.max(),
+        "server_cpu_us_per_refresh": per,
+        "refreshes_per_core_second": if per > 0.0 { 1e6 / per } else { 0.0 },
+    });
+    println!("{line}");
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Issue #17, refresh tokens through the real Envoy: `POST /login?refresh=true`, `POST /token`
+//! (routed without ext_authz, behind the login rate limit), rotation, and reuse of a used
+//! refresh token → the family's access tokens refused at the edge within the feed's latency.
+//!
+//! Written down: a rotation does not revoke the access token it replaces — it stays valid at
+//! the edge until its `exp` (`ACCESS_TOKEN_TTL`, 15 min by default); only a reuse (or a logout)
+//! revokes access tokens.
+
+use std::time::{Duration, Instant};
+
+use e2e::client::{Bearer as _, Reply, client};
+use e2e::ports::ENVOY;
+use e2e::process::wait_for;
+use e2e::stack::{Stack, Transport};
+
+/// login-service's feed, as ext-authz follows it (directly, not through Envoy).
+const FEED: &str = "http://127.0.0.1:5000/revocations";
+/// The revocation feed's promise (README "Revocation"): every replica within a second.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+fn stack() -> Stack {
+    Stack::start_with_args(Transport::Tcp, &["--revocation-feed-url", FEED])
+}
+
+/// A login with `?refresh=true` through Envoy: (access token, refresh token).
+fn login_session(stack: &Stack) -> (String, String) {
+    let reply = Reply::of(
+        stack
+            .request(reqwest::Method::POST, "/login?refresh=true")
+            .basic_auth(&stack.user.email, Some(&stack.user.password)),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let body = reply.json();
+    assert_eq!(body["expires_in"], 900, "ACCESS_TOKEN_TTL's default");
+    (
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned(),
+        body["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_owned(),
+    )
+}
+
+fn refresh(stack: &Stack, token: &str) -> Reply {
+    Reply::of(
+        stack
+            .request(reqwest::Method::POST, "/token")
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", token)]),
+    )
+}
+
+fn through_envoy(stack: &Stack, token: &str) -> Reply {
+    Reply::of(stack.get("/api/session").bearer(token))
+}
+
+#[track_caller]
+fn assert_invalid_grant(reply: &Reply) {
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(reply.header("cache-control"), "no-store", "{reply:?}");
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({
+            "error": "invalid_grant",
+            "error_description": "the refresh token is invalid, expired, revoked or already used",
+        })
+    );
+}
+
+#[test]
+fn refresh_rotates_and_reuse_revokes_the_family_at_the_edge() {
+    let stack = stack();
+    let (access1, rt1) = login_session(&stack);
+    // ext-authz follows the feed from its start: wait until it decides (startup only).
+    assert!(
+        wait_for(Duration::from_secs(30), || through_envoy(&stack, &access1)
+            .status
+            == 200),
+        "Envoy never allowed a valid token"
+    );
+    // A second session of the same user, which the reuse below must not touch.
+    let (other_access, other_rt) = login_session(&stack);
+
+    // Rotation through Envoy: no token needed on /token (ext_authz disabled there).
+    let reply = refresh(&stack, &rt1);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.header("cache-control"), "no-store");
+    let body = reply.json();
+    let access2 = body["access_token"].as_str().unwrap().to_owned();
+    let rt2 = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(rt1, rt2);
+    assert_eq!(
+        through_envoy(&stack, &access2).echo()["headers"]["x-auth-email"],
+        stack.user.email
+    );
+    // The replaced access token is still valid until its exp (written down above).
+    assert_eq!(through_envoy(&stack, &access1).status, 200);
+
+    // Reuse of rt1 (already rotated): invalid_grant, and the whole family ends: its live
+    // refresh token fails and its access tokens are refused at the edge within the feed's
+    // latency.
+    assert_invalid_grant(&refresh(&stack, &rt1));
+    let reused = Instant::now();
+    for token in [&access1, &access2] {
+        loop {
+            let reply = through_envoy(&stack, token);
+            if reply.status == 401 {
+                reply.assert_denied(401, "invalid_token", "token revoked");
+                break;
+            }
+            assert_eq!(reply.status, 200, "{reply:?}");
+            assert!(
+                reused.elapsed() < PROPAGATION,
+                "a reused family's access token still allowed after {PROPAGATION:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_invalid_grant(&refresh(&stack, &rt2));
+
+    // The other session is untouched: its access token works, it refreshes.
+    assert_eq!(through_envoy(&stack, &other_access).status, 200);
+    assert_eq!(refresh(&stack, &other_rt).status, 200);
+
+    // Malformed grants through Envoy: login-service's RFC 6749 §5.2 answers.
+    let reply = Reply::of(
+        stack
+            .request(reqwest::Method::POST, "/token")
+            .header("content-type", "application/json")
+            .body(r#"{"grant_type":"refresh_token"}"#),
+    );
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(reply.json()["error"], "invalid_request");
+    // A body over 4096 bytes: Envoy's 413 (the buffer filter, as on /login).
+    let huge = format!(
+        "grant_type=refresh_token&refresh_token={}",
+        "a".repeat(5000)
+    );
+    let reply = Reply::of(
+        stack
+            .request(reqwest::Method::POST, "/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(huge),
+    );
+    assert_eq!(reply.status, 413, "{reply:?}");
+    // GET /token is not the public route: the protected catch-all answers (no token: 401).
+    let reply = Reply::of(stack.get("/token"));
+    reply.assert_denied(401, "missing_token", "missing bearer token");
+}
+
+#[test]
+fn token_is_rate_limited_at_the_edge() {
+    let _stack = stack();
+    // 8 clients × 50 empty grants at once from one address: far over the shipped per-address
+    // bucket of the login route (100, refilled by 50 a second), which /token shares.
+    let start = Instant::now();
+    let replies: Vec<Reply> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let client = client();
+                    (0..50)
+                        .map(|_| {
+                            Reply::of(
+                                client
+                                    .post(format!("{ENVOY}/token"))
+                                    .header("content-type", "application/x-www-form-urlencoded")
+                                    .body("grant_type=refresh_token"),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker"))
+            .collect()
+    });
+    let (mut passed, mut shed) = (0_u64, 0_u64);
+    for reply in &replies {
+        if reply.status == 429 {
+            assert_eq!(reply.header("retry-after"), "1", "{reply:?}");
+            assert_eq!(
+                reply.json(),
+                serde_json::json!({"error": "rate_limited", "message": "too many requests; retry later"})
+            );
+            shed += 1;
+        } else {
+            assert_eq!(reply.status, 400, "{reply:?}");
+            assert_eq!(reply.json()["error"], "invalid_request");
+            passed += 1;
+        }
+    }
+    assert!(shed > 0, "nothing shed out of {}", replies.len());
+    let bound = 100 + 50 * (start.elapsed().as_secs() + 1);
+    assert!(passed <= bound, "{passed} passed, at most {bound}");
+}
