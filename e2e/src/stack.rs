@@ -77,6 +77,8 @@ pub struct Stack {
     transport: Transport,
     /// Extra ext-authz flags (e.g. `--revocation-feed-url`), kept across restarts.
     ext_authz_args: Vec<String>,
+    /// [`Stack::start_observed`]: JSON logs, ext-authz's allow lines (debug) included.
+    observed: bool,
     key_secret: String,
     client: Client,
     /// The admin user (`--admin`).
@@ -108,7 +110,23 @@ impl Stack {
         Self::start_full(Transport::Tcp, &[], true)
     }
 
+    /// Starts a stack (ext-authz over TCP) whose services log JSON (`LOG_FORMAT=json`), with
+    /// ext-authz's allow lines and the demo upstream's per-request lines (both `debug`): for
+    /// following one request through every log ([`Stack::log`]).
+    pub fn start_observed() -> Self {
+        Self::start_full_observed(Transport::Tcp, &[], false, true)
+    }
+
     fn start_full(transport: Transport, ext_authz_args: &[&str], mysql: bool) -> Self {
+        Self::start_full_observed(transport, ext_authz_args, mysql, false)
+    }
+
+    fn start_full_observed(
+        transport: Transport,
+        ext_authz_args: &[&str],
+        mysql: bool,
+        observed: bool,
+    ) -> Self {
         let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         for name in ["ext-authz", "login-service", "demo-upstream"] {
             binary(name);
@@ -124,7 +142,7 @@ impl Stack {
         } else {
             Database::Sqlite
         };
-        match Self::build(transport, ext_authz_args, serial, database) {
+        match Self::build(transport, ext_authz_args, serial, database, observed) {
             Ok(stack) => stack,
             Err(err) => panic!("cannot start the e2e stack: {err:#}"),
         }
@@ -135,6 +153,7 @@ impl Stack {
         ext_authz_args: Vec<String>,
         serial: MutexGuard<'static, ()>,
         database: Database,
+        observed: bool,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("e2e-stack-").tempdir()?;
         let keys = dir.path().join("keys");
@@ -170,6 +189,7 @@ impl Stack {
             dir,
             transport,
             ext_authz_args,
+            observed,
             key_secret,
             client: client(),
             admin: User {
@@ -231,6 +251,11 @@ impl Stack {
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "1")
             .current_dir(self.dir.path());
+        if self.observed {
+            command
+                .env("RUST_LOG", "info,ext_authz=debug,demo_upstream=debug")
+                .env("LOG_FORMAT", "json");
+        }
         command
     }
 
@@ -434,6 +459,12 @@ impl Stack {
     /// Envoy's log (its JSON access log is on stdout, which goes here too).
     pub fn envoy_log(&self) -> String {
         fs::read_to_string(self.path("envoy.log")).unwrap_or_default()
+    }
+
+    /// The log (stdout and stderr) of `component`: `envoy`, `ext-authz`, `login-service` or
+    /// `demo-upstream`.
+    pub fn log(&self, component: &str) -> String {
+        fs::read_to_string(self.path(&format!("{component}.log"))).unwrap_or_default()
     }
 
     /// A request to Envoy's listener.

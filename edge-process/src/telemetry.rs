@@ -33,3 +33,35 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// Longest `x-request-id` put into a log line (Envoy's are 36-byte UUIDs).
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// The `x-request-id` header value to log as `request_id`, or `""`: every service logs the id
+/// Envoy assigned, so one request greps out of Envoy's access log and every service's lines.
+/// Why bounded and visible ASCII only: a client that reaches a service directly chooses the
+/// header, and must not forge log lines or fill the log with it.
+pub fn request_id(value: Option<&[u8]>) -> &str {
+    value
+        .filter(|v| v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(u8::is_ascii_graphic))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_is_kept_only_when_short_and_printable() {
+        let uuid = "3f0c2a1e-9b7d-4c55-8e21-0a6b1c2d3e4f";
+        assert_eq!(request_id(Some(uuid.as_bytes())), uuid);
+        assert_eq!(request_id(None), "");
+        assert_eq!(request_id(Some(b"a\nlevel=ERROR forged")), "");
+        assert_eq!(request_id(Some(b"with space")), "");
+        assert_eq!(request_id(Some("é".as_bytes())), "");
+        let max = "x".repeat(MAX_REQUEST_ID_LEN);
+        assert_eq!(request_id(Some(max.as_bytes())), max);
+        assert_eq!(request_id(Some(format!("{max}x").as_bytes())), "");
+    }
+}

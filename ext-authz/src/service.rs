@@ -9,7 +9,10 @@
 //!   not usable, see [`Revocations::usable`]): Envoy then applies
 //!   `failure_mode_allow`/`status_on_error`;
 //! - every header mutation sets `append: false` (Envoy's reading of an unset flag changed
-//!   between versions) and uses lower-case names.
+//!   between versions) and uses lower-case names;
+//! - allows and denials carry `dynamic_metadata` (the decision log, [`decision_metadata`]):
+//!   Envoy files it under the filter's name `envoy.filters.http.ext_authz`, where the access log
+//!   (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%`) and later filters read it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, OkHttpResponse,
 };
-use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
@@ -28,7 +31,7 @@ use crate::external::ExternalIssuers;
 use crate::jwks::JwksStore;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy::{ISSUERS, Policy, REQUIRE_ROLES};
 use crate::revocation::Revocations;
 
 /// Identity header: the token's `sub`.
@@ -109,9 +112,8 @@ impl AuthzService {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref())
             .map_or(&*NO_HEADERS, |http| &http.headers);
-        let policy = attributes.map_or(Policy::NONE, |a| {
-            Policy::from_context_extensions(&a.context_extensions)
-        });
+        let extensions = attributes.map(|a| &a.context_extensions);
+        let policy = extensions.map_or(Policy::NONE, Policy::from_context_extensions);
         // Why: `request.http.id` is Envoy's stream id; the id that ties logs together is the
         // `x-request-id` header.
         let request_id = headers.get("x-request-id").map_or("", String::as_str);
@@ -148,7 +150,9 @@ impl AuthzService {
             request_refresh_on_unknown_kid(&decision, headers, store, set);
         }
         log_decision(&decision, request_id);
-        let response = self.response(decision, &started);
+        let metadata = decision_metadata(&decision, headers, extensions);
+        let mut response = self.response(decision, &started);
+        response.dynamic_metadata = Some(metadata);
         Ok(response)
     }
 
@@ -225,6 +229,66 @@ fn request_refresh_on_unknown_kid(
     if let Some(index) = token.ok().and_then(|t| set.route(t)) {
         store.request_refresh(index);
     }
+}
+
+/// The decision log entry Envoy gets as `dynamic_metadata` (envoy/envoy.yaml.in's access log
+/// shows it): `decision`, `reason`, and when known `subject` (the token's `sub`), `kid` (of a
+/// *verified* token only: an unverified header is the client's text), and the route's policy
+/// (`require_roles`, `issuers`: route configuration, never client input).
+/// Why no token and no e-mail: the access log is read by more people than the user table.
+fn decision_metadata(
+    decision: &Decision,
+    headers: &HashMap<String, String>,
+    extensions: Option<&HashMap<String, String>>,
+) -> Struct {
+    let (label, reason, claims) = match decision {
+        Decision::Allow { claims } => ("allow", ALLOW_LABEL, Some(claims)),
+        Decision::Deny(d) => ("deny", d.reason.label(), None),
+        Decision::DryRunAllow { claims, denial } => {
+            ("dry_run_allow", denial.reason.label(), claims.as_ref())
+        }
+    };
+    let mut fields = HashMap::with_capacity(6);
+    let mut put = |key: &str, value: &str| {
+        fields.insert(
+            key.to_owned(),
+            Value {
+                kind: Some(Kind::StringValue(value.to_owned())),
+            },
+        );
+    };
+    put("decision", label);
+    put("reason", reason);
+    if let Some(claims) = claims {
+        put("subject", &claims.sub);
+        if let Some(kid) = verified_kid(headers) {
+            put("kid", &kid);
+        }
+    }
+    for key in [REQUIRE_ROLES, ISSUERS] {
+        if let Some(value) = extensions.and_then(|e| e.get(key)) {
+            put(key, value);
+        }
+    }
+    Struct { fields }
+}
+
+/// The `kid` of the request's bearer token, read only after the token verified (so it names a
+/// key we hold); `None` when it has none or is not one of ours (an external issuer's `kid` is
+/// checked by the same rule).
+fn verified_kid(headers: &HashMap<String, String>) -> Option<String> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Header {
+        kid: Option<String>,
+    }
+    let token = auth_token::bearer::parse(headers.get("authorization").map(String::as_str)).ok()?;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let kid = serde_json::from_slice::<Header>(&bytes).ok()?.kid?;
+    auth_token::keys::valid_kid(&kid).then_some(kid)
 }
 
 /// A header mutation that overwrites (or adds) `name`.

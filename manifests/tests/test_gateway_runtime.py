@@ -196,7 +196,9 @@ def stack(overlays, tmp_path_factory):
         # ext-authz decides only after its first revocation snapshot (503 until then): a plain
         # 401 for an anonymous request shows the whole check path is up.
         wait_for(lambda: request(f"{base}/hello")[0] == 401, "ext-authz deciding", procs=procs)
-        yield {"base": base, "ready": ready, "keys_dir": keys_dir, "keys": secret_keys}
+        yield {"base": base, "ready": ready, "keys_dir": keys_dir, "keys": secret_keys,
+               "ext_authz_metrics": f"http://127.0.0.1:{ports['metrics']}/metrics",
+               "login": f"http://127.0.0.1:{ports['login']}"}
     finally:
         for p, _ in procs:
             p.terminate()
@@ -208,10 +210,15 @@ def stack(overlays, tmp_path_factory):
                 p.wait()
 
 
-def test_readiness_listener_exposes_only_ready(stack):
+def test_readiness_listener_exposes_only_ready_and_prometheus_stats(stack):
     assert request(f"{stack['ready']}/ready")[0] == 200
-    for path in ("/stats", "/config_dump", "/clusters", "/"):
+    status, _, body = request(f"{stack['ready']}/stats/prometheus")
+    assert status == 200 and b"# TYPE envoy_" in body
+    # Admin query parameters never pass (`filter=` runs a regex over every stat name).
+    for path in ("/stats", "/config_dump", "/clusters", "/", "/stats/prometheus?filter=.",
+                 "/stats/prometheus?usedonly", "/stats/prometheus/"):
         assert request(f"{stack['ready']}{path}")[0] == 404, path
+    assert request(f"{stack['ready']}/stats/prometheus", method="POST")[0] == 404
     assert request(f"{stack['ready']}/quitquitquit", method="POST")[0] == 404
     assert request(f"{stack['ready']}/ready", method="POST")[0] == 404
 

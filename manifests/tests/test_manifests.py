@@ -571,14 +571,21 @@ def test_network_flows(r):
 
 # ---- Envoy: the Kubernetes-only parts of the gateway config -------------------------------------
 
-def test_k8s_envoy_readiness_exposes_only_get_ready_of_the_loopback_admin():
+def test_k8s_envoy_readiness_exposes_only_get_ready_and_prometheus_stats_of_the_loopback_admin():
     k8s = yaml.safe_load(K8S_ENVOY.read_text())
-    # The Kubernetes-only pieces, in full: readiness proxies GET /ready to the loopback admin.
+    # The Kubernetes-only pieces, in full: readiness proxies GET /ready to the loopback admin, and
+    # GET /stats/prometheus exactly (no query string: the `:path` header includes it) for the
+    # monitoring component's scrape (issue #14).
     ready = next(l for l in k8s["static_resources"]["listeners"] if l["name"] == "ready")
     hcm = ready["filter_chains"][0]["filters"][0]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert routes[0]["match"]["path"] == "/ready" and routes[0]["route"]["cluster"] == "envoy_admin"
-    assert routes[1] == {"match": {"prefix": "/"}, "direct_response": {"status": 404}}
+    assert routes[1]["match"] == {"path": "/stats/prometheus", "headers": [
+        {"name": ":method", "string_match": {"exact": "GET"}},
+        {"name": ":path", "string_match": {"exact": "/stats/prometheus"}}]}
+    assert routes[1]["route"]["cluster"] == "envoy_admin"
+    assert routes[2] == {"match": {"prefix": "/"}, "direct_response": {"status": 404}}
+    assert len(routes) == 3
     assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.router"]
     admin = next(c for c in k8s["static_resources"]["clusters"] if c["name"] == "envoy_admin")
     admin_sa = admin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]

@@ -13,6 +13,7 @@ mod edge_errors;
 mod faults;
 mod flows;
 mod limits;
+mod observability;
 mod outage;
 mod revocation;
 mod sessions;

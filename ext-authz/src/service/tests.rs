@@ -235,3 +235,79 @@ async fn grpc_trait_delegates() {
         .into_inner();
     ok_response(&resp);
 }
+
+/// The string fields of a response's `dynamic_metadata`.
+fn metadata(response: &CheckResponse) -> HashMap<String, String> {
+    response
+        .dynamic_metadata
+        .as_ref()
+        .expect("dynamic_metadata set on every decision")
+        .fields
+        .iter()
+        .map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(s)) => (k.clone(), s.clone()),
+            other => panic!("{k}: not a string: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn allow_carries_the_decision_log_without_token_or_email() {
+    let token = issue("k1", SECRET, &["admin"]);
+    let resp = service(false, false)
+        .check_request(&check_request(
+            headers(&format!("Bearer {token}")),
+            &[("require_roles", "admin")],
+        ))
+        .unwrap();
+    ok_response(&resp);
+    let m = metadata(&resp);
+    assert_eq!(
+        m,
+        HashMap::from(
+            [
+                ("decision", "allow"),
+                ("reason", "ok"),
+                ("subject", "42"),
+                ("kid", "k1"),
+                ("require_roles", "admin"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        )
+    );
+    let all: String = m.values().cloned().collect();
+    assert!(!all.contains(&token) && !all.contains("user@example.com"));
+}
+
+#[test]
+fn denials_carry_the_reason_and_never_the_clients_kid_or_token() {
+    // A forged token naming a kid: the kid is the client's text, so it is not logged.
+    let forged = forge(
+        r#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#,
+        &payload(0, 0, 1),
+        OTHER_SECRET,
+    );
+    let resp = service(false, false)
+        .check_request(&check_request(headers(&format!("Bearer {forged}")), &[]))
+        .unwrap();
+    denied_response(&resp);
+    let m = metadata(&resp);
+    assert_eq!(m.get("decision").map(String::as_str), Some("deny"));
+    assert_eq!(m.get("reason").map(String::as_str), Some("bad_signature"));
+    assert!(
+        !m.contains_key("kid") && !m.contains_key("subject"),
+        "{m:?}"
+    );
+    assert!(!m.values().any(|v| v.contains(&forged)));
+
+    let resp = service(false, false)
+        .check_request(&check_request(HashMap::new(), &[]))
+        .unwrap();
+    assert_eq!(
+        metadata(&resp),
+        HashMap::from([
+            ("decision".to_owned(), "deny".to_owned()),
+            ("reason".to_owned(), "missing_token".to_owned())
+        ])
+    );
+}

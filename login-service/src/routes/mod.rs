@@ -58,8 +58,23 @@ pub fn router(state: Arc<AppState>) -> Router {
             header_limit(max_header_bytes, req, next)
         }))
         .layer(middleware::from_fn(json_errors))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The span every log line of one request is in: method, path (never the query) and Envoy's
+/// `x-request-id` (bounded, [`edge_process::telemetry::request_id`]), so one request greps out
+/// of Envoy's access log, ext-authz's and these logs.
+fn request_span(req: &Request<Body>) -> tracing::Span {
+    let request_id = edge_process::telemetry::request_id(
+        req.headers().get("x-request-id").map(|v| v.as_bytes()),
+    );
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = req.uri().path(),
+        request_id
+    )
 }
 
 /// Refuses requests whose headers exceed `limit` bytes in total (431).
