@@ -32,8 +32,11 @@ lint: bootstrap ## cargo fmt --check, clippy -D warnings (workspace and fuzz/), 
 build: bootstrap ## build every binary (debug), as the e2e tests start them
 	$(CARGO) build --workspace --bins --locked
 
-unit: build ## cargo test for the whole workspace (unit, integration and e2e tests)
+# fuzz/ is outside the workspace: its targets' bodies also run on stable over the committed
+# seed corpus (fuzz/seeds/, and fuzz/corpus/ when `make fuzz` left one), as regression tests.
+unit: build ## cargo test for the whole workspace (unit, integration and e2e tests); fuzz seed replay
 	$(CARGO) test --workspace --locked --no-fail-fast
+	$(CARGO) test --manifest-path fuzz/Cargo.toml --lib --locked
 
 k8s: build ## check the Kubernetes manifests and the gateway they describe
 	./scripts/check-k8s.sh
@@ -50,8 +53,9 @@ envoy-check: bootstrap ## fail when a committed Envoy config is stale; validate 
 
 # The quick start as a newcomer meets it: scripts/run.sh (bootstrap, build, start), the
 # walkthrough's requests, SIGTERM and cleanup. Fixed ports, like the e2e tests.
-smoke: build ## the quick start as a newcomer meets it: make run, requests, SIGTERM, cleanup
+smoke: build ## the quick start as a newcomer meets it: make run (TCP and --uds), requests, SIGTERM, cleanup
 	./scripts/smoke-run.sh
+	./scripts/smoke-run.sh --uds
 
 test: lint unit k8s envoy-check smoke ## everything CI checks
 	@echo "make test: all checks passed"

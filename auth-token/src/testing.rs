@@ -128,6 +128,14 @@ pub fn check_request_for(http: HttpRequest, extensions: &[(&str, &str)]) -> Chec
     }
 }
 
+/// The value of the Prometheus series whose line starts with `series` (the name, with its labels
+/// when it has any) in a `/metrics` text, if exported. Shared by the services' integration tests
+/// and the e2e tests, which scrape the same exposition format.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// A token with exactly this header and payload JSON text, signed by `key` with its own algorithm
 /// (EdDSA for an Ed25519 key): for attack tests that need a valid signature under a hostile
 /// header (`jku`, `x5u`, a wrong `kid`). Panics when `key` is a public key.

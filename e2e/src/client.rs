@@ -118,6 +118,24 @@ impl Reply {
         );
     }
 
+    /// Asserts an answer made by Envoy itself (issue #13): `status`, exactly the services' JSON
+    /// shape `{"error": error, "message": <text>}` as `application/json`, a request id, and no
+    /// `server: envoy` banner.
+    #[track_caller]
+    pub fn assert_edge_error(&self, status: u16, error: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert!(
+            self.header("content-type").starts_with("application/json"),
+            "{self:?}"
+        );
+        let body = self.json();
+        assert_eq!(body["error"], error, "{body}");
+        assert!(body["message"].is_string(), "{body}");
+        assert_eq!(body.as_object().map(|o| o.len()), Some(2), "{body}");
+        assert!(!self.header("x-request-id").is_empty(), "{self:?}");
+        assert!(self.headers.get("server").is_none(), "{self:?}");
+    }
+
     /// The echo of demo-upstream: asserts 200 and returns the JSON.
     #[track_caller]
     pub fn echo(&self) -> serde_json::Value {

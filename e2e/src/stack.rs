@@ -29,7 +29,7 @@ use crate::process::{Process, binary, envoy_binary, tail, workspace_root};
 
 mod control;
 
-pub use control::{AuthzReplica, LoginReplica};
+pub use control::{AuthzReplica, LoginReplica, Stopped};
 
 /// The kid of the test signing key (the key file's name).
 pub const KID: &str = "e2e-1";
@@ -454,6 +454,21 @@ impl Stack {
             .and_then(Response::json)
             .expect("demo-upstream /stats");
         body["requests"].as_u64().expect("requests is a number")
+    }
+
+    /// ext-authz's `/metrics` text (Prometheus exposition), read from its metrics port.
+    pub fn ext_authz_metrics(&self) -> String {
+        self.client
+            .get(format!("http://{EXT_AUTHZ_METRICS}/metrics"))
+            .send()
+            .and_then(Response::error_for_status)
+            .and_then(Response::text)
+            .expect("ext-authz /metrics")
+    }
+
+    /// ext-authz's log (stderr and stdout, every start of it appended).
+    pub fn ext_authz_log(&self) -> String {
+        fs::read_to_string(self.path("ext-authz.log")).unwrap_or_default()
     }
 
     /// Envoy's log (its JSON access log is on stdout, which goes here too).

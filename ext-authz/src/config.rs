@@ -107,6 +107,11 @@ pub struct Config {
     /// request timeout).
     #[arg(long, env = "REVOCATION_FEED_WAIT", default_value = "8s", value_parser = parse_duration)]
     pub revocation_feed_wait: Duration,
+    /// Entries asked per feed page (the snapshot arrives in pages of this size; the feed caps
+    /// it at 10000). Smaller pages mean more requests but smaller responses to hold.
+    #[arg(long, env = "REVOCATION_FEED_PAGE_LIMIT", default_value_t = auth_token::feed::DEFAULT_LIMIT,
+          value_parser = clap::value_parser!(i64).range(1..=auth_token::feed::MAX_LIMIT))]
+    pub revocation_feed_page_limit: i64,
     /// A trusted external OIDC issuer, `NAME=URL#AUDIENCE` (repeatable; env comma-separated):
     /// keys from `URL/.well-known/openid-configuration` → `jwks_uri`, tokens must carry `iss` =
     /// URL exactly and `aud` AUDIENCE (required); default claim mapping (`sub`, `email`, no roles). Its tokens pass only routes
@@ -263,6 +268,7 @@ impl Config {
                 .ok()
                 .flatten(),
             wait: self.revocation_feed_wait,
+            page_limit: self.revocation_feed_page_limit,
             grace: self.revocation_grace,
             startup_wait: self.revocation_startup_wait,
             fail_closed: self.revocation_fail_closed,

@@ -3,14 +3,17 @@
 //!
 //! [`follow`]: `GET <url>?since=0&wait=0` pages through the snapshot (collected into a fresh
 //! set, swapped in whole), then long-polls `?since=<cursor>&wait=<--revocation-feed-wait>`
-//! (409 `cursor_ahead`: the feed's database was replaced, take a new snapshot). Errors back off
-//! (250 ms → 5 s), are counted and logged once per distinct message; 401/403/404 are recorded
-//! as a configuration error ([`Revocations::set_misconfigured`]).
+//! (409 `cursor_ahead`: the feed's database was replaced, take a new snapshot; the active set
+//! stays until the new one is complete). Pages hold at most `--revocation-feed-page-limit`
+//! entries. Errors back off (a doubling step 250 ms → 5 s, each delay drawn from the upper half
+//! of its step, so replicas that failed together do not retry in lockstep), are counted, and
+//! logged once per outage (and once more when it turns into a configuration error); 401/403/404
+//! are recorded as a configuration error ([`Revocations::set_misconfigured`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_token::feed::{DEFAULT_LIMIT, FeedPage, FeedQuery};
+use auth_token::feed::{FeedPage, FeedQuery};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::metrics::Metrics;
@@ -27,6 +30,8 @@ pub struct FeedConfig {
     pub token: Option<SecretString>,
     /// Long-poll wait asked of the server.
     pub wait: Duration,
+    /// Entries asked per page (`limit`).
+    pub page_limit: i64,
     /// Without a successful feed response for this long the feed is stale: the feed health
     /// service turns NOT_SERVING (and, when `fail_closed`, checks fail with UNAVAILABLE).
     pub grace: Duration,
@@ -65,7 +70,7 @@ async fn fetch(
         .query(&FeedQuery {
             since,
             wait: wait.as_secs(),
-            limit: Some(DEFAULT_LIMIT),
+            limit: Some(config.page_limit),
         })
         // Why: the server holds a long poll for `wait`; allow for that plus a slow answer.
         .timeout(wait + Duration::from_secs(5));
@@ -86,6 +91,29 @@ async fn fetch(
     Ok(response.json::<FeedPage>().await?)
 }
 
+/// The first retry step after a failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The largest retry step.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The delay before a retry: within the upper half of `step` ("equal jitter"), `unit` in
+/// `[0, 1)` choosing where. Never shorter than half the step, so the doubling still bounds the
+/// request rate; spread, so replicas cut off by the same restart come back at different times.
+fn jittered(step: Duration, unit: f64) -> Duration {
+    step.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+}
+
+/// A uniform value in `[0, 1)` from the standard library's per-instance random hash keys (no
+/// RNG dependency for a jitter).
+fn random_unit() -> f64 {
+    use std::hash::BuildHasher as _;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(0_u8) >> 11;
+    // 53 random bits: exact in an f64.
+    #[allow(clippy::cast_precision_loss)]
+    let unit = bits as f64 / (1_u64 << 53) as f64;
+    unit
+}
+
 /// Follows the feed until `shutdown`: snapshot, then long polls (see the module docs).
 pub async fn follow(
     state: Arc<Revocations>,
@@ -99,8 +127,9 @@ pub async fn follow(
         .connect_timeout(Duration::from_secs(3))
         .build()
         .unwrap_or_default();
-    let mut backoff = Duration::from_millis(250);
-    let mut last_error: Option<String> = None;
+    let mut backoff = FIRST_BACKOFF;
+    // The failures of the current outage, and whether it was logged as a configuration error.
+    let mut outage: Option<(u64, bool)> = None;
     // `None` until the snapshot is complete: pages are collected into a fresh set first.
     let mut snapshot: Option<RevocationSet> = Some(RevocationSet::default());
     let mut cursor = 0_i64;
@@ -119,38 +148,45 @@ pub async fn follow(
             Err(FeedError::CursorAhead) => {
                 metrics.record_feed_error();
                 tracing::warn!(cursor, "{}", FeedError::CursorAhead);
+                // Why: the active set stays in force until the new snapshot is complete (a
+                // half-read snapshot would let revoked tokens through).
                 snapshot = Some(RevocationSet::default());
                 cursor = 0;
                 continue;
             }
             Err(e) => {
                 metrics.record_feed_error();
+                let misconfigured = matches!(e, FeedError::Misconfigured(_));
                 if let FeedError::Misconfigured(status) = e {
                     state.set_misconfigured(Some(status));
                 }
-                let message = e.to_string();
-                if last_error.as_deref() != Some(&message) {
-                    if matches!(e, FeedError::Misconfigured(_)) {
-                        // `watch` repeats it every minute while it lasts.
-                        tracing::error!(error = %message, "revocation feed refuses this replica: configuration error");
-                    } else {
-                        tracing::warn!(error = %message, "revocation feed failed; keeping what is known");
-                    }
-                    last_error = Some(message);
+                let (failures, logged_misconfigured) = outage.get_or_insert((0, false));
+                *failures += 1;
+                // Why once per outage: every replica retries several times a second at first;
+                // a line per retry (or per alternating message) floods the log for as long as
+                // login-service is down. The counter shows how long it lasts.
+                if misconfigured && !*logged_misconfigured {
+                    *logged_misconfigured = true;
+                    // `watch` repeats it every minute while it lasts.
+                    tracing::error!(error = %e, "revocation feed refuses this replica: configuration error");
+                } else if *failures == 1 {
+                    tracing::warn!(error = %e, "revocation feed failed; keeping what is known");
+                } else {
+                    tracing::debug!(error = %e, failures = *failures, "revocation feed still failing");
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(jittered(backoff, random_unit())) => {}
                     () = shutdown.wait() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         state.set_misconfigured(None);
-        if last_error.take().is_some() {
-            tracing::info!("revocation feed recovered");
+        if let Some((failures, _)) = outage.take() {
+            tracing::info!(failures, "revocation feed recovered");
         }
-        backoff = Duration::from_millis(250);
+        backoff = FIRST_BACKOFF;
         let now = auth_token::now_unix();
         cursor = page.cursor.max(cursor);
         match snapshot.as_mut() {
@@ -178,5 +214,35 @@ pub async fn follow(
         if snapshot.is_none() {
             state.mark_synced();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_stay_in_the_upper_half_of_the_step_and_spread() {
+        let step = Duration::from_secs(4);
+        assert_eq!(jittered(step, 0.0), Duration::from_secs(2));
+        assert_eq!(jittered(step, 0.5), Duration::from_secs(3));
+        assert!(jittered(step, 0.999_999) < step);
+        // Out-of-range units cannot leave the band.
+        assert_eq!(jittered(step, -3.0), Duration::from_secs(2));
+        assert_eq!(jittered(step, 7.0), step);
+
+        // Ten replicas failing together: their first retries differ (equal delays would put
+        // them back in lockstep), and every one is within its band.
+        let delays: std::collections::BTreeSet<Duration> = (0..10)
+            .map(|_| jittered(FIRST_BACKOFF, random_unit()))
+            .collect();
+        assert!(delays.len() > 5, "{delays:?}");
+        for d in &delays {
+            assert!(*d >= FIRST_BACKOFF / 2 && *d < FIRST_BACKOFF, "{d:?}");
+        }
+        let units: Vec<f64> = (0..1000).map(|_| random_unit()).collect();
+        assert!(units.iter().all(|u| (0.0..1.0).contains(u)));
+        let low = units.iter().filter(|u| **u < 0.5).count();
+        assert!((350..=650).contains(&low), "{low} of 1000 below 0.5");
     }
 }

@@ -2,45 +2,9 @@
 //! compiled here from its source so the fuzz build does not link the database drivers).
 //! Never panics; every `Ok` must round-trip: the e-mail has no `:` and `email:password` is
 //! exactly what the base64 payload decodes to.
+//!
+//! The body is [`edge_auth_fuzz::targets::basic_credentials::run`], which `make test` also runs over the
+//! committed seeds (fuzz/src/lib.rs, `replay`) on the stable toolchain.
 #![no_main]
 
-#[allow(dead_code, missing_docs)]
-#[path = "../../login-service/src/credentials.rs"]
-mod credentials;
-
-use base64::Engine as _;
-use base64::alphabet::STANDARD;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use libfuzzer_sys::fuzz_target;
-use secrecy::ExposeSecret as _;
-
-const LENIENT: GeneralPurpose = GeneralPurpose::new(
-    &STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
-
-fuzz_target!(|data: &[u8]| {
-    let header = (data.first() != Some(&0)).then_some(data);
-    if let Ok(c) = credentials::parse_basic(header) {
-        let value = std::str::from_utf8(data)
-            .expect("accepted a non-UTF-8 header")
-            .trim();
-        let (scheme, rest) = value
-            .split_once(' ')
-            .expect("accepted a header without a space");
-        assert!(
-            scheme.eq_ignore_ascii_case("basic"),
-            "accepted scheme {scheme:?}"
-        );
-        assert!(!c.email.contains(':'), "user-id with a colon");
-        let decoded = LENIENT.decode(rest.trim()).expect("accepted bad base64");
-        let joined = format!("{}:{}", c.email, c.password.expose_secret());
-        assert_eq!(
-            joined.as_bytes(),
-            decoded.as_slice(),
-            "credentials do not round-trip"
-        );
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| edge_auth_fuzz::targets::basic_credentials::run(data));

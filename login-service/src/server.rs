@@ -81,6 +81,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Migrations and the dummy hash block: keep them off the async workers.
     let state = tokio::task::spawn_blocking(move || build_state(settings)).await??;
     let listener = TcpListener::bind(addr).await?;
+    // Why the bound address: with `--http-addr 127.0.0.1:0` (tests, tools) this line is how the
+    // caller learns the port, which stays held by this process from the bind on.
+    let addr = listener.local_addr()?;
     info!(%addr, backend, signing_kid, "login-service listening");
     let shutdown = async {
         edge_process::shutdown_signal().await;

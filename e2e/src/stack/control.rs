@@ -32,6 +32,27 @@ pub struct AuthzReplica {
     pub grpc: String,
 }
 
+/// A process stopped by [`Stack::stop_process`]; SIGCONT on drop (also when a test fails, so
+/// the stack's teardown never meets a stopped child).
+pub struct Stopped {
+    pid: u32,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.pid, "-CONT");
+    }
+}
+
+/// `kill SIG PID`; panics when it fails (outside a panic, where it could only mask the first).
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok || std::thread::panicking(), "kill {sig} {pid} failed");
+}
+
 /// Writes `dir/name` through a dot-file renamed into place.
 fn write_atomically(dir: &std::path::Path, name: &str, contents: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -110,6 +131,39 @@ impl Stack {
         self.wait_login_service();
     }
 
+    /// Replaces login-service's database with a new, empty one (a SQLite stack: the file is
+    /// deleted), as an operator restoring or recreating it would: login-service stopped,
+    /// `migrate`, the stack's two users added again, login-service started with `args`. The
+    /// revocation feed's ids start again from 1.
+    pub fn replace_login_database(&mut self, args: &[&str]) {
+        self.kill_login_service();
+        assert!(
+            matches!(self.database, crate::database::Database::Sqlite),
+            "replace_login_database: SQLite stacks only"
+        );
+        for suffix in ["", "-wal", "-shm"] {
+            let path = self.path(&format!("login.sqlite{suffix}"));
+            if path.exists() {
+                fs::remove_file(&path).expect("remove the SQLite database");
+            }
+        }
+        self.login_cli(&["migrate"], None).expect("migrate");
+        let (admin, user) = (self.admin.clone(), self.user.clone());
+        self.login_cli(
+            &["user", "add", &admin.email, "--admin", "--password-stdin"],
+            Some(&admin.password),
+        )
+        .expect("add the admin again");
+        self.login_cli(
+            &["user", "add", &user.email, "--password-stdin"],
+            Some(&user.password),
+        )
+        .expect("add the user again");
+        self.spawn_login_service(args)
+            .expect("restart login-service");
+        self.wait_login_service();
+    }
+
     /// Starts another login-service on `port` against the stack's database and keys, with `args`
     /// added, and waits until its `/readyz` answers 200.
     pub fn spawn_login_replica(&self, port: u16, args: &[&str]) -> LoginReplica {
@@ -146,6 +200,21 @@ impl Stack {
             _process: process,
             grpc,
         }
+    }
+
+    /// Stops the stack's process `name` (`"ext-authz"`, `"demo-upstream"`...) with SIGSTOP: it
+    /// keeps its sockets, so connections are accepted by the kernel and never answered (a hung
+    /// process, not a dead one). SIGCONT when the returned guard is dropped.
+    #[must_use = "the process resumes when the guard is dropped"]
+    pub fn stop_process(&self, name: &str) -> Stopped {
+        let pid = self
+            .pids()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no running {name}"))
+            .1;
+        signal(pid, "-STOP");
+        Stopped { pid }
     }
 
     /// Process ids of Envoy, ext-authz, login-service and demo-upstream (for RSS sampling).

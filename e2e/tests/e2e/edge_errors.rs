@@ -12,23 +12,6 @@ use e2e::client::{Bearer as _, Reply};
 use e2e::ports::ENVOY_ADDR;
 use e2e::stack::Stack;
 
-/// Asserts an answer made by Envoy itself: status, JSON `error`, content type, request id,
-/// no product banner.
-#[track_caller]
-fn assert_edge_error(reply: &Reply, status: u16, error: &str) {
-    assert_eq!(reply.status, status, "{reply:?}");
-    assert!(
-        reply.header("content-type").starts_with("application/json"),
-        "{reply:?}"
-    );
-    let body = reply.json();
-    assert_eq!(body["error"], error, "{body}");
-    assert!(body["message"].is_string(), "{body}");
-    assert_eq!(body.as_object().map(|o| o.len()), Some(2), "{body}");
-    assert!(!reply.header("x-request-id").is_empty(), "{reply:?}");
-    assert!(reply.headers.get("server").is_none(), "{reply:?}");
-}
-
 /// A raw HTTP/1.1 exchange (for requests reqwest will not send); returns the response head.
 fn raw(request: &[u8]) -> String {
     let mut stream = TcpStream::connect(ENVOY_ADDR).expect("connect to Envoy");
@@ -53,7 +36,7 @@ fn envoys_own_errors_answer_json_with_a_request_id_and_no_banner() {
             .basic_auth(&stack.admin.email, Some(&stack.admin.password))
             .body(vec![b'a'; 1 << 20]),
     );
-    assert_edge_error(&reply, 413, "payload_too_large");
+    reply.assert_edge_error(413, "payload_too_large");
     // A small body still reaches login-service.
     let reply = Reply::of(
         stack
@@ -65,12 +48,12 @@ fn envoys_own_errors_answer_json_with_a_request_id_and_no_banner() {
 
     // 431: headers over max_request_headers_kb (32 KiB).
     let reply = Reply::of(stack.get("/hello").header("x-big", "a".repeat(40 * 1024)));
-    assert_edge_error(&reply, 431, "headers_too_large");
+    reply.assert_edge_error(431, "headers_too_large");
 
     // 400: an escaped slash (path normalization) and a route-0 path.
     for path in ["/a%2Fb", "/admin;x=1"] {
         let reply = Reply::of(stack.get(path));
-        assert_edge_error(&reply, 400, "invalid_path");
+        reply.assert_edge_error(400, "invalid_path");
     }
 
     // 404: no route (`OPTIONS *`).
@@ -84,29 +67,16 @@ fn envoys_own_errors_answer_json_with_a_request_id_and_no_banner() {
 
     // 504: an upstream over its route timeout (15 s): demo-upstream stopped (SIGSTOP), so it
     // accepts the connection but never answers.
-    let upstream = stack
-        .pids()
-        .into_iter()
-        .find(|(name, _)| *name == "demo-upstream")
-        .expect("demo-upstream pid")
-        .1;
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &upstream.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {sig}");
-    };
     let token = stack.login(&stack.admin);
-    signal("-STOP");
+    let stopped = stack.stop_process("demo-upstream");
     let reply = Reply::of(
         stack
             .get("/hello")
             .bearer(&token)
             .timeout(Duration::from_secs(30)),
     );
-    signal("-CONT");
-    assert_edge_error(&reply, 504, "gateway_timeout");
+    drop(stopped);
+    reply.assert_edge_error(504, "gateway_timeout");
 
     // 503: no upstream (login-service down).
     stack.kill_login_service();
@@ -115,10 +85,10 @@ fn envoys_own_errors_answer_json_with_a_request_id_and_no_banner() {
             .request(Method::POST, "/login")
             .basic_auth(&stack.admin.email, Some(&stack.admin.password)),
     );
-    assert_edge_error(&reply, 503, "service_unavailable");
+    reply.assert_edge_error(503, "service_unavailable");
 
     // 503: ext-authz down (fail closed, status_on_error).
     stack.kill_ext_authz();
     let reply = Reply::of(stack.get("/hello"));
-    assert_edge_error(&reply, 503, "service_unavailable");
+    reply.assert_edge_error(503, "service_unavailable");
 }

@@ -1,6 +1,8 @@
-//! Outages: ext-authz down fails closed with 503; login-service down only breaks logging in.
+//! Outages: ext-authz down, hung, or up but unable to decide fails closed with Envoy's JSON 503
+//! and nothing reaches the upstream; login-service down only breaks logging in.
 
-use std::time::Duration;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use tonic_health::pb::HealthCheckRequest;
@@ -178,6 +180,8 @@ fn login_service_down_with_fail_closed_is_503_at_the_edge() {
         refused,
         "no 503 with fail-closed and the feed down: {last:?}"
     );
+    last.expect("a reply")
+        .assert_edge_error(503, "service_unavailable");
     assert_eq!(health(""), Some(ServingStatus::NotServing));
     assert_eq!(
         stack.upstream_requests(),
@@ -185,3 +189,155 @@ fn login_service_down_with_fail_closed_is_503_at_the_edge() {
         "nothing reached the upstream"
     );
 }
+
+/// Requests that must all be refused with Envoy's 503 while ext-authz cannot decide: a user's
+/// and an admin's valid token, no token, an admin route. Asserts the JSON shape of each and that
+/// the upstream saw none of them.
+#[track_caller]
+fn assert_all_503(stack: &Stack, user: &str, admin: &str) {
+    let seen = stack.upstream_requests();
+    for request in [
+        stack.get("/x").bearer(user),
+        stack.get("/admin/x").bearer(admin),
+        stack.get("/x"),
+        stack.request(Method::DELETE, "/x").bearer(user),
+    ] {
+        Reply::of(request).assert_edge_error(503, "service_unavailable");
+    }
+    assert_eq!(
+        stack.upstream_requests(),
+        seen,
+        "the upstream saw a request"
+    );
+}
+
+/// A LIVE ext-authz that cannot decide yet (issue #20): following a feed that never answers
+/// (a listener this test holds and never accepts on, so no snapshot can arrive; the startup
+/// wait is an hour so the fail-open replica never starts deciding without one) answers gRPC
+/// UNAVAILABLE, which Envoy turns into its JSON 503; the upstream sees nothing. The tokens are
+/// valid: a replica that decided anyway would answer 200.
+#[test]
+fn a_live_ext_authz_before_its_first_revocation_snapshot_is_503_at_the_edge() {
+    let silent_feed = TcpListener::bind("127.0.0.1:0").expect("bind the silent feed");
+    let feed = format!(
+        "http://{}/revocations",
+        silent_feed.local_addr().expect("addr")
+    );
+    let stack = Stack::start_with_args(
+        Transport::Tcp,
+        &[
+            "--revocation-feed-url",
+            &feed,
+            "--revocation-startup-wait",
+            "1h",
+            "--revocation-feed-wait",
+            "1s",
+        ],
+    );
+    let user = stack.sign("2", &stack.user.email, &[], auth_token::now_unix(), HOUR);
+    let admin = stack.sign(
+        "1",
+        &stack.admin.email,
+        &["admin"],
+        auth_token::now_unix(),
+        HOUR,
+    );
+    // Live: it answers health, and says it cannot decide.
+    assert_eq!(health(""), Some(ServingStatus::NotServing));
+    assert_all_503(&stack, &user, &admin);
+    // ext-authz answered with RPC errors, not denials (a deny would be a 401/403 the client
+    // acts on).
+    let errors = auth_token::testing::metric_value(
+        &stack.ext_authz_metrics(),
+        "ext_authz_check_errors_total ",
+    );
+    assert_eq!(errors, Some(4.0));
+}
+
+/// A hung ext-authz (SIGSTOP: its sockets stay open, nothing answers) is Envoy's JSON 503 once
+/// the filter's gRPC timeout (0.5 s in envoy.yaml.in) passes, not a client left waiting until
+/// the route timeout; the upstream sees nothing; it recovers on SIGCONT. The time bound is
+/// deliberately loose (10 s, far above 0.5 s and far below the 60 s request timeout): it tells
+/// "the check timed out" from "Envoy waited for the route or the client".
+#[test]
+fn a_hung_ext_authz_is_503_within_the_check_timeout() {
+    let stack = Stack::start();
+    let user = stack.login(&stack.user);
+    let admin = stack.login(&stack.admin);
+    Reply::of(stack.get("/warm").bearer(&user)).echo();
+
+    let stopped = stack.stop_process("ext-authz");
+    let started = Instant::now();
+    assert_all_503(&stack, &user, &admin);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10 * 4),
+        "4 requests took {took:?}"
+    );
+    for _ in 0..3 {
+        let started = Instant::now();
+        Reply::of(
+            stack
+                .get("/x")
+                .bearer(&user)
+                .timeout(Duration::from_secs(30)),
+        )
+        .assert_edge_error(503, "service_unavailable");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(10), "one request took {took:?}");
+    }
+    drop(stopped);
+
+    let seen = stack.upstream_requests();
+    let mut last = None;
+    let back = wait_for(Duration::from_secs(20), || {
+        let reply = Reply::of(stack.get("/after").bearer(&user));
+        let ok = reply.status == 200;
+        last = Some(reply);
+        ok
+    });
+    assert!(back, "no 200 after SIGCONT: {last:?}");
+    assert_eq!(stack.upstream_requests(), seen + 1);
+}
+
+/// "No keys" cannot make a live ext-authz answer UNAVAILABLE: it refuses to start without keys
+/// (exit 64, "no keys found in DIR") and, when every key file disappears under
+/// it, keeps the keys it has (a failed reload). So emptying the keys directory of a running
+/// gateway is not an outage: valid tokens still pass, forged ones are still refused.
+#[test]
+fn emptying_the_keys_directory_keeps_the_loaded_keys() {
+    let stack = Stack::start();
+    let token = stack.login(&stack.user);
+    let before = failures(&stack);
+    stack.remove_gateway_key(e2e::stack::KID);
+    assert!(
+        wait_for(Duration::from_secs(20), || failures(&stack) > before),
+        "no failed key reload counted"
+    );
+    let echo = Reply::of(stack.get("/x").bearer(&token)).echo();
+    assert_eq!(echo["headers"]["x-auth-email"], stack.user.email.as_str());
+    let forged = auth_token::testing::mint(
+        &auth_token::Key::new(e2e::stack::KID, &[b'x'; 32]).expect("key"),
+        "1",
+        &stack.admin.email,
+        &["admin"],
+        auth_token::now_unix(),
+        HOUR,
+    );
+    Reply::of(stack.get("/admin/x").bearer(&forged)).assert_denied(
+        401,
+        "invalid_token",
+        "invalid signature",
+    );
+}
+
+/// ext-authz's failed key reloads so far.
+fn failures(stack: &Stack) -> f64 {
+    auth_token::testing::metric_value(
+        &stack.ext_authz_metrics(),
+        "ext_authz_key_reload_failures_total ",
+    )
+    .unwrap_or(0.0)
+}
+
+const HOUR: Duration = Duration::from_secs(3600);

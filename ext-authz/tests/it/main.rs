@@ -3,6 +3,7 @@
 
 mod binary;
 mod documented_metrics;
+mod feed_protocol;
 mod grpc;
 mod jwks_fetch;
 mod oidc;

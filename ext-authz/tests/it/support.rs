@@ -19,6 +19,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
+/// One parser of the Prometheus text for every suite.
+pub use auth_token::testing::metric_value;
+
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub const SECRET_2: &str = "second-integration-secret-0123456789abcd";
 pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -220,12 +223,6 @@ impl SecretDir {
         }
         self.files = files.iter().map(|(kid, _)| (*kid).to_owned()).collect();
     }
-}
-
-/// The value of the series whose line starts with `series` (name plus labels), if exported.
-pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// Reads JSON log lines from the child's stderr (where every edge binary logs) until the

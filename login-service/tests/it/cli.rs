@@ -1,9 +1,10 @@
 //! The real binary: migrate, user add/passwd/disable/enable/remove/list, exit codes, startup
 //! configuration errors.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use crate::helpers::{TestDb, binary, code, db_test, run_cli, run_cli_ok, spawn_app_with};
+use crate::served::Served;
 
 fn run(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
     run_cli(db, &[], args, stdin)
@@ -253,59 +254,28 @@ fn startup_configuration_errors_exit_64() {
 #[test]
 fn serve_binary_migrates_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(binary())
-        .env_clear()
-        .env("JWT_SECRET", "k".repeat(32))
-        .env("DATA_DIR", dir.path().join("data"))
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "json")
-        .args(["serve", "--migrate"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let client = reqwest::blocking::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send()
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "server did not become ready"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let data = dir.path().join("data");
+    let secret = "k".repeat(32);
+    let server = Served::start_args(
+        &["--migrate"],
+        &[
+            ("JWT_SECRET", &secret),
+            ("DATA_DIR", data.to_str().unwrap()),
+            ("LOG_FORMAT", "json"),
+        ],
+        "/readyz",
+        200,
+    );
     // The default database is DATA_DIR/login.sqlite, created with its directory.
     assert!(dir.path().join("data/login.sqlite").exists());
-    let r = client.post(format!("{base}/login")).send().unwrap();
-    assert_eq!(r.status(), 401);
-
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
+    let r = reqwest::blocking::Client::new()
+        .post(server.url("/login"))
+        .send()
         .unwrap();
-    assert!(status.success());
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < end, "no exit after SIGTERM");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(exit.success(), "{stderr}");
+    assert_eq!(r.status(), 401);
+    // SIGTERM: a clean exit (asserted by `stop`).
+    let out = server.stop();
     // JSON logs, and nothing secret in them.
-    assert!(stderr.lines().all(|l| l.starts_with('{')), "{stderr}");
-    assert!(!stderr.contains(&"k".repeat(32)));
+    assert!(out.lines().all(|l| l.starts_with('{')), "{out}");
+    assert!(!out.contains(&secret));
 }

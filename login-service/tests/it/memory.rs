@@ -3,10 +3,10 @@
 //! 32 MiB + HASH_CONCURRENCY × the hash's memory (19 MiB). SQLite only: the bound is about the
 //! password hashes, not the database.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::helpers::{TestDb, basic, binary, run_cli_ok};
+use crate::helpers::{TestDb, basic, run_cli_ok};
+use crate::served::Served;
 
 const HASH_CONCURRENCY: u64 = 2;
 const LOGINS: usize = 48;
@@ -23,16 +23,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
 }
 
-/// Kills the server when the test ends, however it ends.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn peak_rss_stays_under_the_hash_memory_bound() {
     let db = TestDb::sqlite();
@@ -43,40 +33,25 @@ fn peak_rss_stays_under_the_hash_memory_bound() {
         &["user", "add", "mem@example.com", "--password-stdin"],
         Some("pw\n"),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Server(
-        Command::new(binary())
-            .env_clear()
-            .env("DATABASE_URL", &db.url)
-            .env("JWT_SECRET", "m".repeat(32))
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("HASH_CONCURRENCY", HASH_CONCURRENCY.to_string())
-            .env("IP_FAILURE_THRESHOLD", "100000")
-            .env("RUST_LOG", "warn")
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let secret = "m".repeat(32);
+    let concurrency = HASH_CONCURRENCY.to_string();
+    let server = Served::start(
+        &[
+            ("DATABASE_URL", &db.url),
+            ("JWT_SECRET", &secret),
+            ("HASH_CONCURRENCY", &concurrency),
+            ("IP_FAILURE_THRESHOLD", "100000"),
+            // The "listening" line (the bound port) and nothing chattier.
+            ("RUST_LOG", "warn,login_service::server=info"),
+        ],
+        "/readyz",
+        200,
     );
-    let base = format!("http://127.0.0.1:{port}");
+    let base = server.url("");
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let end = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{base}/readyz"))
-        .send()
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < end, "server did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let auth = basic(b"mem@example.com:pw");
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
@@ -93,7 +68,7 @@ fn peak_rss_stays_under_the_hash_memory_bound() {
             });
         }
     });
-    let peak_mib = peak_rss_kib(server.0.id()) / 1024;
+    let peak_mib = peak_rss_kib(server.pid()) / 1024;
     let bound_mib = 32 + HASH_CONCURRENCY * 19;
     assert!(
         peak_mib <= bound_mib,

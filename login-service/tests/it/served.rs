@@ -34,66 +34,80 @@ fn drain(
 }
 
 impl Served {
-    /// Starts `serve` with a clean environment plus `env`, on a free loopback port, and waits
-    /// until `ready_path` answers `ready_status`. Retries on another port if the one picked was
-    /// taken meanwhile (the child exits at once then).
+    /// Starts `serve` with a clean environment plus `env`, on a loopback port it binds itself
+    /// (port 0, read back from its "listening" line), and waits until `ready_path` answers
+    /// `ready_status`.
     pub fn start(env: &[(&str, &str)], ready_path: &str, ready_status: u16) -> Self {
+        Self::start_args(&[], env, ready_path, ready_status)
+    }
+
+    /// [`Served::start`] with `args` after `serve` (e.g. `--migrate`).
+    pub fn start_args(
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready_path: &str,
+        ready_status: u16,
+    ) -> Self {
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();
-        for _attempt in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut child = Command::new(binary())
-                .env_clear()
-                .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-                .envs(env.iter().copied())
-                .arg("serve")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let output = Arc::new(Mutex::new(Vec::new()));
-            let readers = vec![
-                drain(child.stdout.take().unwrap(), output.clone()),
-                drain(child.stderr.take().unwrap(), output.clone()),
-            ];
-            let mut served = Self {
-                base: format!("http://127.0.0.1:{port}"),
-                child,
-                output,
-                readers,
-            };
-            let end = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(status) = served.child.try_wait().unwrap() {
-                    let out = served.output();
-                    assert!(
-                        out.contains("in use"),
-                        "login-service exited ({status}) before it was ready:\n{out}"
-                    );
-                    break; // the port was taken: try another
-                }
-                if let Ok(r) = client.get(format!("{}{ready_path}", served.base)).send()
-                    && r.status().as_u16() == ready_status
-                {
-                    return served;
-                }
-                assert!(Instant::now() < end, "not ready:\n{}", served.output());
-                std::thread::sleep(Duration::from_millis(50));
+        // Port 0: the child binds a free port itself and reports it in its "listening" line,
+        // so no other process can take the port between picking and binding it.
+        let mut child = Command::new(binary())
+            .env_clear()
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            drain(child.stdout.take().unwrap(), output.clone()),
+            drain(child.stderr.take().unwrap(), output.clone()),
+        ];
+        let mut served = Self {
+            base: String::new(),
+            child,
+            output,
+            readers,
+        };
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = served.child.try_wait().unwrap() {
+                panic!(
+                    "login-service exited ({status}) before it was ready:\n{}",
+                    served.output()
+                );
             }
+            if served.base.is_empty()
+                && let Some(addr) = listening_addr(&served.output())
+            {
+                served.base = format!("http://{addr}");
+            }
+            if !served.base.is_empty()
+                && let Ok(r) = client.get(format!("{}{ready_path}", served.base)).send()
+                && r.status().as_u16() == ready_status
+            {
+                return served;
+            }
+            assert!(Instant::now() < end, "not ready:\n{}", served.output());
+            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("no free port after 5 attempts");
     }
 
     /// Everything written so far to stdout and stderr (lossy UTF-8).
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `base` + `path`.
@@ -128,4 +142,21 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The bound address in login-service's "login-service listening" line, in the text
+/// (`addr=127.0.0.1:PORT`) or the JSON (`"addr":"127.0.0.1:PORT"`) log format.
+pub fn listening_addr(log: &str) -> Option<String> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("login-service listening"))?;
+    let rest = line
+        .split_once("\"addr\":\"")
+        .or_else(|| line.split_once("addr="))?
+        .1;
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    addr.parse::<std::net::SocketAddr>().ok().map(|_| addr)
 }

@@ -1,0 +1,172 @@
+//! The feed follower's snapshot rule, held mid-way (issue #20): after a 409 `cursor_ahead` the
+//! follower reads a new snapshot page by page, and until its last page has arrived the OLD set
+//! stays in force and nothing of the new one applies. A scripted feed (pages of one entry, a
+//! request it holds unanswered) makes the half-read state last as long as the test needs; the
+//! same protocol against the real login-service is `e2e/tests/e2e/feed.rs`.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use ext_authz::server;
+
+use crate::support::{
+    SECRET, authz, check, config, eventually, http_status, metric_value, scrape, tcp_channel, token,
+};
+
+/// The feed's rows, one per page; a request with `since == hold_at` (when not 0) is held
+/// unanswered until `hold_at` changes.
+#[derive(Default)]
+struct Scripted {
+    rows: Mutex<Vec<serde_json::Value>>,
+    hold_at: AtomicI64,
+    /// Set when a request was held.
+    held: AtomicBool,
+}
+
+#[derive(serde::Deserialize)]
+struct Params {
+    since: i64,
+    wait: u64,
+}
+
+async fn scripted(
+    State(feed): State<Arc<Scripted>>,
+    Query(p): Query<Params>,
+) -> axum::response::Response {
+    let newest = feed
+        .rows
+        .lock()
+        .unwrap()
+        .last()
+        .map_or(0, |r| r["id"].as_i64().unwrap());
+    if p.since > newest {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(serde_json::json!({"error": "cursor_ahead", "message": "x"})),
+        )
+            .into_response();
+    }
+    while p.since != 0 && p.since == feed.hold_at.load(Ordering::SeqCst) {
+        feed.held.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = feed.rows.lock().unwrap().clone();
+    let mut news = rows.iter().filter(|r| r["id"].as_i64().unwrap() > p.since);
+    let page: Vec<serde_json::Value> = news.next().cloned().into_iter().collect();
+    let more = news.next().is_some();
+    if page.is_empty() && p.wait > 0 {
+        // A short long poll: no busy loop of empty answers.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cursor = page.last().map_or(p.since, |r| r["id"].as_i64().unwrap());
+    axum::Json(serde_json::json!({"cursor": cursor, "more": more, "revocations": page}))
+        .into_response()
+}
+
+fn row(id: i64, token: &str) -> serde_json::Value {
+    let claims = auth_token::testing::claims_json(token);
+    let exp = claims["exp"].as_i64().unwrap();
+    serde_json::json!({
+        "id": id, "sub": claims["sub"], "jti": claims["jti"], "revoked_at": exp - 600,
+        "expires_at": exp, "reason": "logout"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_snapshot_replaces_the_old_set_only_once_complete() {
+    let feed = Arc::new(Scripted::default());
+    let old: Vec<String> = (0..3).map(|_| token("default", SECRET, &[])).collect();
+    let new: Vec<String> = (0..2).map(|_| token("default", SECRET, &[])).collect();
+    *feed.rows.lock().unwrap() = old
+        .iter()
+        .enumerate()
+        .map(|(i, t)| row(i64::try_from(i).unwrap() + 1, t))
+        .collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/revocations", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/revocations", axum::routing::get(scripted))
+        .with_state(Arc::clone(&feed));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let config = config(&[
+        "--jwt-secret",
+        SECRET,
+        "--revocation-feed-url",
+        &url,
+        "--revocation-feed-wait",
+        "1s",
+    ]);
+    let running = server::start(&config, config.load().unwrap())
+        .await
+        .unwrap();
+    let mut client = authz(tcp_channel(running.grpc_addr).await);
+    let metrics = running.metrics_addr;
+    let known =
+        move || async move { metric_value(&scrape(metrics).await, "ext_authz_revocations_known ") };
+    eventually(
+        "the three-page snapshot",
+        Duration::from_secs(20),
+        || async { (known().await == Some(3.0)).then_some(()) },
+    )
+    .await;
+    let status = |t: &str| format!("Bearer {t}");
+    for t in &old {
+        assert_eq!(
+            http_status(&check(&mut client, Some(&status(t)), &[]).await),
+            401
+        );
+    }
+
+    // The database is replaced (ids start again, newest 2 < cursor 3: 409), and the second
+    // page of the new snapshot is held.
+    feed.hold_at.store(1, Ordering::SeqCst);
+    *feed.rows.lock().unwrap() = new
+        .iter()
+        .enumerate()
+        .map(|(i, t)| row(i64::try_from(i).unwrap() + 1, t))
+        .collect();
+    eventually(
+        "the second page requested",
+        Duration::from_secs(20),
+        || async { feed.held.load(Ordering::SeqCst).then_some(()) },
+    )
+    .await;
+    // Half-read: the old set is in force, nothing of the new one applies.
+    for t in &old {
+        assert_eq!(
+            http_status(&check(&mut client, Some(&status(t)), &[]).await),
+            401,
+            "an old revocation was dropped before the new snapshot was complete"
+        );
+    }
+    assert_eq!(
+        http_status(&check(&mut client, Some(&status(&new[0])), &[]).await),
+        200,
+        "a page of an incomplete snapshot was applied"
+    );
+    assert_eq!(known().await, Some(3.0));
+
+    // Released: the complete new snapshot replaces the old set.
+    feed.hold_at.store(0, Ordering::SeqCst);
+    eventually("the new snapshot", Duration::from_secs(20), || async {
+        (known().await == Some(2.0)).then_some(())
+    })
+    .await;
+    for t in &new {
+        assert_eq!(
+            http_status(&check(&mut client, Some(&status(t)), &[]).await),
+            401
+        );
+    }
+    assert_eq!(
+        http_status(&check(&mut client, Some(&status(&old[0])), &[]).await),
+        200
+    );
+    running.shutdown();
+    running.wait().await.unwrap();
+}

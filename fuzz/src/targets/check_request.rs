@@ -1,0 +1,148 @@
+//! ext-authz's `CheckRequest` → decision → `CheckResponse` path (`AuthzService::check_request`)
+//! with arbitrary header maps and context extensions, optionally around a real token (signed
+//! with `k1`, arbitrary roles, optionally mutated). Never panics, never errors (keys are loaded);
+//! every allow must carry a token that really is our HMAC, whose roles cover `require_roles`,
+//! and the identity headers must be the token's claims, set with `append: false`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{assert_really_signed, header_map, ring};
+use arbitrary::Arbitrary;
+use auth_token::{Issuer, Verifier, VerifierConfig};
+use envoy_types::ext_authz::v3::pb::HttpResponse;
+use ext_authz::Settings;
+use ext_authz::keys::KeyStore;
+use ext_authz::metrics::Metrics;
+use ext_authz::service::AuthzService;
+
+/// A real token to put in `authorization`: prefix, roles, optional mutation (byte index, replacement byte).
+type TokenSpec = (String, Vec<String>, Option<(u16, u8)>);
+
+#[derive(Debug, Arbitrary)]
+pub struct Input {
+    headers: Vec<(String, String)>,
+    extensions: Vec<(String, String)>,
+    /// Some: put a real token in `authorization` (prefix, roles, mutation).
+    token: Option<TokenSpec>,
+    dry_run: bool,
+}
+
+/// One input (the fuzz target's body).
+pub fn run(input: Input) {
+    let ring = ring();
+    let mut headers = header_map(&input.headers);
+    if let Some((prefix, roles, mutation)) = &input.token {
+        let key = ring.get(Some("k1")).expect("k1");
+        let issuer = Issuer {
+            ttl: Duration::from_secs(300),
+            issuer: None,
+            audience: None,
+        };
+        let mut token = issuer
+            .issue(key, "7", "fuzz@example.com", roles, auth_token::now_unix())
+            .map(|issued| issued.token)
+            .unwrap_or_default()
+            .into_bytes();
+        if let Some((pos, byte)) = mutation
+            && !token.is_empty()
+        {
+            let i = usize::from(*pos) % token.len();
+            token[i] = *byte;
+        }
+        let token = String::from_utf8_lossy(&token);
+        headers.insert("authorization".to_owned(), format!("{prefix}{token}"));
+    }
+    let extensions: Vec<(&str, &str)> = input
+        .extensions
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let request = auth_token::testing::check_request(headers.clone(), &extensions);
+    let settings = Settings {
+        verifier: Verifier::new(&VerifierConfig::default()),
+        realm: "edge".to_owned(),
+        dry_run: input.dry_run,
+    };
+    let service = AuthzService::new(
+        Arc::new(KeyStore::new(ring)),
+        settings,
+        Arc::new(Metrics::new()),
+        false,
+    );
+    let response = service
+        .check_request(&request)
+        .expect("keys are loaded: never an error");
+    let code = response.status.as_ref().map_or(0, |s| s.code);
+    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+        assert_ne!(code, 0, "OK status without an OkHttpResponse");
+        return;
+    };
+    assert_eq!(code, 0, "OkHttpResponse with a non-OK status");
+    if input.dry_run && ok.headers.is_empty() {
+        // Dry-run allow without a valid token: identity headers must be removed, not set.
+        for name in ["x-auth-user-id", "x-auth-email", "x-auth-roles"] {
+            assert!(
+                ok.headers_to_remove.iter().any(|h| h == name),
+                "{name} not removed"
+            );
+        }
+        return;
+    }
+    // A real allow: the token must really be ours and satisfy the route.
+    let value = headers
+        .get("authorization")
+        .expect("allowed without authorization");
+    let token = value.trim_matches([' ', '\t']);
+    assert!(
+        token.len() > 7 && token[..6].eq_ignore_ascii_case("bearer"),
+        "{value:?}"
+    );
+    let token = token[6..].trim_start_matches(' ');
+    assert_really_signed(token);
+    let claims = Verifier::new(&VerifierConfig::default())
+        .verify(token, &crate::ring(), auth_token::now_unix())
+        .expect("allowed a token the verifier refuses");
+    if !input.dry_run {
+        let required = request
+            .attributes
+            .as_ref()
+            .and_then(|a| a.context_extensions.get("require_roles"))
+            .map(String::as_str)
+            .unwrap_or("");
+        for role in required.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            assert!(claims.has_role(role), "allowed without role {role:?}");
+        }
+    }
+    #[allow(deprecated)]
+    let set: Vec<(&str, &str, Option<bool>)> = ok
+        .headers
+        .iter()
+        .map(|h| {
+            let hv = h.header.as_ref().expect("header");
+            (
+                hv.key.as_str(),
+                hv.value.as_str(),
+                h.append.as_ref().map(|b| b.value),
+            )
+        })
+        .collect();
+    let roles = claims.roles.join(",");
+    assert_eq!(
+        set,
+        vec![
+            ("x-auth-user-id", claims.sub.as_str(), Some(false)),
+            ("x-auth-email", claims.email.as_str(), Some(false)),
+            ("x-auth-roles", roles.as_str(), Some(false)),
+        ]
+    );
+}
+
+/// One input as raw bytes, decoded as libfuzzer-sys decodes them (`arbitrary_take_rest`);
+/// bytes that decode to no input are skipped, as the fuzzer skips them.
+pub fn run_bytes(data: &[u8]) {
+    use arbitrary::Arbitrary as _;
+    if let Ok(input) = Input::arbitrary_take_rest(arbitrary::Unstructured::new(data)) {
+        run(input);
+    }
+}
