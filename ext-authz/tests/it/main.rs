@@ -8,6 +8,7 @@ mod grpc;
 mod jwks_fetch;
 mod oidc;
 mod oidc_issuer;
+mod own_jwks;
 mod revocation;
 mod rotation;
 mod support;
