@@ -134,6 +134,10 @@ pub struct Config {
     /// different keys is refused.
     #[arg(long = "jwks-url", env = "JWKS_URLS", value_delimiter = ',')]
     pub jwks_urls: Vec<String>,
+    /// A PEM bundle of CA certificates trusted for HTTPS to issuers and `--jwks-url`s, in
+    /// addition to the system trust store (e.g. the cluster's internal CA).
+    #[arg(long, env = "ISSUER_CA_FILE")]
+    pub issuer_ca_file: Option<PathBuf>,
     /// How long after the start gRPC health waits (NOT_SERVING) for every external issuer's
     /// (and `--jwks-url`'s) first JWKS before serving anyway (logged at ERROR; that issuer's tokens are refused).
     #[arg(long, env = "JWKS_STARTUP_WAIT", default_value = "10s", value_parser = parse_duration)]
@@ -188,6 +192,14 @@ pub enum ConfigError {
         "invalid --jwks-url {0:?}: need https://host[:port]/path (or http:// in-cluster), each URL once, no credentials or fragment"
     )]
     JwksUrl(String),
+    /// The CA bundle cannot be read or holds no certificate.
+    #[error("invalid --issuer-ca-file {path}: {message}")]
+    IssuerCaFile {
+        /// The path.
+        path: PathBuf,
+        /// The OS or PEM error.
+        message: String,
+    },
     /// More `--jwks-url`s than [`MAX_JWKS_URLS`].
     #[error("at most {MAX_JWKS_URLS} --jwks-url")]
     TooManyJwksUrls,
@@ -249,6 +261,7 @@ impl Config {
         }
         self.external_issuers()?;
         self.own_jwks_urls()?;
+        self.issuer_ca_pem()?;
         // Why: a healthy long poll answers up to `wait + 5s` (the client's timeout) after the
         // last answer; a grace not above that makes fail-closed readiness flap.
         if self.revocation_fail_closed
@@ -341,6 +354,20 @@ impl Config {
             }
         }
         Ok(urls)
+    }
+
+    /// The `--issuer-ca-file` bundle, read and checked (startup only; public certificates).
+    pub fn issuer_ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.issuer_ca_file else {
+            return Ok(None);
+        };
+        let err = |message: String| ConfigError::IssuerCaFile {
+            path: path.clone(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        crate::jwks_fetch::parse_ca_bundle(&pem).map_err(err)?;
+        Ok(Some(pem))
     }
 
     /// How the JWKS refresh tasks schedule fetches.

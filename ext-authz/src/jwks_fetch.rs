@@ -110,9 +110,27 @@ pub struct JwksClient {
 }
 
 impl JwksClient {
-    /// A client with `limits` (and, for https, the TLS roots reqwest was built with).
+    /// A client with `limits`; https trusts the system store only.
     pub fn new(limits: FetchLimits) -> Result<Self, FetchError> {
-        let http = reqwest::Client::builder()
+        Self::with_ca(limits, None)
+    }
+
+    /// A client with `limits`; https trusts the system store (rustls-native-certs: the
+    /// image's CA bundle, `SSL_CERT_FILE`/`SSL_CERT_DIR` when set) plus every certificate of
+    /// the PEM bundle `ca_pem` (`--issuer-ca-file`: an in-house CA). Certificate and host
+    /// name are always verified; there is no switch to turn that off.
+    pub fn with_ca(limits: FetchLimits, ca_pem: Option<&[u8]>) -> Result<Self, FetchError> {
+        let build_error = |message: String| FetchError::Transport {
+            url: String::new(),
+            message,
+        };
+        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        if let Some(pem) = ca_pem {
+            for cert in parse_ca_bundle(pem).map_err(build_error)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .timeout(limits.timeout)
             .connect_timeout(limits.timeout)
             .redirect(reqwest::redirect::Policy::custom(same_origin_redirects))
@@ -223,6 +241,16 @@ impl JwksClient {
         }
         Ok((body, cache_control))
     }
+}
+
+/// The certificates of a PEM bundle (`--issuer-ca-file`): at least one, all parsable.
+pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("not a PEM certificate bundle: {}", error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err("no certificate in the PEM bundle".to_owned());
+    }
+    Ok(certs)
 }
 
 /// How the refresh tasks schedule fetches.

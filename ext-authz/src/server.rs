@@ -241,7 +241,10 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     }
 
     if let Some(store) = &jwks {
-        let client = JwksClient::new(config.fetch_limits()).map_err(ServerError::Jwks)?;
+        // Checked by `Config::validate`; read again here (startup only).
+        let ca = config.issuer_ca_pem().ok().flatten();
+        let client =
+            JwksClient::with_ca(config.fetch_limits(), ca.as_deref()).map_err(ServerError::Jwks)?;
         let own_from = store.load().own_slot(0);
         for slot in 0..store.load().slots() {
             let follow = jwks_fetch::follow_slot(

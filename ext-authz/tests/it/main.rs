@@ -6,6 +6,7 @@ mod documented_metrics;
 mod feed_protocol;
 mod grpc;
 mod jwks_fetch;
+mod jwks_tls;
 mod oidc;
 mod oidc_issuer;
 mod own_jwks;
