@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "envoy" / "envoy.yaml.in"
 SOURCE_NAME = "envoy/envoy.yaml.in"
 FLAGS = frozenset({"lean", "ext_authz", "allowed_headers", "jwt_authn", "kubernetes",
-                   "identity_limit"})
+                   "identity_limit", "tracing"})
 SHIPPED_FLAGS = frozenset({"ext_authz", "allowed_headers"})
 SHIPPED_PORTS = {"listen": 8080, "tls": 8443, "admin": 9901, "authz": 9001, "login": 5000,
                  "upstream": 8000}
@@ -129,6 +129,10 @@ def shipped_values(offset: int = 0) -> dict[str, str]:
         "login_port": str(p["login"]),
         "upstream_address": "127.0.0.1",
         "upstream_port": str(p["upstream"]),
+        # The OTLP/gRPC collector of the optional `tracing` flag (STRICT_DNS for a host name).
+        "otlp_address": "127.0.0.1",
+        "otlp_port": "4317",
+        "otlp_cluster_type": "STATIC",
         **LIMITS,
     }
 
@@ -358,8 +362,14 @@ def check(template: str) -> int:
         key.write_bytes(base64.b64encode(b"k" * 48))  # throwaway: validation never uses it
         local = committed_variants()[0]
         # The optional flag, never in a committed file: validated here, exercised by e2e.
+        kubernetes = committed_variants()[2]
         optional = [Variant("local+identity_limit", local.header,
-                            local.flags | {"identity_limit"}, local.values)]
+                            local.flags | {"identity_limit"}, local.values),
+                    Variant("local+tracing", local.header, local.flags | {"tracing"}, local.values),
+                    Variant("kubernetes+tracing", kubernetes.header,
+                            kubernetes.flags | {"tracing"},
+                            {**kubernetes.values, "otlp_cluster_type": "STRICT_DNS",
+                             "otlp_address": "otel-collector.observability.svc.cluster.local"})]
         variants = committed_variants() + optional + bench_variants(
             key, "bench-1", str(work / "authz.sock"), 10000)
         for variant in variants:

@@ -11,6 +11,7 @@
 //!   The tests mint, forge and read tokens with `auth_token::testing` (a dev-dependency only:
 //!   see [`stack::Stack::sign_issued`]).
 //! - [`client`]: HTTP through Envoy and the assertions on what comes back.
+//! - [`otlp`]: a test OpenTelemetry collector (OTLP/gRPC) receiving the stack's spans.
 //! - [`stack`]: the four processes, login-service's database (`database`), the users and keys.
 //!
 //! The shipped config has fixed ports, so one process runs one [`stack::Stack`] at a time (a
@@ -24,6 +25,7 @@
 
 pub mod client;
 mod database;
+pub mod otlp;
 pub mod ports;
 pub mod process;
 pub mod procfs;

@@ -20,4 +20,5 @@ mod outage;
 mod revocation;
 mod sessions;
 mod tls;
+mod traces;
 mod uds;
