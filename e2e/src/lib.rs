@@ -12,6 +12,8 @@
 //!   see [`stack::Stack::sign_issued`]).
 //! - [`client`]: HTTP through Envoy and the assertions on what comes back.
 //! - [`stack`]: the four processes, login-service's database (`database`), the users and keys.
+//! - [`variant`]: a second Envoy running a rendered variant of the shipped config, in front of a
+//!   stack's services.
 //! - `oidc_issuer` (feature `oidc-issuer`, on for the tests): the test OIDC issuer, discovery +
 //!   JWKS on loopback, shared with ext-authz's integration tests.
 //!
@@ -32,3 +34,4 @@ pub mod ports;
 pub mod process;
 pub mod procfs;
 pub mod stack;
+pub mod variant;
