@@ -502,6 +502,11 @@ fn attack_tokens_and_hostile_jwks_are_refused() {
         );
     }
 
+    // `crit` names extensions the verifier would have to understand: refused, even when the
+    // issuer's own key signed it.
+    let crit = issuer.sign("d1", &json!({"crit": ["exp"]}), &claims);
+    oidc.assert_invalid("/sso/x", &crit, "unsupported token header", "crit");
+
     // Discovery redirected to another host: refused, the issuer never gets keys, its tokens are
     // refused, and the other host is never asked.
     assert!(
