@@ -2,13 +2,12 @@
 //!
 //! The shipped config (the stack's Envoy on :8080) limits `POST /login` per client address and
 //! per Envoy; variants rendered by `envoy/render.py --variant local --set ... --flag ...` (small
-//! buckets, one trusted hop, the optional identity limit) run as a second Envoy on
-//! [`VARIANT_PORT`] in front of the same stack. Other client addresses are real: the tests bind
-//! their sockets to 127.0.0.2, 127.0.0.3, ... (all loopback on Linux), so Envoy and login-service
-//! see another TCP peer. login-service's own count comes from its `/metrics`, read directly.
+//! buckets, one trusted hop, the optional identity limit) run as a second Envoy
+//! ([`e2e::variant::VariantEnvoy`]) in front of the same stack. Other client addresses are real:
+//! the tests bind their sockets to 127.0.0.2, 127.0.0.3, ... (all loopback on Linux), so Envoy and
+//! login-service see another TCP peer. login-service's own count comes from its `/metrics`, read directly.
 
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -18,15 +17,9 @@ use serde_json::json;
 use auth_token::testing::claims_json;
 use e2e::client::{Reply, client};
 use e2e::ports::ENVOY;
-use e2e::process::{Process, envoy_binary, workspace_root};
-use e2e::stack::{Stack, dev_tls};
+use e2e::stack::Stack;
+use e2e::variant::VariantEnvoy;
 
-/// The variant Envoy's listener and admin ports (beside the stack's 8080/9901 and the bench's
-/// 18080-18085/19901-19906).
-const VARIANT_PORT: u16 = 18190;
-const VARIANT_ADMIN_PORT: u16 = 19990;
-/// The variant's HTTPS port (every rendered variant has the TLS chain).
-const VARIANT_TLS_PORT: u16 = 18643;
 /// login-service directly (`e2e::ports::LOGIN_SERVICE`, as a URL).
 const LOGIN_SERVICE: &str = "http://127.0.0.1:5000";
 
@@ -85,62 +78,6 @@ fn assert_edge_429(reply: &Reply) {
 /// Tokens a bucket of `burst` refilled by `refill` a second can have granted since `start`.
 fn at_most(burst: u64, refill: u64, start: Instant) -> u64 {
     burst + refill * (start.elapsed().as_secs() + 1)
-}
-
-/// A second Envoy running a rendered variant of the shipped config, in front of the stack's
-/// services; stopped on drop (its [`Process`]), then its directory removed.
-struct VariantEnvoy {
-    _envoy: Process,
-    _dir: tempfile::TempDir,
-}
-
-impl VariantEnvoy {
-    /// Renders the `local` variant with `flags` and `sets` (besides its ports) and starts it.
-    fn start(flags: &[&str], sets: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("envoy.yaml");
-        let mut render = Command::new("python3");
-        render
-            .arg(workspace_root().join("envoy/render.py"))
-            .args(["--variant", "local", "--out"])
-            .arg(&config)
-            .args(["--set", &format!("listen_port={VARIANT_PORT}")])
-            .args(["--set", &format!("admin_port={VARIANT_ADMIN_PORT}")])
-            .args(["--set", &format!("tls_port={VARIANT_TLS_PORT}")]);
-        for flag in flags {
-            render.args(["--flag", flag]);
-        }
-        for set in sets {
-            render.args(["--set", set]);
-        }
-        let out = render.output().expect("python3 envoy/render.py");
-        assert!(out.status.success(), "render.py: {out:?}");
-        // Its certificate (SDS): tls/sds.yaml under its working directory, as for the stack's.
-        dev_tls(&[], &dir.path().join("tls")).expect("scripts/dev-tls.sh");
-        let mut command = Command::new(envoy_binary());
-        command
-            .current_dir(dir.path())
-            .arg("-c")
-            .arg(&config)
-            .args(["--disable-hot-restart", "--log-level", "warn"]);
-        let log = dir.path().join("envoy.log");
-        let mut envoy = Process::spawn("variant envoy", command, log).expect("spawn envoy");
-        let admin = client();
-        envoy.wait_ready("GET /ready", || {
-            admin
-                .get(format!("http://127.0.0.1:{VARIANT_ADMIN_PORT}/ready"))
-                .send()
-                .is_ok_and(|r| r.status() == 200)
-        });
-        Self {
-            _envoy: envoy,
-            _dir: dir,
-        }
-    }
-
-    fn url(path: &str) -> String {
-        format!("http://127.0.0.1:{VARIANT_PORT}{path}")
-    }
 }
 
 /// `POST /login` without credentials: login-service answers 401 at once (no hash, no lockout

@@ -16,6 +16,7 @@ mod flows;
 mod limits;
 mod modes;
 mod observability;
+mod oidc;
 mod outage;
 mod revocation;
 mod sessions;

@@ -7,7 +7,6 @@ mod feed_protocol;
 mod grpc;
 mod jwks_fetch;
 mod oidc;
-mod oidc_issuer;
 mod revocation;
 mod rotation;
 mod support;
