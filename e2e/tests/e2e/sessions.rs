@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::client::{Bearer as _, Reply, client};
+use e2e::client::{Bearer as _, Reply, bucket_bound, flood};
 use e2e::ports::ENVOY;
 use e2e::process::wait_for;
 use e2e::stack::{Stack, Transport};
@@ -156,37 +156,16 @@ fn token_is_rate_limited_at_the_edge() {
     // 8 clients × 50 empty grants at once from one address: far over the shipped per-address
     // bucket of the login route (100, refilled by 50 a second), which /token shares.
     let start = Instant::now();
-    let replies: Vec<Reply> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(|| {
-                    let client = client();
-                    (0..50)
-                        .map(|_| {
-                            Reply::of(
-                                client
-                                    .post(format!("{ENVOY}/token"))
-                                    .header("content-type", "application/x-www-form-urlencoded")
-                                    .body("grant_type=refresh_token"),
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("worker"))
-            .collect()
+    let replies = flood(8, 50, |client| {
+        client
+            .post(format!("{ENVOY}/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=refresh_token")
     });
     let (mut passed, mut shed) = (0_u64, 0_u64);
     for reply in &replies {
         if reply.status == 429 {
-            assert_eq!(reply.header("retry-after"), "1", "{reply:?}");
-            assert_eq!(
-                reply.json(),
-                serde_json::json!({"error": "rate_limited", "message": "too many requests; retry later"})
-            );
+            reply.assert_edge_429();
             shed += 1;
         } else {
             assert_eq!(reply.status, 400, "{reply:?}");
@@ -195,6 +174,6 @@ fn token_is_rate_limited_at_the_edge() {
         }
     }
     assert!(shed > 0, "nothing shed out of {}", replies.len());
-    let bound = 100 + 50 * (start.elapsed().as_secs() + 1);
+    let bound = bucket_bound(100, 50, start);
     assert!(passed <= bound, "{passed} passed, at most {bound}");
 }
