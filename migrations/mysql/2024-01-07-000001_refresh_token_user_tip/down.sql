@@ -1,0 +1,1 @@
+DROP INDEX refresh_token_user_tip ON refresh_token;
