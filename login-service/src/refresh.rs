@@ -22,12 +22,16 @@
 //! **Reuse.** A token that is already used, presented again, is the signature of a stolen
 //! token (RFC 6819 §5.2.2.3, OAuth 2.0 Security BCP §4.14): either the thief or the client has
 //! rotated it already. [`revoke_family`] ends the whole family (`revoked_at` on every row) and
-//! revokes, through the existing revocation feed, the access tokens issued with it that have
-//! not expired — as **per-`jti` entries** (`reason = refresh_reuse`), not a user-wide cut: a cut
-//! would also end the user's other sessions (other devices), which did nothing wrong. The
-//! per-user bound of the feed still holds (`MAX_REVOKED_PER_USER`: beyond it a revocation
-//! becomes one user-wide cut, [`crate::revocations`]). A concurrent loser is a reuse too (no
-//! grace period): clients must not refresh the same token twice at once.
+//! revokes, through the existing revocation feed, the access tokens issued with it that
+//! verifiers may still accept — as **per-`jti` entries** (`reason = refresh_reuse`), not a
+//! user-wide cut: a cut would also end the user's other sessions (other devices), which did
+//! nothing wrong. The per-user bound of the feed still holds (`MAX_REVOKED_PER_USER`: beyond it
+//! one user-wide cut, [`crate::revocations::revoke_batch`]). Both commit together, so an ended
+//! family needs nothing more: the cost of a reuse does not grow with the family, and a repeated
+//! one does no revocation work. `POST /logout` ends its family the same way
+//! ([`end_family_of_access`]). A concurrent loser is a reuse too (no grace period): clients must
+//! not refresh the same token twice at once. A refused rotation (account, exhausted) leaves the
+//! token unused, so a retry is refused again, never taken for a reuse.
 //!
 //! **Races with account changes.** The CLI commits its account change, stores the user-wide
 //! cut, then ends the user's families ([`end_user`]). A rotation holds the row it used up
@@ -38,8 +42,15 @@
 //! check, `crate::login`).
 //!
 //! **Bounds.** Nothing is held in memory. Rows per family: at most `REFRESH_MAX_ROTATIONS` + 1
-//! (a rotation past it ends the family: log in again); rows are deleted `RETENTION_SLACK_SECS`
-//! after `expires_at` by [`cleanup`], in batches of [`CLEANUP_BATCH`].
+//! (a rotation past it is refused: log in again); families per user: `REFRESH_MAX_SESSIONS`
+//! (a login deletes the user's ended families and the least recently refreshed beyond it,
+//! [`start`]); rows are deleted `RETENTION_SLACK_SECS` after `expires_at` or after their family
+//! ended by [`cleanup`], in batches of [`CLEANUP_BATCH`].
+//!
+//! **Known limit (MySQL).** A rotation does not take the revocation writers' lock: one racing a
+//! user-wide cut can read the cutoff before the cut commits yet sign at a later second than the
+//! cut's time (a window of the cut's own insert, milliseconds). The family is still ended by
+//! the CLI / logout-all; that one access token lives until its `exp` (`ACCESS_TOKEN_TTL`).
 
 use std::time::Duration;
 
@@ -227,7 +238,14 @@ pub fn start(
             access_exp: access.exp,
         })
         .execute(conn)?;
-    prune_user(conn, user_id, lifetimes.max_sessions)?;
+    match prune_user(conn, user_id, lifetimes.max_sessions) {
+        // Why not fail the login: a deadlock with a concurrent refresh of the same user (MySQL)
+        // rolled back only that statement; the next login prunes.
+        Err(e) if is_retryable(&e) => {
+            tracing::warn!(error = %e, "refresh sessions not pruned; the next login will");
+        }
+        r => r?,
+    }
     Ok(token)
 }
 
@@ -587,16 +605,25 @@ pub fn find(conn: &mut DbConn, token_hash: &str) -> QueryResult<Option<Row>> {
 /// is kept until then so that its reuse is still detected.
 pub fn cleanup(conn: &mut DbConn, now: i64) -> QueryResult<usize> {
     let old = now - revocations::RETENTION_SLACK_SECS;
-    let ids: Vec<i64> = refresh_token::table
-        .filter(
-            refresh_token::expires_at
-                .le(old)
-                .or(refresh_token::revoked_at.le(old)),
-        )
+    // Why two queries: each walks its own index (`expires_at`, `revoked_at`); one `OR` would
+    // scan the table.
+    let mut ids: Vec<i64> = refresh_token::table
+        .filter(refresh_token::expires_at.le(old))
         .order(refresh_token::id.asc())
         .limit(CLEANUP_BATCH)
         .select(refresh_token::id)
         .load(conn)?;
+    let room = CLEANUP_BATCH - i64::try_from(ids.len()).unwrap_or(CLEANUP_BATCH);
+    if room > 0 {
+        let ended: Vec<i64> = refresh_token::table
+            .filter(refresh_token::revoked_at.le(old))
+            .filter(refresh_token::expires_at.gt(old))
+            .order(refresh_token::revoked_at.asc())
+            .limit(room)
+            .select(refresh_token::id)
+            .load(conn)?;
+        ids.extend(ended);
+    }
     if ids.is_empty() {
         return Ok(0);
     }

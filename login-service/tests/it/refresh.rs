@@ -643,6 +643,7 @@ async fn refresh_token_hash_is_unique_and_indexed(db: TestDb) {
         ("refresh_token_expires_at", "expires_at", 0),
         ("refresh_token_family", "family_id", 0),
         ("refresh_token_hash", "token_hash", 1),
+        ("refresh_token_revoked_at", "revoked_at", 0),
         ("refresh_token_user", "user_id", 0),
         ("refresh_token_user_tip", "id", 0),
         ("refresh_token_user_tip", "used_at", 0),
