@@ -26,7 +26,7 @@
 //! verifiers may still accept — as **per-`jti` entries** (`reason = refresh_reuse`), not a
 //! user-wide cut: a cut would also end the user's other sessions (other devices), which did
 //! nothing wrong. The per-user bound of the feed still holds (`MAX_REVOKED_PER_USER`: beyond it
-//! one user-wide cut, [`crate::revocations::revoke_batch`]). Both commit together, so an ended
+//! one user-wide cut, `revocations::revoke_batch`). Both commit together, so an ended
 //! family needs nothing more: the cost of a reuse does not grow with the family, and a repeated
 //! one does no revocation work. `POST /logout` ends its family the same way
 //! ([`end_family_of_access`]). A concurrent loser is a reuse too (no grace period): clients must
@@ -548,12 +548,12 @@ pub fn end_family_of_access(
 }
 
 /// Reuse detected (or logout): ends family `family_id` of `user_id` and revokes its access
-/// tokens (per-`jti` entries with `reason`) that verifiers may still accept (`exp` within [`revocations::RETENTION_SLACK_SECS`]
-/// of now: ext-authz accepts `exp` plus its leeway, 30 s by default), in one transaction under
-/// the revocation writers' lock. The cost does not grow with the family (review H1): a family
-/// already ended is left alone (one `UPDATE` that changes nothing), at most `max_per_user` + 1
-/// access tokens are read, and more than the per-user bound allows become one user-wide cut
-/// ([`revocations::revoke_batch`]).
+/// tokens that verifiers may still accept (per-`jti` entries with `reason`; `exp` within
+/// [`revocations::RETENTION_SLACK_SECS`] of now: ext-authz accepts `exp` plus its leeway, 30 s
+/// by default), in one transaction under the revocation writers' lock. The cost does not grow
+/// with the family (review H1): a family already ended is left alone (one `UPDATE` that changes
+/// nothing), at most `max_per_user` + 1 access tokens are read, and more than the per-user
+/// bound allows become one user-wide cut (`revocations::revoke_batch`).
 pub fn revoke_family(
     conn: &mut DbConn,
     family_id: &str,
@@ -565,8 +565,10 @@ pub fn revoke_family(
     revocations::locked(conn, |c| {
         let now = revocations::now_secs();
         // Why this is the flag: every path that ends a family either sends its access tokens
-        // to the feed in the same transaction (here) or stores a user-wide cut covering them
-        // first (the CLI, logout-all, a refused rotation of a revoked account).
+        // to the feed in the same transaction (here) or follows a user-wide cut covering them
+        // (the CLI's account changes, logout-all, a rotation refused after such a change; an
+        // account edited in the database behind the CLI's back has no cut, and no reuse of
+        // its ended family revokes anything).
         if end_family(c, family_id, now)? == 0 {
             return Ok(FamilyEnd::AlreadyEnded);
         }

@@ -27,7 +27,7 @@
 //!
 //! **The cursor.** `id` (AUTO_INCREMENT / SQLite AUTOINCREMENT) is the feed cursor. A reader
 //! must never see id 7 before id 6 is visible, or it would skip 6: on MySQL, inserts are
-//! serialised with a named lock (`GET_LOCK`) held until the autocommit insert is committed, so
+//! serialised with a named lock (`GET_LOCK`) held until the writer's transaction is committed, so
 //! ids become visible in order across replicas; SQLite has a single writer anyway. [`cleanup`]
 //! always keeps the newest row, so an id is never handed out twice even by servers that
 //! recompute the counter from `MAX(id)` at startup.
@@ -277,7 +277,7 @@ fn revoke_one(
     Ok(LogoutOutcome::AllSessions)
 }
 
-/// One access token to revoke by [`revoke_batch`].
+/// One access token to revoke by `revoke_batch` (a family's, [`crate::refresh::revoke_family`]).
 #[derive(Debug, Clone)]
 pub struct RevokeOne {
     /// `jti` claim.
@@ -288,7 +288,7 @@ pub struct RevokeOne {
     pub exp: i64,
 }
 
-/// What [`revoke_batch`] stored.
+/// What `revoke_batch` stored for a family ([`crate::refresh::revoke_family`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOutcome {
     /// Nothing: every token was already revoked (its `jti`, or a user-wide cut).
