@@ -193,16 +193,34 @@ async fn decide(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             Ok(resp)
         }
-        Rotation::Reused { family_id, user_id } => {
+        Rotation::Reused {
+            family_id,
+            user_id,
+            ended,
+        } => {
             Span::current().record("user_id", user_id);
+            // Why no work for an ended family (review H1): its access tokens are in the feed
+            // already; redoing it on every presentation would let anyone holding a used token
+            // keep the revocation writers' lock busy.
+            if ended {
+                warn!("refresh token of an ended session reused");
+                return Err(ApiError::InvalidGrant);
+            }
             let max = s.revocation.max_revoked_per_user;
             let ttl = user_revocation_ttl(s.revocation.user_ttl, s.refresh.issuer.ttl);
-            let revoked = state
+            let ended = state
                 .db
                 .run(move |c| {
                     let mut attempt = 1;
                     loop {
-                        match refresh::revoke_family(c, &family_id, user_id, max, ttl) {
+                        match refresh::revoke_family(
+                            c,
+                            &family_id,
+                            user_id,
+                            max,
+                            ttl,
+                            crate::revocations::Reason::RefreshReuse,
+                        ) {
                             Err(e) if attempt < refresh::ATTEMPTS && refresh::is_retryable(&e) => {
                                 attempt += 1;
                             }
@@ -213,7 +231,7 @@ async fn decide(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
                 .await
                 .map_err(ApiError::from)?;
             warn!(
-                access_tokens_revoked = revoked,
+                revoked = ?ended,
                 "refresh token reused: its session is revoked"
             );
             Err(Denied::Reused)

@@ -400,6 +400,7 @@ async fn expiry_session_end_and_rotation_bound(db: TestDb) {
             refresh_ttl: Duration::from_secs(1000),
             session_max_age: Duration::from_secs(100),
             max_rotations: 2,
+            ..Lifetimes::default()
         };
     })
     .await;
@@ -409,7 +410,7 @@ async fn expiry_session_end_and_rotation_bound(db: TestDb) {
     // The session's end caps the token's.
     assert_eq!(first.session_expires_at, first.auth_time + 100);
     assert_eq!(first.expires_at, first.session_expires_at);
-    // Two rotations allowed, the third ends the session.
+    // Two rotations allowed, the third is refused.
     let (s, v) = refresh_answer(&app, &rt).await;
     assert_eq!(s, 200);
     let rt = v["refresh_token"].as_str().unwrap().to_owned();
@@ -596,7 +597,11 @@ async fn refresh_token_hash_is_unique_and_indexed(db: TestDb) {
         ("refresh_token_expires_at", "expires_at", 0),
         ("refresh_token_family", "family_id", 0),
         ("refresh_token_hash", "token_hash", 1),
+        ("refresh_token_revoked_at", "revoked_at", 0),
         ("refresh_token_user", "user_id", 0),
+        ("refresh_token_user_tip", "id", 0),
+        ("refresh_token_user_tip", "used_at", 0),
+        ("refresh_token_user_tip", "user_id", 0),
     ]
     .into_iter()
     .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c))
