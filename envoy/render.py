@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "envoy" / "envoy.yaml.in"
 SOURCE_NAME = "envoy/envoy.yaml.in"
 FLAGS = frozenset({"lean", "ext_authz", "allowed_headers", "jwt_authn", "kubernetes",
-                   "identity_limit", "external_issuers"})
+                   "identity_limit", "external_issuers", "tracing"})
 SHIPPED_FLAGS = frozenset({"ext_authz", "allowed_headers"})
 SHIPPED_PORTS = {"listen": 8080, "tls": 8443, "admin": 9901, "authz": 9001, "login": 5000,
                  "upstream": 8000}
@@ -133,6 +133,10 @@ def shipped_values(offset: int = 0) -> dict[str, str]:
         "login_port": str(p["login"]),
         "upstream_address": "127.0.0.1",
         "upstream_port": str(p["upstream"]),
+        # The OTLP/gRPC collector of the optional `tracing` flag (STRICT_DNS for a host name).
+        "otlp_address": "127.0.0.1",
+        "otlp_port": "4317",
+        "otlp_cluster_type": "STATIC",
         **LIMITS,
         **EXTERNAL_ISSUERS,
     }
@@ -364,7 +368,12 @@ def check(template: str) -> int:
         local = committed_variants()[0]
         # The optional flags, never in a committed file: validated here, exercised by e2e.
         optional = [Variant(f"local+{flag}", local.header, local.flags | {flag}, local.values)
-                    for flag in ("identity_limit", "external_issuers")]
+                    for flag in ("identity_limit", "external_issuers", "tracing")]
+        kubernetes = committed_variants()[2]
+        optional.append(Variant("kubernetes+tracing", kubernetes.header,
+                                kubernetes.flags | {"tracing"},
+                                {**kubernetes.values, "otlp_cluster_type": "STRICT_DNS",
+                                 "otlp_address": "otel-collector.observability.svc.cluster.local"}))
         variants = committed_variants() + optional + bench_variants(
             key, "bench-1", str(work / "authz.sock"), 10000)
         for variant in variants:

@@ -11,6 +11,7 @@
 //!   The tests mint, forge and read tokens with `auth_token::testing` (a dev-dependency only:
 //!   see [`stack::Stack::sign_issued`]).
 //! - [`client`]: HTTP through Envoy and the assertions on what comes back.
+//! - [`otlp`]: a test OpenTelemetry collector (OTLP/gRPC) receiving the stack's spans.
 //! - [`stack`]: the four processes, login-service's database (`database`), the users and keys.
 //! - [`variant`]: a second Envoy running a rendered variant of the shipped config, in front of a
 //!   stack's services.
@@ -30,6 +31,7 @@ pub mod client;
 mod database;
 #[cfg(feature = "oidc-issuer")]
 pub mod oidc_issuer;
+pub mod otlp;
 pub mod ports;
 pub mod process;
 pub mod procfs;

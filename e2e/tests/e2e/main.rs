@@ -21,4 +21,5 @@ mod outage;
 mod revocation;
 mod sessions;
 mod tls;
+mod traces;
 mod uds;
