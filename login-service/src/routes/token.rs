@@ -204,7 +204,7 @@ async fn decide(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             // keep the revocation writers' lock busy.
             if ended {
                 warn!("refresh token of an ended session reused");
-                return Err(ApiError::InvalidGrant);
+                return Err(Denied::Reused);
             }
             let max = s.revocation.max_revoked_per_user;
             let ttl = user_revocation_ttl(s.revocation.user_ttl, s.refresh.issuer.ttl);
