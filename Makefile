@@ -62,8 +62,9 @@ test: lint unit k8s envoy-check smoke ## everything CI checks
 
 # Interleaved rounds through a real Envoy (no auth / jwt_authn / ext-authz TCP / UDS / shipped
 # config), the gRPC load generator, login vs argon2, criterion; rewrites BENCHMARKS.md's tables.
-bench: ## measure Envoy jwt_authn vs ext-authz, gRPC load, login vs argon2; rewrite BENCHMARKS.md
+bench: ## measure Envoy jwt_authn vs ext-authz, gRPC load, login vs argon2, traces on/off; rewrite BENCHMARKS.md
 	./scripts/bench.sh
+	./scripts/bench-traces.sh --no-build
 
 # Login timing, real account (wrong password) vs unknown e-mail, medians over 200 attempts each
 # on SQLite and MariaDB (TEST_MYSQL_URL): the enumeration-by-timing measurement in SECURITY.md.

@@ -168,7 +168,9 @@ start ext-authz-mt "0-$((NCPU - 1))" "$BIN/ext-authz" --grpc-addr "127.0.0.1:$P_
   --metrics-addr "127.0.0.1:$((9012 + PORT_OFFSET))" --keys-dir "$WORK/keys" $EXT_AUTHZ_ARGS
 AUTHZ_MT_PID=$last_pid
 # login-service is not pinned: its ceiling is every core (argon2 on the blocking pool).
-"$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN" --keys-dir "$WORK/keys" \
+# REFRESH_MAX_ROTATIONS: the refresh step's chains rotate thousands of times in seconds; the
+# default (10000 per session) would end them on a fast machine and measure refusals instead.
+REFRESH_MAX_ROTATIONS=100000000 "$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN" --keys-dir "$WORK/keys" \
   >"$WORK/logs/login-service.log" 2>&1 &
 LOGIN_PID=$!
 pids+=("$LOGIN_PID") names+=(login-service)

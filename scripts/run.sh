@@ -18,6 +18,9 @@
 #                  runs in DATA_DIR and reads tls/sds.yaml)
 #   DATABASE_URL   mysql://... switches login-service to MySQL (migrated here); unset = SQLite
 #   READY_TIMEOUT  seconds each component may take to become ready (default 60)
+#   OTEL_EXPORTER_OTLP_ENDPOINT  http://HOST:PORT of an OpenTelemetry collector (OTLP/gRPC):
+#                  traces from Envoy (the config rendered with the `tracing` flag into DATA_DIR),
+#                  ext-authz and login-service; unset = no tracing (the default)
 #
 # Ctrl-C or SIGTERM stops every process this script started. A second run reuses DATA_DIR: the
 # signing key and the users survive.
@@ -242,7 +245,25 @@ start demo-upstream "$LOG_DIR/demo-upstream.log" \
   "$BIN/demo-upstream" --addr 127.0.0.1:8000 --admin-addr 127.0.0.1:8001
 # Envoy: its JSON access log is stdout (flushed every second), its own log stderr. Its working
 # directory is DATA_DIR, where the config's relative tls/sds.yaml is.
-(cd "$DATA_DIR" && exec "$ENVOY" -c "$ROOT/$ENVOY_CONFIG" --disable-hot-restart --log-level info \
+# Traces: the same config with Envoy's OpenTelemetry tracer, pointed at the collector (the
+# services read OTEL_EXPORTER_OTLP_ENDPOINT themselves).
+envoy_config=$ROOT/$ENVOY_CONFIG
+if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]; then
+  otlp=${OTEL_EXPORTER_OTLP_ENDPOINT#*://}
+  otlp=${otlp%%/*}
+  otlp_host=${otlp%:*} otlp_port=${otlp##*:}
+  if [ "$otlp_host" = "$otlp" ] || ! [[ $otlp_port =~ ^[0-9]+$ ]]; then
+    die "OTEL_EXPORTER_OTLP_ENDPOINT=$OTEL_EXPORTER_OTLP_ENDPOINT: expected http://HOST:PORT"
+  fi
+  otlp_type=STRICT_DNS
+  [[ $otlp_host =~ ^[0-9.]+$ ]] && otlp_type=STATIC
+  envoy_config=$DATA_DIR/envoy-traced.yaml
+  python3 "$ROOT/envoy/render.py" --variant "$([ "$transport" = uds ] && echo uds || echo local)" \
+    --flag tracing --set "otlp_address=$otlp_host" --set "otlp_port=$otlp_port" \
+    --set "otlp_cluster_type=$otlp_type" --out "$envoy_config"
+  log "traces: Envoy, ext-authz and login-service export to $OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/gRPC)"
+fi
+(cd "$DATA_DIR" && exec "$ENVOY" -c "$envoy_config" --disable-hot-restart --log-level info \
   --file-flush-interval-msec 1000) >>"$LOG_DIR/envoy-access.log" 2>>"$LOG_DIR/envoy.log" &
 pids+=($!) names+=(envoy)
 

@@ -9,6 +9,8 @@
 //! - `bench argon2`: the time of one argon2id verification with login-service's parameters
 //!   (m=19456 KiB, t=2, p=1), alone and on every core at once: the ceiling of `/login`.
 //! - `bench criterion`: the estimates of criterion benchmarks already run.
+//! - `bench otlp-sink`: an OTLP/gRPC trace collector that keeps what it gets, for measuring
+//!   ext-authz with traces on (`scripts/bench-traces.sh`, issue #14).
 //! - `bench refresh`: closed-loop `POST /token` refreshes (issue #17) and login-service's CPU
 //!   per refresh (no password hash on that path).
 //!
@@ -19,6 +21,7 @@ mod argon;
 mod criterion;
 mod grpc;
 mod measure;
+mod otlp_sink;
 mod refresh;
 
 use std::process::ExitCode;
@@ -36,6 +39,8 @@ enum Cli {
     Measure(measure::Args),
     /// Print the estimates of criterion benchmarks already run.
     Criterion(criterion::Args),
+    /// An OTLP/gRPC trace collector on a kernel-chosen port (printed as JSON), until killed.
+    OtlpSink(otlp_sink::Args),
     /// Closed-loop `POST /token` refreshes against login-service, with its CPU per refresh.
     Refresh(refresh::Args),
 }
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Cli::Measure(args) => measure::run(&args),
         Cli::Criterion(args) => criterion::run(&args),
         Cli::Refresh(args) => refresh::run(&args),
+        Cli::OtlpSink(args) => otlp_sink::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,9 @@
 //! Prints one `{"kind":"refresh",...}` line: refreshes per second, latency percentiles, and the
 //! CPU time login-service (`--server-pid`) spent per refresh — its inverse is "refreshes per
 //! second on one core". A refresh verifies no password: compare `cpu_us_per_refresh` with
-//! `bench argon2`'s verify time.
+//! `bench argon2`'s verify time; and login-service's own `/metrics`, read before and after the
+//! loop, must show no login answered (`login_duration_seconds_count`: the only path that
+//! hashes) and exactly one issued grant per counted refresh, else the run fails.
 
 use std::time::{Duration, Instant};
 
@@ -59,6 +61,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let tokens = (0..args.sessions.max(1))
         .map(|_| login(&client, args, &password))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let before = counters(&client, &args.url)?;
     let cpu_before = e2e::procfs::cpu_micros(args.server_pid)?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
@@ -105,6 +108,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         errors += e;
     }
     let n = all.len();
+    let after = counters(&client, &args.url)?;
+    let (logins, issued) = (after.0 - before.0, after.1 - before.1);
+    if logins != 0.0 || issued != n as f64 {
+        bail!(
+            "login-service's /metrics during the loop: {logins} logins (want 0), {issued} issued \
+             grants (want {n}, one per refresh)"
+        );
+    }
     let per = if n == 0 { 0.0 } else { cpu_us / n as f64 };
     let line = serde_json::json!({
         "kind": "refresh",
@@ -117,8 +128,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "p99_us": all.value_at_quantile(0.99),
         "max_us": all.max(),
         "server_cpu_us_per_refresh": per,
+        "logins_during_loop": logins,
         "refreshes_per_core_second": if per > 0.0 { 1e6 / per } else { 0.0 },
     });
     println!("{line}");
     Ok(())
+}
+
+/// login-service's (logins answered, refresh grants issued) from its `/metrics`.
+fn counters(client: &reqwest::blocking::Client, url: &str) -> anyhow::Result<(f64, f64)> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()?
+        .error_for_status()?
+        .text()?;
+    let read = |series: &str| {
+        auth_token::testing::metric_value(&text, series)
+            .with_context(|| format!("no {series} in login-service's /metrics"))
+    };
+    // The grant counter has a series once a grant was answered; the logins before the clock
+    // started answered, so the login histogram has one.
+    let issued =
+        auth_token::testing::metric_value(&text, "login_token_requests_total{outcome=\"issued\"}")
+            .unwrap_or(0.0);
+    Ok((read("login_duration_seconds_count")?, issued))
 }

@@ -6,7 +6,7 @@ use clap::Parser as _;
 async fn main() -> anyhow::Result<()> {
     let config = demo_upstream::Config::parse();
     // The same logging and signals as the real services (stderr, LOG_FORMAT, SIGTERM/SIGINT).
-    edge_process::telemetry::init(config.log_format);
+    edge_process::telemetry::init(config.log_format, "demo-upstream");
     let shutdown = async {
         edge_process::shutdown_signal().await;
     };

@@ -1,10 +1,11 @@
 //! HTTP from the client's side of Envoy: a client that never surprises (no proxy, no redirects,
 //! no hang), bearer tokens on requests, a response read once into a [`Reply`] with the
-//! assertions every suite shares, and a raw request for paths an HTTP client would normalize.
+//! assertions every suite shares, a [`flood`] for the rate limits, and a raw request for paths
+//! an HTTP client would normalize.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::AUTHORIZATION;
@@ -136,12 +137,59 @@ impl Reply {
         assert!(self.headers.get("server").is_none(), "{self:?}");
     }
 
+    /// Asserts Envoy's own 429 of a local rate limit: status, `Retry-After: 1`, exactly
+    /// `{"error":"rate_limited","message":"too many requests; retry later"}` as JSON, no
+    /// caching, a request id and no product banner (like every answer Envoy makes itself).
+    #[track_caller]
+    pub fn assert_edge_429(&self) {
+        self.assert_edge_error(429, "rate_limited");
+        assert_eq!(self.header("retry-after"), "1", "{self:?}");
+        assert_eq!(self.header("cache-control"), "no-store", "{self:?}");
+        assert_eq!(
+            self.json(),
+            serde_json::json!({"error": "rate_limited", "message": "too many requests; retry later"})
+        );
+    }
+
     /// The echo of demo-upstream: asserts 200 and returns the JSON.
     #[track_caller]
     pub fn echo(&self) -> serde_json::Value {
         assert_eq!(self.status, 200, "{self:?}");
         self.json()
     }
+}
+
+/// `clients` threads, each with its own [`client`] (so its own connections, all from one
+/// address), sending `per_client` requests built by `request` back to back, all at once: a
+/// flood for the rate limits. Every reply, in no particular order.
+pub fn flood(
+    clients: usize,
+    per_client: usize,
+    request: impl Fn(&Client) -> RequestBuilder + Sync,
+) -> Vec<Reply> {
+    let request = &request;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(move || {
+                    let client = client();
+                    (0..per_client)
+                        .map(|_| Reply::of(request(&client)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("flood worker"))
+            .collect()
+    })
+}
+
+/// Requests a token bucket of `burst`, refilled by `refill` a second, can have let through
+/// since `start` (rounding the elapsed time up: an upper bound for "at most this many passed").
+pub fn bucket_bound(burst: u64, refill: u64, start: Instant) -> u64 {
+    burst + refill * (start.elapsed().as_secs() + 1)
 }
 
 /// Sends `GET <path>` to Envoy byte for byte (HTTP clients normalize `..` away before sending)

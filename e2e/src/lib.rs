@@ -11,7 +11,12 @@
 //!   The tests mint, forge and read tokens with `auth_token::testing` (a dev-dependency only:
 //!   see [`stack::Stack::sign_issued`]).
 //! - [`client`]: HTTP through Envoy and the assertions on what comes back.
+//! - [`otlp`]: a test OpenTelemetry collector (OTLP/gRPC) receiving the stack's spans.
 //! - [`stack`]: the four processes, login-service's database (`database`), the users and keys.
+//! - [`variant`]: a second Envoy running a rendered variant of the shipped config, in front of a
+//!   stack's services.
+//! - `oidc_issuer` (feature `oidc-issuer`, on for the tests): the test OIDC issuer, discovery +
+//!   JWKS on loopback, shared with ext-authz's integration tests.
 //!
 //! The shipped config has fixed ports, so one process runs one [`stack::Stack`] at a time (a
 //! process-wide lock) and a stack refuses to start while a port is taken (for example by
@@ -24,7 +29,11 @@
 
 pub mod client;
 mod database;
+#[cfg(feature = "oidc-issuer")]
+pub mod oidc_issuer;
+pub mod otlp;
 pub mod ports;
 pub mod process;
 pub mod procfs;
 pub mod stack;
+pub mod variant;

@@ -56,12 +56,23 @@ pub fn check_ports() -> Result<(), String> {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (for processes beside the fixed layout).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+/// The address a child process reports it bound: the `field` of its log line carrying
+/// `message`, in the text (`field=127.0.0.1:PORT`) or the JSON (`"field":"127.0.0.1:PORT"`) log
+/// format. Children beside the fixed layout are started on port 0 and asked where they are:
+/// a port picked by binding port 0 and dropping the listener is only "free a moment ago", and
+/// two picks in a row (or a pick and another test's child) can get the same one.
+pub fn logged_addr(log: &str, message: &str, field: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|l| l.contains(message))?;
+    let (json, text) = (format!("\"{field}\":\""), format!(" {field}="));
+    let rest = line
+        .split_once(json.as_str())
+        .or_else(|| line.split_once(text.as_str()))?
+        .1;
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    addr.parse().ok().filter(|a: &SocketAddr| a.port() != 0)
 }
 
 /// True when `addr` (`host:port`) accepts a TCP connection within 200 ms.
@@ -69,4 +80,39 @@ pub fn tcp_accepts(addr: &str) -> bool {
     addr.parse()
         .ok()
         .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_addr_reads_both_log_formats_and_the_exact_field() {
+        let text = "2026-01-01T00:00:00Z  INFO ext_authz::server: ext-authz serving \
+                    grpc_addr=127.0.0.1:41001 grpc_uds=None metrics_addr=127.0.0.1:41002";
+        assert_eq!(
+            logged_addr(text, "ext-authz serving", "grpc_addr"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 41001)))
+        );
+        assert_eq!(
+            logged_addr(text, "ext-authz serving", "metrics_addr"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 41002)))
+        );
+        // `addr` is not `grpc_addr`'s tail.
+        assert_eq!(logged_addr(text, "ext-authz serving", "addr"), None);
+        let json = r#"{"level":"INFO","fields":{"message":"login-service listening","addr":"127.0.0.1:5001"}}"#;
+        assert_eq!(
+            logged_addr(json, "login-service listening", "addr"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 5001)))
+        );
+        assert_eq!(
+            logged_addr("starting\n", "login-service listening", "addr"),
+            None
+        );
+        // Still port 0 (a line logged before the bind) is not an answer.
+        assert_eq!(
+            logged_addr("x listening addr=127.0.0.1:0", "listening", "addr"),
+            None
+        );
+    }
 }

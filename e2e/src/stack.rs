@@ -46,6 +46,13 @@ pub enum Transport {
     Uds,
 }
 
+/// Where a traced stack exports its spans ([`Stack::start_traced`]).
+#[derive(Debug, Clone)]
+struct OtlpTarget {
+    endpoint: String,
+    port: u16,
+}
+
 /// A user created with the real `login-service user add` CLI.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -79,6 +86,8 @@ pub struct Stack {
     ext_authz_args: Vec<String>,
     /// [`Stack::start_observed`]: JSON logs, ext-authz's allow lines (debug) included.
     observed: bool,
+    /// [`Stack::start_traced`]: the OTLP endpoint every service and Envoy export spans to.
+    otlp: Option<OtlpTarget>,
     key_secret: String,
     client: Client,
     /// The admin user (`--admin`).
@@ -117,6 +126,17 @@ impl Stack {
         Self::start_full_observed(Transport::Tcp, &[], false, true)
     }
 
+    /// Starts a stack (ext-authz over TCP) that exports traces to `receiver`: the services get
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (and a short batch delay), Envoy runs the local config
+    /// rendered with the `tracing` flag (`envoy/render.py`), pointed at the receiver.
+    pub fn start_traced(receiver: &crate::otlp::OtlpReceiver) -> Self {
+        let target = OtlpTarget {
+            endpoint: receiver.endpoint(),
+            port: receiver.port(),
+        };
+        Self::start_options(Transport::Tcp, &[], false, false, Some(target))
+    }
+
     fn start_full(transport: Transport, ext_authz_args: &[&str], mysql: bool) -> Self {
         Self::start_full_observed(transport, ext_authz_args, mysql, false)
     }
@@ -126,6 +146,16 @@ impl Stack {
         ext_authz_args: &[&str],
         mysql: bool,
         observed: bool,
+    ) -> Self {
+        Self::start_options(transport, ext_authz_args, mysql, observed, None)
+    }
+
+    fn start_options(
+        transport: Transport,
+        ext_authz_args: &[&str],
+        mysql: bool,
+        observed: bool,
+        otlp: Option<OtlpTarget>,
     ) -> Self {
         let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         for name in ["ext-authz", "login-service", "demo-upstream"] {
@@ -142,7 +172,13 @@ impl Stack {
         } else {
             Database::Sqlite
         };
-        match Self::build(transport, ext_authz_args, serial, database, observed) {
+        match Self::build(
+            transport,
+            ext_authz_args,
+            serial,
+            database,
+            (observed, otlp),
+        ) {
             Ok(stack) => stack,
             Err(err) => panic!("cannot start the e2e stack: {err:#}"),
         }
@@ -153,7 +189,7 @@ impl Stack {
         ext_authz_args: Vec<String>,
         serial: MutexGuard<'static, ()>,
         database: Database,
-        observed: bool,
+        (observed, otlp): (bool, Option<OtlpTarget>),
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("e2e-stack-").tempdir()?;
         let keys = dir.path().join("keys");
@@ -190,6 +226,7 @@ impl Stack {
             transport,
             ext_authz_args,
             observed,
+            otlp,
             key_secret,
             client: client(),
             admin: User {
@@ -255,6 +292,12 @@ impl Stack {
             command
                 .env("RUST_LOG", "info,ext_authz=debug,demo_upstream=debug")
                 .env("LOG_FORMAT", "json");
+        }
+        if let Some(otlp) = &self.otlp {
+            command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.endpoint)
+                // The batch exporter's delay (5 s by default): the test waits for the spans.
+                .env("OTEL_BSP_SCHEDULE_DELAY", "100");
         }
         command
     }
@@ -384,10 +427,14 @@ impl Stack {
         // Envoy reads its certificate (SDS) from tls/ in its working directory, the stack's dir:
         // a development CA and a localhost certificate, as scripts/run.sh makes them.
         dev_tls(&[], &self.tls_dir())?;
+        let config = match &self.otlp {
+            Some(otlp) => self.render_traced_envoy(otlp.port)?,
+            None => workspace_root().join(config),
+        };
         let mut command = self.command(&envoy_binary());
         command
             .arg("-c")
-            .arg(workspace_root().join(config))
+            .arg(config)
             .arg("--disable-hot-restart")
             // The access log is flushed every 10 s by default; the tests read it.
             .arg("--file-flush-interval-msec")
@@ -396,6 +443,25 @@ impl Stack {
             .arg("warn");
         self.envoy = Some(Process::spawn("envoy", command, self.path("envoy.log"))?);
         Ok(())
+    }
+
+    /// The local config with the `tracing` flag, exporting to 127.0.0.1:`port`, written into
+    /// the stack's directory.
+    fn render_traced_envoy(&self, port: u16) -> anyhow::Result<PathBuf> {
+        let config = self.path("envoy-traced.yaml");
+        let output = Command::new("python3")
+            .arg(workspace_root().join("envoy/render.py"))
+            .args(["--variant", "local", "--flag", "tracing", "--set"])
+            .arg(format!("otlp_port={port}"))
+            .arg("--out")
+            .arg(&config)
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "envoy/render.py failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(config)
     }
 
     /// Envoy's TLS directory: `ca.pem` (trust it to reach [`ENVOY_TLS`]), `tls.crt`, `tls.key`.

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use auth_token::feed::{FeedPage, FeedQuery};
 use secrecy::{ExposeSecret as _, SecretString};
+use tracing::Instrument as _;
 
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
@@ -65,6 +66,33 @@ async fn fetch(
     since: i64,
     wait: Duration,
 ) -> Result<FeedPage, FeedError> {
+    if !edge_process::telemetry::tracing_enabled() {
+        return fetch_page(client, config, since, wait).await;
+    }
+    // One client span per feed request (issue #14); login-service's request span continues it.
+    let span = tracing::info_span!(
+        "revocation_feed.fetch",
+        otel.kind = "client",
+        since,
+        entries = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    let page = fetch_page(client, config, since, wait)
+        .instrument(span.clone())
+        .await;
+    match &page {
+        Ok(page) => span.record("entries", page.revocations.len()),
+        Err(e) => span.record("error", tracing::field::display(e)),
+    };
+    page
+}
+
+async fn fetch_page(
+    client: &reqwest::Client,
+    config: &FeedConfig,
+    since: i64,
+    wait: Duration,
+) -> Result<FeedPage, FeedError> {
     let mut request = client
         .get(&config.url)
         .query(&FeedQuery {
@@ -76,6 +104,9 @@ async fn fetch(
         .timeout(wait + Duration::from_secs(5));
     if let Some(token) = &config.token {
         request = request.bearer_auth(token.expose_secret());
+    }
+    for (name, value) in edge_process::telemetry::trace_headers(&tracing::Span::current()) {
+        request = request.header(name, value);
     }
     let response = request.send().await?;
     if response.status() == reqwest::StatusCode::CONFLICT {

@@ -23,8 +23,10 @@ fn main() -> ExitCode {
         println!("{}", config::summary(&config, &ring));
         return ExitCode::SUCCESS;
     }
-    edge_process::telemetry::init(config.log_format);
-    match serve(&config, ring) {
+    edge_process::telemetry::init(config.log_format, "ext-authz");
+    let served = serve(&config, ring);
+    edge_process::telemetry::shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "ext-authz failed");

@@ -234,8 +234,8 @@ mod tests {
             "fail-open decides with what is known, however stale"
         );
         assert!(!open.deciding_without_snapshot(now_ms() + 3_600_000));
+        // A zero grace (and startup wait) is over as soon as it starts: no clock has to move.
         let open = Revocations::new(Duration::ZERO, false, 30);
-        std::thread::sleep(Duration::from_millis(5));
         assert!(
             open.usable(),
             "fail-open: decides with nothing known after the grace"
@@ -258,7 +258,11 @@ mod tests {
         );
         let closed = Revocations::new(Duration::ZERO, true, 30);
         closed.mark_synced();
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(!closed.usable(), "fail-closed and stale: UNAVAILABLE");
+        // A millisecond after the sync, past a zero grace (a point in time, not a sleep).
+        let later = now_ms() + 1;
+        assert!(
+            !closed.usable_at(later),
+            "fail-closed and stale: UNAVAILABLE"
+        );
     }
 }

@@ -116,7 +116,10 @@ impl AuthzService {
         let policy = extensions.map_or(Policy::NONE, Policy::from_context_extensions);
         // Why: `request.http.id` is Envoy's stream id; the id that ties logs together is the
         // `x-request-id` header.
-        let request_id = headers.get("x-request-id").map_or("", String::as_str);
+        // Bounded and printable only: a client that reaches ext-authz directly (or through a
+        // proxy that forwards its id) chooses this header (SECURITY.md, review finding L3).
+        let request_id =
+            edge_process::telemetry::request_id(headers.get("x-request-id").map(String::as_bytes));
 
         let ring = inner.keys.load();
         let revoked = inner.revocations.as_deref().map(Revocations::load);
@@ -365,7 +368,71 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        self.check_request(request.get_ref()).map(Response::new)
+        if !edge_process::telemetry::tracing_enabled() {
+            return self.check_request(request.get_ref()).map(Response::new);
+        }
+        let span = check_span(&request);
+        let answer = span.in_scope(|| self.check_request(request.get_ref()));
+        record_outcome(&span, &answer);
+        answer.map(Response::new)
+    }
+}
+
+/// The span of one check, only built when traces are exported (issue #14): a child of Envoy's
+/// ext_authz call span, named by the `traceparent` Envoy's gRPC client puts in the call's
+/// metadata; failing that, of the client request's own `traceparent` (Envoy sends it in the
+/// CheckRequest when `allowed_headers` lets it through). Never the token.
+fn check_span(request: &Request<CheckRequest>) -> tracing::Span {
+    let headers = request
+        .get_ref()
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .map(|http| &http.headers);
+    let grpc = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
+    let http = |name: &str| headers.and_then(|h| h.get(name)).map(String::as_str);
+    let (traceparent, tracestate) = match grpc("traceparent") {
+        Some(parent) => (Some(parent), grpc("tracestate")),
+        None => (http("traceparent"), http("tracestate")),
+    };
+    let request_id = edge_process::telemetry::request_id(http("x-request-id").map(str::as_bytes));
+    let span = tracing::info_span!(
+        "check",
+        otel.name = "ext_authz.check",
+        otel.kind = "server",
+        request_id,
+        decision = tracing::field::Empty,
+        reason = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    edge_process::telemetry::continue_trace(&span, traceparent, tracestate);
+    span
+}
+
+/// The decision and reason (the labels of the access log's `auth_decision`/`auth_reason`) as
+/// span attributes; an RPC error marks the span failed.
+fn record_outcome(span: &tracing::Span, answer: &Result<CheckResponse, Status>) {
+    let fields = match answer {
+        Ok(response) => response.dynamic_metadata.as_ref().map(|m| &m.fields),
+        Err(status) => {
+            span.record("otel.status_code", "ERROR");
+            span.record("reason", status.message());
+            return;
+        }
+    };
+    let text = |key: &str| match fields
+        .and_then(|f| f.get(key))
+        .and_then(|v| v.kind.as_ref())
+    {
+        Some(Kind::StringValue(value)) => Some(value.as_str()),
+        _ => None,
+    };
+    if let Some(decision) = text("decision") {
+        span.record("decision", decision);
+    }
+    if let Some(reason) = text("reason") {
+        span.record("reason", reason);
     }
 }
 

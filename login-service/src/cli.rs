@@ -95,8 +95,9 @@ impl From<EmailError> for CliError {
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    edge_process::telemetry::init(cli.global.log_format);
+    edge_process::telemetry::init(cli.global.log_format, "login-service");
     let result = cli.task().map_err(CliError::from).and_then(execute);
+    edge_process::telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -240,9 +240,13 @@ pub struct ServeArgs {
     /// Absolute lifetime of a session (a login and its refreshes): no refresh after it.
     #[arg(long, env = "SESSION_MAX_AGE", default_value = "90d", value_parser = parse_duration)]
     pub session_max_age: Duration,
-    /// Refreshes one session allows; the next one ends it (log in again). Bounds its rows.
-    #[arg(long, env = "REFRESH_MAX_ROTATIONS", default_value_t = 100_000)]
+    /// Refreshes one session allows; the next one is refused (log in again). Bounds its rows.
+    #[arg(long, env = "REFRESH_MAX_ROTATIONS", default_value_t = crate::refresh::DEFAULT_MAX_ROTATIONS)]
     pub refresh_max_rotations: u32,
+    /// Sessions (refresh-token families) one user keeps: a login beyond it ends the least
+    /// recently refreshed one. Rows per user ≤ this × (REFRESH_MAX_ROTATIONS + 1).
+    #[arg(long, env = "REFRESH_MAX_SESSIONS", default_value_t = crate::refresh::DEFAULT_MAX_SESSIONS)]
+    pub refresh_max_sessions: u32,
 }
 
 /// A configuration the service refuses to start with (exit 64).
@@ -524,6 +528,11 @@ impl ServeArgs {
                 "--refresh-max-rotations must be ≥ 1".into(),
             ));
         }
+        if self.refresh_max_sessions == 0 {
+            return Err(ConfigError::Invalid(
+                "--refresh-max-sessions must be ≥ 1".into(),
+            ));
+        }
         if self.lockout_threshold == 0
             || self.ip_failure_threshold == 0
             || self.account_lockout_threshold == 0
@@ -574,6 +583,7 @@ impl ServeArgs {
                     refresh_ttl: self.refresh_token_ttl,
                     session_max_age: self.session_max_age,
                     max_rotations: self.refresh_max_rotations,
+                    max_sessions: self.refresh_max_sessions,
                 },
             },
             http_addr: self.http_addr,

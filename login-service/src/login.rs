@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auth_token::{IssueError, Issued, Issuer, Keyring};
 use secrecy::SecretString;
-use tracing::{Span, field, info, warn};
+use tracing::{Instrument as _, Span, field, info, info_span, warn};
 
 use crate::credentials::Credentials;
 use crate::db::{Db, DbError};
@@ -168,6 +168,10 @@ pub async fn authenticate_session(
             let lock = lockout::check(c, &k, &policies, lockout::now_ms())?;
             Ok((user, cutoff, lock))
         })
+        .instrument(info_span!(
+            "login.lookup",
+            otel.name = "login.database.lookup"
+        ))
         .await?;
     if let Some(u) = &user {
         Span::current().record("user_id", u.id);
@@ -181,6 +185,10 @@ pub async fn authenticate_session(
     let verdict = cx
         .hasher
         .verify(user.as_ref().map(|u| u.password.clone()), password.clone())
+        .instrument(info_span!(
+            "login.hash",
+            otel.name = "login.password.verify"
+        ))
         .await?;
     if let Some(pause) = cx.pause {
         pause.reached.notify_one();
@@ -215,7 +223,8 @@ pub async fn authenticate_session(
             let iat = fresh_iat(cutoff).await;
             // Signed before the write (nothing leaves unless the write succeeds): a refresh
             // family stores its access token's `jti`.
-            let access = issue(cx, &u, iat)?;
+            let access = info_span!("login.issue", otel.name = "login.token.issue")
+                .in_scope(|| issue(cx, &u, iat))?;
             let (id, verified) = (u.id, u.password.clone());
             let (jti, exp) = (
                 access.claims.jti.clone(),
@@ -254,6 +263,10 @@ pub async fn authenticate_session(
                     }
                     Ok(Some(family))
                 })
+                .instrument(info_span!(
+                    "login.record",
+                    otel.name = "login.database.record_success"
+                ))
                 .await?;
             let Some(refresh) = issued else {
                 info!(user_id = id, "account changed during the login; no token");

@@ -1,4 +1,5 @@
-//! Prometheus metrics served at `/metrics`: logins by outcome, login latency, pool state.
+//! Prometheus metrics served at `/metrics`: logins and refresh-token grants by outcome, their
+//! latency, pool state.
 
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub struct Metrics {
     pool_connections: Gauge,
     pool_idle: Gauge,
     in_flight: Gauge,
+    grants: Family<OutcomeLabels, Counter>,
+    grant_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -63,6 +66,19 @@ impl Metrics {
             "POST /login requests being answered (waiting for the database or a hashing permit, or hashing)",
             in_flight.clone(),
         );
+        let grants = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "token_requests",
+            "POST /token requests by outcome (issued, reuse_detected, invalid_grant, invalid_request, ...)",
+            grants.clone(),
+        );
+        // Why other buckets than /login's: a rotation is a few database round trips, no hash.
+        let grant_latency = Histogram::new(exponential_buckets(0.001, 2.0, 12));
+        registry.register(
+            "token_duration_seconds",
+            "Time to answer POST /token",
+            grant_latency.clone(),
+        );
         Self {
             registry,
             logins,
@@ -70,6 +86,8 @@ impl Metrics {
             pool_connections,
             pool_idle,
             in_flight,
+            grants,
+            grant_latency,
         }
     }
 
@@ -84,6 +102,13 @@ impl Metrics {
     pub fn observe_login(&self, outcome: &'static str, elapsed: Duration) {
         self.logins.get_or_create(&vec![("outcome", outcome)]).inc();
         self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one answered `POST /token`; `outcome` is one of a fixed set of labels
+    /// (`issued`, `reuse_detected`, or an [`crate::error::ApiError`] code), never client text.
+    pub fn observe_grant(&self, outcome: &'static str, elapsed: Duration) {
+        self.grants.get_or_create(&vec![("outcome", outcome)]).inc();
+        self.grant_latency.observe(elapsed.as_secs_f64());
     }
 
     /// Text exposition, after setting the pool gauges to `(connections, idle)`.
@@ -127,5 +152,20 @@ mod tests {
         assert!(m.render((0, 0)).contains("login_in_flight 1"));
         drop(guard);
         assert!(m.render((0, 0)).contains("login_in_flight 0"));
+        m.observe_grant("reuse_detected", Duration::from_millis(3));
+        let text = m.render((0, 0));
+        assert!(
+            text.contains("login_token_requests_total{outcome=\"reuse_detected\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("login_token_duration_seconds_bucket{le=\"0.004\"} 1"),
+            "{text}"
+        );
+        // A refresh is not a login: the login series did not move.
+        assert!(
+            text.contains("login_attempts_total{outcome=\"success\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -22,12 +22,16 @@
 //! **Reuse.** A token that is already used, presented again, is the signature of a stolen
 //! token (RFC 6819 §5.2.2.3, OAuth 2.0 Security BCP §4.14): either the thief or the client has
 //! rotated it already. [`revoke_family`] ends the whole family (`revoked_at` on every row) and
-//! revokes, through the existing revocation feed, the access tokens issued with it that have
-//! not expired — as **per-`jti` entries** (`reason = refresh_reuse`), not a user-wide cut: a cut
-//! would also end the user's other sessions (other devices), which did nothing wrong. The
-//! per-user bound of the feed still holds (`MAX_REVOKED_PER_USER`: beyond it a revocation
-//! becomes one user-wide cut, [`crate::revocations`]). A concurrent loser is a reuse too (no
-//! grace period): clients must not refresh the same token twice at once.
+//! revokes, through the existing revocation feed, the access tokens issued with it that
+//! verifiers may still accept — as **per-`jti` entries** (`reason = refresh_reuse`), not a
+//! user-wide cut: a cut would also end the user's other sessions (other devices), which did
+//! nothing wrong. The per-user bound of the feed still holds (`MAX_REVOKED_PER_USER`: beyond it
+//! one user-wide cut, `revocations::revoke_batch`). Both commit together, so an ended
+//! family needs nothing more: the cost of a reuse does not grow with the family, and a repeated
+//! one does no revocation work. `POST /logout` ends its family the same way
+//! ([`end_family_of_access`]). A concurrent loser is a reuse too (no grace period): clients must
+//! not refresh the same token twice at once. A refused rotation (account, exhausted) leaves the
+//! token unused, so a retry is refused again, never taken for a reuse.
 //!
 //! **Races with account changes.** The CLI commits its account change, stores the user-wide
 //! cut, then ends the user's families ([`end_user`]). A rotation holds the row it used up
@@ -38,8 +42,15 @@
 //! check, `crate::login`).
 //!
 //! **Bounds.** Nothing is held in memory. Rows per family: at most `REFRESH_MAX_ROTATIONS` + 1
-//! (a rotation past it ends the family: log in again); rows are deleted `RETENTION_SLACK_SECS`
-//! after `expires_at` by [`cleanup`], in batches of [`CLEANUP_BATCH`].
+//! (a rotation past it is refused: log in again); families per user: `REFRESH_MAX_SESSIONS`
+//! (a login deletes the user's ended families and the least recently refreshed beyond it,
+//! [`start`]); rows are deleted `RETENTION_SLACK_SECS` after `expires_at` or after their family
+//! ended by [`cleanup`], in batches of [`CLEANUP_BATCH`].
+//!
+//! **Known limit (MySQL).** A rotation does not take the revocation writers' lock: one racing a
+//! user-wide cut can read the cutoff before the cut commits yet sign at a later second than the
+//! cut's time (a window of the cut's own insert, milliseconds). The family is still ended by
+//! the CLI / logout-all; that one access token lives until its `exp` (`ACCESS_TOKEN_TTL`).
 
 use std::time::Duration;
 
@@ -60,23 +71,32 @@ pub const TOKEN_CHARS: usize = 43;
 pub const CLEANUP_BATCH: i64 = 1000;
 
 /// Lifetimes and bounds of refresh tokens (`REFRESH_TOKEN_TTL`, `SESSION_MAX_AGE`,
-/// `REFRESH_MAX_ROTATIONS`).
+/// `REFRESH_MAX_ROTATIONS`, `REFRESH_MAX_SESSIONS`). Rows per user are at most
+/// `max_sessions` × (`max_rotations` + 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
     /// How long one refresh token can be used (from its issue).
     pub refresh_ttl: Duration,
     /// Absolute lifetime of a family, from the login: no refresh after it.
     pub session_max_age: Duration,
-    /// Rotations one family allows; the next one ends it (bounds its rows).
+    /// Rotations one family allows; the next one is refused (bounds its rows).
     pub max_rotations: u32,
+    /// Families one user keeps: a login beyond it deletes the least recently refreshed one.
+    pub max_sessions: u32,
 }
+
+/// Default of [`Lifetimes::max_rotations`]: a refresh every 15 minutes for 90 days is 8 640.
+pub const DEFAULT_MAX_ROTATIONS: u32 = 10_000;
+/// Default of [`Lifetimes::max_sessions`].
+pub const DEFAULT_MAX_SESSIONS: u32 = 10;
 
 impl Default for Lifetimes {
     fn default() -> Self {
         Self {
             refresh_ttl: Duration::from_secs(30 * 86_400),
             session_max_age: Duration::from_secs(90 * 86_400),
-            max_rotations: 100_000,
+            max_rotations: DEFAULT_MAX_ROTATIONS,
+            max_sessions: DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -218,7 +238,45 @@ pub fn start(
             access_exp: access.exp,
         })
         .execute(conn)?;
+    match prune_user(conn, user_id, lifetimes.max_sessions) {
+        // Why not fail the login: a deadlock with a concurrent refresh of the same user (MySQL)
+        // rolled back only that statement; the next login prunes.
+        Err(e) if is_retryable(&e) => {
+            tracing::warn!(error = %e, "refresh sessions not pruned; the next login will");
+        }
+        r => r?,
+    }
     Ok(token)
+}
+
+/// Keeps at most `max_sessions` families of `user_id` (issue #17 review, M1): deletes the rows
+/// of its ended families (nothing needs them: their access tokens were sent to the feed when
+/// they ended, or a user-wide cut covers them), then every row of its live families beyond
+/// the `max_sessions` most recently refreshed. A deleted family's refresh token is refused
+/// (`unknown`); its last access token lives until its `exp`. Runs after the insert, so two
+/// concurrent logins both end within the bound.
+fn prune_user(conn: &mut DbConn, user_id: i32, max_sessions: u32) -> QueryResult<()> {
+    diesel::delete(
+        refresh_token::table
+            .filter(refresh_token::user_id.eq(user_id))
+            .filter(refresh_token::revoked_at.is_not_null()),
+    )
+    .execute(conn)?;
+    // Why the unused rows: each live family has exactly one (its newest token), so they name
+    // the families in order of their last refresh (`refresh_token_user_tip` index).
+    let evicted: Vec<String> = refresh_token::table
+        .filter(refresh_token::user_id.eq(user_id))
+        .filter(refresh_token::used_at.is_null())
+        .order(refresh_token::id.desc())
+        .offset(i64::from(max_sessions.max(1)))
+        .limit(CLEANUP_BATCH)
+        .select(refresh_token::family_id)
+        .load(conn)?;
+    if !evicted.is_empty() {
+        diesel::delete(refresh_token::table.filter(refresh_token::family_id.eq_any(&evicted)))
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Why a refresh token was refused (all answered `invalid_grant`; the variant is for logs).
@@ -232,7 +290,8 @@ pub enum Refused {
     Revoked,
     /// The account is gone, disabled, its password changed, or it was revoked since the login.
     Account,
-    /// The family reached `REFRESH_MAX_ROTATIONS`.
+    /// The family reached `REFRESH_MAX_ROTATIONS` (the token stays unused: a retry is refused
+    /// the same way, never taken for a reuse).
     Exhausted,
 }
 
@@ -261,13 +320,16 @@ pub enum Rotation<T> {
         /// The account.
         user_id: i32,
     },
-    /// A used token presented again: the caller must [`revoke_family`] (outside this
-    /// transaction: the revocation feed has its own writers' lock).
+    /// A used token presented again: the caller must [`revoke_family`] unless `ended`
+    /// (outside this transaction: the revocation feed has its own writers' lock).
     Reused {
         /// The family to end.
         family_id: String,
         /// Its account.
         user_id: i32,
+        /// The family was already ended, with its access tokens in the feed (or covered by a
+        /// user-wide cut): nothing is left to do.
+        ended: bool,
     },
     /// Refused; nothing issued.
     Refused(Refused),
@@ -344,7 +406,15 @@ pub fn rotate<T, E>(
             None
         };
         if let Some(why) = refused {
-            end_family(c, &row.family_id, now)?;
+            // Why undo `used_at` (review L4): a refused token was not used; if it stayed used,
+            // the client's retry would be taken for a reuse and revoke the session's access
+            // tokens (or cut every token of the user).
+            diesel::update(refresh_token::table.find(id))
+                .set(refresh_token::used_at.eq(None::<i64>))
+                .execute(c)?;
+            if why == Refused::Account {
+                end_family(c, &row.family_id, now)?;
+            }
             return Ok(Some(Rotation::Refused(why)));
         }
         let Some(user) = user else {
@@ -381,9 +451,10 @@ pub fn rotate<T, E>(
     }
     // Lost (or never usable): read the row again, outside the transaction, so the answer is
     // what the winner committed (a transaction's snapshot could predate it).
-    // Why `used_at` before `revoked_at`: a used token of an ended family is still a reuse;
-    // ending the family again is idempotent and re-sends its access tokens to the feed (in case
-    // an earlier attempt stopped half-way).
+    // Why `used_at` before `revoked_at`: a used token of an ended family is still a reuse (and
+    // logged as one), but ending a family and sending its access tokens to the feed commit
+    // together ([`revoke_family`]), so an ended family needs nothing more: a reuse repeated
+    // over and over costs no more than this read (review H1).
     let row = refresh_token::table
         .find(id)
         .select(Row::as_select())
@@ -392,6 +463,7 @@ pub fn rotate<T, E>(
     Ok(match row {
         None => Rotation::Refused(Refused::Unknown),
         Some(row) if row.used_at.is_some() => Rotation::Reused {
+            ended: row.revoked_at.is_some(),
             family_id: row.family_id,
             user_id: row.user_id,
         },
@@ -441,59 +513,84 @@ pub fn end_user(conn: &mut DbConn, user_id: i32, now: i64) -> QueryResult<usize>
     .execute(conn)
 }
 
-/// Ends the family the access token `jti` was issued with, if any (`POST /logout`): logout
-/// ends the session, not only the access token. Returns rows changed.
-pub fn end_family_of_access(conn: &mut DbConn, jti: &str, now: i64) -> QueryResult<usize> {
+/// What [`revoke_family`] and [`end_family_of_access`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyEnd {
+    /// No family (the access token came without a refresh token).
+    NoFamily,
+    /// The family was already ended: nothing done.
+    AlreadyEnded,
+    /// Ended now; its live access tokens went to the feed as this.
+    Ended(revocations::BatchOutcome),
+}
+
+/// Ends the family the access token `jti` of user `sub` was issued with, if any, and revokes
+/// the family's live access tokens as [`revoke_family`] does (`POST /logout`, review M2: a
+/// thief who rotated earlier holds another access token of the session). Logout ends the
+/// session, not only the access token.
+pub fn end_family_of_access(
+    conn: &mut DbConn,
+    jti: &str,
+    max_per_user: u32,
+    cut_ttl: Duration,
+) -> QueryResult<FamilyEnd> {
     let family = refresh_token::table
         .filter(refresh_token::access_jti.eq(jti))
-        .select(refresh_token::family_id)
-        .first::<String>(conn)
+        .select((refresh_token::family_id, refresh_token::user_id))
+        .first::<(String, i32)>(conn)
         .optional()?;
     match family {
-        Some(f) => end_family(conn, &f, now),
-        None => Ok(0),
+        Some((f, user_id)) => {
+            revoke_family(conn, &f, user_id, max_per_user, cut_ttl, Reason::Logout)
+        }
+        None => Ok(FamilyEnd::NoFamily),
     }
 }
 
-/// Reuse detected: ends family `family_id` of `user_id`, then revokes its access tokens that
-/// have not expired, as per-`jti` entries of the revocation feed ([`Reason::RefreshReuse`],
-/// bounded per user by `max_per_user`, beyond which one user-wide cut is stored instead).
-/// Idempotent: run again on every reuse, so a half-done run is completed by the next.
-/// Returns how many access tokens were sent to the feed.
+/// Reuse detected (or logout): ends family `family_id` of `user_id` and revokes its access
+/// tokens that verifiers may still accept (per-`jti` entries with `reason`; `exp` within
+/// [`revocations::RETENTION_SLACK_SECS`] of now: ext-authz accepts `exp` plus its leeway, 30 s
+/// by default), in one transaction under the revocation writers' lock. The cost does not grow
+/// with the family (review H1): a family already ended is left alone (one `UPDATE` that changes
+/// nothing), at most `max_per_user` + 1 access tokens are read, and more than the per-user
+/// bound allows become one user-wide cut (`revocations::revoke_batch`).
 pub fn revoke_family(
     conn: &mut DbConn,
     family_id: &str,
     user_id: i32,
     max_per_user: u32,
     cut_ttl: Duration,
-) -> QueryResult<usize> {
-    let now = revocations::now_secs();
-    end_family(conn, family_id, now)?;
-    let live: Vec<(String, i64, i64)> = refresh_token::table
-        .filter(refresh_token::family_id.eq(family_id))
-        .filter(refresh_token::access_exp.gt(now))
-        .order(refresh_token::id.asc())
-        .select((
-            refresh_token::access_jti,
-            refresh_token::issued_at,
-            refresh_token::access_exp,
-        ))
-        .load(conn)?;
-    let sub = user_id.to_string();
-    let tokens: Vec<RevokeOne> = live
-        .into_iter()
-        .map(|(jti, iat, exp)| RevokeOne { jti, iat, exp })
-        .collect();
-    revocations::revoke_tokens(
-        conn,
-        &sub,
-        &tokens,
-        revocations::now_secs,
-        max_per_user,
-        cut_ttl,
-        Reason::RefreshReuse,
-    )?;
-    Ok(tokens.len())
+    reason: Reason,
+) -> QueryResult<FamilyEnd> {
+    revocations::locked(conn, |c| {
+        let now = revocations::now_secs();
+        // Why this is the flag: every path that ends a family either sends its access tokens
+        // to the feed in the same transaction (here) or follows a user-wide cut covering them
+        // (the CLI's account changes, logout-all, a rotation refused after such a change; an
+        // account edited in the database behind the CLI's back has no cut, and no reuse of
+        // its ended family revokes anything).
+        if end_family(c, family_id, now)? == 0 {
+            return Ok(FamilyEnd::AlreadyEnded);
+        }
+        let live: Vec<(String, i64, i64)> = refresh_token::table
+            .filter(refresh_token::family_id.eq(family_id))
+            .filter(refresh_token::access_exp.gt(now - revocations::RETENTION_SLACK_SECS))
+            .order(refresh_token::id.desc())
+            .limit(i64::from(max_per_user).saturating_add(1))
+            .select((
+                refresh_token::access_jti,
+                refresh_token::issued_at,
+                refresh_token::access_exp,
+            ))
+            .load(c)?;
+        let tokens: Vec<RevokeOne> = live
+            .into_iter()
+            .map(|(jti, iat, exp)| RevokeOne { jti, iat, exp })
+            .collect();
+        let sub = user_id.to_string();
+        revocations::revoke_batch(c, &sub, &tokens, now, max_per_user, cut_ttl, reason)
+            .map(FamilyEnd::Ended)
+    })
 }
 
 /// The row of a presented token, by hash (tests and diagnostics).
@@ -505,16 +602,30 @@ pub fn find(conn: &mut DbConn, token_hash: &str) -> QueryResult<Option<Row>> {
         .optional()
 }
 
-/// Deletes at most [`CLEANUP_BATCH`] rows expired for longer than
-/// [`revocations::RETENTION_SLACK_SECS`]; returns the rows deleted. A used row is kept until
-/// then so that its reuse is still detected.
+/// Deletes at most [`CLEANUP_BATCH`] rows expired, or of a family ended, for longer than
+/// [`revocations::RETENTION_SLACK_SECS`]; returns the rows deleted. A used row of a live family
+/// is kept until then so that its reuse is still detected.
 pub fn cleanup(conn: &mut DbConn, now: i64) -> QueryResult<usize> {
-    let ids: Vec<i64> = refresh_token::table
-        .filter(refresh_token::expires_at.le(now - revocations::RETENTION_SLACK_SECS))
+    let old = now - revocations::RETENTION_SLACK_SECS;
+    // Why two queries: each walks its own index (`expires_at`, `revoked_at`); one `OR` would
+    // scan the table.
+    let mut ids: Vec<i64> = refresh_token::table
+        .filter(refresh_token::expires_at.le(old))
         .order(refresh_token::id.asc())
         .limit(CLEANUP_BATCH)
         .select(refresh_token::id)
         .load(conn)?;
+    let room = CLEANUP_BATCH - i64::try_from(ids.len()).unwrap_or(CLEANUP_BATCH);
+    if room > 0 {
+        let ended: Vec<i64> = refresh_token::table
+            .filter(refresh_token::revoked_at.le(old))
+            .filter(refresh_token::expires_at.gt(old))
+            .order(refresh_token::revoked_at.asc())
+            .limit(room)
+            .select(refresh_token::id)
+            .load(conn)?;
+        ids.extend(ended);
+    }
     if ids.is_empty() {
         return Ok(0);
     }

@@ -27,7 +27,7 @@
 //!
 //! **The cursor.** `id` (AUTO_INCREMENT / SQLite AUTOINCREMENT) is the feed cursor. A reader
 //! must never see id 7 before id 6 is visible, or it would skip 6: on MySQL, inserts are
-//! serialised with a named lock (`GET_LOCK`) held until the autocommit insert is committed, so
+//! serialised with a named lock (`GET_LOCK`) held until the writer's transaction is committed, so
 //! ids become visible in order across replicas; SQLite has a single writer anyway. [`cleanup`]
 //! always keeps the newest row, so an id is never handed out twice even by servers that
 //! recompute the counter from `MAX(id)` at startup.
@@ -139,7 +139,12 @@ struct NamedLock {
 /// order (see the module docs) and a count-then-insert ([`revoke_token`]) cannot interleave with
 /// another writer's: on MySQL under a named lock (every replica; a 10 s timeout is an error,
 /// never an unlocked write), on SQLite in a `BEGIN IMMEDIATE` transaction (the writer lock).
-fn locked<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> QueryResult<T>) -> QueryResult<T> {
+/// On both, `f` is one transaction: all of its writes commit, or none (on MySQL it commits
+/// before the named lock is released, so the ordering above holds).
+pub(crate) fn locked<T>(
+    conn: &mut DbConn,
+    f: impl FnOnce(&mut DbConn) -> QueryResult<T>,
+) -> QueryResult<T> {
     match conn {
         DbConn::Mysql(c) => {
             // Why: InnoDB hands out AUTO_INCREMENT ids before commit; two replicas inserting at
@@ -160,7 +165,12 @@ fn locked<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> QueryResult<T>) -
         }
         DbConn::Sqlite(c) => c.batch_execute("BEGIN IMMEDIATE")?,
     }
-    let result = f(conn);
+    let result = match conn {
+        // Why a transaction: a family ended without its access tokens in the feed (or the other
+        // way round) would stay so for good, since a second reuse no longer redoes the work.
+        DbConn::Mysql(_) => conn.transaction(f),
+        DbConn::Sqlite(_) => f(conn),
+    };
     match conn {
         DbConn::Mysql(c) => {
             let released =
@@ -267,7 +277,7 @@ fn revoke_one(
     Ok(LogoutOutcome::AllSessions)
 }
 
-/// One access token to revoke by [`revoke_tokens`].
+/// One access token to revoke by `revoke_batch` (a family's, [`crate::refresh::revoke_family`]).
 #[derive(Debug, Clone)]
 pub struct RevokeOne {
     /// `jti` claim.
@@ -278,34 +288,98 @@ pub struct RevokeOne {
     pub exp: i64,
 }
 
-/// Revokes several tokens of `sub` in one critical section, each as [`revoke_token`] does
-/// (a no-op for a `jti` already revoked; the per-user bound turns the rest into one user-wide
-/// cut). Used for a refresh-token family whose reuse was detected.
-pub fn revoke_tokens(
-    conn: &mut DbConn,
+/// What `revoke_batch` stored for a family ([`crate::refresh::revoke_family`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Nothing: every token was already revoked (its `jti`, or a user-wide cut).
+    Nothing,
+    /// One per-token entry for each token not yet revoked.
+    Tokens(usize),
+    /// One user-wide cut ([`Reason::LogoutLimit`]): the tokens would have taken `sub` past
+    /// `max_per_user` per-token entries, or there were more than `max_per_user` of them.
+    Cut,
+}
+
+/// Revokes `tokens` of `sub` as [`revoke_token`] would, one by one, but at a cost that does not
+/// grow with `tokens` (issue #17 review, H1): at most `max_per_user` per-token entries in one
+/// insert, else one user-wide cut at `now`. Must run inside [`locked`]. A caller holding more
+/// tokens than it passes must pass `max_per_user` + 1 of them (then the answer is a cut, which
+/// covers them all: they were issued before `now`).
+pub(crate) fn revoke_batch(
+    c: &mut DbConn,
     sub: &str,
     tokens: &[RevokeOne],
-    now: impl FnOnce() -> i64,
+    now: i64,
     max_per_user: u32,
     ttl: Duration,
     reason: Reason,
-) -> QueryResult<()> {
+) -> QueryResult<BatchOutcome> {
     if tokens.is_empty() {
-        return Ok(());
+        return Ok(BatchOutcome::Nothing);
     }
-    locked(conn, |c| {
-        let now = now();
-        for t in tokens {
-            let token = TokenRef {
-                sub,
-                jti: &t.jti,
-                iat: t.iat,
-                exp: t.exp,
-            };
-            revoke_one(c, &token, now, max_per_user, ttl, reason)?;
+    let max = usize::try_from(max_per_user).unwrap_or(usize::MAX);
+    // Why a cut before looking at each token: the per-token checks below cost one query per
+    // token; a cut covers every token issued until now in one row.
+    if tokens.len() > max {
+        insert_cut(c, sub, now, ttl, Reason::LogoutLimit)?;
+        return Ok(BatchOutcome::Cut);
+    }
+    let cut = user_cutoff(c, sub, now)?;
+    let candidates: Vec<&RevokeOne> = tokens
+        .iter()
+        .filter(|t| cut.is_none_or(|cut| t.iat > cut))
+        .collect();
+    if candidates.is_empty() {
+        return Ok(BatchOutcome::Nothing);
+    }
+    let jtis: Vec<&str> = candidates.iter().map(|t| t.jti.as_str()).collect();
+    let already: Vec<String> = revocation::table
+        .filter(revocation::jti.eq_any(&jtis))
+        .select(revocation::jti.assume_not_null())
+        .load(c)?;
+    let fresh: Vec<&RevokeOne> = candidates
+        .into_iter()
+        .filter(|t| !already.contains(&t.jti))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(BatchOutcome::Nothing);
+    }
+    let outstanding: i64 = revocation::table
+        .filter(revocation::sub.eq(sub))
+        .filter(revocation::jti.is_not_null())
+        .filter(revocation::expires_at.gt(now))
+        .count()
+        .get_result(c)?;
+    let total = outstanding.saturating_add(i64::try_from(fresh.len()).unwrap_or(i64::MAX));
+    if total > i64::from(max_per_user) {
+        insert_cut(c, sub, now, ttl, Reason::LogoutLimit)?;
+        return Ok(BatchOutcome::Cut);
+    }
+    let rows: Vec<NewRevocation<'_>> = fresh
+        .iter()
+        .map(|t| NewRevocation {
+            sub,
+            jti: Some(t.jti.as_str()),
+            revoked_at: now,
+            expires_at: t.exp,
+            reason: reason.as_str(),
+        })
+        .collect();
+    // Why per backend: diesel's multi-backend connection has no batch insert; SQLite's local
+    // inserts are cheap, and at most `max_per_user` of them.
+    match c {
+        DbConn::Mysql(m) => {
+            diesel::insert_into(revocation::table)
+                .values(&rows)
+                .execute(m)?;
         }
-        Ok(())
-    })
+        DbConn::Sqlite(_) => {
+            for row in &rows {
+                insert(c, row)?;
+            }
+        }
+    }
+    Ok(BatchOutcome::Tokens(rows.len()))
 }
 
 /// The token a `POST /logout` names, from its verified claims.

@@ -53,9 +53,12 @@ def test_envoy_gateway_security_policies_fail_closed_and_send_what_ext_authz_rea
     assert "login" not in targets
 
 
-def test_envoy_gateway_login_route_is_post_login_only_and_rate_limited():
+def test_envoy_gateway_login_route_is_post_login_and_token_only_and_rate_limited():
     login = next(r for r in of_kind("envoy-gateway", "HTTPRoute") if r["metadata"]["name"] == "login")
-    assert login["spec"]["rules"][0]["matches"] == [{"path": {"type": "Exact", "value": "/login"}, "method": "POST"}]
+    # One rule for both paths, as our Envoy config's `login` route: /token shares /login's buckets.
+    (rule,) = login["spec"]["rules"]
+    assert rule["matches"] == [{"path": {"type": "Exact", "value": "/login"}, "method": "POST"},
+                               {"path": {"type": "Exact", "value": "/token"}, "method": "POST"}]
     limit = of_kind("envoy-gateway", "BackendTrafficPolicy")[0]
     assert limit["spec"]["targetRefs"][0]["name"] == "login"
     assert limit["spec"]["rateLimit"]["type"] == "Local"
@@ -70,10 +73,10 @@ def test_istio_provider_fails_closed_with_503_and_policies_use_it():
     policies = {p["spec"]["action"]: p for p in of_kind("istio", "AuthorizationPolicy")}
     custom = policies["CUSTOM"]["spec"]
     assert custom["provider"]["name"] == provider["name"]
-    # Everything is checked but POST /login.
+    # Everything is checked but POST /login and POST /token.
     assert custom["rules"] == [
-        {"to": [{"operation": {"notPaths": ["/login"]}}]},
-        {"to": [{"operation": {"paths": ["/login"], "notMethods": ["POST"]}}]},
+        {"to": [{"operation": {"notPaths": ["/login", "/token"]}}]},
+        {"to": [{"operation": {"paths": ["/login", "/token"], "notMethods": ["POST"]}}]},
     ]
     deny = policies["DENY"]["spec"]["rules"][0]
     assert deny["when"] == [{"key": "request.headers[x-auth-roles]", "notValues": ["admin", "admin,*", "*,admin"]}]

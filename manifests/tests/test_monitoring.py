@@ -246,7 +246,7 @@ def families(text: str) -> set[str]:
 def test_every_metric_in_rules_and_dashboard_is_exported_live(stack):  # noqa: F811
     """Scrapes the running gateway (Envoy through the ready listener's /stats/prometheus, as the
     PodMonitor does), ext-authz and login-service after one login, one allowed and one denied
-    request: no rule or panel names a metric that does not exist."""
+    request and one refresh grant: no rule or panel names a metric that does not exist."""
     base = stack["base"]
     basic = base64.b64encode(f"alice@example.com:{PASSWORD}".encode()).decode()
     status, _, body = request(f"{base}/login", method="POST", headers={"Authorization": f"Basic {basic}"})
@@ -254,6 +254,11 @@ def test_every_metric_in_rules_and_dashboard_is_exported_live(stack):  # noqa: F
     token = json.loads(body)["access_token"]
     assert request(f"{base}/hello", headers={"Authorization": f"Bearer {token}"})[0] == 200
     assert request(f"{base}/hello")[0] == 401
+    # And one refresh grant through the gateway (`login_token_requests_total` has a series once a
+    # grant is answered): an unknown refresh token is login-service's invalid_grant, not a 401.
+    status, _, body = request(f"{base}/token", method="POST", data=b"grant_type=refresh_token&refresh_token=x",
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert (status, json.loads(body)["error"]) == (400, "invalid_grant"), body
     live = set()
     for url in (f"{stack['ready']}/stats/prometheus", stack["ext_authz_metrics"], f"{stack['login']}/metrics"):
         status, _, body = request(url)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::Stack;
 use crate::client::http_ok;
-use crate::ports::{ENVOY_ADMIN, free_port};
+use crate::ports::{ENVOY_ADMIN, logged_addr};
 use crate::process::{Process, binary};
 
 /// A login-service process started next to the stack's own (same database, same keys).
@@ -164,14 +164,16 @@ impl Stack {
         self.wait_login_service();
     }
 
-    /// Starts another login-service on `port` against the stack's database and keys, with `args`
-    /// added, and waits until its `/readyz` answers 200.
-    pub fn spawn_login_replica(&self, port: u16, args: &[&str]) -> LoginReplica {
-        let command = self.login_serve_command(&format!("127.0.0.1:{port}"), args);
-        let log = self.path(&format!("login-replica-{port}.log"));
+    /// Starts another login-service on a port the system picks (it logs the address it bound)
+    /// against the stack's database and keys, with `args` added, and waits until its `/readyz`
+    /// answers 200.
+    pub fn spawn_login_replica(&self, args: &[&str]) -> LoginReplica {
+        let command = self.login_serve_command("127.0.0.1:0", args);
+        let log = self.path(&format!("login-replica-{}.log", replica_id()));
         let mut process =
-            Process::spawn("login-service replica", command, log).expect("spawn replica");
-        let url = format!("http://127.0.0.1:{port}");
+            Process::spawn("login-service replica", command, log.clone()).expect("spawn replica");
+        let addr = bound_addr(&mut process, &log, "login-service listening", "addr");
+        let url = format!("http://{addr}");
         let (client, ready) = (self.client.clone(), format!("{url}/readyz"));
         process.wait_ready("GET /readyz", || http_ok(&client, &ready));
         LoginReplica {
@@ -180,22 +182,23 @@ impl Stack {
         }
     }
 
-    /// Starts another ext-authz on free ports with the stack's keys directory and `args` added;
-    /// it does not wait for readiness (callers poll what they need, e.g. a first allow).
+    /// Starts another ext-authz on ports the system picks (it logs the addresses it bound) with
+    /// the stack's keys directory and `args` added; it waits for the "serving" line, not for
+    /// readiness (callers poll what they need, e.g. a first allow).
     pub fn spawn_ext_authz_replica(&self, args: &[&str]) -> AuthzReplica {
-        let (grpc, metrics) = (free_port(), free_port());
-        let grpc = format!("127.0.0.1:{grpc}");
         let mut command = self.command(&binary("ext-authz"));
         command
             .arg("--grpc-addr")
-            .arg(&grpc)
+            .arg("127.0.0.1:0")
             .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{metrics}"))
+            .arg("127.0.0.1:0")
             .arg("--keys-dir")
             .arg(self.keys_dir())
             .args(args);
-        let log = self.path(&format!("ext-authz-replica-{metrics}.log"));
-        let process = Process::spawn("ext-authz replica", command, log).expect("spawn replica");
+        let log = self.path(&format!("ext-authz-replica-{}.log", replica_id()));
+        let mut process =
+            Process::spawn("ext-authz replica", command, log.clone()).expect("spawn replica");
+        let grpc = bound_addr(&mut process, &log, "ext-authz serving", "grpc_addr").to_string();
         AuthzReplica {
             _process: process,
             grpc,
@@ -270,4 +273,27 @@ impl Stack {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
+}
+
+/// A number for each replica's log file, distinct within the test process.
+fn replica_id() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Waits for `process` to log the address it bound (`field` of its `message` line in `log`).
+fn bound_addr(
+    process: &mut Process,
+    log: &std::path::Path,
+    message: &str,
+    field: &str,
+) -> std::net::SocketAddr {
+    let mut addr = None;
+    process.wait_ready(&format!("log line {message:?}"), || {
+        addr = std::fs::read_to_string(log)
+            .ok()
+            .and_then(|text| logged_addr(&text, message, field));
+        addr.is_some()
+    });
+    addr.expect("wait_ready returned: the address was logged")
 }

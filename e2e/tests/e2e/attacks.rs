@@ -666,11 +666,7 @@ fn brute_force_across_two_replicas_on_mariadb() {
 /// known and an unknown e-mail get the same answers at every step; one address only locks
 /// itself out; many addresses lock the account everywhere after the account-wide threshold.
 fn brute_force_across_two_replicas(stack: Stack) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let replica = stack.spawn_login_replica(port, &[]);
+    let replica = stack.spawn_login_replica(&[]);
     let user = stack.user.clone();
     // login-service's defaults: LOCKOUT_THRESHOLD (per e-mail and address),
     // ACCOUNT_LOCKOUT_THRESHOLD (per e-mail).

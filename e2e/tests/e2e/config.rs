@@ -408,3 +408,53 @@ fn https_chain_enforces_the_same_policy_behind_tls() {
         "the plain chain stays plain"
     );
 }
+
+/// The `issuers` lists of every route in `config` (context extensions), in order.
+fn route_issuers(config: &Value) -> Vec<String> {
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Mapping(map) => {
+                if let Some(Value::Mapping(ext)) = map.get("context_extensions")
+                    && let Some(issuers) = ext.get("issuers")
+                {
+                    out.push(issuers.as_str().unwrap_or("<not a string>").to_owned());
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            Value::Sequence(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(config, &mut out);
+    out
+}
+
+/// Issue #12: the shipped configs accept our own tokens only. No route of any committed Envoy
+/// bootstrap names external issuers; the example routes exist only in the variant rendered with
+/// the `external_issuers` flag (which the e2e OIDC tests run), where the walk finds them.
+#[test]
+fn shipped_configs_accept_no_external_issuer() {
+    let root = workspace_root();
+    for dir in ["envoy", "manifests"] {
+        for file in yaml_files(&root.join(dir)) {
+            for (name, yaml) in bootstraps_in(&file) {
+                let config: Value = serde_norway::from_str(&yaml).expect("bootstrap YAML");
+                assert_eq!(route_issuers(&config), Vec::<String>::new(), "{name}");
+            }
+        }
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let variant = scratch.path().join("variant.yaml");
+    let out = Command::new("python3")
+        .arg(root.join("envoy/render.py"))
+        .args(["--variant", "local", "--flag", "external_issuers", "--out"])
+        .arg(&variant)
+        .args(["--set", "external_issuers=local,keycloak"])
+        .output()
+        .expect("python3 envoy/render.py");
+    assert!(out.status.success(), "render.py: {out:?}");
+    // /sso and /sso/admin, on plain HTTP and on HTTPS (the same connection manager, a YAML
+    // alias, expanded by the parser).
+    assert_eq!(route_issuers(&parse(&variant)), ["local,keycloak"; 4]);
+}

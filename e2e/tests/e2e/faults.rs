@@ -11,7 +11,7 @@ use reqwest::blocking::Client;
 
 use auth_token::now_unix as now;
 use auth_token::testing::{claims_json, mint};
-use e2e::client::Bearer as _;
+use e2e::client::{Bearer as _, Reply};
 use e2e::ports::ENVOY;
 use e2e::process::wait_for;
 use e2e::stack::{KID, Stack};
@@ -27,9 +27,35 @@ struct Sample {
     status: u16,
     /// The fault phase when the request was sent and when its response arrived.
     phase: (u8, u8),
-    /// The refusal's challenge named the unknown-key reason (`error_description="unknown
-    /// signing key"`), the only refusal a key rotation may cause.
-    unknown_key: bool,
+    /// The refusal's reason, from its challenge's `error_description`.
+    refusal: Refusal,
+}
+
+/// The reasons a key rotation may cause, told apart (anything else is a wrong refusal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Not an `invalid_token` refusal (allowed, or another status).
+    None,
+    /// `unknown signing key`: the token's kid is not loaded.
+    UnknownKey,
+    /// `unsupported algorithm`: no loaded key has the token's algorithm (a rotation across
+    /// algorithms: EdDSA before its public key is loaded, HS256 after its secret is removed).
+    UnsupportedAlgorithm,
+    /// Any other `invalid_token` reason.
+    Other,
+}
+
+impl Refusal {
+    fn of(challenge: &str) -> Self {
+        let Some((_, description)) = challenge.split_once("error=\"invalid_token\", ") else {
+            return Self::None;
+        };
+        match description {
+            "error_description=\"unknown signing key\"" => Self::UnknownKey,
+            "error_description=\"unsupported algorithm\"" => Self::UnsupportedAlgorithm,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// Concurrent clients hammering Envoy, each cycling through `tokens` (`None`: no token), until
@@ -67,25 +93,20 @@ impl<'a> Load<'a> {
                 request = request.bearer(token);
             }
             let sent_phase = self.phase.load(Ordering::SeqCst);
-            let (status, unknown_key) = request.send().map_or((0, false), |r| {
+            let (status, refusal) = request.send().map_or((0, Refusal::None), |r| {
                 let challenge = r
                     .headers()
                     .get("www-authenticate")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                (
-                    r.status().as_u16(),
-                    challenge.ends_with(
-                        "error=\"invalid_token\", error_description=\"unknown signing key\"",
-                    ),
-                )
+                (r.status().as_u16(), Refusal::of(challenge))
             });
             let sample = Sample {
                 kind,
                 at: Instant::now(),
                 status,
                 phase: (sent_phase, self.phase.load(Ordering::SeqCst)),
-                unknown_key,
+                refusal,
             };
             self.samples.lock().expect("samples").push(sample);
         }
@@ -247,7 +268,7 @@ fn key_rotation_under_load_never_refuses_a_token_whose_key_is_present() {
     let report = rotate_under_load(
         &mut stack,
         [&old, &new],
-        |s| s.unknown_key,
+        |s| s.refusal == Refusal::UnknownKey,
         |stack| stack.write_key(new_kid, &new_secret),
         |stack| stack.restart_login_service_with(&["--signing-kid", new_kid]),
         |stack| stack.remove_key(KID),
@@ -487,19 +508,35 @@ fn rotation_from_hs256_to_eddsa_under_load_never_refuses_a_token_whose_key_is_pr
     let report = rotate_under_load(
         &mut stack,
         [&old, &new],
-        // Across algorithms a refusal may also be "unsupported algorithm": while the ring holds
-        // no key of the token's algorithm (EdDSA before, HS256 after) that is the reason given.
-        |s| s.unknown_key || s.status == 401,
+        // Across algorithms the reason is "unsupported algorithm" while the ring holds no key of
+        // the token's algorithm (EdDSA before, HS256 after), "unknown signing key" otherwise;
+        // any other reason (a bad signature, a mismatch) is a wrong refusal.
+        |s| {
+            matches!(
+                s.refusal,
+                Refusal::UnknownKey | Refusal::UnsupportedAlgorithm
+            )
+        },
         // The gateway gains the public key; login-service the private key.
         |stack| stack.write_gateway_key(&format!("{ed_kid}.pub.pem"), &public),
         |stack| {
             stack.write_key(&format!("{ed_kid}.pem"), &private);
             stack.restart_login_service_with(&["--signing-kid", ed_kid]);
         },
-        // The gateway drops the HMAC secret.
-        |stack| stack.remove_gateway_key(KID),
+        // Step 4: the gateway drops the HMAC secret, and so does login-service.
+        |stack| {
+            stack.remove_gateway_key(KID);
+            stack.remove_key(KID);
+        },
     );
     assert_eq!(kid_of(&report.fresh), ed_kid);
+    // Logins after the walkthrough: EdDSA tokens, accepted by a gateway without any secret.
+    let after = stack.login(&stack.user);
+    assert_eq!(kid_of(&after), ed_kid);
+    assert_eq!(
+        Reply::of(stack.get("/after-rotation").bearer(&after)).status,
+        200
+    );
     // The gateway ends with public keys only.
     let files: Vec<String> = std::fs::read_dir(stack.gateway_keys_dir())
         .expect("gateway keys dir")

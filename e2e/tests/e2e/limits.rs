@@ -2,38 +2,25 @@
 //!
 //! The shipped config (the stack's Envoy on :8080) limits `POST /login` per client address and
 //! per Envoy; variants rendered by `envoy/render.py --variant local --set ... --flag ...` (small
-//! buckets, one trusted hop, the optional identity limit) run as a second Envoy on
-//! [`VARIANT_PORT`] in front of the same stack. Other client addresses are real: the tests bind
-//! their sockets to 127.0.0.2, 127.0.0.3, ... (all loopback on Linux), so Envoy and login-service
-//! see another TCP peer. login-service's own count comes from its `/metrics`, read directly.
+//! buckets, one trusted hop, the optional identity limit) run as a second Envoy
+//! ([`e2e::variant::VariantEnvoy`]) in front of the same stack. Other client addresses are real:
+//! the tests bind their sockets to 127.0.0.2, 127.0.0.3, ... (all loopback on Linux), so Envoy and
+//! login-service see another TCP peer. login-service's own count comes from its `/metrics`, read directly.
 
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use reqwest::blocking::{Client, RequestBuilder};
-use serde_json::json;
 
 use auth_token::testing::claims_json;
-use e2e::client::{Reply, client};
+use e2e::client::{Reply, bucket_bound, client, flood};
 use e2e::ports::ENVOY;
-use e2e::process::{Process, envoy_binary, workspace_root};
-use e2e::stack::{Stack, dev_tls};
+use e2e::stack::Stack;
+use e2e::variant::VariantEnvoy;
 
-/// The variant Envoy's listener and admin ports (beside the stack's 8080/9901 and the bench's
-/// 18080-18085/19901-19906).
-const VARIANT_PORT: u16 = 18190;
-const VARIANT_ADMIN_PORT: u16 = 19990;
-/// The variant's HTTPS port (every rendered variant has the TLS chain).
-const VARIANT_TLS_PORT: u16 = 18643;
 /// login-service directly (`e2e::ports::LOGIN_SERVICE`, as a URL).
 const LOGIN_SERVICE: &str = "http://127.0.0.1:5000";
-
-/// Envoy's own 429 body (local_reply_config), distinct from login-service's lockout 429s.
-fn edge_429() -> serde_json::Value {
-    json!({"error": "rate_limited", "message": "too many requests; retry later"})
-}
 
 /// A client whose connections come from `source` (a loopback address).
 fn client_from(source: &str) -> Client {
@@ -66,83 +53,6 @@ fn login_service_attempts() -> u64 {
         .sum()
 }
 
-/// Asserts Envoy's own 429: status, `Retry-After`, JSON body, no caching, a request id and no
-/// product banner (like every answer Envoy makes itself).
-#[track_caller]
-fn assert_edge_429(reply: &Reply) {
-    assert_eq!(reply.status, 429, "{reply:?}");
-    assert_eq!(reply.header("retry-after"), "1", "{reply:?}");
-    assert!(!reply.header("x-request-id").is_empty(), "{reply:?}");
-    assert!(reply.headers.get("server").is_none(), "{reply:?}");
-    assert!(
-        reply.header("content-type").starts_with("application/json"),
-        "{reply:?}"
-    );
-    assert_eq!(reply.header("cache-control"), "no-store", "{reply:?}");
-    assert_eq!(reply.json(), edge_429());
-}
-
-/// Tokens a bucket of `burst` refilled by `refill` a second can have granted since `start`.
-fn at_most(burst: u64, refill: u64, start: Instant) -> u64 {
-    burst + refill * (start.elapsed().as_secs() + 1)
-}
-
-/// A second Envoy running a rendered variant of the shipped config, in front of the stack's
-/// services; stopped on drop (its [`Process`]), then its directory removed.
-struct VariantEnvoy {
-    _envoy: Process,
-    _dir: tempfile::TempDir,
-}
-
-impl VariantEnvoy {
-    /// Renders the `local` variant with `flags` and `sets` (besides its ports) and starts it.
-    fn start(flags: &[&str], sets: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("envoy.yaml");
-        let mut render = Command::new("python3");
-        render
-            .arg(workspace_root().join("envoy/render.py"))
-            .args(["--variant", "local", "--out"])
-            .arg(&config)
-            .args(["--set", &format!("listen_port={VARIANT_PORT}")])
-            .args(["--set", &format!("admin_port={VARIANT_ADMIN_PORT}")])
-            .args(["--set", &format!("tls_port={VARIANT_TLS_PORT}")]);
-        for flag in flags {
-            render.args(["--flag", flag]);
-        }
-        for set in sets {
-            render.args(["--set", set]);
-        }
-        let out = render.output().expect("python3 envoy/render.py");
-        assert!(out.status.success(), "render.py: {out:?}");
-        // Its certificate (SDS): tls/sds.yaml under its working directory, as for the stack's.
-        dev_tls(&[], &dir.path().join("tls")).expect("scripts/dev-tls.sh");
-        let mut command = Command::new(envoy_binary());
-        command
-            .current_dir(dir.path())
-            .arg("-c")
-            .arg(&config)
-            .args(["--disable-hot-restart", "--log-level", "warn"]);
-        let log = dir.path().join("envoy.log");
-        let mut envoy = Process::spawn("variant envoy", command, log).expect("spawn envoy");
-        let admin = client();
-        envoy.wait_ready("GET /ready", || {
-            admin
-                .get(format!("http://127.0.0.1:{VARIANT_ADMIN_PORT}/ready"))
-                .send()
-                .is_ok_and(|r| r.status() == 200)
-        });
-        Self {
-            _envoy: envoy,
-            _dir: dir,
-        }
-    }
-
-    fn url(path: &str) -> String {
-        format!("http://127.0.0.1:{VARIANT_PORT}{path}")
-    }
-}
-
 /// `POST /login` without credentials: login-service answers 401 at once (no hash, no lockout
 /// count), so only the edge decides what else happens.
 fn empty_login(client: &Client, base: &str) -> RequestBuilder {
@@ -156,26 +66,11 @@ fn login_flood_is_shed_at_the_edge_and_never_reaches_login_service() {
     let start = Instant::now();
     // 8 clients × 50 requests at once from one address: far over the shipped per-address bucket
     // (100, refilled by 50 a second).
-    let replies: Vec<Reply> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(|| {
-                    let client = client();
-                    (0..50)
-                        .map(|_| Reply::of(empty_login(&client, ENVOY)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("worker"))
-            .collect()
-    });
+    let replies = flood(8, 50, |client| empty_login(client, ENVOY));
     let (mut passed, mut shed) = (0, 0);
     for reply in &replies {
         if reply.status == 429 {
-            assert_edge_429(reply);
+            reply.assert_edge_429();
             shed += 1;
         } else {
             assert_eq!(reply.status, 401, "{reply:?}");
@@ -184,7 +79,7 @@ fn login_flood_is_shed_at_the_edge_and_never_reaches_login_service() {
         }
     }
     assert!(shed > 0, "nothing shed out of {}", replies.len());
-    assert!(passed <= at_most(100, 50, start), "{passed} passed");
+    assert!(passed <= bucket_bound(100, 50, start), "{passed} passed");
     // Excess requests never reached login-service: it counted exactly the ones that passed.
     assert_eq!(login_service_attempts() - before, passed);
     // The real user, from another address, still logs in (its own bucket).
@@ -215,7 +110,7 @@ fn the_per_envoy_bucket_holds_across_client_addresses() {
         let client = client_from(&format!("127.0.1.{}", i + 1));
         let reply = Reply::of(client.post(VariantEnvoy::url("/login")));
         if reply.status == 429 {
-            assert_edge_429(&reply);
+            reply.assert_edge_429();
             shed += 1;
         } else {
             assert_eq!(reply.status, 401, "{reply:?}");
@@ -223,7 +118,7 @@ fn the_per_envoy_bucket_holds_across_client_addresses() {
         }
     }
     assert!(
-        shed > 0 && passed <= at_most(4, 1, start),
+        shed > 0 && passed <= bucket_bound(4, 1, start),
         "{passed} passed"
     );
     assert_eq!(login_service_attempts() - before, passed);
@@ -279,13 +174,16 @@ fn client_address_headers_choose_no_bucket_and_no_counter_with_0_trusted_hops() 
                 .header("x-envoy-external-address", &spoof),
         );
         if reply.status == 429 {
-            assert_edge_429(&reply);
+            reply.assert_edge_429();
         } else {
             assert_eq!(reply.status, 401, "{reply:?}");
             passed += 1;
         }
     }
-    assert!(passed < 12 && passed <= at_most(3, 1, start), "{passed}");
+    assert!(
+        passed < 12 && passed <= bucket_bound(3, 1, start),
+        "{passed}"
+    );
     // Another real address has its own bucket, even when it claims the drained one.
     let reply = Reply::of(
         empty_login(&client_from("127.0.0.2"), &VariantEnvoy::url(""))
@@ -341,13 +239,16 @@ fn client_address_headers_choose_no_bucket_and_no_counter_with_1_trusted_hop() {
                 .header("x-envoy-external-address", format!("203.0.113.{i}")),
         );
         if reply.status == 429 {
-            assert_edge_429(&reply);
+            reply.assert_edge_429();
         } else {
             assert_eq!(reply.status, 401, "{reply:?}");
             passed += 1;
         }
     }
-    assert!(passed < 15 && passed <= at_most(6, 1, start), "{passed}");
+    assert!(
+        passed < 15 && passed <= bucket_bound(6, 1, start),
+        "{passed}"
+    );
     // Another client behind the balancer: its own bucket, even claiming the drained one.
     let reply = Reply::of(
         empty_login(&client, &base)
@@ -412,13 +313,16 @@ fn identity_limit_sheds_one_token_and_not_the_others() {
                 .bearer_auth(&user_token),
         );
         if reply.status == 429 {
-            assert_edge_429(&reply);
+            reply.assert_edge_429();
         } else {
             reply.echo();
             passed += 1;
         }
     }
-    assert!(passed < 10 && passed <= at_most(3, 1, start), "{passed}");
+    assert!(
+        passed < 10 && passed <= bucket_bound(3, 1, start),
+        "{passed}"
+    );
     assert_eq!(
         stack.upstream_requests() - before,
         passed,

@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
-use crate::oidc_issuer::{Alg, TestIssuer};
 use crate::support::*;
+use e2e::oidc_issuer::{Alg, TestIssuer};
 
 /// A row of the table: name, type, and each label with its documented values.
 #[derive(Debug)]
@@ -66,7 +66,7 @@ async fn every_documented_metric_is_exported_and_every_exported_one_documented()
     assert!(listed.iter().any(|m| !m.labels.is_empty()), "{listed:?}");
 
     // An external issuer, so the per-issuer `ext_authz_jwks_*` families exist too.
-    let issuer = TestIssuer::start(&[("k-rs", Alg::Rs256)]).await;
+    let issuer = TestIssuer::start(&[("k-rs", Alg::Rs256)]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_ext-authz"))
         .env_clear()
         .env("RUST_LOG", "info")

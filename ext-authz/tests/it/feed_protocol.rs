@@ -14,7 +14,8 @@ use axum::response::IntoResponse;
 use ext_authz::server;
 
 use crate::support::{
-    SECRET, authz, check, config, eventually, http_status, metric_value, scrape, tcp_channel, token,
+    FeedParams, SECRET, authz, check, config, eventually, http_status, metric_value, scrape,
+    serve_feed, tcp_channel, token,
 };
 
 /// The feed's rows, one per page; a request with `since == hold_at` (when not 0) is held
@@ -27,15 +28,9 @@ struct Scripted {
     held: AtomicBool,
 }
 
-#[derive(serde::Deserialize)]
-struct Params {
-    since: i64,
-    wait: u64,
-}
-
 async fn scripted(
     State(feed): State<Arc<Scripted>>,
-    Query(p): Query<Params>,
+    Query(p): Query<FeedParams>,
 ) -> axum::response::Response {
     let newest = feed
         .rows
@@ -86,12 +81,7 @@ async fn a_new_snapshot_replaces_the_old_set_only_once_complete() {
         .enumerate()
         .map(|(i, t)| row(i64::try_from(i).unwrap() + 1, t))
         .collect();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/revocations", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/revocations", axum::routing::get(scripted))
-        .with_state(Arc::clone(&feed));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = serve_feed(Arc::clone(&feed), scripted).await;
 
     let config = config(&[
         "--jwt-secret",

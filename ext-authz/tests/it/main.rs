@@ -8,7 +8,6 @@ mod grpc;
 mod jwks_fetch;
 mod jwks_tls;
 mod oidc;
-mod oidc_issuer;
 mod own_jwks;
 mod revocation;
 mod rotation;

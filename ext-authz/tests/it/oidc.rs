@@ -8,8 +8,8 @@ use ext_authz::server;
 use serde_json::json;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::oidc_issuer::{Alg, TestIssuer};
 use crate::support::*;
+use e2e::oidc_issuer::{Alg, TestIssuer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -54,7 +54,12 @@ async fn status(
 /// wrong `iss`/`aud` refused; health waits for the first JWKS.
 #[tokio::test]
 async fn external_tokens_pass_only_where_accepted() {
-    let issuer = TestIssuer::start(&[("r1", Alg::Rs256), ("e1", Alg::Es256)]).await;
+    let issuer = TestIssuer::start(&[
+        ("r1", Alg::Rs256),
+        ("p1", Alg::Ps256),
+        ("e1", Alg::Es256),
+        ("d1", Alg::EdDsa),
+    ]);
     issuer.set_down(true);
     let (running, _dir) = start(&issuer, "30s").await;
     let channel = tcp_channel(running.grpc_addr).await;
@@ -67,8 +72,8 @@ async fn external_tokens_pass_only_where_accepted() {
     wait_for_health("first JWKS", WAIT, &channel, "", ServingStatus::Serving).await;
 
     let mut client = authz(channel);
-    for (alg, kid) in [(Alg::Rs256, "r1"), (Alg::Es256, "e1")] {
-        let token = issuer.token(alg, kid, json!({}));
+    for kid in ["r1", "p1", "e1", "d1"] {
+        let token = issuer.token(kid, json!({"groups": ["admin"]}));
         let response = check(&mut client, Some(&format!("Bearer {token}")), ROUTE).await;
         assert_eq!(http_status(&response), 200);
         let Some(envoy_types::ext_authz::v3::pb::HttpResponse::OkResponse(ok)) =
@@ -102,9 +107,9 @@ async fn external_tokens_pass_only_where_accepted() {
         // A route without `issuers` accepts our own tokens only.
         assert_eq!(status(&mut client, &token, &[]).await, 401);
     }
-    let wrong_aud = issuer.token(Alg::Rs256, "r1", json!({"aud": "other"}));
+    let wrong_aud = issuer.token("r1", json!({"aud": "other"}));
     assert_eq!(status(&mut client, &wrong_aud, ROUTE).await, 401);
-    let wrong_iss = issuer.token(Alg::Rs256, "r1", json!({"iss": "http://127.0.0.1:1"}));
+    let wrong_iss = issuer.token("r1", json!({"iss": "http://127.0.0.1:1"}));
     assert_eq!(status(&mut client, &wrong_iss, ROUTE).await, 401);
     // Our own tokens are unaffected.
     assert_eq!(
@@ -120,12 +125,12 @@ async fn external_tokens_pass_only_where_accepted() {
 /// removed from the JWKS stops verifying after the next refresh.
 #[tokio::test]
 async fn jwks_lifecycle() {
-    let issuer = TestIssuer::start(&[("r1", Alg::Rs256)]).await;
+    let issuer = TestIssuer::start(&[("r1", Alg::Rs256)]);
     let (running, _dir) = start(&issuer, "10s").await;
     let channel = tcp_channel(running.grpc_addr).await;
     wait_for_health("first JWKS", WAIT, &channel, "", ServingStatus::Serving).await;
     let mut client = authz(channel);
-    let old = issuer.token(Alg::Rs256, "r1", json!({}));
+    let old = issuer.token("r1", json!({}));
     assert_eq!(status(&mut client, &old, ROUTE).await, 200);
 
     // Rotation: the issuer publishes e1 too; its first token is refused, triggers one fetch.
@@ -133,11 +138,17 @@ async fn jwks_lifecycle() {
     // machine; signed inside the burst, 20 of them outlasted the 4 s window (seen: a second
     // early refresh 4.6 s after the first, `left: 3, right: 2` below).
     let garbage: Vec<String> = (0..20)
-        .map(|n| issuer.token(Alg::Rs256, &format!("garbage-{n}"), json!({})))
+        .map(|n| {
+            issuer.sign(
+                "r1",
+                &json!({"kid": format!("garbage-{n}")}),
+                &issuer.claims(&json!({})),
+            )
+        })
         .collect();
-    let new = issuer.token(Alg::Es256, "e1", json!({}));
     let before = issuer.jwks_fetches();
     issuer.publish(&[("r1", Alg::Rs256), ("e1", Alg::Es256)]);
+    let new = issuer.token("e1", json!({}));
     // Denied at once (the refresh it asks for happens after the answer).
     assert_eq!(status(&mut client, &new, ROUTE).await, 401);
     for garbage in &garbage {
@@ -170,7 +181,7 @@ async fn jwks_lifecycle() {
     eventually("a failed refresh", WAIT, || {
         let (mut client, issuer) = (client.clone(), issuer.clone());
         async move {
-            let garbage = issuer.token(Alg::Rs256, "garbage", json!({}));
+            let garbage = issuer.sign("r1", &json!({"kid": "garbage"}), &issuer.claims(&json!({})));
             status(&mut client, &garbage, ROUTE).await;
             let m = scrape(metrics_addr).await;
             (!m.contains("ext_authz_jwks_refresh_failures_total{issuer=\"test\"} 0")).then_some(())

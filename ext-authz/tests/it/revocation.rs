@@ -13,8 +13,8 @@ use ext_authz::server;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::support::{
-    AUTHZ_SERVICE, SECRET, authz, check, check_request, config, eventually, health, http_status,
-    metric_value, scrape, tcp_channel, token, wait_for_health,
+    AUTHZ_SERVICE, FeedParams, SECRET, authz, check, check_request, config, eventually, health,
+    http_status, metric_value, scrape, serve_feed, tcp_channel, token, wait_for_health,
 };
 
 #[derive(Default)]
@@ -26,15 +26,9 @@ struct Feed {
     expect: Mutex<Option<String>>,
 }
 
-#[derive(serde::Deserialize)]
-struct Params {
-    since: i64,
-    wait: u64,
-}
-
 async fn feed(
     State(feed): State<Arc<Feed>>,
-    Query(p): Query<Params>,
+    Query(p): Query<FeedParams>,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     *feed.token_seen.lock().unwrap() = headers
@@ -78,14 +72,7 @@ fn jti(token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_the_feed_and_fails_closed_when_it_is_stale() {
     let state = Arc::new(Feed::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let feed_addr = listener.local_addr().unwrap();
-    let app = axum::Router::new()
-        .route("/revocations", axum::routing::get(feed))
-        .with_state(Arc::clone(&state));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let url = format!("http://{feed_addr}/revocations");
+    let url = serve_feed(Arc::clone(&state), feed).await;
     let config = config(&[
         "--jwt-secret",
         SECRET,
@@ -251,13 +238,8 @@ const FEED_SERVICE: &str = "edge-auth.revocation-feed";
 async fn start_feed(up: bool) -> (Arc<Feed>, String) {
     let state = Arc::new(Feed::default());
     state.up.store(up, Ordering::SeqCst);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let feed_addr = listener.local_addr().unwrap();
-    let app = axum::Router::new()
-        .route("/revocations", axum::routing::get(feed))
-        .with_state(Arc::clone(&state));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (state, format!("http://{feed_addr}/revocations"))
+    let url = serve_feed(Arc::clone(&state), feed).await;
+    (state, url)
 }
 
 /// Issue #11 item 6: a login-service outage must not take the edge down. With the default

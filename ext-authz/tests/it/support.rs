@@ -252,3 +252,27 @@ pub fn serving_addrs(child: &mut Child) -> (SocketAddr, SocketAddr, Receiver<Str
         }
     }
 }
+
+/// The query a fake revocation feed reads: login-service's `GET /revocations?since=&wait=`.
+#[derive(serde::Deserialize)]
+pub struct FeedParams {
+    pub since: i64,
+    pub wait: u64,
+}
+
+/// Serves `handler` with `state` as a fake revocation feed at `GET /revocations` on a port the
+/// system picks (the listener holds it: no pick-then-bind race); returns the feed's URL.
+pub async fn serve_feed<S, H, T>(state: std::sync::Arc<S>, handler: H) -> String
+where
+    S: Send + Sync + 'static,
+    H: axum::handler::Handler<T, std::sync::Arc<S>>,
+    T: 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/revocations", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/revocations", axum::routing::get(handler))
+        .with_state(state);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}

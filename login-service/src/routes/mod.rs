@@ -69,12 +69,25 @@ fn request_span(req: &Request<Body>) -> tracing::Span {
     let request_id = edge_process::telemetry::request_id(
         req.headers().get("x-request-id").map(|v| v.as_bytes()),
     );
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         method = %req.method(),
         path = req.uri().path(),
-        request_id
-    )
+        request_id,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    if edge_process::telemetry::tracing_enabled() {
+        // Trace attributes (issue #14), recorded only when traces are exported so the log
+        // lines stay as they were: the span name is the method (a client's path is
+        // unbounded), the kind marks a server span.
+        span.record("otel.name", req.method().as_str());
+        span.record("otel.kind", "server");
+        // Continues Envoy's trace (the W3C `traceparent` Envoy's tracer injected).
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        edge_process::telemetry::continue_trace(&span, header("traceparent"), header("tracestate"));
+    }
+    span
 }
 
 /// Refuses requests whose headers exceed `limit` bytes in total (431).

@@ -98,12 +98,14 @@ pub async fn logout(
             // Why also when already revoked: logout ends the session (the refresh family the
             // token came with), and a repeated logout must still end it.
             // Every session ended (logout-all, or the per-user bound): every family too.
+            // Why the family's other access tokens too (review M2): a thief who refreshed
+            // earlier holds one, and once the family is ended its reuse can no longer be seen.
             match (outcome, claims.sub.parse::<i32>()) {
                 (LogoutOutcome::AllSessions, Ok(id)) => {
                     refresh::end_user(c, id, now_secs())?;
                 }
                 _ if !all => {
-                    refresh::end_family_of_access(c, &claims.jti, now_secs())?;
+                    refresh::end_family_of_access(c, &claims.jti, max_per_user, ttl)?;
                 }
                 _ => {}
             }

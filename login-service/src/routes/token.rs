@@ -4,6 +4,7 @@
 //! The refresh token is never logged, not even its hash.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -73,34 +74,49 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, ApiError>
     }
 }
 
+/// Why `POST /token` issued nothing: a reuse answers like any `invalid_grant`, but is counted
+/// apart (`login_token_requests_total{outcome="reuse_detected"}`): it is the signal of a stolen
+/// refresh token (or a client that refreshes concurrently).
+#[derive(Debug)]
+enum Denied {
+    Reused,
+    Refused(ApiError),
+}
+
+impl From<ApiError> for Denied {
+    fn from(e: ApiError) -> Self {
+        Self::Refused(e)
+    }
+}
+
 /// `POST /token` with `grant_type=refresh_token`: 200 with a new access token and a new refresh
 /// token (the presented one is used up), else 400 `invalid_request` / `unsupported_grant_type`
-/// / `invalid_grant`.
+/// / `invalid_grant`. Counted in `login_token_requests_total` and `login_token_duration_seconds`.
 #[instrument(skip_all, fields(user_id = field::Empty, outcome = field::Empty))]
 pub async fn token(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = decide(&state, &headers, &body).await;
-    match result {
+    let started = Instant::now();
+    let (outcome, resp) = match decide(&state, &headers, &body).await {
         Ok(resp) => {
-            Span::current().record("outcome", "refreshed");
             info!("refresh token rotated");
-            resp
+            ("issued", resp)
         }
-        Err(e) => {
-            Span::current().record("outcome", e.outcome());
-            e.into_response()
-        }
-    }
+        Err(Denied::Reused) => ("reuse_detected", ApiError::InvalidGrant.into_response()),
+        Err(Denied::Refused(e)) => (e.outcome(), e.into_response()),
+    };
+    Span::current().record("outcome", outcome);
+    state.metrics.observe_grant(outcome, started.elapsed());
+    resp
 }
 
-async fn decide(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+async fn decide(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, Denied> {
     let req = parse(headers, body)?;
     if !refresh::well_formed(&req.refresh_token) {
         info!(reason = "malformed", "refresh refused");
-        return Err(ApiError::InvalidGrant);
+        return Err(ApiError::InvalidGrant.into());
     }
     let token_hash = refresh::hash(&req.refresh_token);
     let s = &state.settings;
@@ -149,7 +165,8 @@ async fn decide(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
                 Err(RotateError::Sign(e)) => Ok(Err(e)),
             }
         })
-        .await?;
+        .await
+        .map_err(ApiError::from)?;
     let rotation = rotation.map_err(|e| {
         match e {
             Some(e) => warn!(error = %e, "token signing failed"),
@@ -176,16 +193,34 @@ async fn decide(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             Ok(resp)
         }
-        Rotation::Reused { family_id, user_id } => {
+        Rotation::Reused {
+            family_id,
+            user_id,
+            ended,
+        } => {
             Span::current().record("user_id", user_id);
+            // Why no work for an ended family (review H1): its access tokens are in the feed
+            // already; redoing it on every presentation would let anyone holding a used token
+            // keep the revocation writers' lock busy.
+            if ended {
+                warn!("refresh token of an ended session reused");
+                return Err(Denied::Reused);
+            }
             let max = s.revocation.max_revoked_per_user;
             let ttl = user_revocation_ttl(s.revocation.user_ttl, s.refresh.issuer.ttl);
-            let revoked = state
+            let ended = state
                 .db
                 .run(move |c| {
                     let mut attempt = 1;
                     loop {
-                        match refresh::revoke_family(c, &family_id, user_id, max, ttl) {
+                        match refresh::revoke_family(
+                            c,
+                            &family_id,
+                            user_id,
+                            max,
+                            ttl,
+                            crate::revocations::Reason::RefreshReuse,
+                        ) {
                             Err(e) if attempt < refresh::ATTEMPTS && refresh::is_retryable(&e) => {
                                 attempt += 1;
                             }
@@ -193,19 +228,20 @@ async fn decide(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
                         }
                     }
                 })
-                .await?;
+                .await
+                .map_err(ApiError::from)?;
             warn!(
-                access_tokens_revoked = revoked,
+                revoked = ?ended,
                 "refresh token reused: its session is revoked"
             );
-            Err(ApiError::InvalidGrant)
+            Err(Denied::Reused)
         }
         Rotation::Refused(why) => {
             info!(reason = why.as_str(), "refresh refused");
             if why == Refused::Account {
                 info!("the account can no longer refresh; its session is ended");
             }
-            Err(ApiError::InvalidGrant)
+            Err(ApiError::InvalidGrant.into())
         }
     }
 }

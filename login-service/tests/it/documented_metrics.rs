@@ -1,7 +1,8 @@
 //! Every metric login-service/README.md lists (the `GET /metrics` row of the HTTP API table) is
 //! in the live `/metrics` of the real binary, with its type and labels; and every metric family
 //! the binary exports is listed there (issue #20). The README is parsed, so a newly documented
-//! metric is checked without touching this test.
+//! metric is checked without touching this test. `POST /token`'s outcomes `issued` and
+//! `reuse_detected` are checked by value.
 
 use std::collections::BTreeSet;
 
@@ -124,6 +125,28 @@ fn every_documented_metric_is_exported_and_every_exported_one_documented() {
             .unwrap();
         assert_eq!(r.status().as_u16(), status);
     }
+    // `login_token_requests_total{outcome=…}` likewise: a refresh session, one rotation, then
+    // the used token again (a reuse).
+    let r = http
+        .post(server.url("/login?refresh=true"))
+        .header("authorization", basic(b"m@example.com:pw"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().unwrap();
+    let first = v["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
+    for status in [200, 400] {
+        let r = http
+            .post(server.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("grant_type=refresh_token&refresh_token={first}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status);
+    }
     let text = http
         .get(server.url("/metrics"))
         .send()
@@ -166,6 +189,27 @@ fn every_documented_metric_is_exported_and_every_exported_one_documented() {
             );
         }
     }
+
+    // The outcomes the README names for `POST /token` are the labels counted: a rotation is
+    // `issued` (not a login success), the used token again is `reuse_detected`.
+    for (outcome, n) in [("issued", 1), ("reuse_detected", 1)] {
+        let line = format!("login_token_requests_total{{outcome=\"{outcome}\"}} {n}");
+        assert!(
+            readme.contains(&format!("`{outcome}`")),
+            "README: {outcome}"
+        );
+        assert!(text.lines().any(|l| l == line), "no `{line}`:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l == "login_attempts_total{outcome=\"success\"} 2"),
+        "the refresh login counts once as a login, the rotations not at all:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "login_token_duration_seconds_count 2"),
+        "{text}"
+    );
 
     // And the other way: nothing exported that the README does not list.
     let documented_families: BTreeSet<&str> = listed.iter().map(|m| family_of(&m.name)).collect();

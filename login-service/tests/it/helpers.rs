@@ -288,6 +288,28 @@ impl TestApp {
             .await
     }
 
+    /// `POST /login{query}` (e.g. `?refresh=true`) with `email:password`, `Accept: accept` when
+    /// given; no client address header.
+    pub async fn login_query(
+        &self,
+        query: &str,
+        email: &str,
+        password: &str,
+        accept: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/login{query}")))
+            .header(
+                "authorization",
+                basic(format!("{email}:{password}").as_bytes()),
+            );
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        request.send().await.unwrap()
+    }
+
     /// POST /login with an arbitrary Authorization value.
     pub async fn login_raw(&self, authorization: &str, ip: &str) -> reqwest::Response {
         self.client
@@ -423,4 +445,27 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// Sends every request at once (each task waits at one barrier, then sends) and counts the
+/// answers by status: for races the database must decide.
+pub async fn concurrent_statuses(
+    requests: Vec<reqwest::RequestBuilder>,
+) -> std::collections::BTreeMap<u16, usize> {
+    let start = Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                request.send().await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for task in tasks {
+        *statuses.entry(task.await.unwrap()).or_default() += 1;
+    }
+    statuses
 }

@@ -17,6 +17,7 @@ mod ordering_lock;
 mod outage;
 mod races;
 mod refresh;
+mod refresh_attacks;
 mod rehash;
 mod revocation;
 mod served;

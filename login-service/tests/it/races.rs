@@ -5,8 +5,6 @@
 //! for a wrong guess, a token for the right one — so a concurrent attacker got unbounded guesses
 //! per lock window and a correct guess during a lock logged in (and cleared the lock).
 
-use std::collections::BTreeMap;
-
 use crate::helpers::{TestDb, db_test, spawn_app_with};
 
 async fn burst_of_guesses_is_bounded_by_the_lock(db: TestDb) {
@@ -29,26 +27,18 @@ db_test!(burst_of_guesses_is_bounded_by_the_lock);
 
 async fn burst(app: &crate::helpers::TestApp, email: &str, threshold: usize) {
     let burst = 30;
-    let mut requests = Vec::new();
-    for i in 0..burst {
-        let (client, url) = (app.client.clone(), app.url("/login"));
-        let auth = crate::helpers::basic(format!("{email}:wrong-{i}").as_bytes());
-        requests.push(tokio::spawn(async move {
-            client
-                .post(url)
-                .header("authorization", auth)
+    let requests = (0..burst)
+        .map(|i| {
+            app.client
+                .post(app.url("/login"))
+                .header(
+                    "authorization",
+                    crate::helpers::basic(format!("{email}:wrong-{i}").as_bytes()),
+                )
                 .header("x-envoy-external-address", format!("198.51.100.{}", i + 1))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut statuses = BTreeMap::<u16, usize>::new();
-    for r in requests {
-        *statuses.entry(r.await.unwrap()).or_default() += 1;
-    }
+        })
+        .collect();
+    let statuses = crate::helpers::concurrent_statuses(requests).await;
     let evaluated = statuses.get(&401).copied().unwrap_or(0);
     assert_eq!(
         evaluated + statuses.get(&429).copied().unwrap_or(0),

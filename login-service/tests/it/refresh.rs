@@ -12,21 +12,13 @@ use login_service::refresh::{self, Lifetimes, Rotation};
 use login_service::revocations;
 use login_service::schema::refresh_token;
 
-use crate::helpers::{TestApp, TestDb, db_test, run_cli_ok, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestDb, concurrent_statuses, db_test, run_cli_ok, spawn_app, spawn_app_with,
+};
 
 /// A login with `?refresh=true`: (access token, refresh token, expires_in).
 async fn session(app: &TestApp, email: &str) -> (String, String, u64) {
-    let r = app
-        .client
-        .post(app.url("/login?refresh=true"))
-        .header(
-            "authorization",
-            crate::helpers::basic(format!("{email}:pw").as_bytes()),
-        )
-        .header("x-envoy-external-address", "192.0.2.60")
-        .send()
-        .await
-        .unwrap();
+    let r = app.login_query("?refresh=true", email, "pw", None).await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     (
@@ -185,16 +177,8 @@ async fn refresh_is_only_where_asked_or_configured(db: TestDb) {
     app.add_user("ask@example.com", "pw", false).await;
     // text/plain stays the bare access token, even when asked (no session is started).
     let r = app
-        .client
-        .post(app.url("/login?refresh=true"))
-        .header(
-            "authorization",
-            crate::helpers::basic(b"ask@example.com:pw"),
-        )
-        .header("accept", "text/plain")
-        .send()
-        .await
-        .unwrap();
+        .login_query("?refresh=true", "ask@example.com", "pw", Some("text/plain"))
+        .await;
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
     assert_eq!(body.split('.').count(), 3, "{body}");
@@ -209,15 +193,8 @@ async fn refresh_is_only_where_asked_or_configured(db: TestDb) {
     assert_eq!(count(&app).await, 0);
     // An unknown value is a 400, not a silent "no".
     let r = app
-        .client
-        .post(app.url("/login?refresh=maybe"))
-        .header(
-            "authorization",
-            crate::helpers::basic(b"ask@example.com:pw"),
-        )
-        .send()
-        .await
-        .unwrap();
+        .login_query("?refresh=maybe", "ask@example.com", "pw", None)
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap()["error"],
@@ -225,15 +202,8 @@ async fn refresh_is_only_where_asked_or_configured(db: TestDb) {
     );
     // refresh=false: none.
     let r = app
-        .client
-        .post(app.url("/login?refresh=false"))
-        .header(
-            "authorization",
-            crate::helpers::basic(b"ask@example.com:pw"),
-        )
-        .send()
-        .await
-        .unwrap();
+        .login_query("?refresh=false", "ask@example.com", "pw", None)
+        .await;
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v.get("refresh_token").is_none());
     assert_eq!(count(&app).await, 0);
@@ -315,33 +285,17 @@ async fn concurrent_refresh_exactly_one_wins(db: TestDb) {
 
     // The same through HTTP, half on each replica.
     let (_, rt, _) = session(&app, "race@example.com").await;
-    let start = Arc::new(tokio::sync::Barrier::new(n));
-    let mut requests = Vec::new();
-    for i in 0..n {
-        let target = if i % 2 == 0 { &app } else { &replica };
-        let (client, url, body, start) = (
-            target.client.clone(),
-            target.url("/token"),
-            format!("grant_type=refresh_token&refresh_token={rt}"),
-            start.clone(),
-        );
-        requests.push(tokio::spawn(async move {
-            start.wait().await;
-            client
-                .post(url)
+    let requests = (0..n)
+        .map(|i| {
+            let target = if i % 2 == 0 { &app } else { &replica };
+            target
+                .client
+                .post(target.url("/token"))
                 .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut statuses = BTreeMap::<u16, usize>::new();
-    for r in requests {
-        *statuses.entry(r.await.unwrap()).or_default() += 1;
-    }
+                .body(format!("grant_type=refresh_token&refresh_token={rt}"))
+        })
+        .collect();
+    let statuses = concurrent_statuses(requests).await;
     assert_eq!(statuses, BTreeMap::from([(200, 1), (400, n - 1)]));
 }
 db_test!(concurrent_refresh_exactly_one_wins);
@@ -446,6 +400,7 @@ async fn expiry_session_end_and_rotation_bound(db: TestDb) {
             refresh_ttl: Duration::from_secs(1000),
             session_max_age: Duration::from_secs(100),
             max_rotations: 2,
+            ..Lifetimes::default()
         };
     })
     .await;
@@ -455,7 +410,7 @@ async fn expiry_session_end_and_rotation_bound(db: TestDb) {
     // The session's end caps the token's.
     assert_eq!(first.session_expires_at, first.auth_time + 100);
     assert_eq!(first.expires_at, first.session_expires_at);
-    // Two rotations allowed, the third ends the session.
+    // Two rotations allowed, the third is refused.
     let (s, v) = refresh_answer(&app, &rt).await;
     assert_eq!(s, 200);
     let rt = v["refresh_token"].as_str().unwrap().to_owned();
@@ -642,7 +597,11 @@ async fn refresh_token_hash_is_unique_and_indexed(db: TestDb) {
         ("refresh_token_expires_at", "expires_at", 0),
         ("refresh_token_family", "family_id", 0),
         ("refresh_token_hash", "token_hash", 1),
+        ("refresh_token_revoked_at", "revoked_at", 0),
         ("refresh_token_user", "user_id", 0),
+        ("refresh_token_user_tip", "id", 0),
+        ("refresh_token_user_tip", "used_at", 0),
+        ("refresh_token_user_tip", "user_id", 0),
     ]
     .into_iter()
     .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c))

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
 use auth_token::{FeedEntry, FeedPage};
 use login_service::revocations::{self, Reason, TokenRef};
 
@@ -81,25 +83,39 @@ async fn logout_and_feed(db: TestDb) {
     assert!(body["message"].is_string());
     assert_eq!(body["message"], "invalid or expired token");
 
-    // A long poll waiting at the cursor returns as soon as the logout is stored.
-    let app = std::sync::Arc::new(app);
-    let waiter = {
-        let app = app.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let page = feed(&app, "?since=0&wait=0").await;
-            let page = feed(&app, &format!("?since={}&wait=15", page.cursor)).await;
-            (page, started.elapsed())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A long poll waiting at the cursor returns as soon as the logout is stored (not after its
+    // 15 s `wait`). No fixed sleep: the long poll is written to its socket before the logout is
+    // sent, so the server has it first; the logout's token check and write then take longer
+    // than the feed's first query, so the poll is waiting when the row lands. Were it not, it
+    // would answer at once and the test would still hold: it never fails spuriously, and a poll
+    // that does not wake up fails it whenever it waited.
+    let cursor = feed(&app, "?since=0&wait=0").await.cursor;
+    let addr = app.url("").trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /revocations?since={cursor}&wait=15 HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let waiter = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8(answer).unwrap()
+    });
     let logged_out = Instant::now();
     let r = logout(&app, Some(&format!("Bearer {tok}")), "").await;
     assert_eq!(r.status(), 204);
-    let (page, _) = waiter.await.unwrap();
+    let answer = waiter.await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+    let page: FeedPage = serde_json::from_str(body).expect("one JSON page");
     assert!(
-        logged_out.elapsed() < Duration::from_secs(2),
-        "long poll answered {:?} after the logout",
+        logged_out.elapsed() < Duration::from_secs(5),
+        "long poll answered {:?} after the logout (its wait is 15 s)",
         logged_out.elapsed()
     );
     assert_eq!(page.revocations.len(), 1, "{page:?}");

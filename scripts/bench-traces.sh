@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# `make bench` (last step), issue #14: what traces cost ext-authz's check. Two ext-authz processes
+# with the same key, pinned to the same core: one without OTEL_EXPORTER_OTLP_ENDPOINT (tracing
+# off, the default) and one exporting every check's span (100 % sampled, no parent: the worst
+# case) to a real OTLP/gRPC collector (`bench otlp-sink`). Interleaved rounds of `bench grpc` at a
+# fixed rate and flat out; CPU per check from /proc. Prints a Markdown table and writes
+# bench/results/traces.{jsonl,md}.
+#
+#   scripts/bench-traces.sh [--no-build] [--quick]
+# Environment: ROUNDS=3 RATES=1000,max DURATION=8 CPU=1 (the core both servers share)
+#              GEN_CPUS=0 (the load generator's cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
+build=true quick=false
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) build=false ;;
+    --quick) quick=true ;;
+    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench-traces: unknown option $arg" >&2; exit 64 ;;
+  esac
+done
+$quick && : "${ROUNDS:=1}" "${DURATION:=3}"
+ROUNDS=${ROUNDS:-3} RATES=${RATES:-1000,max} DURATION=${DURATION:-8}
+CPU=${CPU:-$(($(nproc) > 1 ? 1 : 0))} GEN_CPUS=${GEN_CPUS:-0}
+P_OFF=29101 P_ON=29103 P_LOGIN=29105
+log() { printf '\033[1mbench-traces:\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1mbench-traces: error:\033[0m %s\n' "$*" >&2; exit 1; }
+for port in $P_OFF $((P_OFF + 1)) $P_ON $((P_ON + 1)) $P_LOGIN; do
+  port_busy "$port" && die "port $port is in use"
+done
+
+if $build; then
+  cargo build --release --locked -p ext-authz -p login-service -p bench --bins
+fi
+BIN=$ROOT/target/release
+WORK=$(mktemp -d /tmp/edge-auth-bench-traces.XXXXXX)
+mkdir -p "$WORK/keys" "$WORK/data" "$ROOT/bench/results"
+umask 077
+head -c 36 /dev/urandom | base64 -w0 >"$WORK/keys/bench"
+umask 022
+pids=()
+cleanup() {
+  local status=$?
+  ((${#pids[@]})) && stop_pids 5 "${pids[@]}"
+  if ((status == 0)); then rm -rf "$WORK"; else log "logs kept in $WORK"; fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+wait_port() { # wait_port PORT PID
+  local _
+  for _ in $(seq 1 300); do
+    port_busy "$1" && return 0
+    kill -0 "$2" 2>/dev/null || die "a process exited during startup; see $WORK"
+    sleep 0.1
+  done
+  die "nothing listens on $1 after 30 s"
+}
+
+unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT JWT_SECRET DATABASE_URL
+export RUST_LOG=warn DATA_DIR=$WORK/data
+"$BIN/bench" otlp-sink >"$WORK/sink.json" 2>"$WORK/sink.log" &
+pids+=($!)
+for _ in $(seq 1 100); do [ -s "$WORK/sink.json" ] && break; sleep 0.1; done
+SINK_PORT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$WORK/sink.json")
+
+taskset -c "$CPU" "$BIN/ext-authz" --grpc-addr "127.0.0.1:$P_OFF" --metrics-addr "127.0.0.1:$((P_OFF + 1))" \
+  --keys-dir "$WORK/keys" >"$WORK/off.log" 2>&1 &
+OFF_PID=$! pids+=($!)
+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT taskset -c "$CPU" "$BIN/ext-authz" \
+  --grpc-addr "127.0.0.1:$P_ON" --metrics-addr "127.0.0.1:$((P_ON + 1))" \
+  --keys-dir "$WORK/keys" >"$WORK/on.log" 2>&1 &
+ON_PID=$! pids+=($!)
+"$BIN/login-service" migrate >"$WORK/login.log" 2>&1
+PASSWORD=$(head -c 18 /dev/urandom | base64 -w0 | tr '+/' '-_')
+printf '%s\n' "$PASSWORD" | "$BIN/login-service" user add bench@example.com --password-stdin >>"$WORK/login.log" 2>&1
+"$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN" --keys-dir "$WORK/keys" >>"$WORK/login.log" 2>&1 &
+LOGIN_PID=$! pids+=($!)
+wait_port "$P_OFF" "$OFF_PID"
+wait_port "$P_ON" "$ON_PID"
+wait_port "$P_LOGIN" "$LOGIN_PID"
+BENCH_TOKEN=$(curl -fsS -u "bench@example.com:$PASSWORD" -H 'Accept: text/plain' -X POST "http://127.0.0.1:$P_LOGIN/login")
+export BENCH_TOKEN
+grep -q "exporting traces" "$WORK/on.log" || die "the traced ext-authz does not export; see $WORK/on.log"
+
+RAW=$ROOT/bench/results/traces.jsonl
+: >"$RAW"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+for round in $(seq 1 "$ROUNDS"); do
+  for setup in off on; do
+    port=$P_OFF pid=$OFF_PID
+    [ "$setup" = on ] && port=$P_ON pid=$ON_PID
+    log "round $round/$ROUNDS: tracing $setup"
+    # The load generator on the other core(s), the server alone on $CPU.
+    taskset -c "$GEN_CPUS" "$BIN/bench" grpc --target "http://127.0.0.1:$port" \
+      --rates "$RATES" --duration "$DURATION" --warmup 2 --server-pid "$pid" \
+      --round "$round" --label "tracing_$setup" >>"$RAW"
+  done
+done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$RAW" "$LOAD_START" "$LOAD_END" "$ROOT/bench/results/traces.md" <<'PY'
+import json, statistics, sys
+raw, load_start, load_end, out = sys.argv[1:5]
+rows = [json.loads(line) for line in open(raw) if line.strip()]
+steps = sorted({r["step"] for r in rows}, key=lambda s: (s == "max", int(s) if s != "max" else 0))
+def med(label, step, key):
+    vals = [r[key] for r in rows if r["label"] == label and r["step"] == step and r[key] is not None]
+    return (statistics.median(vals), min(vals), max(vals)) if vals else (float("nan"),) * 3
+lines = [f"Load average {load_start} at the start, {load_end} at the end; median of "
+         f"{max(r['round'] for r in rows)} interleaved rounds (range).", "",
+         "| step | tracing | achieved req/s | p50 µs | p99 µs | ext-authz CPU µs/check | CPU on ÷ off |",
+         "|---|---|---|---|---|---|---|"]
+for step in steps:
+    off_cpu = med("tracing_off", step, "server_cpu_us_per_check")[0]
+    for label in ("tracing_off", "tracing_on"):
+        rps, p50, p99 = (med(label, step, k) for k in ("achieved_rps", "p50_us", "p99_us"))
+        cpu = med(label, step, "server_cpu_us_per_check")
+        ratio = "" if label == "tracing_off" else f"{cpu[0] / off_cpu:.2f}×"
+        lines.append(f"| {step} | {label.split('_')[1]} | {rps[0]:.0f} | {p50[0]:.0f} ({p50[1]:.0f}–{p50[2]:.0f}) "
+                     f"| {p99[0]:.0f} ({p99[1]:.0f}–{p99[2]:.0f}) | {cpu[0]:.1f} ({cpu[1]:.1f}–{cpu[2]:.1f}) | {ratio} |")
+text = "\n".join(lines) + "\n"
+open(out, "w").write(text)
+print(text)
+PY
