@@ -13,6 +13,9 @@
 #                                             key rotation: append a new random key named KID
 #   scripts/gen-secrets.sh --remove-key KID [OVERLAY]
 #                                             key rotation: drop a retired key
+#   scripts/gen-secrets.sh minikube-eddsa     EdDSA minikube overlay: as minikube, but the Ed25519
+#                                             pair of kid ed-1 instead of jwt-keys.env (an overlay
+#                                             using components/eddsa gets no HMAC key)
 #   scripts/gen-secrets.sh --eddsa KID [OVERLAY]
 #                                             EdDSA (recommended): a new Ed25519 key pair named KID
 #                                             (openssl genpkey -algorithm ed25519), the private half
@@ -40,6 +43,8 @@ force=false add_key="" remove_key="" eddsa_kid=""
 overlays=()
 # The kid the overlays' ConfigMaps name as JWT_SIGNING_KID before any rotation.
 INITIAL_KID=key-1
+# The kid of the first Ed25519 pair of an EdDSA overlay (overlays/minikube-eddsa names it).
+INITIAL_EDDSA_KID=ed-1
 NAMESPACE=edge-auth
 
 die() { echo "gen-secrets: $*" >&2; exit 64; }
@@ -104,6 +109,26 @@ set_database_url() {
   fi
 }
 
+# eddsa_pair KID: an Ed25519 pair in $secrets (set per overlay below), kept when it exists.
+eddsa_pair() {
+  local kid=$1 private_dir="$secrets/jwt-signing-key" public_dir="$secrets/jwt-public-keys"
+  valid_kid "$kid" || die "invalid kid '$kid' (A-Z a-z 0-9 . _ -, max 64, no leading '.')"
+  command -v openssl >/dev/null || die "openssl is needed for EdDSA keys (scripts/bootstrap.sh installs it)"
+  mkdir -p "$private_dir" "$public_dir"
+  chmod 700 "$private_dir" "$public_dir"
+  local private="$private_dir/$kid.pem" public="$public_dir/$kid.pub.pem"
+  if [[ -e "$private" ]] && ! $force; then
+    echo "gen-secrets: keeping ${private#"$manifests"/}" >&2
+  else
+    openssl genpkey -algorithm ed25519 -out "$private.tmp" && mv "$private.tmp" "$private"
+    chmod 600 "$private"
+    echo "gen-secrets: wrote ${private#"$manifests"/}" >&2
+  fi
+  openssl pkey -in "$private" -pubout -out "$public.tmp" && mv "$public.tmp" "$public"
+  chmod 600 "$public"
+  echo "gen-secrets: wrote ${public#"$manifests"/}" >&2
+}
+
 for overlay in "${overlays[@]}"; do
   dir="$manifests/overlays/$overlay"
   [[ -f "$dir/kustomization.yaml" ]] || die "no overlay $dir"
@@ -121,22 +146,7 @@ for overlay in "${overlays[@]}"; do
     continue
   fi
   if [[ -n "$eddsa_kid" ]]; then
-    valid_kid "$eddsa_kid" || die "invalid kid '$eddsa_kid' (A-Z a-z 0-9 . _ -, max 64, no leading '.')"
-    command -v openssl >/dev/null || die "openssl is needed for --eddsa (scripts/bootstrap.sh installs it)"
-    private_dir="$secrets/jwt-signing-key" public_dir="$secrets/jwt-public-keys"
-    mkdir -p "$private_dir" "$public_dir"
-    chmod 700 "$private_dir" "$public_dir"
-    private="$private_dir/$eddsa_kid.pem" public="$public_dir/$eddsa_kid.pub.pem"
-    if [[ -e "$private" ]] && ! $force; then
-      echo "gen-secrets: keeping ${private#"$manifests"/}" >&2
-    else
-      openssl genpkey -algorithm ed25519 -out "$private.tmp" && mv "$private.tmp" "$private"
-      chmod 600 "$private"
-      echo "gen-secrets: wrote ${private#"$manifests"/}" >&2
-    fi
-    openssl pkey -in "$private" -pubout -out "$public.tmp" && mv "$public.tmp" "$public"
-    chmod 600 "$public"
-    echo "gen-secrets: wrote ${public#"$manifests"/}" >&2
+    eddsa_pair "$eddsa_kid"
     continue
   fi
   if [[ -n "$remove_key" ]]; then
@@ -148,8 +158,14 @@ for overlay in "${overlays[@]}"; do
     continue
   fi
 
-  write "$keys" "$(printf '%s=%s\n' "$INITIAL_KID" "$(random_hex)")
+  # An EdDSA overlay (it uses components/eddsa) has no HMAC key at all: the initial Ed25519 pair
+  # instead of jwt-keys.env.
+  if grep -q 'components/eddsa' "$dir/kustomization.yaml"; then
+    eddsa_pair "$INITIAL_EDDSA_KID"
+  else
+    write "$keys" "$(printf '%s=%s\n' "$INITIAL_KID" "$(random_hex)")
 "
+  fi
   write "$secrets/revocation-feed-token" "$(random_hex)"
   case "$overlay" in
     production)

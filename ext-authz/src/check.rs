@@ -207,7 +207,11 @@ pub fn decide_with_external(
             None if !policy.accepts_issuer(crate::issuers::LOCAL) => {
                 (None, Reason::Invalid(VerifyError::WrongIssuer))
             }
-            None => match settings.verifier.verify(token, keys, now) {
+            // Our own token: the `--keys-dir` ring, or the own JWKS holding its kid.
+            None => match external
+                .own_ring(token, keys)
+                .and_then(|ring| settings.verifier.verify(token, ring, now))
+            {
                 Err(e) => (None, Reason::Invalid(e)),
                 Ok(claims) if !header_safe(&claims) => {
                     (None, Reason::Invalid(VerifyError::Malformed))

@@ -12,6 +12,9 @@ use crate::issuers::{self, IssuerSettings};
 use crate::jwks_fetch::{FetchLimits, RefreshConfig};
 use crate::jwks_refresh::RefreshBounds;
 
+/// Most `--jwks-url`s (each has a refresh task and a keyring in memory).
+pub const MAX_JWKS_URLS: usize = 8;
+
 /// Exit code for configuration errors (`EX_USAGE` from sysexits.h), as CONTRACT.md requires.
 pub const EXIT_CONFIG: u8 = edge_process::EXIT_USAGE;
 
@@ -123,8 +126,20 @@ pub struct Config {
     /// issuers"); combined with `--oidc-issuer`.
     #[arg(long, env = "OIDC_ISSUERS_FILE")]
     pub issuers_file: Option<PathBuf>,
+    /// A JWKS of our own issuer, e.g. login-service's
+    /// `http://login-service:5000/.well-known/jwks.json` (repeatable; env comma-separated, at
+    /// most 8): its keys verify our tokens beside the keys directory's, with the external
+    /// issuers' lifecycle (startup wait, refresh, unknown-kid refresh). `https://`, or plain
+    /// `http://` (warned about at startup: in-cluster only). A kid in two sources with
+    /// different keys is refused.
+    #[arg(long = "jwks-url", env = "JWKS_URLS", value_delimiter = ',')]
+    pub jwks_urls: Vec<String>,
+    /// A PEM bundle of CA certificates trusted for HTTPS to issuers and `--jwks-url`s, in
+    /// addition to the system trust store (e.g. the cluster's internal CA).
+    #[arg(long, env = "ISSUER_CA_FILE")]
+    pub issuer_ca_file: Option<PathBuf>,
     /// How long after the start gRPC health waits (NOT_SERVING) for every external issuer's
-    /// first JWKS before serving anyway (logged at ERROR; that issuer's tokens are refused).
+    /// (and `--jwks-url`'s) first JWKS before serving anyway (logged at ERROR; that issuer's tokens are refused).
     #[arg(long, env = "JWKS_STARTUP_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub jwks_startup_wait: Duration,
     /// Lower bound of the JWKS refresh interval (a smaller `Cache-Control: max-age` is raised
@@ -172,6 +187,22 @@ pub enum ConfigError {
         /// The OS error.
         message: String,
     },
+    /// A `--jwks-url` that is not `http(s)://host[/path]`, or one given twice.
+    #[error(
+        "invalid --jwks-url {0:?}: need https://host[:port]/path (or http:// in-cluster), each URL once, no credentials or fragment"
+    )]
+    JwksUrl(String),
+    /// The CA bundle cannot be read or holds no certificate.
+    #[error("invalid --issuer-ca-file {path}: {message}")]
+    IssuerCaFile {
+        /// The path.
+        path: PathBuf,
+        /// The OS or PEM error.
+        message: String,
+    },
+    /// More `--jwks-url`s than [`MAX_JWKS_URLS`].
+    #[error("at most {MAX_JWKS_URLS} --jwks-url")]
+    TooManyJwksUrls,
     /// `--jwks-refresh-min` above `--jwks-refresh-max`.
     #[error("invalid --jwks-refresh-min: must not exceed --jwks-refresh-max")]
     RefreshBounds,
@@ -229,6 +260,8 @@ impl Config {
             return Err(ConfigError::RefreshBounds);
         }
         self.external_issuers()?;
+        self.own_jwks_urls()?;
+        self.issuer_ca_pem()?;
         // Why: a healthy long poll answers up to `wait + 5s` (the client's timeout) after the
         // last answer; a grace not above that makes fail-closed readiness flap.
         if self.revocation_fail_closed
@@ -293,6 +326,48 @@ impl Config {
         }
         issuers::validate(&all)?;
         Ok(all)
+    }
+
+    /// The `--jwks-url`s, checked: `http(s)`, a host, no credentials or fragment, each once,
+    /// at most [`MAX_JWKS_URLS`]. Blank entries (a trailing comma in `JWKS_URLS`) are skipped.
+    pub fn own_jwks_urls(&self) -> Result<Vec<String>, ConfigError> {
+        let urls: Vec<String> = self
+            .jwks_urls
+            .iter()
+            .map(|u| u.trim())
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.len() > MAX_JWKS_URLS {
+            return Err(ConfigError::TooManyJwksUrls);
+        }
+        for (i, url) in urls.iter().enumerate() {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.has_host()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.fragment().is_none()
+            });
+            if !ok || urls[..i].contains(url) {
+                return Err(ConfigError::JwksUrl(url.clone()));
+            }
+        }
+        Ok(urls)
+    }
+
+    /// The `--issuer-ca-file` bundle, read and checked (startup only; public certificates).
+    pub fn issuer_ca_pem(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.issuer_ca_file else {
+            return Ok(None);
+        };
+        let err = |message: String| ConfigError::IssuerCaFile {
+            path: path.clone(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        crate::jwks_fetch::parse_ca_bundle(&pem).map_err(err)?;
+        Ok(Some(pem))
     }
 
     /// How the JWKS refresh tasks schedule fetches.
@@ -474,6 +549,46 @@ mod tests {
             c("1s", "1s", true),
             Err(ConfigError::FailClosedGrace { .. })
         ));
+    }
+
+    #[test]
+    fn jwks_urls() {
+        let c = |urls: &[&str]| {
+            let mut args = vec!["--jwt-secret", SECRET];
+            for u in urls {
+                args.extend(["--jwks-url", u]);
+            }
+            let c = parse(&args);
+            c.validate().map(|()| c.own_jwks_urls().unwrap())
+        };
+        assert_eq!(
+            c(&[
+                "http://login-service:5000/.well-known/jwks.json",
+                "https://a.example/jwks"
+            ])
+            .unwrap(),
+            [
+                "http://login-service:5000/.well-known/jwks.json",
+                "https://a.example/jwks"
+            ]
+        );
+        assert!(c(&[]).unwrap().is_empty());
+        for bad in [
+            "file:///etc/jwks.json",
+            "login-service:5000/jwks",
+            "https://user:pw@a.example/jwks",
+            "https://a.example/jwks#x",
+            "ftp://a.example/jwks",
+        ] {
+            assert!(matches!(c(&[bad]), Err(ConfigError::JwksUrl(_))), "{bad}");
+        }
+        assert!(matches!(
+            c(&["https://a.example/j", "https://a.example/j"]),
+            Err(ConfigError::JwksUrl(_))
+        ));
+        let nine: Vec<String> = (0..9).map(|i| format!("https://a.example/{i}")).collect();
+        let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+        assert!(matches!(c(&nine), Err(ConfigError::TooManyJwksUrls)));
     }
 
     #[test]

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::external::keys_from_jwks;
+use crate::external::{JwksSource, keys_from_jwks};
 use crate::health::report_health;
 use crate::issuers::{IssuerSettings, is_loopback};
 use crate::jwks::JwksStore;
 use crate::jwks_refresh::{KidThrottle, RefreshBounds, next_refresh, retry_after};
+use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::shutdown::ShutdownSignal;
 
@@ -109,9 +110,27 @@ pub struct JwksClient {
 }
 
 impl JwksClient {
-    /// A client with `limits` (and, for https, the TLS roots reqwest was built with).
+    /// A client with `limits`; https trusts the system store only.
     pub fn new(limits: FetchLimits) -> Result<Self, FetchError> {
-        let http = reqwest::Client::builder()
+        Self::with_ca(limits, None)
+    }
+
+    /// A client with `limits`; https trusts the system store (rustls-native-certs: the
+    /// image's CA bundle, `SSL_CERT_FILE`/`SSL_CERT_DIR` when set) plus every certificate of
+    /// the PEM bundle `ca_pem` (`--issuer-ca-file`: an in-house CA). Certificate and host
+    /// name are always verified; there is no switch to turn that off.
+    pub fn with_ca(limits: FetchLimits, ca_pem: Option<&[u8]>) -> Result<Self, FetchError> {
+        let build_error = |message: String| FetchError::Transport {
+            url: String::new(),
+            message,
+        };
+        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        if let Some(pem) = ca_pem {
+            for cert in parse_ca_bundle(pem).map_err(build_error)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .timeout(limits.timeout)
             .connect_timeout(limits.timeout)
             .redirect(reqwest::redirect::Policy::custom(same_origin_redirects))
@@ -224,6 +243,16 @@ impl JwksClient {
     }
 }
 
+/// The certificates of a PEM bundle (`--issuer-ca-file`): at least one, all parsable.
+pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("not a PEM certificate bundle: {}", error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err("no certificate in the PEM bundle".to_owned());
+    }
+    Ok(certs)
+}
+
 /// How the refresh tasks schedule fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshConfig {
@@ -233,32 +262,40 @@ pub struct RefreshConfig {
     pub unknown_kid_interval: Duration,
 }
 
-/// Keeps issuer `index`'s keys in `store` until `shutdown`: discovery + JWKS at once, then again
-/// after the response's `max-age` (clamped to the bounds), sooner after a failure (back-off
-/// from the minimum) or when a check met an unknown kid (throttled). A failed fetch keeps the
-/// last good keys (counted, and logged once per distinct error); a successful one replaces them
-/// whole, so a key removed from the JWKS stops verifying. Cannot fail.
-pub async fn follow_issuer(
-    index: usize,
+/// Keeps slot `slot`'s keys in `store` until `shutdown` (an external issuer: discovery + JWKS;
+/// an own `--jwks-url`: that JWKS): a fetch at once, then again after the response's `max-age`
+/// (clamped to the bounds), sooner after a failure (back-off from the minimum) or when a check
+/// met an unknown kid (throttled, and only when the keys that refused it are still in use,
+/// [`JwksStore::take_request`]). A failed fetch keeps the last good keys (counted, and logged
+/// once per distinct error); a successful one replaces them whole, so a key removed from the
+/// JWKS stops verifying. `files`: for an own JWKS, the `--keys-dir` ring, to log kids both
+/// hold with different keys (refused). Cannot fail.
+pub async fn follow_slot(
+    slot: usize,
     store: Arc<JwksStore>,
     client: JwksClient,
     metrics: Arc<Metrics>,
     config: RefreshConfig,
+    files: Option<Arc<KeyStore>>,
     mut shutdown: ShutdownSignal,
 ) {
-    let Some(settings) = store.load().get(index).map(|i| i.settings.clone()) else {
+    let Some((source, name)) = store.load().source(slot) else {
         return;
     };
-    let name = settings.name.as_str();
+    let name = name.as_str();
     let origin = Instant::now();
     let mut throttle = KidThrottle::new(config.unknown_kid_interval);
     let mut failures = 0u32;
     let mut last_error: Option<String> = None;
     let mut last_kids: Option<Vec<String>> = None;
+    let mut last_conflicts: Vec<String> = Vec::new();
     loop {
-        let outcome = match client.discover(&settings).await {
-            Ok(uri) => client.jwks(&uri, true).await,
-            Err(e) => Err(e),
+        let outcome = match &source {
+            JwksSource::Discover(settings) => match client.discover(settings).await {
+                Ok(uri) => client.jwks(&uri, true).await,
+                Err(e) => Err(e),
+            },
+            JwksSource::Url(url) => client.jwks(url, false).await,
         };
         let wait = match outcome.map(|fetched| (keys_from_jwks(&fetched.keys), fetched)) {
             Ok(((Some(ring), skipped), fetched)) => {
@@ -271,11 +308,22 @@ pub async fn follow_issuer(
                         issuer = name,
                         kids = %kids.join(","),
                         skipped = %skipped.join(","),
-                        "issuer keys loaded"
+                        "JWKS keys loaded"
                     );
                     last_kids = Some(kids);
                 }
-                store.set_keys(index, ring);
+                store.set_keys(slot, ring);
+                if let Some(files) = &files {
+                    let conflicts = store.load().own_conflicts(&files.load());
+                    if !conflicts.is_empty() && conflicts != last_conflicts {
+                        tracing::error!(
+                            issuer = name,
+                            kids = %conflicts.join(","),
+                            "these kids are both in the keys directory (or another --jwks-url) and in this JWKS with different keys: tokens carrying them are refused (unknown_kid) until one source drops them"
+                        );
+                    }
+                    last_conflicts = conflicts;
+                }
                 next_refresh(fetched.cache_control.as_deref(), config.bounds)
             }
             Ok(((None, skipped), _)) => {
@@ -299,8 +347,10 @@ pub async fn follow_issuer(
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
-                () = store.refresh_requested(index) => {
-                    if throttle.grant(origin.elapsed()) {
+                () = store.refresh_requested(slot) => {
+                    // Why both: a request refused by keys this fetch replaced is answered
+                    // already and must not spend the throttle's window (issue #12, item 3).
+                    if store.take_request(slot) && throttle.grant(origin.elapsed()) {
                         metrics.record_jwks_unknown_kid(name);
                         tracing::info!(issuer = name, "token with an unknown kid: refreshing the JWKS early");
                         break;
@@ -341,19 +391,14 @@ pub async fn watch_startup(
             () = stop.wait() => return,
         }
         if store.all_loaded() {
-            tracing::info!("every external issuer's keys are loaded");
+            tracing::info!("every JWKS (external issuers, --jwks-url) is loaded");
             break;
         }
         if store.startup_wait_over() {
-            let missing: Vec<String> = store
-                .load()
-                .iter()
-                .filter(|i| i.keys().is_none())
-                .map(|i| i.settings.name.clone())
-                .collect();
+            let missing = store.load().missing();
             tracing::error!(
                 issuers = %missing.join(","),
-                "no JWKS for these issuers after --jwks-startup-wait: serving anyway; their tokens are refused (unknown_key) until a fetch succeeds"
+                "no JWKS for these issuers (local: --jwks-url) after --jwks-startup-wait: serving anyway; tokens needing their keys are refused (unknown_kid) until a fetch succeeds"
             );
             break;
         }

@@ -24,7 +24,7 @@ use tonic_health::ServingStatus;
 
 use crate::check::Settings;
 use crate::config::Config;
-use crate::external::TrustedIssuer;
+use crate::external::{OwnJwks, TrustedIssuer};
 use crate::feed;
 use crate::health::{self, FEED_HEALTH_SERVICE, report_health};
 use crate::jwks::JwksStore;
@@ -112,6 +112,7 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     let metrics = Arc::new(Metrics::new());
     metrics.set_keys_loaded(ring.len());
     let store = Arc::new(KeyStore::new(ring));
+    let store_files = Arc::clone(&store);
     let settings = Settings {
         verifier: Verifier::new(&config.verifier_config()),
         realm: config.realm.clone(),
@@ -135,15 +136,31 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     }
     // Checked by `Config::validate`; read again here (startup only).
     let issuers = config.external_issuers().unwrap_or_default();
-    let jwks = (!issuers.is_empty()).then(|| {
-        for issuer in &issuers {
-            metrics.register_issuer(&issuer.name);
-        }
+    let own_urls = config.own_jwks_urls().unwrap_or_default();
+    let jwks = (!issuers.is_empty() || !own_urls.is_empty()).then(|| {
         let trusted = issuers
             .into_iter()
             .map(|i| TrustedIssuer::new(i, config.leeway_secs, config.max_token_bytes))
             .collect();
-        Arc::new(JwksStore::new(trusted, config.jwks_startup_wait))
+        let own: Vec<OwnJwks> = own_urls
+            .iter()
+            .enumerate()
+            .map(|(n, url)| OwnJwks::new(n, url))
+            .collect();
+        for o in &own {
+            if o.url.starts_with("http:") {
+                // Why allowed at all: login-service in the same cluster, reached by Service
+                // name (issue #12); whoever can alter that traffic can substitute our keys.
+                tracing::warn!(url = %o.url, "--jwks-url over plain http: only for in-cluster traffic you trust (keys fetched from it verify our tokens)");
+            }
+        }
+        let store = JwksStore::with_own(trusted, own, config.jwks_startup_wait);
+        for slot in 0..store.load().slots() {
+            if let Some((_, label)) = store.load().source(slot) {
+                metrics.register_issuer(&label);
+            }
+        }
+        Arc::new(store)
     });
     if let Some(jwks) = &jwks {
         service = service.with_external_issuers(Arc::clone(jwks));
@@ -224,14 +241,19 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     }
 
     if let Some(store) = &jwks {
-        let client = JwksClient::new(config.fetch_limits()).map_err(ServerError::Jwks)?;
-        for index in 0..store.load().iter().count() {
-            let follow = jwks_fetch::follow_issuer(
-                index,
+        // Checked by `Config::validate`; read again here (startup only).
+        let ca = config.issuer_ca_pem().ok().flatten();
+        let client =
+            JwksClient::with_ca(config.fetch_limits(), ca.as_deref()).map_err(ServerError::Jwks)?;
+        let own_from = store.load().own_slot(0);
+        for slot in 0..store.load().slots() {
+            let follow = jwks_fetch::follow_slot(
+                slot,
                 Arc::clone(store),
                 client.clone(),
                 Arc::clone(&metrics),
                 config.refresh_config(),
+                (slot >= own_from).then(|| Arc::clone(&store_files)),
                 stop.clone(),
             );
             tasks.spawn(async move {

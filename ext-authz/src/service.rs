@@ -205,9 +205,9 @@ impl AuthzService {
     }
 }
 
-/// A token of an external issuer refused for an unknown kid (or an algorithm none of its
-/// keys has) may mean the issuer rotated its
-/// keys: wake that issuer's refresh task, which throttles (no I/O here).
+/// A token refused for an unknown kid (or an algorithm none of its keys has) may mean its
+/// issuer rotated keys: wake the refresh task of that external issuer, or of our own
+/// `--jwks-url`s, which throttles (no I/O here).
 fn request_refresh_on_unknown_kid(
     decision: &Decision,
     headers: &HashMap<String, String>,
@@ -229,8 +229,8 @@ fn request_refresh_on_unknown_kid(
         return;
     }
     let token = auth_token::bearer::parse(headers.get("authorization").map(String::as_str));
-    if let Some(index) = token.ok().and_then(|t| set.route(t)) {
-        store.request_refresh(index);
+    if let Ok(token) = token {
+        store.request_refresh_for(set, token);
     }
 }
 

@@ -89,6 +89,26 @@ def test_eddsa_key_pair_private_for_login_public_for_the_gateway(tree):
     assert gen(tree, "--eddsa", "../evil").returncode != 0, "kid must be a safe file name"
 
 
+def test_an_eddsa_overlay_gets_an_ed25519_pair_and_no_hmac_key(tree):
+    """An overlay using components/eddsa (minikube-eddsa): the pair of its initial kid ed-1 (the
+    kid its kustomization names), the minikube secrets, and no jwt-keys.env at all."""
+    assert gen(tree, "minikube-eddsa").returncode == 0
+    secrets = tree / "overlays" / "minikube-eddsa" / "secrets"
+    assert not (secrets / "jwt-keys.env").exists(), "an HMAC key in the EdDSA mode"
+    private = secrets / "jwt-signing-key" / "ed-1.pem"
+    public = secrets / "jwt-public-keys" / "ed-1.pub.pem"
+    assert private.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+    assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    kustomization = (tree / "overlays" / "minikube-eddsa" / "kustomization.yaml").read_text()
+    assert "secrets/jwt-signing-key/ed-1.pem" in kustomization
+    assert "secrets/jwt-public-keys/ed-1.pub.pem" in kustomization
+    for name in ("database-url", "revocation-feed-token", "mysql-password", "tls.crt"):
+        assert (secrets / name).is_file(), name
+    before = private.read_text()
+    assert gen(tree, "minikube-eddsa").returncode == 0
+    assert private.read_text() == before, "a second run keeps the key"
+
+
 def test_explicit_database_url_replaces_only_the_url(tree):
     """Issue #18 item 4: `DATABASE_URL=... gen-secrets.sh production` on an existing overlay used
     to keep the old URL silently, and --force, the only way out, also replaced the JWT keys and

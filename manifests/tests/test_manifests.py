@@ -189,10 +189,24 @@ def test_listen_addresses_are_declared_container_ports(r):
                 assert not addr.startswith("127."), f"{w['metadata']['name']}/{c['name']}: {var}={addr} unreachable from the kubelet"
 
 
-def write_jwt_keys(r, keys_dir: Path) -> Path:
-    """The rendered `jwt-keys` Secret written out as a keys directory (file name = kid)."""
+def keys_volume(r, workload: str, binary_name: str) -> tuple[str, str, dict[str, str]]:
+    """(kind, name, data) of the Secret or ConfigMap mounted at the container's KEYS_DIR: the
+    HMAC `jwt-keys` Secret, or in the EdDSA mode (components/eddsa) login-service's
+    `jwt-signing-key` Secret and the gateway's `jwt-public-keys` ConfigMap."""
+    spec = pod_spec(r.get("Deployment", workload))
+    c = next(c for c in all_containers(spec) if our_binary(c) == binary_name)
+    keys_dir = container_env(r, c)["KEYS_DIR"]
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == keys_dir)
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    if "secret" in vol:
+        return "Secret", vol["secret"]["secretName"], config_data(r, "Secret", vol["secret"]["secretName"])
+    return "ConfigMap", vol["configMap"]["name"], config_data(r, "ConfigMap", vol["configMap"]["name"])
+
+
+def write_jwt_keys(r, keys_dir: Path, workload: str, binary_name: str) -> Path:
+    """The keys the container mounts at KEYS_DIR, written out as a keys directory."""
     keys_dir.mkdir()
-    for kid, key in config_data(r, "Secret", "jwt-keys").items():
+    for kid, key in keys_volume(r, workload, binary_name)[2].items():
         (keys_dir / kid).write_text(key)
     return keys_dir
 
@@ -215,7 +229,7 @@ def test_ext_authz_check_config_accepts_the_rendered_env(r, tmp_path):
     assert "--check-config" in spec.flags, (
         f"ext-authz --help lists no --check-config: {sorted(spec.flags)}"
     )
-    keys_dir = write_jwt_keys(r, tmp_path / "keys")
+    keys_dir = write_jwt_keys(r, tmp_path / "keys", "gateway", "ext-authz")
     env = {k: v for k, v in container_env(r, c).items() if v is not None}
     mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "jwt-keys")
     assert env["KEYS_DIR"] == mount
@@ -233,7 +247,7 @@ def test_login_service_check_config_accepts_the_rendered_env(r, tmp_path):
     assert "--check-config" in spec.flags, (
         f"login-service {' '.join(subs)} --help lists no --check-config: {sorted(spec.flags)}"
     )
-    keys_dir = write_jwt_keys(r, tmp_path / "keys")
+    keys_dir = write_jwt_keys(r, tmp_path / "keys", "login-service", "login-service")
     env = {k: v for k, v in container_env(r, c).items() if v is not None}
     env["KEYS_DIR"] = str(keys_dir)
     # DATABASE_URL stays the rendered one: --check-config parses it but opens no connection.
@@ -411,6 +425,10 @@ def test_referenced_configmaps_and_secrets_exist_with_their_keys(r):
 
 
 def test_jwt_keys_are_valid_and_contain_the_signing_kid(r):
+    if not r.has("Secret", "jwt-keys"):
+        # The EdDSA mode has no HMAC key at all: its keys are checked in test_eddsa.py.
+        assert r.has("Secret", "jwt-signing-key"), f"{r.overlay}: neither jwt-keys nor jwt-signing-key"
+        return
     keys = config_data(r, "Secret", "jwt-keys")
     assert keys, "jwt-keys is empty"
     for kid, key in keys.items():

@@ -13,6 +13,7 @@ mod edge_errors;
 mod faults;
 mod feed;
 mod flows;
+mod jwks_url;
 mod limits;
 mod modes;
 mod observability;

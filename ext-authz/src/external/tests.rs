@@ -332,3 +332,76 @@ fn removed_keys_stop_verifying() {
         None
     );
 }
+
+/// Our own tokens: the keys directory and the own JWKS side by side, picked by kid; a kid in
+/// two sources with different keys verifies with neither; the same key twice is no conflict.
+#[test]
+fn own_jwks_keys_sit_beside_the_file_ring() {
+    use crate::test_support::{SECRET, issue};
+    let ed = |kid: &str| {
+        let (private, public) = auth_token::testing::ed25519_pem_pair();
+        (
+            Key::ed25519_private_pem(kid, private.as_bytes()).unwrap(),
+            public,
+        )
+    };
+    let public = |kid: &str, pem: &str| Key::public_pem(kid, pem.as_bytes()).unwrap();
+    let mint = |key: &Key| {
+        auth_token::testing::mint(
+            key,
+            "7",
+            "e",
+            &[],
+            now(),
+            std::time::Duration::from_secs(60),
+        )
+    };
+    let (ed1, ed1_pem) = ed("ed1");
+    let (ed2, ed2_pem) = ed("ed2");
+    let (other, other_pem) = ed("ed2");
+    let files = ring(); // HS256 k1 and k2
+    let hs = issue("k1", SECRET, &[]);
+    let jwks =
+        Keyring::from_keys(vec![public("ed1", &ed1_pem), public("ed2", &ed2_pem)], None).unwrap();
+    let set = ExternalIssuers::with_own(Vec::new(), vec![OwnJwks::new(0, "http://ls/jwks")]);
+
+    // No keys fetched yet: everything goes to the files ring.
+    assert!(std::ptr::eq(
+        set.own_ring(&mint(&ed1), &files).unwrap(),
+        &files
+    ));
+    let set = set.with_keys(set.own_slot(0), Arc::new(jwks));
+    assert_eq!(set.fetched(0).unwrap().generation(), 1);
+    let verifier = settings(false).verifier;
+    for token in [mint(&ed1), mint(&ed2), hs] {
+        let ring = set.own_ring(&token, &files).unwrap();
+        verifier.verify(&token, ring, now()).unwrap();
+    }
+    assert!(set.own_conflicts(&files).is_empty());
+
+    // ed2 in the files too, with another key: refused whichever signed; named for the log.
+    // ed1 in the files with the same key: no conflict, verifies.
+    let files2 = Keyring::from_keys(
+        vec![
+            Key::new("k1", SECRET).unwrap(),
+            public("ed2", &other_pem),
+            public("ed1", &ed1_pem),
+        ],
+        Some("k1"),
+    )
+    .unwrap();
+    for token in [mint(&ed2), mint(&other)] {
+        assert_eq!(
+            set.own_ring(&token, &files2).err(),
+            Some(VerifyError::UnknownKey)
+        );
+    }
+    assert_eq!(set.own_conflicts(&files2), ["ed2"]);
+    let token = mint(&ed1);
+    verifier
+        .verify(&token, set.own_ring(&token, &files2).unwrap(), now())
+        .unwrap();
+    // An HMAC key under a JWKS kid is always a conflict (it has no public form).
+    let files3 = Keyring::from_keys(vec![Key::new("ed1", SECRET).unwrap()], None).unwrap();
+    assert_eq!(set.own_conflicts(&files3), ["ed1"]);
+}

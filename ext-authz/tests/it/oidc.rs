@@ -134,18 +134,25 @@ async fn jwks_lifecycle() {
     assert_eq!(status(&mut client, &old, ROUTE).await, 200);
 
     // Rotation: the issuer publishes e1 too; its first token is refused, triggers one fetch.
+    // Why signed beforehand: an RS256 signature costs ~0.2 s in a debug build on a loaded
+    // machine; signed inside the burst, 20 of them outlasted the 4 s window (seen: a second
+    // early refresh 4.6 s after the first, `left: 3, right: 2` below).
+    let garbage: Vec<String> = (0..20)
+        .map(|n| {
+            issuer.sign(
+                "r1",
+                &json!({"kid": format!("garbage-{n}")}),
+                &issuer.claims(&json!({})),
+            )
+        })
+        .collect();
     let before = issuer.jwks_fetches();
     issuer.publish(&[("r1", Alg::Rs256), ("e1", Alg::Es256)]);
     let new = issuer.token("e1", json!({}));
     // Denied at once (the refresh it asks for happens after the answer).
     assert_eq!(status(&mut client, &new, ROUTE).await, 401);
-    for n in 0..20 {
-        let garbage = issuer.sign(
-            "r1",
-            &json!({"kid": format!("garbage-{n}")}),
-            &issuer.claims(&json!({})),
-        );
-        assert_eq!(status(&mut client, &garbage, ROUTE).await, 401);
+    for garbage in &garbage {
+        assert_eq!(status(&mut client, garbage, ROUTE).await, 401);
     }
     eventually("rotation picked up", WAIT, || {
         let (mut client, new) = (client.clone(), new.clone());
