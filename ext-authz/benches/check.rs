@@ -36,6 +36,7 @@ fn bench(c: &mut Criterion) {
         verifier: verifier.clone(),
         realm: "edge".into(),
         dry_run: false,
+        token_cache: None,
     };
     let h = headers(&token);
     let roles = "admin";
