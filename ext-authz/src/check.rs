@@ -241,7 +241,13 @@ fn verify(
         Source::Local => Some(keys),
         Source::External(i) => external.get(i).and_then(TrustedIssuer::keys),
     };
-    let cache = settings.token_cache.as_deref().map(|c| (c, c.key(token)));
+    // Why the length check: a token over the limit is refused unparsed; hashing it first would
+    // let a client make every refusal cost a SHA-256 over up to Envoy's header limit.
+    let cache = settings
+        .token_cache
+        .as_deref()
+        .filter(|_| token.len() <= settings.verifier.max_token_len())
+        .map(|c| (c, c.key(token)));
     if let Some((cache, key)) = &cache
         && let Some(entry) = cache.lookup(key, ring)
     {

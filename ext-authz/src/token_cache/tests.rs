@@ -421,3 +421,15 @@ fn external_hits_follow_the_route_and_the_jwks() {
         Some(Reason::Invalid(VerifyError::UnknownKey))
     );
 }
+
+/// A token over `--max-token-bytes` is refused unparsed, without being hashed or looked up.
+#[test]
+fn oversized_tokens_never_reach_the_cache() {
+    let (settings, cache) = cached_settings(DEFAULT_BYTES);
+    let big = format!("{}.e30.sig", "a".repeat(settings.verifier.max_token_len()));
+    assert_eq!(
+        reason(&check(&big, &test_support::ring(), None, &settings)),
+        Some(Reason::Invalid(VerifyError::TooLarge))
+    );
+    assert_eq!(counts(&cache), (0, 0));
+}
