@@ -9,6 +9,8 @@
 //! - `bench argon2`: the time of one argon2id verification with login-service's parameters
 //!   (m=19456 KiB, t=2, p=1), alone and on every core at once: the ceiling of `/login`.
 //! - `bench criterion`: the estimates of criterion benchmarks already run.
+//! - `bench mint`: one token signed with a key file (HS256, EdDSA, RS256), for the token-cache
+//!   steps of `scripts/bench-cache.sh`.
 //! - `bench refresh`: closed-loop `POST /token` refreshes (issue #17) and login-service's CPU
 //!   per refresh (no password hash on that path).
 //!
@@ -19,6 +21,7 @@ mod argon;
 mod criterion;
 mod grpc;
 mod measure;
+mod mint;
 mod refresh;
 
 use std::process::ExitCode;
@@ -38,6 +41,8 @@ enum Cli {
     Criterion(criterion::Args),
     /// Closed-loop `POST /token` refreshes against login-service, with its CPU per refresh.
     Refresh(refresh::Args),
+    /// Print one access token signed with a key file (HS256, EdDSA or RS256).
+    Mint(mint::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Cli::Measure(args) => measure::run(&args),
         Cli::Criterion(args) => criterion::run(&args),
         Cli::Refresh(args) => refresh::run(&args),
+        Cli::Mint(args) => mint::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
