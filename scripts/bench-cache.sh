@@ -67,21 +67,22 @@ for line in sys.stdin:
 SCENARIOS=(hs256_nocache hs256_hit eddsa_nocache eddsa_hit eddsa_miss rs256_nocache rs256_hit rs256_miss)
 
 count() { # count SCENARIO N [service]: instructions of the whole run; its line to $WORK/SCENARIO.N
-  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" "$@" \
-    2>"$WORK/$1.$2.err" >"$WORK/$1.$2" || die "$1: $(tail -3 "$WORK/$1.$2.err")"
-  sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$WORK/$1.$2.err"
+  local err=$WORK/$1.$2${3:+.$3}.err
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" "$@" 2>"$err" >"$WORK/$1.$2" ||
+    { grep -v '^==' "$err" | head -5 >&2; return 1; }
+  sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$err"
 }
 per_check() { # per_check SCENARIO [service]: (instructions(2N) - instructions(N)) / N
   local a b
-  a=$(count "$1" "$CHECKS" ${2:+"$2"})
-  b=$(count "$1" "$((2 * CHECKS))" ${2:+"$2"})
+  a=$(count "$1" "$CHECKS" ${2:+"$2"}) || return 1
+  b=$(count "$1" "$((2 * CHECKS))" ${2:+"$2"}) || return 1
   echo $(((b - a) / CHECKS))
 }
 declare -A INSTR SVC RATIO
 for s in "${SCENARIOS[@]}"; do
   log "callgrind: $s ($CHECKS and $((2 * CHECKS)) checks; decide, then check_request)"
-  INSTR[$s]=$(per_check "$s")
-  SVC[$s]=$(per_check "$s" service)
+  INSTR[$s]=$(per_check "$s") || die "$s failed (decide)"
+  SVC[$s]=$(per_check "$s" service) || die "$s failed (check_request)"
   # "checks=N allowed=N cache_hits=H cache_misses=M" of the last run (its warm-up check included).
   RATIO[$s]=$(awk '{for (i = 1; i <= NF; i++) {split($i, kv, "="); v[kv[1]] = kv[2]}}
     END {t = v["cache_hits"] + v["cache_misses"]; if (t == 0) print "—"; else printf "%.1f %%", 100 * v["cache_hits"] / t}' \

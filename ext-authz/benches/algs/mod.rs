@@ -86,8 +86,8 @@ impl Scenario {
         let (token_cache, tokens) = match mode {
             "nocache" => (None, 1),
             "hit" => (cache(DEFAULT_BYTES), 1),
-            // Room for a handful of entries: cycling through MISS_TOKENS always misses.
-            "miss" => (cache(4 * 1024), MISS_TOKENS),
+            // Room for one entry (~400 bytes): cycling through MISS_TOKENS always misses.
+            "miss" => (cache(600), MISS_TOKENS),
             _ => return None,
         };
         let requests = (0..tokens).map(|_| headers(&signer())).collect();
