@@ -86,7 +86,7 @@ impl Scenario {
         let (token_cache, tokens) = match mode {
             "nocache" => (None, 1),
             "hit" => (cache(DEFAULT_BYTES), 1),
-            // Room for one entry (~400 bytes): cycling through MISS_TOKENS always misses.
+            // Room for one entry (~470 bytes): cycling through MISS_TOKENS always misses.
             "miss" => (cache(600), MISS_TOKENS),
             _ => return None,
         };
