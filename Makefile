@@ -9,7 +9,7 @@ CARGO ?= cargo
 # `make` alone starts the stack, as the README's quick start says.
 .DEFAULT_GOAL := run
 
-.PHONY: run help test bootstrap lint build unit k8s envoy-configs envoy-check smoke bench bench-login fuzz soak image image-test clean
+.PHONY: run help test bootstrap lint build unit k8s envoy-configs envoy-check smoke bench bench-cache bench-login fuzz soak image image-test clean
 
 # scripts/run.sh runs scripts/bootstrap.sh (C compiler, libmariadb-dev, pkg-config, Envoy) before
 # cargo, so this works as the first command on a fresh Debian machine.
@@ -65,6 +65,11 @@ test: lint unit k8s envoy-check smoke ## everything CI checks
 bench: ## measure Envoy jwt_authn vs ext-authz, gRPC load, login vs argon2, traces on/off; rewrite BENCHMARKS.md
 	./scripts/bench.sh
 	./scripts/bench-traces.sh --no-build
+
+# The verified-token cache in process (no servers): instructions per check under callgrind
+# (load-independent) and criterion times, HS256/EdDSA/RS256 without the cache, hit and miss.
+bench-cache: ## token cache: instructions per check (callgrind) and criterion, by algorithm
+	./scripts/bench-cache.sh
 
 # Login timing, real account (wrong password) vs unknown e-mail, medians over 200 attempts each
 # on SQLite and MariaDB (TEST_MYSQL_URL): the enumeration-by-timing measurement in SECURITY.md.

@@ -21,6 +21,7 @@ Bench (rendered at bench time, never committed: the HMAC key is random per run):
   c2-ext_authz_tcp_allowlist.yaml  (c) + `allowed_headers`: only what ext-authz reads is sent
   d-ext_authz_uds.yaml             lean + ext_authz over the Unix socket --uds
   e-shipped.yaml                   the local variant with every port + offset
+  f-jwt_authn_eddsa.yaml           with --eddsa-jwks FILE only: (b) with that public JWKS (EdDSA)
 Ports: shipped N -> N + offset (8080 -> 18080, 9901 -> 19901, 9001 -> 19001, 5000 -> 15000,
 8000 -> 18000); the lean configs listen on 18081-18085 with admin 19902-19906 (in the order
 above), so a `make run` stack on the default ports can stay up during a bench run.
@@ -393,9 +394,30 @@ def check(template: str) -> int:
 def bench(template: str, args: argparse.Namespace) -> int:
     out = Path(args.bench)
     out.mkdir(parents=True, exist_ok=True)
-    for variant in bench_variants(Path(args.secret_file), args.kid, args.uds, args.port_offset):
+    variants = bench_variants(Path(args.secret_file), args.kid, args.uds, args.port_offset)
+    if args.eddsa_jwks:
+        variants.append(eddsa_jwt_authn_variant(variants, Path(args.eddsa_jwks)))
+    for variant in variants:
         (out / f"{variant.name}.yaml").write_text(render(template, variant))
     return 0
+
+
+# --- token-cache bench (issue #12, scripts/bench-cache.sh): its own block ---------------------
+def eddsa_jwt_authn_variant(variants: list[Variant], jwks_file: Path) -> Variant:
+    """f-jwt_authn_eddsa: configuration (b) verifying EdDSA tokens with login-service's public
+    JWKS (`/.well-known/jwks.json`, public keys only) as `local_jwks`, on the next lean port
+    (listener offset+8086, admin offset+9907)."""
+    b = next(v for v in variants if v.name == "b-jwt_authn")
+    n = sum(1 for v in variants if "lean" in v.flags) + 1
+    keys = json.loads(jwks_file.read_text())
+    if not keys.get("keys") or any(k.get("kty") == "oct" for k in keys["keys"]):
+        raise ValueError(f"--eddsa-jwks {jwks_file}: need public keys only")
+    first = int(b.values["listen_port"]) - 2  # b is the second lean config
+    admin = int(b.values["admin_port"]) - 2
+    values = {**b.values, "jwks": json.dumps(keys, separators=(",", ":")),
+              "listen_port": str(first + n), "admin_port": str(admin + n)}
+    header = b.header.replace("(jwt_authn)", "(jwt_authn, EdDSA keys from a public JWKS)")
+    return Variant("f-jwt_authn_eddsa", header, b.flags, values)
 
 
 def custom(template: str, args: argparse.Namespace) -> int:
@@ -425,6 +447,8 @@ def main() -> int:
     p.add_argument("--kid", help="bench: the key's id")
     p.add_argument("--uds", help="bench: ext-authz's Unix socket, for d-ext_authz_uds")
     p.add_argument("--port-offset", type=int, default=10000, help="bench: added to every port")
+    p.add_argument("--eddsa-jwks", help="bench: also f-jwt_authn_eddsa, jwt_authn with this "
+                   "public JWKS file (scripts/bench-cache.sh)")
     mode.add_argument("--variant", help="render this committed variant with --flag/--set to --out")
     p.add_argument("--flag", action="append", default=[], help="--variant: add a flag")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",

@@ -23,6 +23,7 @@
 #                                    ENVOY_CPU, ext-authz on OTHER_CPUS)
 #   EXT_AUTHZ_ARGS="..."             extra ext-authz flags (e.g. --worker-threads 2)
 #   SKIP_CRITERION=1                 skip `cargo bench -p ext-authz`
+#   SKIP_CACHE=1                     skip the token-cache step (scripts/bench-cache.sh --stack)
 #
 # Everything listens on 127.0.0.1 only; every step is bounded in time; every process started here
 # is stopped on exit (by pid).
@@ -38,7 +39,7 @@ for arg in "$@"; do
     --quick) quick=true ;;
     --no-build) build=false ;;
     --no-splice) splice=false ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -293,6 +294,13 @@ if [ "${SKIP_CRITERION:-0}" != 1 ]; then
     check_request_allow decide_allow_no_revocations decide_allow_100k_revocations \
     check_request_allow_no_revocations check_request_allow_100k_revocations \
     revocation_lookup_100k >>"$RAW"
+fi
+
+# --- verified-token cache (issue #12): in process and through its own servers (ports + 20000) ----
+if [ "${SKIP_CACHE:-0}" != 1 ]; then
+  log "token cache: scripts/bench-cache.sh --stack (bench/results/cache.md, cache-stack.md)"
+  SKIP_CRITERION=${SKIP_CRITERION:-0} scripts/bench-cache.sh --stack >>"$WORK/logs/bench-cache.log" 2>&1 ||
+    die "bench-cache failed; see $WORK/logs/bench-cache.log"
 fi
 
 # --- report ---------------------------------------------------------------------------------------

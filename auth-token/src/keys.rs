@@ -383,6 +383,13 @@ impl Key {
         self.alg
     }
 
+    /// SHA-256 over the algorithm and the key material (not secret-revealing, see
+    /// [`Keyring::fingerprint`]): equal fingerprints mean the same key, so a cache of verified
+    /// tokens can tell that the key which verified an entry is still the one loaded.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.digest
+    }
+
     /// True for an HMAC secret or a private key; false for a public key.
     pub fn can_sign(&self) -> bool {
         self.encoding.is_some()

@@ -251,6 +251,16 @@ impl Verifier {
         self
     }
 
+    /// The clock-skew allowance (seconds) for `exp`, `nbf` and `iat`.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
+    }
+
+    /// Tokens longer than this are refused before any parsing ([`VerifyError::TooLarge`]).
+    pub fn max_token_len(&self) -> usize {
+        self.max_token_len
+    }
+
     /// Verifies `token` and returns its claims; `now` (Unix seconds) is used for the `iat` check.
     pub fn verify(&self, token: &str, keys: &Keyring, now: u64) -> Result<Claims, VerifyError> {
         let (key, index) = self.select_key(token, keys)?;

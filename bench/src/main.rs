@@ -11,6 +11,8 @@
 //! - `bench criterion`: the estimates of criterion benchmarks already run.
 //! - `bench otlp-sink`: an OTLP/gRPC trace collector that keeps what it gets, for measuring
 //!   ext-authz with traces on (`scripts/bench-traces.sh`, issue #14).
+//! - `bench mint`: one token signed with a key file (HS256, EdDSA, RS256), for the token-cache
+//!   steps of `scripts/bench-cache.sh`.
 //! - `bench refresh`: closed-loop `POST /token` refreshes (issue #17) and login-service's CPU
 //!   per refresh (no password hash on that path).
 //!
@@ -21,6 +23,7 @@ mod argon;
 mod criterion;
 mod grpc;
 mod measure;
+mod mint;
 mod otlp_sink;
 mod refresh;
 
@@ -43,6 +46,8 @@ enum Cli {
     OtlpSink(otlp_sink::Args),
     /// Closed-loop `POST /token` refreshes against login-service, with its CPU per refresh.
     Refresh(refresh::Args),
+    /// Print one access token signed with a key file (HS256, EdDSA or RS256).
+    Mint(mint::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         Cli::Criterion(args) => criterion::run(&args),
         Cli::Refresh(args) => refresh::run(&args),
         Cli::OtlpSink(args) => otlp_sink::run(&args),
+        Cli::Mint(args) => mint::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

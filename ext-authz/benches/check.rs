@@ -13,6 +13,7 @@ use ext_authz::metrics::Metrics;
 use ext_authz::service::AuthzService;
 use ext_authz::{Policy, Settings, decide};
 
+mod algs;
 mod common;
 
 /// [`common::headers`] as they arrive through Envoy.
@@ -36,6 +37,7 @@ fn bench(c: &mut Criterion) {
         verifier: verifier.clone(),
         realm: "edge".into(),
         dry_run: false,
+        token_cache: None,
     };
     let h = headers(&token);
     let roles = "admin";
@@ -77,5 +79,21 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// The token cache (issue #12): each algorithm without the cache, as a hit and as a miss.
+fn bench_cache(c: &mut Criterion) {
+    for name in algs::NAMES {
+        let mut scenario = algs::Scenario::new(name).unwrap();
+        c.bench_function(&format!("decide_{name}"), |b| {
+            b.iter(|| black_box(scenario.run()))
+        });
+        algs::assert_measured(name, scenario.cache_counts());
+        let mut service = scenario.into_service();
+        c.bench_function(&format!("check_request_{name}"), |b| {
+            b.iter(|| black_box(service.run()))
+        });
+        algs::assert_measured(name, service.cache_counts());
+    }
+}
+
+criterion_group!(benches, bench, bench_cache);
 criterion_main!(benches);

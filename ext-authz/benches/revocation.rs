@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
         verifier: Verifier::new(&VerifierConfig::default()),
         realm: "edge".into(),
         dry_run: false,
+        token_cache: None,
     };
     let all = entries(now_i);
     let mut set = RevocationSet::default();

@@ -11,12 +11,14 @@
 //! §3.1 asks); anything else that is not a bearer token is a malformed token.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use auth_token::{BearerError, Claims, Keyring, Verifier, VerifyError};
 
-use crate::external::ExternalIssuers;
+use crate::external::{ExternalIssuers, TrustedIssuer};
 use crate::policy::Policy;
 use crate::revoked::RevocationSet;
+use crate::token_cache::{Entry, Source, TokenCache, check_times, header_kid};
 
 /// Why a request was denied: one metric label and one log field each. An allowed request has
 /// no reason (its label is [`ALLOW_LABEL`]).
@@ -140,6 +142,9 @@ pub struct Settings {
     pub realm: String,
     /// Allow everything, reporting would-be denials as [`Decision::DryRunAllow`].
     pub dry_run: bool,
+    /// The verified-token cache (`--token-cache-bytes`); `None`: every token is verified in
+    /// full. Shared by every check (the handle does not change; its contents do).
+    pub token_cache: Option<Arc<TokenCache>>,
 }
 
 /// Decides one request from its (lower-cased) headers, the route policy, the keyring and, when
@@ -193,37 +198,16 @@ pub fn decide_with_external(
     let authorization = headers.get("authorization").map(String::as_str);
     let (claims, reason) = match auth_token::bearer::parse(authorization) {
         Err(e) => (None, bearer_reason(e)),
-        Ok(token) => match external.route(token).and_then(|i| external.get(i)) {
-            Some(issuer) if !policy.accepts_issuer(&issuer.settings.name) => {
-                (None, Reason::Invalid(VerifyError::WrongIssuer))
+        Ok(token) => match verify(token, policy, keys, external, settings, now) {
+            Err(reason) => (None, reason),
+            // Revocations are our own tokens' (see above).
+            Ok((claims, Source::Local)) if revoked.is_some_and(|set| set.is_revoked(&claims)) => {
+                (None, Reason::Revoked)
             }
-            Some(issuer) => match issuer.verify(token, now) {
-                Err(e) => (None, Reason::Invalid(e)),
-                Ok(claims) if !policy.is_satisfied_by(&claims) => {
-                    (Some(claims), Reason::InsufficientScope)
-                }
-                Ok(claims) => return Decision::Allow { claims },
-            },
-            None if !policy.accepts_issuer(crate::issuers::LOCAL) => {
-                (None, Reason::Invalid(VerifyError::WrongIssuer))
+            Ok((claims, _)) if !policy.is_satisfied_by(&claims) => {
+                (Some(claims), Reason::InsufficientScope)
             }
-            // Our own token: the `--keys-dir` ring, or the own JWKS holding its kid.
-            None => match external
-                .own_ring(token, keys)
-                .and_then(|ring| settings.verifier.verify(token, ring, now))
-            {
-                Err(e) => (None, Reason::Invalid(e)),
-                Ok(claims) if !header_safe(&claims) => {
-                    (None, Reason::Invalid(VerifyError::Malformed))
-                }
-                Ok(claims) if revoked.is_some_and(|set| set.is_revoked(&claims)) => {
-                    (None, Reason::Revoked)
-                }
-                Ok(claims) if !policy.is_satisfied_by(&claims) => {
-                    (Some(claims), Reason::InsufficientScope)
-                }
-                Ok(claims) => return Decision::Allow { claims },
-            },
+            Ok((claims, _)) => return Decision::Allow { claims },
         },
     };
     let denial = denial(reason, policy, &settings.realm);
@@ -232,6 +216,87 @@ pub fn decide_with_external(
     } else {
         Decision::Deny(denial)
     }
+}
+
+/// The verified claims of `token` and whose keys verified them, or why it is refused; the
+/// route's issuer list is applied first. With a [`TokenCache`] in `settings`, a token verified
+/// before skips the signature work: the cache answers only while the key that verified it is
+/// still loaded with the same material ([`TokenCache::lookup`]), and the time claims are checked
+/// against `now` on every hit; revocations and the route's roles are the caller's, hit or miss.
+fn verify(
+    token: &str,
+    policy: &Policy<'_>,
+    keys: &Keyring,
+    external: &ExternalIssuers,
+    settings: &Settings,
+    now: u64,
+) -> Result<(Claims, Source), Reason> {
+    let accepts = |source: Source| match source {
+        Source::Local => policy.accepts_issuer(crate::issuers::LOCAL),
+        Source::External(i) => external
+            .get(i)
+            .is_some_and(|issuer| policy.accepts_issuer(&issuer.settings.name)),
+    };
+    let ring = |source: Source| match source {
+        // Our own token: the `--keys-dir` ring, or the own JWKS (`--jwks-url`) holding its kid.
+        Source::Local => external.own_ring(token, keys).ok(),
+        Source::External(i) => external.get(i).and_then(TrustedIssuer::keys),
+    };
+    // Why the length check: a token over the limit is refused unparsed; hashing it first would
+    // let a client make every refusal cost a SHA-256 over up to Envoy's header limit.
+    let cache = settings
+        .token_cache
+        .as_deref()
+        .filter(|_| token.len() <= settings.verifier.max_token_len())
+        .map(|c| (c, c.key(token)));
+    if let Some((cache, key)) = &cache
+        && let Some(entry) = cache.lookup(key, ring)
+    {
+        if !accepts(entry.source) {
+            return Err(Reason::Invalid(VerifyError::WrongIssuer));
+        }
+        if let Err(e) = check_times(&entry.claims, now, settings.verifier.leeway_secs()) {
+            return Err(Reason::Invalid(e));
+        }
+        return Ok((entry.claims.clone(), entry.source));
+    }
+    let source = match external.route(token) {
+        Some(i) if external.get(i).is_some() => Source::External(i),
+        _ => Source::Local,
+    };
+    // Why before any signature work: a route that does not take this issuer refuses cheaply.
+    if !accepts(source) {
+        return Err(Reason::Invalid(VerifyError::WrongIssuer));
+    }
+    let claims = match source {
+        Source::External(i) => external
+            .get(i)
+            .map_or(Err(VerifyError::UnknownKey), |issuer| {
+                issuer.verify(token, now)
+            })
+            .map_err(Reason::Invalid)?,
+        Source::Local => {
+            let ring = external.own_ring(token, keys).map_err(Reason::Invalid)?;
+            let claims = settings
+                .verifier
+                .verify(token, ring, now)
+                .map_err(Reason::Invalid)?;
+            if !header_safe(&claims) {
+                return Err(Reason::Invalid(VerifyError::Malformed));
+            }
+            claims
+        }
+    };
+    if let Some((cache, key)) = cache
+        && let Some(kid) = header_kid(token)
+        && let Some(k) = ring(source).and_then(|r| r.get(kid.as_deref()))
+    {
+        cache.insert(
+            key,
+            Entry::new(claims.clone(), source, kid.as_deref(), k.fingerprint()),
+        );
+    }
+    Ok((claims, source))
 }
 
 /// The denial for an `Authorization` header that holds no usable bearer token.

@@ -159,6 +159,12 @@ pub struct Config {
     /// Largest discovery or JWKS response accepted, in bytes.
     #[arg(long, env = "JWKS_MAX_BYTES", default_value_t = crate::jwks_fetch::DEFAULT_MAX_BYTES)]
     pub jwks_max_bytes: usize,
+
+    // --- verified-token cache (issue #12, "Speed") ---
+    /// Bytes (estimated) of verified tokens kept so a repeated token skips signature work; 0
+    /// disables the cache. Hits still check exp/nbf/iat, revocations and the route policy.
+    #[arg(long, env = "TOKEN_CACHE_BYTES", default_value_t = crate::token_cache::DEFAULT_BYTES)]
+    pub token_cache_bytes: u64,
 }
 
 /// A configuration that parses but cannot be run. Messages never contain key bytes.

@@ -7,7 +7,8 @@
 //! layer, or earlier in its own), so no import runs back up and none forms a circle.
 //! 1. The pure decision, no I/O (no tokio, reqwest, metrics or server): [`issuers`] (external
 //!    issuers' settings and claim mapping), [`jwks_refresh`] (when to fetch a JWKS again),
-//!    [`policy`], [`revoked`] (the [`revoked::RevocationSet`]), [`external`] (the external
+//!    [`policy`], [`revoked`] (the [`revoked::RevocationSet`]), [`token_cache`] (the
+//!    byte-bounded cache of verified tokens, keyed by a salted SHA-256), [`external`] (the external
 //!    issuers and their keys, verification of their tokens), [`check`] ([`check::decide`]:
 //!    request headers, a per-route [`policy::Policy`], the keyring and the revoked set → a
 //!    [`check::Decision`]; [`check::decide_with_external`] with external issuers; no tonic
@@ -48,6 +49,7 @@ pub mod revoked;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod token_cache;
 
 pub use check::{Decision, Denial, Reason, Settings, decide};
 pub use config::Config;

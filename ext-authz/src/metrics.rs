@@ -22,12 +22,17 @@
 //!   `ext_authz_jwks_refreshes_total`, `ext_authz_jwks_refresh_failures_total` (the last good
 //!   keys stay in use) and `ext_authz_jwks_unknown_kid_refreshes_total` (early refreshes a
 //!   token with an unknown `kid` triggered; at most one per `--jwks-unknown-kid-interval`).
+//! - The verified-token cache ([`crate::token_cache`]): `ext_authz_token_cache_hits_total`,
+//!   `ext_authz_token_cache_misses_total` (absent or stale), `ext_authz_token_cache_evictions_total`,
+//!   `ext_authz_token_cache_bytes` (estimated) and `ext_authz_token_cache_entries`; read from the
+//!   cache's own atomics at scrape time, so a check pays one atomic add for them.
 //!
 //! Hot path: every `(decision, reason)` counter is created at startup and indexed by
 //! [`Reason::index`] (`allow` has the one reason [`ALLOW_LABEL`]), and the latency histogram is a fixed array of atomics; recording a check
 //! takes no lock and allocates nothing.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -39,6 +44,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::check::{ALLOW_LABEL, Decision, Reason};
+use crate::token_cache::CacheStats;
 
 /// Labels of `ext_authz_checks_total`; static strings so no label is built per check.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +85,7 @@ pub struct Metrics {
     jwks_refreshes: Family<IssuerLabel, Counter>,
     jwks_failures: Family<IssuerLabel, Counter>,
     jwks_unknown_kid: Family<IssuerLabel, Counter>,
+    token_cache: Arc<CacheStats>,
 }
 
 impl Default for Metrics {
@@ -214,7 +221,20 @@ impl Metrics {
             "Early JWKS fetches triggered by a token with an unknown kid (throttled per issuer)",
             jwks_unknown_kid.clone(),
         );
+        let token_cache = Arc::new(CacheStats::default());
+        for (name, help, kind, read) in CACHE_STATS {
+            registry.register(
+                name,
+                help,
+                CacheStat {
+                    stats: Arc::clone(&token_cache),
+                    kind,
+                    read,
+                },
+            );
+        }
         Self {
+            token_cache,
             jwks_keys,
             jwks_last_success,
             jwks_refreshes,
@@ -343,12 +363,75 @@ impl Metrics {
             .inc();
     }
 
+    /// The counters the token cache writes (the cache is built with them, so its metrics exist,
+    /// at 0, even when it is disabled).
+    pub fn token_cache_stats(&self) -> Arc<CacheStats> {
+        Arc::clone(&self.token_cache)
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The token cache's series: name, help, type, and how to read the value.
+type CacheRead = fn(&CacheStats) -> u64;
+const CACHE_STATS: [(&str, &str, MetricType, CacheRead); 5] = [
+    (
+        "token_cache_hits",
+        "Checks whose token was answered from the verified-token cache",
+        MetricType::Counter,
+        |s| s.hits.load(Ordering::Relaxed),
+    ),
+    (
+        "token_cache_misses",
+        "Cache lookups that found no usable entry (absent, or its key changed) and verified in full",
+        MetricType::Counter,
+        |s| s.misses.load(Ordering::Relaxed),
+    ),
+    (
+        "token_cache_evictions",
+        "Entries evicted to keep the token cache within --token-cache-bytes",
+        MetricType::Counter,
+        |s| s.evictions.load(Ordering::Relaxed),
+    ),
+    (
+        "token_cache_bytes",
+        "Estimated bytes held by the token cache",
+        MetricType::Gauge,
+        |s| s.bytes.load(Ordering::Relaxed),
+    ),
+    (
+        "token_cache_entries",
+        "Tokens held by the token cache",
+        MetricType::Gauge,
+        |s| s.entries.load(Ordering::Relaxed),
+    ),
+];
+
+/// One token-cache series, read from [`CacheStats`] when scraped (nothing to update per check).
+#[derive(Debug)]
+struct CacheStat {
+    stats: Arc<CacheStats>,
+    kind: MetricType,
+    read: CacheRead,
+}
+
+impl EncodeMetric for CacheStat {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), fmt::Error> {
+        let value = (self.read)(&self.stats);
+        match self.kind {
+            MetricType::Counter => encoder.encode_counter::<NoLabelSet, _, u64>(&value, None),
+            _ => encoder.encode_gauge(&i64::try_from(value).unwrap_or(i64::MAX)),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.kind
     }
 }
 
@@ -445,6 +528,10 @@ mod tests {
             Duration::from_secs(1),
         );
         m.record_check_error(Duration::from_micros(1));
+        // The token cache's series read its counters when scraped.
+        let stats = m.token_cache_stats();
+        stats.hits.store(3, Ordering::Relaxed);
+        stats.bytes.store(2048, Ordering::Relaxed);
         let text = m.encode();
         for line in [
             r#"ext_authz_checks_total{decision="allow",reason="ok"} 1"#,
@@ -461,6 +548,13 @@ mod tests {
             r#"ext_authz_check_duration_seconds_count 4"#,
             r#"ext_authz_check_duration_seconds_bucket{le="0.00001"} 2"#,
             r#"ext_authz_check_duration_seconds_bucket{le="+Inf"} 4"#,
+            r#"ext_authz_token_cache_hits_total 3"#,
+            r#"ext_authz_token_cache_misses_total 0"#,
+            r#"ext_authz_token_cache_evictions_total 0"#,
+            r#"ext_authz_token_cache_bytes 2048"#,
+            r#"ext_authz_token_cache_entries 0"#,
+            "# TYPE ext_authz_token_cache_hits counter",
+            "# TYPE ext_authz_token_cache_bytes gauge",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

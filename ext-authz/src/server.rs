@@ -34,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::revocation::Revocations;
 use crate::service::AuthzService;
 use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
+use crate::token_cache::TokenCache;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,8 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
         verifier: Verifier::new(&config.verifier_config()),
         realm: config.realm.clone(),
         dry_run: config.dry_run,
+        token_cache: TokenCache::new(config.token_cache_bytes, metrics.token_cache_stats())
+            .map(Arc::new),
     };
     let mut service = AuthzService::new(
         Arc::clone(&store),

@@ -43,6 +43,7 @@ pub(crate) fn settings(dry_run: bool) -> Settings {
         verifier: Verifier::new(&VerifierConfig::default()),
         realm: "edge".into(),
         dry_run,
+        token_cache: None,
     }
 }
 
@@ -97,4 +98,50 @@ pub(crate) fn headers(authorization: &str) -> HashMap<String, String> {
         (":path".to_owned(), "/".to_owned()),
         ("x-request-id".to_owned(), "req-1".to_owned()),
     ])
+}
+
+/// The issuer URL of [`issuers_with`].
+pub(crate) const EXTERNAL_ISS: &str = "https://kc.example/realms/edge";
+
+/// One external issuer `keycloak` (audience `edge`) whose JWKS holds the fixed RSA test key
+/// under each of `kids`.
+pub(crate) fn issuers_with(kids: &[&str]) -> crate::external::ExternalIssuers {
+    use crate::external::{ExternalIssuers, TrustedIssuer, keys_from_jwks};
+    use crate::issuers::IssuerSettings;
+    let settings = IssuerSettings {
+        audience: Some("edge".into()),
+        ..IssuerSettings::new("keycloak", EXTERNAL_ISS)
+    };
+    let jwks: Vec<serde_json::Value> = kids
+        .iter()
+        .map(|kid| {
+            let key = Key::public_pem(kid, auth_token::test_keys::RSA_PUBLIC_PEM.as_bytes());
+            serde_json::to_value(key.unwrap().public_jwk().unwrap()).unwrap()
+        })
+        .collect();
+    let ring = keys_from_jwks(&jwks).0.unwrap();
+    ExternalIssuers::new(vec![TrustedIssuer::new(settings, 30, 8192)])
+        .with_keys(0, std::sync::Arc::new(ring))
+}
+
+/// An RS256 token of [`issuers_with`]'s issuer, signed with the fixed RSA test key as `kid`.
+pub(crate) fn rs256_token(kid: &str) -> String {
+    use base64::Engine as _;
+    let now = now();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid});
+    let payload = serde_json::json!({
+        "iss": EXTERNAL_ISS, "aud": "edge", "sub": "u-1", "iat": now, "exp": now + 300,
+    });
+    let input = format!(
+        "{}.{}",
+        b64(&serde_json::to_vec(&header).unwrap()),
+        b64(&serde_json::to_vec(&payload).unwrap())
+    );
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(auth_token::test_keys::RSA_PRIVATE_PKCS1_B64)
+        .unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_der(&der);
+    let sig =
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::RS256).unwrap();
+    format!("{input}.{sig}")
 }

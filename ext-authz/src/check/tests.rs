@@ -391,6 +391,7 @@ fn issuer_and_audience_when_configured() {
         }),
         realm: "edge".into(),
         dry_run: false,
+        token_cache: None,
     };
     let with = |iss: &str, aud: &str| {
         let p = payload(0, 0, 300).replace(

@@ -63,6 +63,7 @@ pub fn run(input: Input) {
         verifier: Verifier::new(&VerifierConfig::default()),
         realm: "edge".to_owned(),
         dry_run: input.dry_run,
+        token_cache: None,
     };
     let service = AuthzService::new(
         Arc::new(KeyStore::new(ring)),
