@@ -34,9 +34,10 @@ build: bootstrap ## build every binary (debug), as the e2e tests start them
 
 # fuzz/ is outside the workspace: its targets' bodies also run on stable over the committed
 # seed corpus (fuzz/seeds/, and fuzz/corpus/ when `make fuzz` left one), as regression tests.
-unit: build ## cargo test for the whole workspace (unit, integration and e2e tests); fuzz seed replay
+unit: build ## cargo test for the whole workspace (unit, integration and e2e tests); fuzz seed replay; bench chart tests
 	$(CARGO) test --workspace --locked --no-fail-fast
 	$(CARGO) test --manifest-path fuzz/Cargo.toml --lib --locked
+	python3 -m unittest discover -s bench -p 'test_*.py'
 
 k8s: build ## check the Kubernetes manifests and the gateway they describe
 	./scripts/check-k8s.sh

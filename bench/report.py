@@ -4,6 +4,9 @@
   report.py RESULTS.jsonl MACHINE.env > latest.md
   report.py --splice BENCHMARKS.md latest.md     replace the text between the markers
 
+The charts of the same run are drawn by charts.py (scripts/bench.sh calls both); the tables end
+with their embeds.
+
 Raw lines (one JSON object each, all printed by the `bench` binary): kind=wrk (`bench measure`:
 one Envoy measurement, with the CPU deltas of Envoy, ext-authz and the upstream), kind=grpc (one
 load-generator step), kind=argon2, kind=refresh (`bench refresh`, issue #17), kind=criterion
@@ -254,7 +257,22 @@ def render(rows, env):
         for name, value, flag in verdicts:
             out.append(f"| {name} | {value} | {ok(flag)} |")
         out.append("")
+    out.extend(chart_lines(bool(agg), bool(grpc), bool(argon and login)))
     return "\n".join(out)
+
+
+def chart_lines(has_envoy, has_grpc, has_login):
+    """The generated section's embeds of bench/charts.py's SVGs (written by scripts/bench.sh
+    from the same results file), one per chart the run has data for."""
+    charts = [(has_envoy, "rps.svg", "req/s through Envoy per configuration, with per-round ranges"),
+              (has_grpc, "latency.svg", "direct Check latency ladder: p50, p99, p99.9 per load step"),
+              (has_login, "login.svg", "/login under a burst vs the argon2id ceiling")]
+    shown = [(name, alt) for present, name, alt in charts if present]
+    if not shown:
+        return []
+    lines = ["### Charts (`bench/charts.py`, drawn from this run's results)", ""]
+    lines += [f"![{alt}](bench/results/charts/{name})" for name, alt in shown]
+    return lines + [""]
 
 
 def splice(doc_path, md_path):

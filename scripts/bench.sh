@@ -322,6 +322,8 @@ cp "$WORK/envoy-stats.txt" "$RESULTS/latest-envoy-stats.txt" 2>/dev/null || true
   echo "ext_authz_args=$EXT_AUTHZ_ARGS"
 } >"$RESULTS/latest.env"
 python3 bench/report.py "$RESULTS/latest.jsonl" "$RESULTS/latest.env" >"$RESULTS/latest.md"
+# The same run's data as SVG charts (BENCHMARKS.md embeds them from the generated section).
+python3 bench/charts.py "$RESULTS/latest.jsonl" "$RESULTS/charts"
 if $splice; then
   python3 bench/report.py --splice BENCHMARKS.md "$RESULTS/latest.md"
 fi
