@@ -8,6 +8,7 @@
 #
 #   scripts/bench-traces.sh [--no-build] [--quick]
 # Environment: ROUNDS=3 RATES=1000,max DURATION=8 CPU=1 (the core both servers share)
+#              BIN_DIR=target/release (where the binaries are)
 #              GEN_CPUS=0 (the load generator's cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +38,7 @@ done
 if $build; then
   cargo build --release --locked -p ext-authz -p login-service -p bench --bins
 fi
-BIN=$ROOT/target/release
+BIN=${BIN_DIR:-$ROOT/target/release}
 WORK=$(mktemp -d /tmp/edge-auth-bench-traces.XXXXXX)
 mkdir -p "$WORK/keys" "$WORK/data" "$ROOT/bench/results"
 umask 077

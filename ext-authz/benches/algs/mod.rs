@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use crate::common::headers;
 use std::time::Duration;
 
 use auth_token::{Key, Keyring, Verifier, VerifierConfig};
@@ -222,21 +224,4 @@ fn rand_u128() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     t ^ u128::from(N.fetch_add(1, Ordering::Relaxed)) << 64
-}
-
-/// The headers of a typical API request with `Authorization: Bearer <token>`.
-fn headers(token: &str) -> HashMap<String, String> {
-    [
-        (":authority", "edge.example.com"),
-        (":method", "GET"),
-        (":path", "/api/items?page=2"),
-        (":scheme", "https"),
-        ("accept", "application/json"),
-        ("user-agent", "bench/1.0"),
-        ("x-request-id", "0b7d8f8e-5d1c-4f0e-9d55-3c2c6c2f2a11"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .chain([("authorization".to_owned(), format!("Bearer {token}"))])
-    .collect()
 }

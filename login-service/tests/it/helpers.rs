@@ -435,7 +435,24 @@ pub fn keys(email: &str, ip: &str) -> Keys {
     Keys::new(email, ip.parse::<std::net::IpAddr>().unwrap())
 }
 
+/// The `jti` claim of `token` (read without verifying).
+pub fn jti(token: &str) -> String {
+    auth_token::testing::claims_json(token)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 impl TestApp {
+    /// Every revocation-feed row in force (the feed's first page, unbounded).
+    pub async fn feed_rows(&self) -> Vec<auth_token::FeedEntry> {
+        self.state
+            .db
+            .run(|c| login_service::revocations::page(c, 0, 0, 1_000_000))
+            .await
+            .unwrap()
+    }
+
     /// The stored throttle counter of `key`.
     pub async fn counter(&self, key: &str) -> Option<Counter> {
         let k = key.to_owned();

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use auth_token::{FeedEntry, Verifier, VerifierConfig};
+use auth_token::{Verifier, VerifierConfig};
 use diesel::prelude::*;
 use login_service::refresh::{self, Lifetimes, Rotation};
 use login_service::revocations;
 use login_service::schema::refresh_token;
 
 use crate::helpers::{
-    TestApp, TestDb, concurrent_statuses, db_test, run_cli_ok, spawn_app, spawn_app_with,
+    TestApp, TestDb, concurrent_statuses, db_test, jti, run_cli_ok, spawn_app, spawn_app_with,
 };
 
 /// A login with `?refresh=true`: (access token, refresh token, expires_in).
@@ -61,21 +61,6 @@ fn invalid_grant() -> serde_json::Value {
         "error": "invalid_grant",
         "error_description": "the refresh token is invalid, expired, revoked or already used",
     })
-}
-
-fn jti(token: &str) -> String {
-    auth_token::testing::claims_json(token)["jti"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn feed_rows(app: &TestApp) -> Vec<FeedEntry> {
-    app.state
-        .db
-        .run(|c| revocations::page(c, 0, 0, 1_000_000))
-        .await
-        .unwrap()
 }
 
 async fn row(app: &TestApp, token: &str) -> refresh::Row {
@@ -136,13 +121,13 @@ async fn rotation_and_reuse(db: TestDb) {
 
     // Another session of the same user: reuse in the first must not touch it.
     let (other_access, other_rt, _) = session(&app, "rot@example.com").await;
-    assert!(feed_rows(&app).await.is_empty(), "rotation revokes nothing");
+    assert!(app.feed_rows().await.is_empty(), "rotation revokes nothing");
 
     // Reuse: rt1 (used) again → invalid_grant, and the family is over: rt3 (the live one)
     // fails too, and the family's access tokens are in the feed, one entry per jti.
     assert_eq!(refresh_answer(&app, &rt1).await, (400, invalid_grant()));
     assert_eq!(refresh_answer(&app, &rt3).await, (400, invalid_grant()));
-    let feed = feed_rows(&app).await;
+    let feed = app.feed_rows().await;
     let mut revoked: Vec<(String, Option<String>, String)> = feed
         .iter()
         .map(|e| (e.sub.clone(), e.jti.clone(), e.reason.clone()))
@@ -166,7 +151,7 @@ async fn rotation_and_reuse(db: TestDb) {
     );
     // Reuse again: idempotent (nothing new in the feed).
     assert_eq!(refresh_answer(&app, &rt2).await, (400, invalid_grant()));
-    assert_eq!(feed_rows(&app).await.len(), 3);
+    assert_eq!(app.feed_rows().await.len(), 3);
     // The other session still refreshes.
     assert_eq!(refresh_answer(&app, &other_rt).await.0, 200);
 }
@@ -438,7 +423,7 @@ async fn expiry_session_end_and_rotation_bound(db: TestDb) {
         .unwrap();
     assert_eq!(refresh_answer(&app, &rt).await, (400, invalid_grant()));
     // An expired token is not a reuse: nothing in the feed.
-    assert!(feed_rows(&app).await.is_empty());
+    assert!(app.feed_rows().await.is_empty());
 
     // The cleanup deletes rows expired for longer than the slack, in bounded batches.
     let old = past - revocations::RETENTION_SLACK_SECS - 1;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use auth_token::FeedEntry;
 use diesel::connection::{Connection as _, InstrumentationEvent};
 use diesel::prelude::*;
 use login_service::db::DbConn;
@@ -14,7 +13,7 @@ use login_service::refresh::{self, FamilyEnd, Lifetimes, Rotation};
 use login_service::revocations::{self, BatchOutcome, Reason};
 use login_service::schema::refresh_token;
 
-use crate::helpers::{TestApp, TestDb, db_test, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestDb, db_test, jti, spawn_app, spawn_app_with};
 
 /// A login with `?refresh=true`: (access token, refresh token).
 async fn session(app: &TestApp, email: &str) -> (String, String) {
@@ -51,21 +50,6 @@ async fn refresh_with(app: &TestApp, rt: &str) -> (u16, String, String) {
     let v: serde_json::Value = r.json().await.unwrap();
     let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
     (status, field("access_token"), field("refresh_token"))
-}
-
-fn jti(token: &str) -> String {
-    auth_token::testing::claims_json(token)["jti"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn feed_rows(app: &TestApp) -> Vec<FeedEntry> {
-    app.state
-        .db
-        .run(|c| revocations::page(c, 0, 0, 1_000_000))
-        .await
-        .unwrap()
 }
 
 async fn user_id(app: &TestApp, email: &str) -> i32 {
@@ -206,7 +190,7 @@ async fn reuse_cost_does_not_grow_with_the_family(db: TestDb) {
     assert_eq!(small_n2, large_n2);
     assert!(small_n2 <= 6, "{small_n2} statements for a repeated reuse");
     // A cut each, nothing per token.
-    let feed = feed_rows(&app).await;
+    let feed = app.feed_rows().await;
     assert!(feed.iter().all(|e| e.jti.is_none()), "{feed:?}");
     assert_eq!(feed.len(), 1, "the second cut supersedes the first");
 
@@ -311,7 +295,8 @@ async fn logout_revokes_the_familys_other_access_tokens(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let mut revoked: Vec<(String, String)> = feed_rows(&app)
+    let mut revoked: Vec<(String, String)> = app
+        .feed_rows()
         .await
         .into_iter()
         .map(|e| (e.jti.expect("per-token entries"), e.reason))
@@ -334,7 +319,7 @@ async fn logout_revokes_the_familys_other_access_tokens(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(feed_rows(&app).await.len(), 2);
+    assert_eq!(app.feed_rows().await.len(), 2);
     assert_eq!(refresh_with(&app, &other_rt).await.0, 200);
 }
 db_test!(logout_revokes_the_familys_other_access_tokens);
@@ -364,7 +349,8 @@ async fn reuse_revokes_tokens_still_inside_the_leeway(db: TestDb) {
             .unwrap();
     }
     assert_eq!(refresh_with(&app, &rt0).await.0, 400);
-    let mut revoked: Vec<String> = feed_rows(&app)
+    let mut revoked: Vec<String> = app
+        .feed_rows()
         .await
         .into_iter()
         .filter_map(|e| e.jti)
@@ -388,7 +374,7 @@ async fn refused_rotation_retried_is_not_a_reuse(db: TestDb) {
     for _ in 0..3 {
         assert_eq!(refresh_with(&app, &rt1).await.0, 400, "exhausted");
     }
-    assert!(feed_rows(&app).await.is_empty(), "a retry is not a reuse");
+    assert!(app.feed_rows().await.is_empty(), "a retry is not a reuse");
     let h = refresh::hash(&rt1);
     let row = app
         .state
@@ -400,7 +386,7 @@ async fn refused_rotation_retried_is_not_a_reuse(db: TestDb) {
     assert_eq!(row.used_at, None);
     // Reuse detection still works in an exhausted family.
     assert_eq!(refresh_with(&app, &rt0).await.0, 400);
-    assert_eq!(feed_rows(&app).await.len(), 2, "its two access tokens");
+    assert_eq!(app.feed_rows().await.len(), 2, "its two access tokens");
 
     // The account disabled behind the CLI's back (no cut): refused, and so is the retry,
     // without a reuse.
@@ -411,10 +397,10 @@ async fn refused_rotation_retried_is_not_a_reuse(db: TestDb) {
         .run(|c| login_service::users::set_disabled(c, "l4b@example.com", true))
         .await
         .unwrap();
-    let before = feed_rows(&app).await.len();
+    let before = app.feed_rows().await.len();
     assert_eq!(refresh_with(&app, &rt).await.0, 400);
     assert_eq!(refresh_with(&app, &rt).await.0, 400);
-    assert_eq!(feed_rows(&app).await.len(), before);
+    assert_eq!(app.feed_rows().await.len(), before);
 }
 db_test!(refused_rotation_retried_is_not_a_reuse);
 
@@ -479,7 +465,7 @@ async fn rows_per_user_are_bounded(db: TestDb) {
     let (first, last) = families.last().unwrap().clone();
     assert_eq!(refresh_with(&app, &first).await.0, 400);
     assert!(
-        !feed_rows(&app).await.is_empty(),
+        !app.feed_rows().await.is_empty(),
         "reuse revoked the family"
     );
     let h = refresh::hash(&last);
