@@ -183,7 +183,7 @@ fn main() {
     let errors = errors.into_inner().expect("errors");
     let upstream_seen = stack.upstream_requests() - upstream_before;
     let upstream_expected = samples.iter().filter(|s| s.upstream).count() as u64;
-    let fail_open = stack.envoy_stat("http.ingress_http.ext_authz.failure_mode_allowed");
+    let fail_open = stack.envoy_stat(e2e::stack::FAIL_OPEN_STAT);
 
     println!("\n  window      requests     rps   p50 ms   p99 ms   max ms  errors");
     let windows = (elapsed / window as f64).ceil() as u64;

@@ -34,6 +34,11 @@ pub use control::{AuthzReplica, LoginReplica, Stopped};
 /// The kid of the test signing key (the key file's name).
 pub const KID: &str = "e2e-1";
 
+/// Envoy's count of requests let through because the ext_authz filter failed open
+/// (`failure_mode_allow`). The shipped config fails closed, so it must stay 0: the soak checks
+/// it, and an e2e test checks that the name exists (a misspelling would fail, not read 0).
+pub const FAIL_OPEN_STAT: &str = "http.ingress_http.ext_authz.failure_mode_allowed";
+
 /// One stack at a time: the shipped config has fixed ports.
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -448,6 +448,31 @@ mod tests {
         );
     }
 
+    /// An unknown e-mail (no stored hash) or a row that is not an argon2 hash costs a real
+    /// argon2 run: the dummy is verified in the same memory, and argon2 writes every block of it.
+    /// Proven by the memory written, not by timing (the timing is `make bench-login`, SECURITY.md
+    /// "Measured"); a `verify_in` that skipped the dummy leaves the blocks zero.
+    #[test]
+    fn unknown_users_run_argon2_over_the_whole_memory_like_a_real_check() {
+        fn written(memory: &Memory) -> usize {
+            memory
+                .0
+                .iter()
+                .filter(|b| b.as_ref().iter().any(|&w| w != 0))
+                .count()
+        }
+        let p = weak();
+        let dummy = hash_with(b"dummy", p.clone()).unwrap();
+        let real = hash_with(b"right", p.clone()).unwrap();
+        for stored in [None, Some("secret"), Some(real.as_str())] {
+            let mut memory = Memory::for_params(&p);
+            assert_eq!(written(&memory), 0);
+            let verdict = verify_in(stored, &dummy, b"wrong", &p, &mut memory);
+            assert_eq!(verdict, Verification::Mismatch, "{stored:?}");
+            assert_eq!(written(&memory), p.block_count(), "{stored:?}");
+        }
+    }
+
     /// The crate's own (allocating) hasher and verifier agree with ours, both ways, for every
     /// argon2 variant a stored hash may use.
     #[test]

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use e2e::client::{Bearer as _, Reply};
 use e2e::process::wait_for;
-use e2e::stack::{KID, Stack};
+use e2e::stack::{FAIL_OPEN_STAT, KID, Stack};
 
 /// The JSON lines of `log` that mention `id`; panics on a line mentioning it that is not JSON.
 fn lines_with(log: &str, id: &str) -> Vec<Value> {
@@ -153,4 +153,28 @@ fn one_request_id_greps_out_of_every_log_and_the_access_log_shows_the_decision()
             "{component} logged the e-mail"
         );
     }
+}
+
+/// The soak's fail-open check (`examples/soak.rs`, not part of `make test`) reads
+/// [`FAIL_OPEN_STAT`]: the stat exists and is 0 on the shipped config after a denial and an
+/// allow, and `Stack::envoy_stat` fails on a stat Envoy does not have, so a misspelled name can
+/// never pass as "0 requests let through" (issue #20).
+#[test]
+fn the_soaks_fail_open_stat_exists_and_a_missing_stat_fails() {
+    let stack = Stack::start();
+    let token = stack.login(&stack.user);
+    Reply::of(stack.get("/x")).assert_denied(401, "missing_token", "missing bearer token");
+    Reply::of(stack.get("/x").bearer(&token)).echo();
+    assert_eq!(stack.envoy_stat(FAIL_OPEN_STAT), 0);
+
+    let misspelled = FAIL_OPEN_STAT.replace("allowed", "alowed");
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        stack.envoy_stat(&misspelled)
+    }))
+    .expect_err("a stat Envoy does not have was read as a number");
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(message.contains("Envoy has no stat"), "{message}");
 }

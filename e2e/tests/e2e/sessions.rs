@@ -15,8 +15,11 @@ use e2e::stack::{Stack, Transport};
 
 /// login-service's feed, as ext-authz follows it (directly, not through Envoy).
 const FEED: &str = "http://127.0.0.1:5000/revocations";
-/// The revocation feed's promise (README "Revocation"): every replica within a second.
-const PROPAGATION: Duration = Duration::from_secs(1);
+/// How long a revocation may take to reach the edge before the test fails: generous on purpose,
+/// like `revocation.rs`. ext-authz long-polls the feed, so it normally takes milliseconds, but a
+/// wall-clock bound of one second is a flaky test on a loaded 2-core machine (issue #20); the docs
+/// promise "as soon as the long poll delivers it", which is what this proves.
+const PROPAGATION: Duration = Duration::from_secs(30);
 
 fn stack() -> Stack {
     Stack::start_with_args(Transport::Tcp, &["--revocation-feed-url", FEED])
