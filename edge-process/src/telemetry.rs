@@ -51,37 +51,50 @@ pub fn tracing_enabled() -> bool {
 /// it repeatedly). `service` names the process in traces unless `OTEL_SERVICE_NAME` does.
 pub fn init(format: LogFormat, service: &'static str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let Some(provider) = otlp_endpoint_configured()
+        .then(|| exporter(service))
+        .flatten()
+    else {
+        // Tracing off (the default): exactly the subscriber of before traces existed. Why not
+        // the layered one below with no OpenTelemetry layer: a global filter lets `tracing`
+        // cache "never" for disabled callsites (the check's `debug!` allow line), where
+        // per-layer filters re-evaluate them on every call: measured at about 3 µs more CPU
+        // per check (BENCHMARKS.md, "Traces").
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            // Colour codes only for a terminal; files and log collectors get plain text.
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr);
+        let _ = match format {
+            LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            LogFormat::Text => builder.try_init(),
+        };
+        return;
+    };
     let fmt = tracing_subscriber::fmt::layer()
-        // Colour codes only for a terminal; files and log collectors get plain text.
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
         LogFormat::Text => fmt.boxed(),
     };
-    let otel = otlp_endpoint_configured()
-        .then(|| exporter(service))
-        .flatten()
-        .map(|provider| {
-            let tracer = provider.tracer(service);
-            // Why a filter of its own: RUST_LOG=warn must quiet the logs, not the traces; and
-            // only our crates' spans (the check, the request, the login steps, the feed) make
-            // the trace, not every library's internals.
-            let ours = Targets::new()
-                .with_target("ext_authz", LevelFilter::INFO)
-                .with_target("login_service", LevelFilter::INFO)
-                .with_target("demo_upstream", LevelFilter::INFO)
-                .with_target("edge_process", LevelFilter::INFO);
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(ours)
-        });
+    // Why a filter of its own: RUST_LOG=warn must quiet the logs, not the traces; and only our
+    // crates' spans (the check, the request, the login steps, the feed) make the trace, not
+    // every library's internals.
+    let ours = Targets::new()
+        .with_target("ext_authz", LevelFilter::INFO)
+        .with_target("login_service", LevelFilter::INFO)
+        .with_target("demo_upstream", LevelFilter::INFO)
+        .with_target("edge_process", LevelFilter::INFO);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service))
+        .with_filter(ours);
     let installed = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
         .with(otel)
         .try_init()
         .is_ok();
-    if installed && EXPORT.get().is_some() {
+    if installed {
         TRACING.store(true, Ordering::Relaxed);
         tracing::info!(
             endpoint = otlp_endpoint().as_deref().unwrap_or_default(),
