@@ -116,10 +116,7 @@ impl AuthzService {
         let policy = extensions.map_or(Policy::NONE, Policy::from_context_extensions);
         // Why: `request.http.id` is Envoy's stream id; the id that ties logs together is the
         // `x-request-id` header.
-        // Bounded and printable only: a client that reaches ext-authz directly (or through a
-        // proxy that forwards its id) chooses this header (SECURITY.md, review finding L3).
-        let request_id =
-            edge_process::telemetry::request_id(headers.get("x-request-id").map(String::as_bytes));
+        let request_id = request_id_of(headers);
 
         let ring = inner.keys.load();
         let revoked = inner.revocations.as_deref().map(Revocations::load);
@@ -376,6 +373,13 @@ impl Authorization for AuthzService {
         record_outcome(&span, &answer);
         answer.map(Response::new)
     }
+}
+
+/// The `x-request-id` to log: bounded and printable only, because a client that reaches
+/// ext-authz directly (or through a proxy that forwards its id) chooses this header
+/// (SECURITY.md, review finding L3).
+fn request_id_of(headers: &HashMap<String, String>) -> &str {
+    edge_process::telemetry::request_id(headers.get("x-request-id").map(String::as_bytes))
 }
 
 /// The span of one check, only built when traces are exported (issue #14): a child of Envoy's
