@@ -205,7 +205,10 @@ impl<V> Default for Map<V> {
     fn default() -> Self {
         // One empty shard shared by all: an empty map allocates one shard, not 4096.
         Self {
-            shards: vec![Arc::new(Shard::default()); SHARDS],
+            shards: {
+                let empty = Arc::new(Shard::default());
+                (0..SHARDS).map(|_| Arc::clone(&empty)).collect()
+            },
             hasher: RandomState::new(),
             len: 0,
         }
