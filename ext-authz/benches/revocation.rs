@@ -1,7 +1,8 @@
 //! The cost of revocation checks on the hot path: the full `CheckRequest` → `CheckResponse`
 //! conversion and the pure decision, without revocations and with 100k active revocations
-//! (90k tokens + 10k user-wide cuts, none matching the token), plus the cost of rebuilding a
-//! 100k set for one new feed entry (what a logout costs each replica, off the hot path).
+//! (90k tokens + 10k user-wide cuts, none matching the token), plus the cost of applying a feed
+//! batch (what a logout costs each replica, off the hot path). Issue #15 §2: the same at
+//! 1,000,000 entries (`*_1m`): the lookup, the check, and a 100-entry batch.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -29,7 +30,12 @@ fn request(token: &str) -> CheckRequest {
 
 /// 90% single tokens (uuid-like jtis), 10% user-wide cuts, all live for an hour.
 fn entries(now: i64) -> Vec<FeedEntry> {
-    (0..ENTRIES)
+    entries_n(now, ENTRIES)
+}
+
+/// [`entries`] with `n` entries.
+fn entries_n(now: i64, n: i64) -> Vec<FeedEntry> {
+    (0..n)
         .map(|i| FeedEntry {
             id: i + 1,
             sub: format!("{}", 1_000_000 + i),
@@ -133,6 +139,43 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(set.with(&one, now, 30)).len())
     });
     group.finish();
+
+    // Issue #15 §2: a batch of 100 new entries (a feed page during a logout wave) applied to
+    // 100k and 1M sets, and the check's lookup at 1M.
+    let batch: Vec<FeedEntry> = (0..100)
+        .map(|i| FeedEntry {
+            id: 10_000_000 + i,
+            sub: format!("{}", 9_000_000 + i),
+            jti: (i % 10 != 0).then(|| format!("{:032x}", 0xbeef_u128 * 1_000_003 + i as u128)),
+            revoked_at: now_i,
+            expires_at: now_i + 3600,
+            reason: String::new(),
+        })
+        .collect();
+    let mut big = RevocationSet::default();
+    big.insert(&entries_n(now_i, 1_000_000), now, 30);
+    assert_eq!(big.len(), 1_000_000);
+    let mut group = c.benchmark_group("apply");
+    group.sample_size(10);
+    group.bench_function("apply_100_to_100k", |b| {
+        b.iter(|| black_box(set.with(&batch, now, 30)).len())
+    });
+    group.bench_function("apply_100_to_1m", |b| {
+        b.iter(|| black_box(big.with(&batch, now, 30)).len())
+    });
+    group.finish();
+    let empty = Revocations::new(Duration::from_secs(30), false, 30);
+    empty.mark_synced();
+    c.bench_function("revocation_lookup_0", |b| {
+        b.iter(|| empty.load().is_revoked(black_box(&claims)))
+    });
+    revocations.store(big);
+    c.bench_function("revocation_lookup_1m", |b| {
+        b.iter(|| revocations.load().is_revoked(black_box(&claims)))
+    });
+    c.bench_function("check_request_allow_1m_revocations", |b| {
+        b.iter(|| with.check_request(black_box(&req)).unwrap())
+    });
 }
 
 criterion_group! {

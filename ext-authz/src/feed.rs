@@ -224,7 +224,8 @@ pub async fn follow(
             Some(set) => {
                 set.insert(&page.revocations, now, state.leeway());
                 if !page.more {
-                    let set = snapshot.take().unwrap_or_default();
+                    let mut set = snapshot.take().unwrap_or_default();
+                    set.shrink();
                     tracing::info!(
                         revocations = set.len(),
                         cursor,

@@ -1,22 +1,138 @@
 //! The revoked tokens known at one point, as a pure data structure: no I/O, no clock, no lock.
 //!
-//! [`RevocationSet`] is immutable once built: `jti → exp` for single tokens, `sub → cut` for
+//! [`RevocationSet`] is immutable once shared: `jti → exp` for single tokens, `sub → cut` for
 //! user-wide revocations (every token of that user with `iat <= cut`). A check does at most two
-//! hash lookups ([`RevocationSet::is_revoked`]). A batch from the feed builds a new set
-//! ([`RevocationSet::with`]: copy + insert + drop expired) that `revocation::Revocations` swaps in;
-//! batches are rare (a logout, a password change), so copying beats a concurrent map on the
-//! read side, which is the one that must stay flat (`benches/revocation.rs` measures both: the
-//! check with 100k revocations, and rebuilding a 100k set).
+//! lookups ([`RevocationSet::is_revoked`]): a keyed hash picks one of [`SHARDS`] shards, then a
+//! binary search in that shard's sorted vector.
+//!
+//! Why shards behind `Arc`s (issue #15 §2): a feed batch builds a new set
+//! ([`RevocationSet::with`]) that `revocation::Revocations` swaps in, so checks keep reading an
+//! immutable snapshot with one atomic load. Copying a whole `HashMap` per batch cost O(set)
+//! (≈ 25 ms per batch at 1M entries on one core); here the new set shares every untouched shard
+//! with the old one and copies only the shards the batch touches, so a batch costs
+//! O(batch × set / SHARDS) plus cloning the shard pointers. A persistent HAMT crate (`imbl`,
+//! `rpds`) would give the same sharing, but with a node per few entries and a pointer per entry
+//! it costs several times the 32 B per entry of a sorted vector, and the 1M-entry target is a
+//! 64 MiB sidecar. Expiry is per shard too: each shard keeps a lower bound of its earliest
+//! expiry, so the sweep looks at [`SHARDS`] numbers and rewrites only shards holding an expired
+//! entry.
+//!
+//! Keys are compact ([`Key`]): a jti of 32 lowercase hex digits (login-service's) or a
+//! lowercase hyphenated UUID is stored as its 16 bytes, a canonical decimal `sub` as a `u64`,
+//! anything else as its bytes. The mapping is injective (each compact form has exactly one
+//! spelling; an uppercase or otherwise different spelling stays bytes), so matching is exactly
+//! string equality, as before.
 //!
 //! Entries are dropped once they cannot matter: `expires_at` plus the verifier's leeway has
 //! passed (after that the verifier refuses the token by itself). The set is therefore bounded by
 //! the revocations in force, and login-service bounds those per user (`MAX_REVOKED_PER_USER` +
-//! 1). Measured: ≈ 100 B resident per entry, ≈ 200 B while a batch is applied (old and new set
-//! both alive); `tests::bytes_per_*` reproduce it.
+//! 1). `tests::bytes_per_*` measure the resident bytes per entry (BENCHMARKS.md, issue #15).
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
 use auth_token::{Claims, FeedEntry};
+
+/// Shards per map: a batch entry copies one shard (≈ 250 entries, 8 KiB, at 1M entries).
+pub const SHARDS: usize = 4096;
+
+/// A key in its compact form; `B` is the owner of the bytes of [`Key::Other`] (`Box<[u8]>`
+/// stored, `&[u8]` looked up, so a check allocates nothing).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Key<B> {
+    /// Exactly 32 lowercase hex digits.
+    Hex32([u8; 16]),
+    /// A lowercase hyphenated UUID (8-4-4-4-12).
+    Uuid([u8; 16]),
+    /// Decimal digits without a leading zero (or `0`), fitting a `u64`.
+    Decimal(u64),
+    /// Anything else, as given.
+    Other(B),
+}
+
+type StoredKey = Key<Box<[u8]>>;
+
+fn lower_hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// 16 bytes from 32 lowercase hex digits, `None` for any other byte.
+fn hex16(digits: impl Iterator<Item = u8>) -> Option<[u8; 16]> {
+    let mut out = [0_u8; 16];
+    let mut n = 0;
+    for d in digits {
+        let v = lower_hex(d)?;
+        let byte = out.get_mut(n / 2)?;
+        *byte = (*byte << 4) | v;
+        n += 1;
+    }
+    (n == 32).then_some(out)
+}
+
+impl<'a> Key<&'a [u8]> {
+    fn parse(s: &'a str) -> Self {
+        let b = s.as_bytes();
+        if b.len() == 32
+            && let Some(k) = hex16(b.iter().copied())
+        {
+            return Key::Hex32(k);
+        }
+        if b.len() == 36
+            && [8, 13, 18, 23].iter().all(|&i| b.get(i) == Some(&b'-'))
+            && let Some(k) = hex16(b.iter().copied().filter(|&c| c != b'-'))
+        {
+            return Key::Uuid(k);
+        }
+        if !b.is_empty()
+            && b.iter().all(u8::is_ascii_digit)
+            && (b.len() == 1 || b.first() != Some(&b'0'))
+            && let Ok(n) = s.parse::<u64>()
+        {
+            return Key::Decimal(n);
+        }
+        Key::Other(b)
+    }
+
+    fn to_stored(&self) -> StoredKey {
+        match *self {
+            Key::Hex32(k) => Key::Hex32(k),
+            Key::Uuid(k) => Key::Uuid(k),
+            Key::Decimal(n) => Key::Decimal(n),
+            Key::Other(b) => Key::Other(b.into()),
+        }
+    }
+}
+
+impl StoredKey {
+    fn borrowed(&self) -> Key<&[u8]> {
+        match self {
+            Key::Hex32(k) => Key::Hex32(*k),
+            Key::Uuid(k) => Key::Uuid(*k),
+            Key::Decimal(n) => Key::Decimal(*n),
+            Key::Other(b) => Key::Other(b),
+        }
+    }
+}
+
+/// What a map holds per key: when it stops mattering, and how two entries for one key merge.
+trait Value: Copy {
+    fn expires_at(&self) -> u64;
+    /// Folds a later entry for the same key into this one (never shortens it).
+    fn merge(&mut self, other: Self);
+}
+
+impl Value for u64 {
+    fn expires_at(&self) -> u64 {
+        *self
+    }
+    fn merge(&mut self, other: Self) {
+        *self = (*self).max(other);
+    }
+}
 
 /// A user-wide revocation: tokens with `iat <= cut` are revoked until `expires_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +141,192 @@ struct UserCut {
     expires_at: u64,
 }
 
-/// The revoked tokens known at one point: immutable, replaced whole.
-#[derive(Debug, Clone, Default)]
+impl Value for UserCut {
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+    fn merge(&mut self, other: Self) {
+        self.cut = self.cut.max(other.cut);
+        self.expires_at = self.expires_at.max(other.expires_at);
+    }
+}
+
+/// One shard: entries sorted by key, and a lower bound of their earliest expiry.
+#[derive(Debug, Clone)]
+struct Shard<V> {
+    entries: Vec<(StoredKey, V)>,
+    min_exp: u64,
+}
+
+impl<V> Default for Shard<V> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            min_exp: u64::MAX,
+        }
+    }
+}
+
+impl<V: Value> Shard<V> {
+    fn get(&self, key: &Key<&[u8]>) -> Option<&V> {
+        self.entries
+            .binary_search_by(|(k, _)| k.borrowed().cmp(key))
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .map(|(_, v)| v)
+    }
+
+    fn upsert(&mut self, key: Key<&[u8]>, value: V) {
+        match self
+            .entries
+            .binary_search_by(|(k, _)| k.borrowed().cmp(&key))
+        {
+            Ok(i) => {
+                if let Some((_, v)) = self.entries.get_mut(i) {
+                    v.merge(value);
+                }
+            }
+            Err(i) => self.entries.insert(i, (key.to_stored(), value)),
+        }
+        // A merge only lengthens an entry, so the bound stays a lower bound.
+        self.min_exp = self.min_exp.min(value.expires_at());
+    }
+}
+
+/// `key → value` in [`SHARDS`] copy-on-write shards (see the module docs).
+#[derive(Clone)]
+struct Map<V> {
+    shards: Vec<Arc<Shard<V>>>,
+    hasher: RandomState,
+    len: usize,
+}
+
+impl<V> Default for Map<V> {
+    fn default() -> Self {
+        // One empty shard shared by all: an empty map allocates one shard, not 4096.
+        Self {
+            shards: {
+                let empty = Arc::new(Shard::default());
+                (0..SHARDS).map(|_| Arc::clone(&empty)).collect()
+            },
+            hasher: RandomState::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<V: Value> Map<V> {
+    /// The shard of `key`: a keyed hash, so nobody outside can pile keys into one shard.
+    fn shard_of(&self, key: &Key<&[u8]>) -> usize {
+        let h = self.hasher.hash_one(key);
+        // Multiply-shift maps the hash onto 0..SHARDS without a division.
+        usize::try_from((u128::from(h) * SHARDS as u128) >> 64).unwrap_or(0)
+    }
+
+    fn get(&self, key: &str) -> Option<&V> {
+        if self.len == 0 {
+            return None;
+        }
+        let key = Key::parse(key);
+        self.shards.get(self.shard_of(&key))?.get(&key)
+    }
+
+    /// Adds `(key, value)` pairs: each touched shard is copied once (if shared) with room for
+    /// its new entries, so the old set's readers keep their shard untouched.
+    fn insert<'a>(&mut self, items: impl IntoIterator<Item = (&'a str, V)>) {
+        let mut items: Vec<(usize, Key<&[u8]>, V)> = items
+            .into_iter()
+            .map(|(k, v)| {
+                let key = Key::parse(k);
+                (self.shard_of(&key), key, v)
+            })
+            .collect();
+        items.sort_by_key(|(shard, _, _)| *shard);
+        for group in items.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(index, _, _)) = group.first() else {
+                continue;
+            };
+            let Some(slot) = self.shards.get_mut(index) else {
+                continue;
+            };
+            let shard = match Arc::get_mut(slot) {
+                // Owned by this set alone (a snapshot being loaded): grow in place.
+                Some(shard) => {
+                    shard.entries.reserve(group.len());
+                    shard
+                }
+                None => {
+                    let mut entries = Vec::with_capacity(slot.entries.len() + group.len());
+                    entries.extend_from_slice(&slot.entries);
+                    *slot = Arc::new(Shard {
+                        entries,
+                        min_exp: slot.min_exp,
+                    });
+                    Arc::get_mut(slot).unwrap_or_else(|| unreachable!("just created"))
+                }
+            };
+            let before = shard.entries.len();
+            for (_, key, value) in group {
+                shard.upsert(key.clone(), *value);
+            }
+            self.len += shard.entries.len() - before;
+        }
+    }
+
+    fn has_expired(&self, now: u64, leeway: u64) -> bool {
+        self.shards
+            .iter()
+            .any(|s| s.min_exp.saturating_add(leeway) < now)
+    }
+
+    /// Rewrites only the shards whose earliest expiry has passed.
+    fn prune(&mut self, now: u64, leeway: u64) {
+        let keep = |v: &V| v.expires_at().saturating_add(leeway) >= now;
+        for slot in &mut self.shards {
+            if slot.min_exp.saturating_add(leeway) >= now {
+                continue;
+            }
+            let entries: Vec<_> = slot
+                .entries
+                .iter()
+                .filter(|(_, v)| keep(v))
+                .cloned()
+                .collect();
+            self.len -= slot.entries.len() - entries.len();
+            let min_exp = entries
+                .iter()
+                .map(|(_, v)| v.expires_at())
+                .min()
+                .unwrap_or(u64::MAX);
+            *slot = Arc::new(Shard { entries, min_exp });
+        }
+    }
+
+    /// Drops spare capacity (after a snapshot grew shards in place).
+    fn shrink(&mut self) {
+        for slot in &mut self.shards {
+            if let Some(shard) = Arc::get_mut(slot) {
+                shard.entries.shrink_to_fit();
+            }
+        }
+    }
+}
+
+/// The revoked tokens known at one point: immutable once shared, replaced whole (sharing the
+/// shards a change does not touch).
+#[derive(Clone, Default)]
 pub struct RevocationSet {
-    tokens: HashMap<Box<str>, u64>,
-    users: HashMap<Box<str>, UserCut>,
+    tokens: Map<u64>,
+    users: Map<UserCut>,
+}
+
+impl std::fmt::Debug for RevocationSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationSet")
+            .field("tokens", &self.tokens.len)
+            .field("users", &self.users.len)
+            .finish()
+    }
 }
 
 fn unsigned(v: i64) -> u64 {
@@ -40,18 +337,17 @@ impl RevocationSet {
     /// True when `claims` (a token that verified) is revoked: its `jti` is listed, or its user
     /// has a cut at or after its `iat`.
     pub fn is_revoked(&self, claims: &Claims) -> bool {
-        if !self.users.is_empty()
-            && let Some(user) = self.users.get(claims.sub.as_str())
+        if let Some(user) = self.users.get(claims.sub.as_str())
             && claims.iat <= user.cut
         {
             return true;
         }
-        !self.tokens.is_empty() && self.tokens.contains_key(claims.jti.as_str())
+        self.tokens.get(claims.jti.as_str()).is_some()
     }
 
     /// Entries held (tokens + users).
     pub fn len(&self) -> usize {
-        self.tokens.len() + self.users.len()
+        self.tokens.len + self.users.len
     }
 
     /// True when nothing is revoked.
@@ -61,30 +357,27 @@ impl RevocationSet {
 
     /// Adds `entries`, skipping those already expired at `now` (with `leeway` seconds).
     pub fn insert(&mut self, entries: &[FeedEntry], now: u64, leeway: u64) {
-        for e in entries {
-            let expires_at = unsigned(e.expires_at);
-            if expires_at.saturating_add(leeway) < now {
-                continue;
-            }
-            match &e.jti {
-                Some(jti) => {
-                    let exp = self.tokens.entry(jti.as_str().into()).or_insert(0);
-                    *exp = (*exp).max(expires_at);
-                }
-                None => {
-                    let cut = unsigned(e.revoked_at);
-                    let user = self
-                        .users
-                        .entry(e.sub.as_str().into())
-                        .or_insert(UserCut { cut, expires_at });
-                    user.cut = user.cut.max(cut);
-                    user.expires_at = user.expires_at.max(expires_at);
-                }
-            }
-        }
+        let live = || {
+            entries
+                .iter()
+                .filter(move |e| unsigned(e.expires_at).saturating_add(leeway) >= now)
+        };
+        self.tokens
+            .insert(live().filter_map(|e| Some((e.jti.as_deref()?, unsigned(e.expires_at)))));
+        self.users
+            .insert(live().filter(|e| e.jti.is_none()).map(|e| {
+                (
+                    e.sub.as_str(),
+                    UserCut {
+                        cut: unsigned(e.revoked_at),
+                        expires_at: unsigned(e.expires_at),
+                    },
+                )
+            }));
     }
 
-    /// A copy with `entries` added and expired entries dropped.
+    /// A copy with `entries` added and expired entries dropped: shares the untouched shards,
+    /// so it costs O(entries), not O(set).
     pub fn with(&self, entries: &[FeedEntry], now: u64, leeway: u64) -> Self {
         let mut next = self.clone();
         next.prune(now, leeway);
@@ -92,17 +385,22 @@ impl RevocationSet {
         next
     }
 
-    /// True when some entry expired (so [`RevocationSet::prune`] would drop something).
+    /// True when some entry may have expired (so [`RevocationSet::prune`] may drop something).
+    /// Looks at one bound per shard, not at every entry.
     pub fn has_expired(&self, now: u64, leeway: u64) -> bool {
-        let gone = |exp: u64| exp.saturating_add(leeway) < now;
-        self.tokens.values().any(|&e| gone(e)) || self.users.values().any(|u| gone(u.expires_at))
+        self.tokens.has_expired(now, leeway) || self.users.has_expired(now, leeway)
     }
 
     /// Drops entries whose `expires_at + leeway` is before `now`.
     pub fn prune(&mut self, now: u64, leeway: u64) {
-        let keep = |exp: u64| exp.saturating_add(leeway) >= now;
-        self.tokens.retain(|_, &mut e| keep(e));
-        self.users.retain(|_, u| keep(u.expires_at));
+        self.tokens.prune(now, leeway);
+        self.users.prune(now, leeway);
+    }
+
+    /// Drops spare capacity left by loading a snapshot page by page (call once it is complete).
+    pub fn shrink(&mut self) {
+        self.tokens.shrink();
+        self.users.shrink();
     }
 }
 
@@ -217,6 +515,98 @@ mod tests {
         assert_eq!(big.with(&[], 21_000, 30).len(), 0);
     }
 
+    #[test]
+    fn compact_keys_match_exactly_the_same_spelling() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        let uuid = "01234567-89ab-cdef-0123-456789abcdef";
+        assert!(matches!(Key::parse(hex), Key::Hex32(_)));
+        assert!(matches!(Key::parse(uuid), Key::Uuid(_)));
+        assert!(matches!(Key::parse("42"), Key::Decimal(42)));
+        let spellings = [
+            hex,
+            uuid,
+            "0123456789ABCDEF0123456789ABCDEF",
+            "01234567-89AB-CDEF-0123-456789ABCDEF",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "+123456789abcdef0123456789abcdef",
+            "0123456789abcdef-0123456789abcdef",
+            "42",
+            "042",
+            "+42",
+            "0",
+            "00",
+            "",
+            "18446744073709551615",
+            "18446744073709551616",
+            "j-1",
+        ];
+        let set = RevocationSet::default().with(
+            &spellings
+                .iter()
+                .enumerate()
+                .map(|(i, j)| token(i64::try_from(i).unwrap(), "7", j, 2_000))
+                .collect::<Vec<_>>(),
+            1_000,
+            30,
+        );
+        assert_eq!(set.len(), spellings.len(), "no two spellings share a key");
+        for (i, a) in spellings.iter().enumerate() {
+            let only = RevocationSet::default().with(&[token(1, "7", a, 2_000)], 1_000, 30);
+            assert!(set.is_revoked(&claims("7", a, 1)));
+            for b in spellings.iter().skip(i + 1) {
+                assert!(
+                    !only.is_revoked(&claims("7", b, 1)),
+                    "{a:?} must not revoke {b:?}"
+                );
+            }
+        }
+        // Users too: "042" is not user 42.
+        let users = RevocationSet::default().with(&[user(1, "42", 1_000, 90_000)], 1_000, 30);
+        assert!(users.is_revoked(&claims("42", "a", 900)));
+        assert!(!users.is_revoked(&claims("042", "a", 900)));
+        assert!(!users.is_revoked(&claims("+42", "a", 900)));
+    }
+
+    #[test]
+    fn a_batch_copies_only_the_shards_it_touches() {
+        let now = 1_000;
+        let many: Vec<FeedEntry> = (0..50_000)
+            .map(|i| token(i, "7", &format!("{i:032x}"), 90_000))
+            .collect();
+        let mut set = RevocationSet::default();
+        set.insert(&many, now, 30);
+        let next = set.with(&[token(60_000, "8", "new", 90_000)], now, 30);
+        assert_eq!(next.len(), 50_001);
+        let copied = set
+            .tokens
+            .shards
+            .iter()
+            .zip(&next.tokens.shards)
+            .filter(|(a, b)| !Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(copied, 1, "one entry, one shard copied; the rest shared");
+        // The old set is untouched (its readers keep their snapshot).
+        assert_eq!(set.len(), 50_000);
+        assert!(!set.is_revoked(&claims("8", "new", 1)));
+        assert!(next.is_revoked(&claims("8", "new", 1)));
+        // Expiry rewrites only shards holding an expired entry.
+        let mut mixed = next.with(&[token(60_001, "8", "short", 2_000)], now, 30);
+        assert!(mixed.has_expired(2_031, 30));
+        let before = mixed.clone();
+        mixed.prune(2_031, 30);
+        assert_eq!(mixed.len(), 50_001);
+        assert!(!mixed.has_expired(2_031, 30));
+        let rewritten = before
+            .tokens
+            .shards
+            .iter()
+            .zip(&mixed.tokens.shards)
+            .filter(|(a, b)| !Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(rewritten, 1);
+    }
+
     /// Resident KiB of this process (`VmRSS`).
     fn rss_kib() -> u64 {
         std::fs::read_to_string("/proc/self/status")
@@ -264,6 +654,49 @@ mod tests {
             (held - before) as f64 / 1024.0,
             per(held - before),
             per(peak - before),
+        );
+    }
+
+    /// Measurement (issue #15 §2): this whole process's `VmRSS` with 1M entries (90 % jtis,
+    /// 10 % user cuts, the bench's mix) loaded page by page as the feed does (1000 per page,
+    /// each page dropped after use), then with a 100-entry batch applied while the old set is
+    /// still held. `cargo test -p ext-authz --release --lib -- --ignored --exact --nocapture
+    /// revoked::tests::process_rss_with_1m_entries`.
+    #[test]
+    #[ignore = "measurement: prints the process RSS"]
+    fn process_rss_with_1m_entries() {
+        let entry = |i: i64| {
+            if i % 10 == 0 {
+                user(i, &(1_000_000 + i).to_string(), 1_000, 4_000_000_000)
+            } else {
+                token(
+                    i,
+                    &(i % 50_000).to_string(),
+                    &format!("{i:032x}"),
+                    4_000_000_000,
+                )
+            }
+        };
+        let start = rss_kib();
+        let mut set = RevocationSet::default();
+        for page in 0..1_000 {
+            let entries: Vec<FeedEntry> = (page * 1_000..(page + 1) * 1_000).map(entry).collect();
+            set.insert(&entries, 1_000, 30);
+        }
+        set.shrink();
+        assert_eq!(set.len(), 1_000_000);
+        let held = rss_kib();
+        let batch: Vec<FeedEntry> = (2_000_000..2_000_100).map(entry).collect();
+        let next = set.with(&batch, 1_000, 30);
+        let peak = rss_kib();
+        assert_eq!(next.len(), 1_000_100);
+        println!(
+            "process VmRSS: {:.1} MiB before, {:.1} MiB with 1M entries ({:.0} B/entry), \
+             {:.1} MiB while a 100-entry batch is applied",
+            start as f64 / 1024.0,
+            held as f64 / 1024.0,
+            (held - start) as f64 * 1024.0 / 1e6,
+            peak as f64 / 1024.0,
         );
     }
 
