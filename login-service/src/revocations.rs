@@ -254,12 +254,7 @@ fn revoke_one(
     }
     // Why: covered entries still count (they live in every ext-authz until their `exp`),
     // so the bound holds without followers having to drop anything.
-    let outstanding: i64 = revocation::table
-        .filter(revocation::sub.eq(sub))
-        .filter(revocation::jti.is_not_null())
-        .filter(revocation::expires_at.gt(now))
-        .count()
-        .get_result(c)?;
+    let outstanding = outstanding_tokens(c, sub, now)?;
     if outstanding < i64::from(max_per_user) {
         insert(
             c,
@@ -344,12 +339,7 @@ pub(crate) fn revoke_batch(
     if fresh.is_empty() {
         return Ok(BatchOutcome::Nothing);
     }
-    let outstanding: i64 = revocation::table
-        .filter(revocation::sub.eq(sub))
-        .filter(revocation::jti.is_not_null())
-        .filter(revocation::expires_at.gt(now))
-        .count()
-        .get_result(c)?;
+    let outstanding = outstanding_tokens(c, sub, now)?;
     let total = outstanding.saturating_add(i64::try_from(fresh.len()).unwrap_or(i64::MAX));
     if total > i64::from(max_per_user) {
         insert_cut(c, sub, now, ttl, Reason::LogoutLimit)?;
@@ -402,6 +392,16 @@ fn jti_revoked(c: &mut DbConn, jti: &str) -> QueryResult<bool> {
         .first::<i64>(c)
         .optional()?
         .is_some())
+}
+
+/// Per-token revocations of `sub` still in force at `now`: what `max_per_user` bounds.
+fn outstanding_tokens(c: &mut DbConn, sub: &str, now: i64) -> QueryResult<i64> {
+    revocation::table
+        .filter(revocation::sub.eq(sub))
+        .filter(revocation::jti.is_not_null())
+        .filter(revocation::expires_at.gt(now))
+        .count()
+        .get_result(c)
 }
 
 /// Whether a user-wide cut in force revokes a token of `sub` issued at `iat` (`iat <= cut`).
