@@ -225,6 +225,10 @@ pub struct ServeArgs {
     /// adds to every ext-authz's memory.
     #[arg(long, env = "MAX_REVOKED_PER_USER", default_value_t = DEFAULT_MAX_REVOKED_PER_USER)]
     pub max_revoked_per_user: u32,
+    /// Most `GET /revocations` long polls waiting at once on this process (one per following
+    /// ext-authz); more are answered 503 `feed_busy` with `Retry-After`. Bounds their memory.
+    #[arg(long, env = "FEED_MAX_WAITERS", default_value_t = DEFAULT_FEED_MAX_WAITERS)]
+    pub feed_max_waiters: usize,
     /// `on`: every JSON answer of `POST /login` carries a `refresh_token`. `off` (default): only
     /// a login with `?refresh=true` gets one. A text/plain answer is always the bare access token.
     #[arg(long, env = "REFRESH_TOKENS", action = ArgAction::SetTrue,
@@ -438,10 +442,15 @@ pub struct RevocationSettings {
     /// Unexpired per-token revocations one user may hold; a logout beyond it revokes all the
     /// user's tokens instead (bounds what one account adds to every ext-authz).
     pub max_revoked_per_user: u32,
+    /// Most long polls of the feed waiting at once (`FEED_MAX_WAITERS`).
+    pub feed_max_waiters: usize,
 }
 
 /// Default of [`RevocationSettings::max_revoked_per_user`] (`MAX_REVOKED_PER_USER`).
 pub const DEFAULT_MAX_REVOKED_PER_USER: u32 = 16;
+/// Default of [`RevocationSettings::feed_max_waiters`] (`FEED_MAX_WAITERS`): ten times the
+/// 500 gateways of issue #15, at about 20 KiB each (measured in BENCHMARKS.md) ~200 MiB at most.
+pub const DEFAULT_FEED_MAX_WAITERS: usize = 10_000;
 
 impl Default for RevocationSettings {
     fn default() -> Self {
@@ -450,6 +459,7 @@ impl Default for RevocationSettings {
             user_ttl: Duration::from_secs(86_400),
             cleanup_interval: Duration::from_secs(60),
             max_revoked_per_user: DEFAULT_MAX_REVOKED_PER_USER,
+            feed_max_waiters: DEFAULT_FEED_MAX_WAITERS,
         }
     }
 }
@@ -625,6 +635,7 @@ impl ServeArgs {
                 user_ttl: user_revocation_ttl(global.max_token_ttl, longest_ttl),
                 cleanup_interval: self.revocation_cleanup_interval,
                 max_revoked_per_user: self.max_revoked_per_user,
+                feed_max_waiters: self.feed_max_waiters.max(1),
             },
             well_known: WellKnownSettings {
                 public_url,

@@ -26,6 +26,10 @@ pub const REALM: &str = "login-service";
 /// Seconds a client is told to wait when the database is unavailable.
 pub const DB_RETRY_AFTER_SECS: u64 = 5;
 
+/// Seconds a follower is told to wait when too many polls wait already (ext-authz retries
+/// with its own jittered backoff).
+pub const FEED_BUSY_RETRY_AFTER_SECS: u64 = 1;
+
 /// Every error answer the HTTP API gives.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -103,6 +107,9 @@ pub enum ApiError {
     /// follower must start again from `since=0`.
     #[error("cursor ahead of the feed")]
     CursorAhead,
+    /// `GET /revocations` with a wait while `FEED_MAX_WAITERS` long polls already wait here.
+    #[error("too many waiting feed polls")]
+    FeedBusy,
 }
 
 impl ApiError {
@@ -202,6 +209,11 @@ impl ApiError {
                 "cursor_ahead",
                 "the cursor is ahead of the revocation feed: start again from since=0",
             ),
+            Self::FeedBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "feed_busy",
+                "too many followers are waiting on this replica; retry later",
+            ),
         }
     }
 
@@ -225,6 +237,7 @@ impl ApiError {
         match self {
             Self::Locked { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
             Self::DatabaseUnavailable => Some(DB_RETRY_AFTER_SECS),
+            Self::FeedBusy => Some(FEED_BUSY_RETRY_AFTER_SECS),
             _ => None,
         }
     }

@@ -15,7 +15,7 @@
 //! 3. [`login`], the login decision, and [`config`], flags and environment validated into
 //!    settings;
 //! 4. queries and rules: [`refresh`] (refresh-token families, over [`revocations`]),
-//!    [`users`], [`revocations`], [`lockout`], [`password`],
+//!    [`users`], [`revocations`] (with [`feed`], the feed's watcher), [`lockout`], [`password`],
 //!    [`credentials`], [`metrics`], over [`db`] and [`schema`].
 //!
 //! Log setup, signals, duration flags and the exit code of a bad command line come from the
@@ -26,6 +26,7 @@ pub mod config;
 pub mod credentials;
 pub mod db;
 pub mod error;
+pub mod feed;
 pub mod lockout;
 pub mod login;
 pub mod metrics;

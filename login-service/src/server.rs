@@ -45,11 +45,14 @@ pub async fn serve(
         state.db.clone(),
         state.settings.revocation.cleanup_interval,
     ));
-    // Stops the cleanups however `serve` ends.
+    // One watcher of the feed's newest id for every waiting long poll (issue #15 §2b).
+    let feed_watch = tokio::spawn(state.feed.clone().run(state.db.clone()));
+    // Stops the cleanups and the watcher however `serve` ends.
     let _cleanup = (
         AbortOnDrop(cleanup),
         AbortOnDrop(throttle_cleanup),
         AbortOnDrop(refresh_cleanup),
+        AbortOnDrop(feed_watch),
     );
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::Settings;
 use crate::db::Db;
+use crate::feed::{FeedWatch, POLL_INTERVAL};
 use crate::login::{self, LoginPause};
 use crate::metrics::Metrics;
 use crate::password::{Hasher, PasswordError};
@@ -21,6 +22,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Metrics.
     pub metrics: Metrics,
+    /// The revocation feed's watcher state (its task runs in [`crate::server::serve`]).
+    pub feed: Arc<FeedWatch>,
     /// Test hook, unset in production: holds every login between its password check and its
     /// success write, so an integration test can change the account inside that window.
     #[doc(hidden)]
@@ -31,8 +34,13 @@ impl AppState {
     /// State for `settings` over `db` (computes the dummy hash).
     pub fn new(settings: Settings, db: Db) -> Result<Self, PasswordError> {
         let hasher = Hasher::new(settings.hash_params.clone(), settings.hash_concurrency)?;
+        let feed = Arc::new(FeedWatch::new(
+            settings.revocation.feed_max_waiters,
+            POLL_INTERVAL,
+        ));
         Ok(Self {
             db,
+            feed,
             hasher,
             metrics: Metrics::new(),
             pause_after_verify: OnceLock::new(),

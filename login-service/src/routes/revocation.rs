@@ -4,10 +4,10 @@
 //! answer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use auth_token::bearer::BearerError;
-use auth_token::{FeedPage, FeedQuery};
+use auth_token::{FeedEntry, FeedPage, FeedQuery};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,14 +19,12 @@ use tracing::{info, instrument};
 
 use crate::config::user_revocation_ttl;
 use crate::error::ApiError;
+use crate::feed::Newest;
 use crate::refresh;
 use crate::revocations::{
     LogoutOutcome, TokenRef, logout_all, newest_id, now_secs, page, revoke_token,
 };
 use crate::state::AppState;
-
-/// How often a waiting long-poll looks for new rows.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(150);
 
 /// Query of `POST /logout`.
 #[derive(Debug, Deserialize)]
@@ -112,6 +110,8 @@ pub async fn logout(
             Ok(outcome)
         })
         .await?;
+    // Followers waiting on this process see the row at once, not at the watcher's next read.
+    state.feed.nudge();
     match outcome {
         // Why: Envoy's ext_authz refuses revoked tokens only while its feed is fresh; the
         // service itself must not let a stolen revoked token sign the victim out everywhere.
@@ -135,6 +135,12 @@ pub async fn logout(
 
 /// `GET /revocations?since=&wait=&limit=`: the feed (see [`crate::revocations`] and the README).
 /// A `since` beyond the newest row answers 409 `cursor_ahead` (the database was replaced).
+///
+/// A long poll (`wait > 0`) does not query the database while it waits: it subscribes to the
+/// process's watcher ([`crate::feed`]) and runs one page query when the newest id passes what it
+/// has seen; a poll at the newest id costs no query at all. A stale published id never makes a
+/// wrong answer: 409 is only answered from a database read, and a poll trusting a stale newest id
+/// (equal to its cursor) merely waits for the watcher's next read.
 pub async fn feed(
     State(state): State<Arc<AppState>>,
     Query(query): Query<FeedQuery>,
@@ -153,38 +159,95 @@ pub async fn feed(
     let wait = query
         .bounded_wait()
         .min(s.request_timeout.saturating_sub(Duration::from_secs(1)));
-    if since > 0 {
-        // Why: rows are never deleted down to nothing (the newest stays), so a cursor past the
-        // newest id means the database was replaced; the follower must take a new snapshot.
-        let newest = state.db.run(newest_id).await?;
-        if newest.unwrap_or(0) < since {
-            return Err(ApiError::CursorAhead);
+    if wait.is_zero() {
+        // A snapshot page or a plain read: as it always was, straight from the database.
+        if since > 0 {
+            cursor_check(&state, since).await?;
         }
-    }
-    let deadline = Instant::now() + wait;
-    loop {
-        let now = now_secs();
-        let mut rows = state
+        let rows = state
             .db
-            .run(move |c| page(c, since, now, limit + 1))
+            .run(move |c| page(c, since, now_secs(), limit + 1))
             .await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        if !rows.is_empty() || left.is_zero() {
-            let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            let cursor = rows.last().map_or(since, |r| r.id);
-            let mut resp = Json(FeedPage {
-                cursor,
-                more,
-                revocations: rows,
-            })
-            .into_response();
-            resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return Ok(resp);
-        }
-        tokio::time::sleep(left.min(POLL_INTERVAL)).await;
+        return Ok(answer(rows, since, limit));
     }
+    let deadline = tokio::time::Instant::now() + wait;
+    // Why registered before the cursor check: the watcher starts reading now, so its first
+    // value is on its way while this request checks the cursor.
+    let mut waiting = state.feed.try_wait().ok_or(ApiError::FeedBusy)?;
+    let newest = *waiting.newest.borrow_and_update();
+    // Why only below the cursor: a published id at or past the cursor proves the cursor is not
+    // ahead (ids only grow within one database); below it, or unknown, the database decides.
+    if since > 0 && !matches!(newest, Newest::Id(n) if n >= since) {
+        cursor_check(&state, since).await?;
+    }
+    // Rows up to `seen` are known to hold nothing to serve (none, or only expired ones).
+    let mut seen = since;
+    let mut newest = *waiting.newest.borrow_and_update();
+    loop {
+        match newest {
+            Newest::Id(n) if n <= seen => {
+                // The database was replaced under a waiting poll: tell it now, not after `wait`.
+                if n < since {
+                    cursor_check(&state, since).await?;
+                }
+            }
+            // New rows (or an unknown state): one page query.
+            Newest::Id(_) | Newest::Unknown | Newest::Failed => {
+                let rows = state
+                    .db
+                    .run(move |c| page(c, since, now_secs(), limit + 1))
+                    .await?;
+                if !rows.is_empty() {
+                    return Ok(answer(rows, since, limit));
+                }
+                if let Newest::Id(n) = newest {
+                    seen = seen.max(n);
+                }
+            }
+        }
+        tokio::select! {
+            changed = waiting.newest.changed() => {
+                if changed.is_err() {
+                    // The watcher's state is gone (shutting down): answer what is known.
+                    return Ok(answer(Vec::new(), since, limit));
+                }
+                newest = *waiting.newest.borrow_and_update();
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Ok(answer(Vec::new(), since, limit));
+            }
+        }
+    }
+}
+
+/// 409 `cursor_ahead` when `since` is beyond the newest row, read from the database (never from
+/// the watcher's possibly stale value); the value read is shared with the watcher's waiters.
+async fn cursor_check(state: &AppState, since: i64) -> Result<(), ApiError> {
+    // Why: rows are never deleted down to nothing (the newest stays), so a cursor past the
+    // newest id means the database was replaced; the follower must take a new snapshot.
+    let newest = state.db.run(newest_id).await?.unwrap_or(0);
+    state.feed.observe(newest);
+    if newest < since {
+        return Err(ApiError::CursorAhead);
+    }
+    Ok(())
+}
+
+/// One feed page from `rows` (at most `limit + 1` of them: one more says `more`).
+fn answer(mut rows: Vec<FeedEntry>, since: i64, limit: i64) -> Response {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let cursor = rows.last().map_or(since, |r| r.id);
+    let mut resp = Json(FeedPage {
+        cursor,
+        more,
+        revocations: rows,
+    })
+    .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 #[cfg(test)]

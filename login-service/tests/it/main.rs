@@ -7,6 +7,7 @@ mod cli;
 mod decision;
 mod documented_metrics;
 mod errors;
+mod feed_fanout;
 mod inflight;
 mod lockout;
 mod lockout_claims;

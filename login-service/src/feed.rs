@@ -1,0 +1,214 @@
+//! The feed's watcher (issue #15 §2b): one background task per process reads the newest
+//! revocation id once per [`POLL_INTERVAL`] while at least one long poll waits, and publishes it
+//! through a [`tokio::sync::watch`] channel. Waiting polls of `GET /revocations` subscribe and
+//! wake only when the newest id moves, then run one page query each; so the database cost of an
+//! idle feed is one `MAX(id)` per interval per login-service process, whatever the number of
+//! followers (before: two queries per interval per waiting poll).
+//!
+//! Why "only while someone waits": a replica nobody follows (a second login-service behind a
+//! load balancer that all ext-authz happen to reach elsewhere, a CLI-only deployment) then costs
+//! the database nothing; the price is one query of latency for the first poll after an idle
+//! stretch, whose value may be stale until the watcher's read (a stale value never produces a
+//! wrong answer: see [`crate::routes::revocation::feed`]).
+//!
+//! The watcher reads the database, not only this process's writes: rows written by another
+//! replica, the admin CLI or a restored backup are seen within one interval. A local logout
+//! also [`FeedWatch::nudge`]s it for lower latency; nudges coalesce (any number of them during
+//! one read cause one more read), so no client can make it read more often than once per
+//! interval plus once per write it made. Waiting polls are bounded ([`FeedWatch::try_wait`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::db::Db;
+use crate::revocations::newest_id;
+
+/// How often the watcher reads the newest id while a long poll waits: the longest delay before
+/// a row written by another replica (or the CLI) reaches a waiting follower.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(150);
+
+/// What the watcher last learned about the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Newest {
+    /// Not read yet (the process just started, or nobody has waited yet).
+    Unknown,
+    /// The newest row id (0: the table is empty).
+    Id(i64),
+    /// The last read failed (the database is down): waiting polls ask the database themselves,
+    /// which answers their 503 as before.
+    Failed,
+}
+
+/// The watcher's shared half: the published newest id, the count of waiting polls (its demand)
+/// and the nudge of local writes. One per process, in [`crate::state::AppState`].
+#[derive(Debug)]
+pub struct FeedWatch {
+    newest: watch::Sender<Newest>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    demand: Notify,
+    nudge: Notify,
+    interval: Duration,
+}
+
+/// A waiting poll's place: counted while it lives (the watcher reads only while one exists).
+#[derive(Debug)]
+pub struct Waiting {
+    watch: Arc<FeedWatch>,
+    /// The published newest id, as this poll last saw it.
+    pub newest: watch::Receiver<Newest>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.watch.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl FeedWatch {
+    /// A watcher admitting at most `max_waiting` waiting polls at once, reading every
+    /// `interval` while one waits.
+    pub fn new(max_waiting: usize, interval: Duration) -> Self {
+        Self {
+            newest: watch::Sender::new(Newest::Unknown),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+            demand: Notify::new(),
+            nudge: Notify::new(),
+            interval,
+        }
+    }
+
+    /// The newest id as last published (may be stale while nobody waits).
+    pub fn newest(&self) -> Newest {
+        *self.newest.borrow()
+    }
+
+    /// Long polls waiting right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Registers a waiting poll, or `None` when `max_waiting` already wait (each holds its
+    /// request and connection in memory: the bound keeps that memory bounded).
+    pub fn try_wait(self: &Arc<Self>) -> Option<Waiting> {
+        let admitted = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_waiting).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            return None;
+        }
+        // Why notify every time: a stored permit wakes a parked watcher; when it runs already,
+        // the permit only costs it one more look at the counter.
+        self.demand.notify_one();
+        Some(Waiting {
+            watch: self.clone(),
+            newest: self.newest.subscribe(),
+        })
+    }
+
+    /// Asks for a read now (a local write): coalesced with reads already due.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// A newest id a request read from the database itself: published when larger than what
+    /// is known (the watcher's sequential reads publish every value, larger or not, so an
+    /// older read finishing late cannot move the value back and forth).
+    pub fn observe(&self, id: i64) {
+        self.newest.send_if_modified(|v| match *v {
+            Newest::Id(known) if known >= id => false,
+            _ => {
+                *v = Newest::Id(id);
+                true
+            }
+        });
+    }
+
+    fn publish(&self, value: Newest) {
+        self.newest.send_if_modified(|v| {
+            let changed = *v != value;
+            *v = value;
+            changed
+        });
+    }
+
+    /// The watcher: while a poll waits, reads the newest id, publishes it, and sleeps one
+    /// interval (or until nudged). Runs until aborted (spawned and stopped by
+    /// [`crate::server::serve`]).
+    pub async fn run(self: Arc<Self>, db: Db) {
+        let mut failures: u64 = 0;
+        loop {
+            while self.waiting() == 0 {
+                self.demand.notified().await;
+            }
+            match db.run(newest_id).await {
+                Ok(id) => {
+                    if failures > 0 {
+                        info!(failures, "revocation feed watcher recovered");
+                        failures = 0;
+                    }
+                    self.publish(Newest::Id(id.unwrap_or(0)));
+                }
+                Err(e) => {
+                    // Once per outage: the read repeats every interval while it lasts.
+                    if failures == 0 {
+                        warn!(error = %e, "revocation feed watcher cannot read the newest id");
+                    }
+                    failures += 1;
+                    self.publish(Newest::Failed);
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                () = self.nudge.notified() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_polls_are_counted_and_bounded() {
+        let w = Arc::new(FeedWatch::new(2, POLL_INTERVAL));
+        let a = w.try_wait().unwrap();
+        let b = w.try_wait().unwrap();
+        assert!(w.try_wait().is_none(), "a third poll over the bound");
+        assert_eq!(w.waiting(), 2);
+        drop(a);
+        let c = w.try_wait().unwrap();
+        drop((b, c));
+        assert_eq!(w.waiting(), 0);
+    }
+
+    #[test]
+    fn observed_ids_only_move_forward_but_the_watcher_may_move_back() {
+        let w = Arc::new(FeedWatch::new(1, POLL_INTERVAL));
+        let mut waiting = w.try_wait().unwrap();
+        let rx = &mut waiting.newest;
+        w.observe(5);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), Newest::Id(5));
+        w.observe(3);
+        w.observe(5);
+        assert!(
+            !rx.has_changed().unwrap(),
+            "an older or equal read wakes nobody"
+        );
+        // The database was replaced: the watcher's read is the truth.
+        w.publish(Newest::Id(2));
+        assert_eq!(*rx.borrow_and_update(), Newest::Id(2));
+        w.publish(Newest::Id(2));
+        assert!(!rx.has_changed().unwrap(), "the same value wakes nobody");
+    }
+}

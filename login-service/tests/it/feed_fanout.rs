@@ -1,0 +1,301 @@
+//! Many followers on one login-service (issue #15 §2b): the database cost of an idle feed does
+//! not grow with the number of waiting long polls, a row written by someone else (another
+//! replica, the CLI) wakes them, 409 `cursor_ahead` stays right when the database is replaced,
+//! and the number of waiting polls is bounded.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use auth_token::FeedPage;
+use diesel::connection::{Instrumentation, InstrumentationEvent};
+use login_service::db::{Db, PoolSettings};
+use login_service::revocations::{self, TokenRef};
+
+use crate::helpers::{TestApp, TestDb, db_test, poll, spawn_app, spawn_app_with};
+
+/// Statements sent, per connection URL, by every connection opened in this test binary.
+static STATEMENTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+
+/// diesel's default instrumentation for new connections: remembers the connection's URL and
+/// counts each statement under it (tests run in parallel; each has its own database URL).
+fn counting() -> Option<Box<dyn Instrumentation>> {
+    let mut url = String::new();
+    Some(Box::new(move |e: InstrumentationEvent<'_>| match e {
+        InstrumentationEvent::StartEstablishConnection { url: u, .. } => u.clone_into(&mut url),
+        InstrumentationEvent::StartQuery { .. } => {
+            let mut map = STATEMENTS.lock().unwrap();
+            *map.get_or_insert_with(HashMap::new)
+                .entry(url.clone())
+                .or_default() += 1;
+        }
+        _ => {}
+    }))
+}
+
+fn count_statements() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| diesel::connection::set_default_instrumentation(counting).unwrap());
+}
+
+/// Statements sent so far to `db` (by connections opened after [`count_statements`]).
+fn statements(db_url: &str) -> usize {
+    let needle = db_url.strip_prefix("sqlite://").unwrap_or(db_url);
+    STATEMENTS.lock().unwrap().as_ref().map_or(0, |m| {
+        m.iter()
+            .filter(|(k, _)| k.contains(needle))
+            .map(|(_, n)| n)
+            .sum()
+    })
+}
+
+/// One revocation written through a pool of its own, as another replica or the CLI would.
+fn revoke_elsewhere(db: &Db, jti: &str) -> i64 {
+    let jti = jti.to_owned();
+    db.run_sync(move |c| {
+        let now = revocations::now_secs();
+        let t = TokenRef {
+            sub: "1",
+            jti: &jti,
+            iat: now,
+            exp: now + 600,
+        };
+        revocations::revoke_token(c, &t, || now, 16, Duration::from_secs(86_400))?;
+        revocations::newest_id(c)
+    })
+    .unwrap()
+    .unwrap()
+}
+
+fn other_pool(db: &TestDb) -> Db {
+    Db::new(
+        db.db_url(),
+        &PoolSettings {
+            max_size: 2,
+            connection_timeout: Duration::from_secs(5),
+        },
+    )
+    .unwrap()
+}
+
+/// One follower as ext-authz follows: long polls at its cursor, again and again, until `stop`.
+fn follower(
+    app: &TestApp,
+    mut cursor: i64,
+    wait: u64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<i64> {
+    let client = app.client.clone();
+    let base = app.url("/revocations");
+    tokio::spawn(async move {
+        while !*stop.borrow() {
+            let r = client
+                .get(format!("{base}?since={cursor}&wait={wait}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let page: FeedPage = r.json().await.unwrap();
+            cursor = page.cursor;
+        }
+        cursor
+    })
+}
+
+/// Statements sent to the database during `window` while `k` followers long-poll an idle feed.
+async fn idle_statements(
+    app: &TestApp,
+    url: &str,
+    cursor: i64,
+    k: usize,
+    window: Duration,
+) -> usize {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let followers: Vec<_> = (0..k)
+        .map(|_| follower(app, cursor, 1, stop.clone()))
+        .collect();
+    poll(Duration::from_secs(10), || {
+        std::future::ready((app.state.feed.waiting() == k).then_some(()))
+    })
+    .await
+    .expect("every follower waits");
+    let before = statements(url);
+    tokio::time::sleep(window).await;
+    let during = statements(url) - before;
+    stop_tx.send(true).unwrap();
+    for f in followers {
+        assert_eq!(f.await.unwrap(), cursor, "nothing new in an idle feed");
+    }
+    during
+}
+
+/// 1 follower and 50 followers over the same idle time cost the database the same statements
+/// (within a small constant: the watcher's reads are timed, so ±2 reads and their pool
+/// checkouts). Before the watcher: two queries per 150 ms per waiting poll, ~50× as many.
+/// Each follower's wait is 1 s, so the window also holds re-polls at the newest id: free.
+async fn idle_cost_does_not_grow_with_followers(db: TestDb) {
+    count_statements();
+    let url = db.url.clone();
+    let other = other_pool(&db);
+    let app = spawn_app(db).await;
+    let cursor = tokio::task::spawn_blocking(move || revoke_elsewhere(&other, "seed"))
+        .await
+        .unwrap();
+    let window = Duration::from_millis(2500);
+    let one = idle_statements(&app, &url, cursor, 1, window).await;
+    let many = idle_statements(&app, &url, cursor, 50, window).await;
+    eprintln!("idle statements in {window:?}: 1 follower {one}, 50 followers {many}");
+    assert!(one > 0, "the watcher reads while a poll waits");
+    assert!(
+        many <= one + 12,
+        "50 followers cost {many} statements, 1 follower {one}"
+    );
+}
+db_test!(idle_cost_does_not_grow_with_followers);
+
+/// A row written by someone else (another replica, the CLI: not this process, so no nudge)
+/// wakes every waiting poll long before its `wait` ends: the watcher reads the database.
+async fn a_row_written_elsewhere_wakes_waiting_polls(db: TestDb) {
+    let other = other_pool(&db);
+    let app = spawn_app(db).await;
+    let cursor = app.feed_rows().await.last().map_or(0, |r| r.id);
+    let polls: Vec<_> = (0..20)
+        .map(|_| {
+            let client = app.client.clone();
+            let url = app.url(&format!("/revocations?since={cursor}&wait=20"));
+            tokio::spawn(async move {
+                let page: FeedPage = client.get(url).send().await.unwrap().json().await.unwrap();
+                (page, Instant::now())
+            })
+        })
+        .collect();
+    poll(Duration::from_secs(10), || {
+        std::future::ready((app.state.feed.waiting() == 20).then_some(()))
+    })
+    .await
+    .expect("every poll waits");
+    let written = Instant::now();
+    let id = tokio::task::spawn_blocking(move || revoke_elsewhere(&other, "elsewhere"))
+        .await
+        .unwrap();
+    for p in polls {
+        let (page, at) = p.await.unwrap();
+        assert_eq!(page.cursor, id);
+        assert_eq!(page.revocations.len(), 1);
+        assert_eq!(page.revocations[0].jti.as_deref(), Some("elsewhere"));
+        // The bound is loose (a shared machine); the interval is 150 ms, the wait 20 s.
+        let after = at.duration_since(written);
+        assert!(
+            after < Duration::from_secs(5),
+            "woken {after:?} after the write"
+        );
+    }
+}
+db_test!(a_row_written_elsewhere_wakes_waiting_polls);
+
+async fn status_of(app: &TestApp, query: &str) -> (u16, serde_json::Value) {
+    let r = app
+        .client
+        .get(app.url(&format!("/revocations{query}")))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// 409 `cursor_ahead` right after the database is replaced (here: emptied, so its newest id is
+/// below every follower's cursor), although the watcher last published the old newest id: a
+/// poll waiting since before is told at the watcher's next read, a new long poll and a plain
+/// read at once. And never a 409 from a stale value: the cursor equal to the newest id is fine.
+async fn cursor_ahead_right_after_the_database_is_replaced(db: TestDb) {
+    let other = other_pool(&db);
+    let app = spawn_app(db).await;
+    let o = other.clone();
+    let newest = tokio::task::spawn_blocking(move || {
+        revoke_elsewhere(&o, "a");
+        revoke_elsewhere(&o, "b")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status_of(&app, &format!("?since={newest}&wait=0")).await.0,
+        200
+    );
+    let waiting = {
+        let client = app.client.clone();
+        let url = app.url(&format!("/revocations?since={newest}&wait=20"));
+        tokio::spawn(async move {
+            let r = client.get(url).send().await.unwrap();
+            (r.status().as_u16(), Instant::now())
+        })
+    };
+    poll(Duration::from_secs(10), || {
+        std::future::ready((app.state.feed.waiting() == 1).then_some(()))
+    })
+    .await
+    .expect("the poll waits");
+    // The replacement: every row gone (a restored older backup has fewer).
+    let replaced = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        use diesel::RunQueryDsl as _;
+        other
+            .run_sync(|c| diesel::delete(login_service::schema::revocation::table).execute(c))
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let (status, body) = status_of(&app, &format!("?since={newest}&wait=0")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("cursor_ahead"))
+    );
+    let (status, body) = status_of(&app, &format!("?since={newest}&wait=20")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("cursor_ahead"))
+    );
+    let (status, at) = waiting.await.unwrap();
+    assert_eq!(status, 409);
+    let after = at.duration_since(replaced);
+    assert!(
+        after < Duration::from_secs(5),
+        "told {after:?} after (wait 20 s)"
+    );
+    // Since 0 is never ahead.
+    assert_eq!(status_of(&app, "?since=0&wait=1").await.0, 200);
+}
+db_test!(cursor_ahead_right_after_the_database_is_replaced);
+
+/// Waiting polls are bounded (`FEED_MAX_WAITERS`): one more is answered 503 `feed_busy` with
+/// `Retry-After` at once; a read without a wait is still served, and a freed place is reused.
+async fn waiting_polls_are_bounded(db: TestDb) {
+    let other = other_pool(&db);
+    let app = spawn_app_with(db, |s| s.revocation.feed_max_waiters = 2).await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let followers: Vec<_> = (0..2)
+        .map(|_| follower(&app, 0, 20, stop.clone()))
+        .collect();
+    poll(Duration::from_secs(10), || {
+        std::future::ready((app.state.feed.waiting() == 2).then_some(()))
+    })
+    .await
+    .expect("both wait");
+    let r = app.get("/revocations?since=0&wait=5").await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "feed_busy");
+    assert_eq!(status_of(&app, "?since=0&wait=0").await.0, 200);
+    // A logout-free way to end both waits: a row.
+    stop_tx.send(true).unwrap();
+    tokio::task::spawn_blocking(move || revoke_elsewhere(&other, "x"))
+        .await
+        .unwrap();
+    for f in followers {
+        f.await.unwrap();
+    }
+    assert_eq!(app.state.feed.waiting(), 0);
+    assert_eq!(status_of(&app, "?since=0&wait=1").await.0, 200);
+}
+db_test!(waiting_polls_are_bounded);
