@@ -10,7 +10,7 @@ with their embeds.
 Raw lines (one JSON object each, all printed by the `bench` binary): kind=wrk (`bench measure`:
 one Envoy measurement, with the CPU deltas of Envoy, ext-authz and the upstream), kind=grpc (one
 load-generator step), kind=argon2, kind=refresh (`bench refresh`, issue #17), kind=criterion
-(`bench criterion`).
+(`bench criterion`), kind=feed_idle/feed_logout (`bench feed-followers`, issue #15 §2b).
 Aggregation: per configuration, the median over rounds of rps and latency percentiles; CPU per
 request = total CPU / total requests over all rounds; ratios from the medians, with the range of
 the per-round ratios (each round measures every configuration back to back, so a per-round
@@ -240,6 +240,7 @@ def render(rows, env):
                        f"{argon['single_verify_ms']:.1f} ms |")
         out.append("")
 
+    out.extend(section_feed(rows))
     if crit:
         out.append("### criterion micro-benchmarks (`cargo bench -p ext-authz --bench check`)")
         out.append("")
@@ -249,6 +250,7 @@ def render(rows, env):
             out.append(f"| `{c['name']}` | {c['median_ns'] / 1000:.2f} µs | {c['mean_ns'] / 1000:.2f} µs |")
         out.append("")
 
+    verdicts.extend(targets_feed(rows))
     if verdicts:
         out.append("### Targets")
         out.append("")
@@ -259,6 +261,68 @@ def render(rows, env):
         out.append("")
     out.extend(chart_lines(bool(agg), bool(grpc), bool(argon and login)))
     return "\n".join(out)
+
+
+def _feed_rows(rows):
+    """`bench feed-followers` lines of this code (not a `before` run): idle ones by follower
+    count, and the logout line."""
+    mine = [r for r in rows if not str(r.get("label", "")).startswith("before")]
+    idle = {r["followers"]: r for r in mine if r["kind"] == "feed_idle"}
+    logout = next((r for r in mine if r["kind"] == "feed_logout"), None)
+    return idle, logout
+
+
+def section_feed(rows):
+    """Issue #15 §2b: K followers long-polling one login-service on MariaDB (bench-feed.sh)."""
+    idle, logout = _feed_rows(rows)
+    if not idle and not logout:
+        return []
+    out = ["### Revocation feed: K followers on one login-service, MariaDB (issue #15 §2b)", "",
+           "Idle: nobody logs out; each follower re-polls with its cursor as ext-authz does. "
+           "Statements: login-service's own MariaDB account (`USER_STATISTICS`); server-wide "
+           "`Questions`/`Com_select` deltas minus the reading's own (other clients of the server "
+           "count there too).", "",
+           "| followers | DB statements/s | of which SELECT | server-wide Questions/s | Com_select/s "
+           "| login-service CPU | RSS |",
+           "|---:|---:|---:|---:|---:|---:|---:|"]
+    for k in sorted(idle):
+        r = idle[k]
+        out.append(f"| {k} | {r['db_statements_per_s']:.1f} | {r['db_selects_per_s']:.1f} | "
+                   f"{r['global_questions_per_s']:.1f} | {r['global_com_select_per_s']:.1f} | "
+                   f"{r['server_cpu_ms_per_s']:.2f} ms/s | {r['server_rss_kib'] / 1024:.1f} MiB |")
+    ks = sorted(idle)
+    if len(ks) >= 2 and ks[-1] > ks[0]:
+        lo, hi = idle[ks[0]], idle[ks[-1]]
+        per = (hi["server_rss_kib"] - lo["server_rss_kib"]) / (ks[-1] - ks[0])
+        out.append("")
+        out.append(f"Memory per waiting poll (RSS difference ÷ followers added): {per:.1f} KiB.")
+    if logout:
+        out.append("")
+        out.append("| logout → seen by the last of N followers | p50 | p99 | max | logouts (missed) |")
+        out.append("|---|---:|---:|---:|---:|")
+        out.append(f"| N = {logout['followers']} | {logout['p50_ms']:.1f} ms | "
+                   f"{logout['p99_ms']:.1f} ms | {logout['max_ms']:.1f} ms | "
+                   f"{logout['logouts']} ({logout['missed']}) |")
+    out.append("")
+    return out
+
+
+def targets_feed(rows):
+    """Targets rows of issue #15 §2b, as the issue states them."""
+    idle, logout = _feed_rows(rows)
+    verdicts = []
+    if 1 in idle and 500 in idle:
+        one, many = idle[1]["db_statements_per_s"], idle[500]["db_statements_per_s"]
+        ratio = many / one if one > 0 else float("inf")
+        verdicts.append(("idle database cost with 500 followers ≤ 2× that with 1",
+                         f"{ratio:.2f}× ({many:.1f} vs {one:.1f} statements/s)", ratio <= 2.0))
+    if logout:
+        verdicts.append((f"logout → seen by the {logout['followers']}th follower, p50/p99 "
+                         f"(every logout seen by all)",
+                         f"{logout['p50_ms']:.1f} / {logout['p99_ms']:.1f} ms, "
+                         f"{logout['missed']} of {logout['logouts'] + logout['missed']} missed",
+                         logout["missed"] == 0 and logout["logouts"] > 0))
+    return verdicts
 
 
 def chart_lines(has_envoy, has_grpc, has_login):

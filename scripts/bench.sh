@@ -24,6 +24,8 @@
 #   EXT_AUTHZ_ARGS="..."             extra ext-authz flags (e.g. --worker-threads 2)
 #   SKIP_CRITERION=1                 skip `cargo bench -p ext-authz`
 #   SKIP_CACHE=1                     skip the token-cache step (scripts/bench-cache.sh --stack)
+#   SKIP_FEED=1                      skip the feed-followers step (scripts/bench-feed.sh: MariaDB,
+#                                    1 and 500 long polls; FEED_* knobs there)
 #
 # Everything listens on 127.0.0.1 only; every step is bounded in time; every process started here
 # is stopped on exit (by pid).
@@ -273,6 +275,15 @@ log "refresh: $REFRESH_SESSIONS sessions for ${REFRESH_DURATION}s (POST /token, 
 BENCH_PASSWORD="$PASSWORD" "$BIN/bench" refresh --url "http://127.0.0.1:$P_LOGIN" \
   --email bench@example.com --sessions "$REFRESH_SESSIONS" --duration "$REFRESH_DURATION" \
   --server-pid "$LOGIN_PID" >>"$RAW"
+
+# --- feed followers (issue #15 §2b): 1 and 500 long polls on one login-service over MariaDB ---
+if [ "${SKIP_FEED:-0}" != 1 ]; then
+  log "feed followers: scripts/bench-feed.sh (idle cost with 1 and 500 followers, logout → 500th)"
+  feed_args=(--no-build)
+  $quick && feed_args+=(--quick)
+  PORT_OFFSET=$PORT_OFFSET scripts/bench-feed.sh "${feed_args[@]}" >>"$RAW" 2>>"$WORK/logs/bench-feed.log" ||
+    die "bench-feed failed; see $WORK/logs/bench-feed.log"
+fi
 
 # Envoy's own view, for the record: ext_authz ok/denied/error and jwt_authn counters.
 for cfg in "${CONFIGS[@]}"; do

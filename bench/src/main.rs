@@ -13,6 +13,9 @@
 //!   ext-authz with traces on (`scripts/bench-traces.sh`, issue #14).
 //! - `bench mint`: one token signed with a key file (HS256, EdDSA, RS256), for the token-cache
 //!   steps of `scripts/bench-cache.sh`.
+//! - `bench feed-followers`: K long polls following login-service's revocation feed: the
+//!   database statements and login-service CPU while idle, and logout → seen by the K-th follower
+//!   (issue #15 §2b).
 //! - `bench refresh`: closed-loop `POST /token` refreshes (issue #17) and login-service's CPU
 //!   per refresh (no password hash on that path).
 //!
@@ -21,6 +24,7 @@
 
 mod argon;
 mod criterion;
+mod feed;
 mod grpc;
 mod measure;
 mod mint;
@@ -46,6 +50,8 @@ enum Cli {
     OtlpSink(otlp_sink::Args),
     /// Closed-loop `POST /token` refreshes against login-service, with its CPU per refresh.
     Refresh(refresh::Args),
+    /// K followers of the revocation feed: idle database and CPU cost, logout → K-th follower.
+    FeedFollowers(feed::Args),
     /// Print one access token signed with a key file (HS256, EdDSA or RS256).
     Mint(mint::Args),
 }
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
         Cli::Refresh(args) => refresh::run(&args),
         Cli::OtlpSink(args) => otlp_sink::run(&args),
         Cli::Mint(args) => mint::run(&args),
+        Cli::FeedFollowers(args) => feed::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
