@@ -96,5 +96,5 @@ log "$FEED_LABEL: followers $FEED_FOLLOWERS, ${FEED_WINDOW}s idle windows, $FEED
 # shellcheck disable=SC2086
 BENCH_PASSWORD=$PASSWORD "$BENCH" feed-followers --url "http://127.0.0.1:$P_LOGIN" \
   --server-pid "$login_pid" --followers "$FEED_FOLLOWERS" --window "$FEED_WINDOW" --wait "$FEED_WAIT" \
-  --logouts "$FEED_LOGOUTS" --email feed@example.com --db-user "$NAME" --mysql-args "$MYSQL_ARGS" \
+  --logouts "$FEED_LOGOUTS" --email feed@example.com --db-user "$NAME" --mysql-args="$MYSQL_ARGS" \
   --label "$FEED_LABEL"
