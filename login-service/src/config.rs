@@ -449,7 +449,7 @@ pub struct RevocationSettings {
 /// Default of [`RevocationSettings::max_revoked_per_user`] (`MAX_REVOKED_PER_USER`).
 pub const DEFAULT_MAX_REVOKED_PER_USER: u32 = 16;
 /// Default of [`RevocationSettings::feed_max_waiters`] (`FEED_MAX_WAITERS`): ten times the
-/// 500 gateways of issue #15, at about 20 KiB each (measured in BENCHMARKS.md) ~200 MiB at most.
+/// 500 gateways of issue #15; at the ≈ 30 KiB each measured in BENCHMARKS.md, ≈ 300 MiB at most.
 pub const DEFAULT_FEED_MAX_WAITERS: usize = 10_000;
 
 impl Default for RevocationSettings {
