@@ -18,7 +18,7 @@
 //! interval plus once per write it made. Waiting polls are bounded ([`FeedWatch::try_wait`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -53,6 +53,9 @@ pub struct FeedWatch {
     demand: Notify,
     nudge: Notify,
     interval: Duration,
+    /// Reads of the newest id the watcher completed: a waiting poll trusts "nothing new" only
+    /// when the watcher was seen alive during its wait ([`Waiting::watcher_read_since`]).
+    reads: AtomicU64,
 }
 
 /// A waiting poll's place: counted while it lives (the watcher reads only while one exists).
@@ -61,6 +64,18 @@ pub struct Waiting {
     watch: Arc<FeedWatch>,
     /// The published newest id, as this poll last saw it.
     pub newest: watch::Receiver<Newest>,
+    reads_at_start: u64,
+}
+
+impl Waiting {
+    /// Whether a read of the watcher started and completed while this poll waited (two reads
+    /// completed since it registered: the first may have started before). Why (review F1):
+    /// without it, a watcher whose task died or whose read hangs on a dead connection would
+    /// let every waiting poll answer "nothing new" from memory, ext-authz would count itself
+    /// up to date, and revoked tokens would pass; such a poll asks the database instead.
+    pub fn watcher_read_since(&self) -> bool {
+        self.watch.reads.load(Ordering::Acquire) >= self.reads_at_start + 2
+    }
 }
 
 impl Drop for Waiting {
@@ -80,6 +95,7 @@ impl FeedWatch {
             demand: Notify::new(),
             nudge: Notify::new(),
             interval,
+            reads: AtomicU64::new(0),
         }
     }
 
@@ -111,6 +127,7 @@ impl FeedWatch {
         Some(Waiting {
             watch: self.clone(),
             newest: self.newest.subscribe(),
+            reads_at_start: self.reads.load(Ordering::Acquire),
         })
     }
 
@@ -156,6 +173,7 @@ impl FeedWatch {
                         failures = 0;
                     }
                     self.publish(Newest::Id(id.unwrap_or(0)));
+                    self.reads.fetch_add(1, Ordering::AcqRel);
                 }
                 Err(e) => {
                     // Once per outage: the read repeats every interval while it lasts.

@@ -193,6 +193,50 @@ async fn a_row_written_elsewhere_wakes_waiting_polls(db: TestDb) {
 }
 db_test!(a_row_written_elsewhere_wakes_waiting_polls);
 
+/// Review F1: with the watcher gone (its task died, or its read hangs on a dead connection), a
+/// waiting poll must not answer an empty page from memory at the end of its wait while the
+/// database holds a new row: ext-authz would take it as "up to date" and let revoked tokens
+/// through. The app is served here without its watcher, as if the task had died.
+async fn a_dead_watcher_never_hides_a_row_behind_an_empty_page(db: TestDb) {
+    let other = other_pool(&db);
+    let s = crate::helpers::settings(&db);
+    let state = tokio::task::spawn_blocking(move || login_service::server::build_state(s))
+        .await
+        .unwrap()
+        .expect("build state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = login_service::routes::router(state.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let cursor = {
+        let other = other_pool(&db);
+        tokio::task::spawn_blocking(move || revoke_elsewhere(&other, "before"))
+            .await
+            .unwrap()
+    };
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/revocations?since={cursor}&wait=2");
+    let poll_task = tokio::spawn(async move {
+        let r = client.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<FeedPage>().await.unwrap()
+    });
+    poll(Duration::from_secs(10), || {
+        std::future::ready((state.feed.waiting() == 1).then_some(()))
+    })
+    .await
+    .expect("the poll waits");
+    let id = tokio::task::spawn_blocking(move || revoke_elsewhere(&other, "hidden"))
+        .await
+        .unwrap();
+    let page = poll_task.await.unwrap();
+    server.abort();
+    assert_eq!(page.cursor, id, "the new row, not an empty page: {page:?}");
+    assert_eq!(page.revocations[0].jti.as_deref(), Some("hidden"));
+    drop(db);
+}
+db_test!(a_dead_watcher_never_hides_a_row_behind_an_empty_page);
+
 async fn status_of(app: &TestApp, query: &str) -> (u16, serde_json::Value) {
     let r = app
         .client
