@@ -168,14 +168,8 @@ print(json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use
     last_pid=$!
     pids+=("$last_pid")
   }
-  wait_port() { # wait_port NAME PID PORT
-    local _
-    for _ in $(seq 1 300); do
-      port_busy "$3" && return 0
-      kill -0 "$2" 2>/dev/null || die "$1 exited; see $WORK/logs/$1.log"
-      sleep 0.1
-    done
-    die "$1 not listening after 30 s"
+  wait_port() { # wait_port NAME PID PORT (lib.sh wait_ready)
+    wait_ready "$1" "$2" 30 port_busy "$3" || die "see $WORK/logs/$1.log"
   }
   export RUST_LOG=warn
   start demo-upstream "$other_cpus" "$bin/demo-upstream" --addr "127.0.0.1:$p_up" --admin-addr "127.0.0.1:$p_up_admin"
