@@ -21,6 +21,44 @@ fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::Ex
     })
 }
 
+/// The binary serving on ports the system picks, logging JSON at `rust_log` to a piped stderr
+/// (read it with `serving_addrs`), with `args` after the addresses.
+fn serve_json(rust_log: &str, args: &[&str]) -> Child {
+    command()
+        .env("JWT_SECRET", SECRET)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", rust_log)
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, then the exit status (see [`exit_status`]).
+async fn sigterm_and_wait(child: Child, deadline: Duration) -> std::process::ExitStatus {
+    sigterm(&child);
+    exit_status(child, deadline).await
+}
+
+/// The exit status within `deadline`, else the child is killed and this panics.
+async fn exit_status(mut child: Child, deadline: Duration) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || wait_with_deadline(&mut child, deadline))
+        .await
+        .unwrap()
+}
+
+fn sigterm(child: &Child) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+}
+
 #[test]
 fn short_key_exits_64_with_one_clear_line_and_no_secret() {
     let out = command()
@@ -160,24 +198,15 @@ fn check_config_prints_kids_not_secrets() {
 async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("authz.sock");
-    let mut child = command()
-        .env("JWT_SECRET", SECRET)
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,ext_authz=debug")
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
+    let mut child = serve_json(
+        "info,ext_authz=debug",
+        &[
             "--grpc-uds",
             sock.to_str().unwrap(),
             "--worker-threads",
             "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let (grpc_addr, metrics_addr, logs) = serving_addrs(&mut child);
 
     let tcp = tcp_channel(grpc_addr).await;
@@ -221,13 +250,7 @@ async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
         (allowed >= 10.0).then_some(())
     })
     .await;
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let exit = tokio::task::spawn_blocking(move || {
-        wait_with_deadline(&mut child, Duration::from_secs(20))
-    })
-    .await
-    .unwrap();
+    let exit = sigterm_and_wait(child, Duration::from_secs(20)).await;
     assert_eq!(exit.code(), Some(0));
     load.await.unwrap();
     // The child exited: its stderr is at EOF, so this ends once every line is read.
@@ -253,25 +276,11 @@ async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
 /// after "drained".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_held_across_sigterm_is_allowed_before_the_drain_ends() {
-    let mut child = command()
-        .env("JWT_SECRET", SECRET)
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,ext_authz=debug")
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            // Far beyond the test: only the held stream may end the drain.
-            "--shutdown-timeout",
-            "120s",
-            "--worker-threads",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // The shutdown deadline far beyond the test: only the held stream may end the drain.
+    let mut child = serve_json(
+        "info,ext_authz=debug",
+        &["--shutdown-timeout", "120s", "--worker-threads", "1"],
+    );
     let (grpc_addr, _, logs) = serving_addrs(&mut child);
     let good = format!("Bearer {}", token("default", SECRET, &[]));
     let mut request = check_request(Some(&good), &[]);
@@ -285,8 +294,7 @@ async fn a_check_held_across_sigterm_is_allowed_before_the_drain_ends() {
         .insert("x-request-id".to_owned(), "held-across-sigterm".to_owned());
     let held = HeldCheck::start(grpc_addr, &request).await;
 
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    sigterm(&child);
     let mut lines = read_log_until(&logs, Duration::from_secs(20), |l| {
         l.contains("shutting down")
     });
@@ -303,11 +311,7 @@ async fn a_check_held_across_sigterm_is_allowed_before_the_drain_ends() {
 
     let answer = held.release().await.expect("the held check is answered");
     assert_eq!(http_status(&answer), 200);
-    let exit = tokio::task::spawn_blocking(move || {
-        wait_with_deadline(&mut child, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
+    let exit = exit_status(child, Duration::from_secs(30)).await;
     assert_eq!(exit.code(), Some(0));
     lines.extend(logs.iter());
     let at = |what: &dyn Fn(&str) -> bool| lines.iter().position(|l| what(l));
@@ -334,23 +338,16 @@ async fn deciding_without_a_revocation_snapshot_logs_an_error() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut child = command()
-        .env("JWT_SECRET", SECRET)
-        .env("LOG_FORMAT", "json")
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
+    let feed = format!("http://{closed}/revocations");
+    let mut child = serve_json(
+        "info",
+        &[
             "--revocation-feed-url",
-            &format!("http://{closed}/revocations"),
+            &feed,
             "--revocation-startup-wait",
             "300ms",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let (grpc_addr, _metrics, logs) = serving_addrs(&mut child);
     let lines = read_log_until(&logs, Duration::from_secs(10), |line| {
         serde_json::from_str::<serde_json::Value>(line).unwrap()["level"] == "ERROR"
@@ -362,12 +359,6 @@ async fn deciding_without_a_revocation_snapshot_logs_an_error() {
     );
     let channel = tcp_channel(grpc_addr).await;
     assert_eq!(health(channel, "").await, ServingStatus::Serving);
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let exit = tokio::task::spawn_blocking(move || {
-        wait_with_deadline(&mut child, Duration::from_secs(20))
-    })
-    .await
-    .unwrap();
+    let exit = sigterm_and_wait(child, Duration::from_secs(20)).await;
     assert_eq!(exit.code(), Some(0));
 }
