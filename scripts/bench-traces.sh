@@ -21,15 +21,7 @@ ROOT=$PWD
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-build=true quick=false
-for arg in "$@"; do
-  case "$arg" in
-    --no-build) build=false ;;
-    --quick) quick=true ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bench-traces: unknown option $arg" >&2; exit 64 ;;
-  esac
-done
+bench_options bench-traces 2,11 "$@"
 $quick && : "${ROUNDS:=1}" "${DURATION:=3}"
 ROUNDS=${ROUNDS:-3} RATES=${RATES:-1000,max} DURATION=${DURATION:-8}
 CPU=${CPU:-$(($(nproc) > 1 ? 1 : 0))} GEN_CPUS=${GEN_CPUS:-0}
