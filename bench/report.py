@@ -3,6 +3,7 @@
 
   report.py RESULTS.jsonl MACHINE.env > latest.md
   report.py --splice BENCHMARKS.md latest.md     replace the text between the markers
+  report.py --shipped shipped.jsonl               scripts/bench-shipped.sh's table alone
 
 The charts of the same run are drawn by charts.py (scripts/bench.sh calls both); the tables end
 with their embeds.
@@ -249,6 +250,8 @@ def render(rows, env):
             out.append(f"| `{c['name']}` | {c['median_ns'] / 1000:.2f} µs | {c['mean_ns'] / 1000:.2f} µs |")
         out.append("")
 
+    out.extend(section_shipped(rows))
+    verdicts.extend(targets_shipped(rows))
     if verdicts:
         out.append("### Targets")
         out.append("")
@@ -259,6 +262,65 @@ def render(rows, env):
         out.append("")
     out.extend(chart_lines(bool(agg), bool(grpc), bool(argon and login)))
     return "\n".join(out)
+
+
+# --- the shipped config's cost (issue #15 §4, scripts/bench-shipped.sh) ----------------------
+SHIPPED_MAX_EXTRA_US = 3.0  # Envoy CPU µs per request of (e) over (c)
+
+
+def envoy_cpu_per_request(rows, config):
+    """Envoy CPU µs per request of `config` over all its rounds, or None without requests."""
+    rs = [r for r in rows if r["kind"] == "wrk" and r.get("config") == config]
+    req = sum(r["requests"] for r in rs)
+    return sum(r["envoy_cpu_us"] for r in rs) / req if req else None
+
+
+def section_shipped(rows):
+    """The table of scripts/bench-shipped.sh: (c), each c+FLAG and (e), Envoy CPU per request
+    and its difference to (c) (whole run, and the range of the per-round differences)."""
+    shipped = [r for r in rows if r["kind"] == "wrk" and r.get("config", "").startswith("shipped:")]
+    base = "shipped:c-ext_authz_tcp"
+    c = envoy_cpu_per_request(shipped, base)
+    if c is None:
+        return []
+    env = next((r for r in rows if r["kind"] == "shipped_env"), {})
+    configs = list(dict.fromkeys(r["config"] for r in shipped))
+    configs.sort(key=lambda x: (x != base, x == "shipped:e-shipped", x))
+    out = ["### The shipped config's cost, one part at a time (`scripts/bench-shipped.sh`)", "",
+           f"{env.get('rounds', '?')} interleaved rounds × {env.get('duration_s', '?')} s per "
+           f"configuration; load average {env.get('loadavg_at_start', '?')} at the start, "
+           f"{env.get('loadavg_at_end', '?')} at the end.", "",
+           "| configuration | req/s (median) | Envoy CPU µs/req | over (c) | per-round range over (c) "
+           "| non-2xx + errors |",
+           "|---|---:|---:|---:|---:|---:|"]
+    rounds = {}
+    for r in shipped:
+        rounds.setdefault(r["config"], {})[r["round"]] = r
+    for cfg in configs:
+        rs = list(rounds[cfg].values())
+        cpu = envoy_cpu_per_request(shipped, cfg)
+        per = [r["envoy_cpu_us"] / r["requests"]
+               - rounds[base][k]["envoy_cpu_us"] / rounds[base][k]["requests"]
+               for k, r in rounds[cfg].items() if k in rounds[base] and r["requests"]]
+        bad = sum(r["non2xx"] + r["connect_errors"] + r["read_errors"] + r["write_errors"]
+                  + r["timeouts"] for r in rs)
+        name = cfg.removeprefix("shipped:")
+        label = {"c-ext_authz_tcp": "(c) lean, ext_authz over TCP",
+                 "e-shipped": "(e) the shipped config"}.get(name, f"(c) + `{name[2:]}`")
+        spread = f"{min(per):+.1f} – {max(per):+.1f}" if per and cfg != base else "–"
+        out.append(f"| {label} | {fmt(statistics.median(r['rps'] for r in rs))} | {fmt(cpu, 1)} "
+                   f"| {'–' if cfg == base else f'{cpu - c:+.1f}'} | {spread} | {bad} |")
+    return out + [""]
+
+
+def targets_shipped(rows):
+    """(e) ≤ 3 µs Envoy CPU per request over (c), from the main Envoy section's rows."""
+    e = envoy_cpu_per_request(rows, "e-shipped")
+    c = envoy_cpu_per_request(rows, "c-ext_authz_tcp")
+    if e is None or c is None:
+        return []
+    return [("shipped config (e) ≤ 3 µs Envoy CPU/request over (c)",
+             f"{e - c:+.2f} µs ({e:.2f} vs {c:.2f})", e - c <= SHIPPED_MAX_EXTRA_US)]
 
 
 def chart_lines(has_envoy, has_grpc, has_login):
@@ -290,6 +352,10 @@ def splice(doc_path, md_path):
 def main(argv):
     if len(argv) == 4 and argv[1] == "--splice":
         return splice(argv[2], argv[3])
+    if len(argv) == 3 and argv[1] == "--shipped":
+        rows = [json.loads(line) for line in open(argv[2], encoding="utf-8") if line.strip()]
+        print("\n".join(section_shipped(rows) or ["no shipped:c-ext_authz_tcp measurement"]))
+        return 0
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 64

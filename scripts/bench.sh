@@ -24,6 +24,8 @@
 #   EXT_AUTHZ_ARGS="..."             extra ext-authz flags (e.g. --worker-threads 2)
 #   SKIP_CRITERION=1                 skip `cargo bench -p ext-authz`
 #   SKIP_CACHE=1                     skip the token-cache step (scripts/bench-cache.sh --stack)
+#   SHIPPED_DIFFS=1                  also the shipped config's cost one part at a time
+#                                    (scripts/bench-shipped.sh, ~5 min more: off by default)
 #
 # Everything listens on 127.0.0.1 only; every step is bounded in time; every process started here
 # is stopped on exit (by pid).
@@ -39,7 +41,7 @@ for arg in "$@"; do
     --quick) quick=true ;;
     --no-build) build=false ;;
     --no-splice) splice=false ;;
-    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -115,34 +117,11 @@ head -c 36 /dev/urandom | base64 -w0 >"$WORK/keys/$KID" # 48 printable bytes: th
 umask 022
 
 pids=() names=()
-cleanup() {
-  local status=$?
-  if ((${#pids[@]})); then
-    stop_pids 5 "${pids[@]}"
-  fi
-  if ((status == 0)); then rm -rf "$WORK"; else log "logs kept in $WORK/logs"; fi
-  exit "$status"
-}
-trap cleanup EXIT
+trap cleanup_work EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-start() { # start NAME CPUS CMD...: background, logs in $WORK/logs/NAME.log; sets $last_pid
-  local name=$1 cpus=$2
-  shift 2
-  taskset -c "$cpus" "$@" >"$WORK/logs/$name.log" 2>&1 &
-  last_pid=$!
-  pids+=("$last_pid") names+=("$name")
-}
-wait_until() { # wait_until NAME PID CHECK...: poll for 30 s
-  local name=$1 pid=$2 i
-  shift 2
-  for i in $(seq 1 300); do
-    "$@" >/dev/null 2>&1 && return 0
-    kill -0 "$pid" 2>/dev/null || die "$name exited during startup; see $WORK/logs/$name.log"
-    sleep 0.1
-  done
-  die "$name not ready after 30 s; see $WORK/logs/$name.log"
+wait_until() { # wait_until NAME PID CHECK...: poll for 30 s (lib.sh wait_ready)
+  wait_ready "$1" "$2" 30 "${@:3}" || die "see $WORK/logs/$1.log"
 }
 # --- services -------------------------------------------------------------------------------------
 export RUST_LOG=info
@@ -273,6 +252,19 @@ log "refresh: $REFRESH_SESSIONS sessions for ${REFRESH_DURATION}s (POST /token, 
 BENCH_PASSWORD="$PASSWORD" "$BIN/bench" refresh --url "http://127.0.0.1:$P_LOGIN" \
   --email bench@example.com --sessions "$REFRESH_SESSIONS" --duration "$REFRESH_DURATION" \
   --server-pid "$LOGIN_PID" >>"$RAW"
+
+# --- the shipped config's cost (issue #15 §4) -----------------------------------------------------
+# Opt-in: (c), (e) and (c) + each part of the shipped config, 12 Envoys on ports + 20000 over this
+# run's, interleaved like the rounds above. The targets row "(e) ≤ 3 µs over (c)" comes from the
+# Envoy section above and needs no SHIPPED_DIFFS.
+if [ "${SHIPPED_DIFFS:-0}" = 1 ]; then
+  log "shipped config's cost: scripts/bench-shipped.sh (one part of the shipped config at a time)"
+  shipped_args=(--no-build)
+  if $quick; then shipped_args+=(--quick); fi
+  OUT=$RAW PORT_OFFSET=$((PORT_OFFSET + 20000)) ENVOY_CPU=$ENVOY_CPU OTHER_CPUS=$OTHER_CPUS \
+    scripts/bench-shipped.sh "${shipped_args[@]}" >>"$WORK/logs/bench-shipped.log" 2>&1 ||
+    die "bench-shipped failed; see $WORK/logs/bench-shipped.log"
+fi
 
 # Envoy's own view, for the record: ext_authz ok/denied/error and jwt_authn counters.
 for cfg in "${CONFIGS[@]}"; do

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use auth_token::{Issuer, Keyring};
 use base64::Engine as _;
@@ -322,23 +322,8 @@ impl TestApp {
     }
 }
 
-/// Polls `f` until it returns `Some` or `deadline` passes.
-pub async fn poll<T, F, Fut>(deadline: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// Polling with a deadline, shared by every suite (`auth_token::testing::poll`).
+pub use auth_token::testing::poll::{poll, wait_for, wait_until};
 
 /// Path of the built binary.
 pub fn binary() -> PathBuf {
