@@ -11,7 +11,7 @@ with their embeds.
 Raw lines (one JSON object each, all printed by the `bench` binary): kind=wrk (`bench measure`:
 one Envoy measurement, with the CPU deltas of Envoy, ext-authz and the upstream), kind=grpc (one
 load-generator step), kind=argon2, kind=refresh (`bench refresh`, issue #17), kind=criterion
-(`bench criterion`).
+(`bench criterion`), kind=login_overload (`bench login-overload`, issue #15 §3).
 Aggregation: per configuration, the median over rounds of rps and latency percentiles; CPU per
 request = total CPU / total requests over all rounds; ratios from the medians, with the range of
 the per-round ratios (each round measures every configuration back to back, so a per-round
@@ -241,6 +241,7 @@ def render(rows, env):
                        f"{argon['single_verify_ms']:.1f} ms |")
         out.append("")
 
+    out.extend(section_login_overload(rows))
     if crit:
         out.append("### criterion micro-benchmarks (`cargo bench -p ext-authz --bench check`)")
         out.append("")
@@ -252,6 +253,7 @@ def render(rows, env):
 
     out.extend(section_shipped(rows))
     verdicts.extend(targets_shipped(rows))
+    verdicts.extend(targets_login_overload(rows))
     if verdicts:
         out.append("### Targets")
         out.append("")
@@ -321,6 +323,59 @@ def targets_shipped(rows):
         return []
     return [("shipped config (e) ≤ 3 µs Envoy CPU/request over (c)",
              f"{e - c:+.2f} µs ({e:.2f} vs {c:.2f})", e - c <= SHIPPED_MAX_EXTRA_US)]
+def section_login_overload(rows):
+    """Issue #15 §3: `bench login-overload` (the sustainable /login rate, then 2× it open-loop),
+    next to one argon2id verify of the same run."""
+    ol = next((r for r in rows if r["kind"] == "login_overload"), None)
+    if not ol:
+        return []
+    argon = next((r for r in rows if r["kind"] == "argon2"), None)
+    offered, sustainable = ol["offered_rps"], ol["sustainable_rps"]
+    out = [f"### `/login` under {ol['factor']:g}× its sustainable rate (issue #15 §3), "
+           f"login-service directly", "",
+           "| measure | value |", "|---|---:|",
+           f"| sustainable rate: {ol['calibrate_clients']} closed-loop clients, "
+           f"{ol['calibrate_s']:.0f} s | {sustainable:.1f} logins/s |",
+           f"| offered: open loop for {ol['duration_s']} s | {offered:.1f} logins/s "
+           f"({ol['sent']} sent) |",
+           f"| accepted (200) | {ol['accepted_rps']:.1f} logins/s ({ol['accepted']}; "
+           f"{ol['accepted_rps'] / offered:.0%} of offered, "
+           f"{ol['accepted_rps'] / sustainable:.0%} of sustainable) |",
+           f"| shed: 503 `overloaded` | {ol['shed']} ({ol['shed_without_retry_after']} without "
+           f"`Retry-After`), answered in p50 {us(ol['shed_p50_us'])} / p99 {us(ol['shed_p99_us'])} |",
+           f"| other answers / time-outs ({ol['timeout_s']} s) / errors | "
+           f"{ol['other']} / {ol['timeouts']} / {ol['errors']} |",
+           f"| accepted latency p50 / p99 / max (from the intended send time) | "
+           f"{us(ol['accepted_p50_us'])} / {us(ol['accepted_p99_us'])} / "
+           f"{us(ol['accepted_max_us'])} |"]
+    p99_ms = ol["accepted_p99_us"] / 1000
+    if argon:
+        one = argon["single_verify_ms"]
+        out.append(f"| one verify (`bench argon2`, one thread) · accepted p99 ÷ it | "
+                   f"{one:.1f} ms · {p99_ms / one:.2f}× |")
+    loaded = ol["server_verify_ms_after_overload"]
+    if loaded:
+        out.append(f"| login-service's own verify average under this load "
+                   f"(`login_hash_verify_seconds`) · accepted p99 ÷ it | "
+                   f"{loaded:.1f} ms · {p99_ms / loaded:.2f}× |")
+    out.append(f"| login-service CPU per answer | {ol['server_cpu_us_per_answer'] / 1000:.1f} ms |")
+    out.append(f"| login after the burst | {ol['login_after_burst']} |")
+    return out + [""]
+
+
+def targets_login_overload(rows):
+    """The issue's row: accepted p99 ≤ 4 × one verify (`bench argon2`, same run) under 2× the
+    sustainable rate, and 0 time-outs."""
+    ol = next((r for r in rows if r["kind"] == "login_overload"), None)
+    argon = next((r for r in rows if r["kind"] == "argon2"), None)
+    if not ol or not argon:
+        return []
+    one = argon["single_verify_ms"]
+    ratio = ol["accepted_p99_us"] / 1000 / one
+    return [("accepted logins p99 ≤ 4 × one verify under 2× load, 0 timeouts",
+             f"{ratio:.2f}× ({us(ol['accepted_p99_us'])} vs {one:.1f} ms), "
+             f"{ol['timeouts']} timeouts",
+             ratio <= 4 and ol["timeouts"] == 0 and ol["accepted"] > 0)]
 
 
 def chart_lines(has_envoy, has_grpc, has_login):

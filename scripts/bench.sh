@@ -26,6 +26,8 @@
 #   SKIP_CACHE=1                     skip the token-cache step (scripts/bench-cache.sh --stack)
 #   SHIPPED_DIFFS=1                  also the shipped config's cost one part at a time
 #                                    (scripts/bench-shipped.sh, ~5 min more: off by default)
+#   SKIP_LOGIN_OVERLOAD=1            skip the login-overload step (issue #15 §3)
+#   LOGIN_OVERLOAD_CALIBRATE=10 LOGIN_OVERLOAD_DURATION=20   its sustainable-rate and 2× phases (s)
 #
 # Everything listens on 127.0.0.1 only; every step is bounded in time; every process started here
 # is stopped on exit (by pid).
@@ -41,7 +43,7 @@ for arg in "$@"; do
     --quick) quick=true ;;
     --no-build) build=false ;;
     --no-splice) splice=false ;;
-    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -150,7 +152,10 @@ AUTHZ_MT_PID=$last_pid
 # login-service is not pinned: its ceiling is every core (argon2 on the blocking pool).
 # REFRESH_MAX_ROTATIONS: the refresh step's chains rotate thousands of times in seconds; the
 # default (10000 per session) would end them on a fast machine and measure refusals instead.
-REFRESH_MAX_ROTATIONS=100000000 "$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN" --keys-dir "$WORK/keys" \
+# LOGIN_MAX_QUEUE_WAIT: the burst step queues 100 clients on the hashing permits to measure the
+# ceiling; the default bound (2 × one verify) would shed most of them with 503 (the overload step
+# below runs its own login-service with the default).
+LOGIN_MAX_QUEUE_WAIT=9s REFRESH_MAX_ROTATIONS=100000000 "$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN" --keys-dir "$WORK/keys" \
   >"$WORK/logs/login-service.log" 2>&1 &
 LOGIN_PID=$!
 pids+=("$LOGIN_PID") names+=(login-service)
@@ -264,6 +269,28 @@ if [ "${SHIPPED_DIFFS:-0}" = 1 ]; then
   OUT=$RAW PORT_OFFSET=$((PORT_OFFSET + 20000)) ENVOY_CPU=$ENVOY_CPU OTHER_CPUS=$OTHER_CPUS \
     scripts/bench-shipped.sh "${shipped_args[@]}" >>"$WORK/logs/bench-shipped.log" 2>&1 ||
     die "bench-shipped failed; see $WORK/logs/bench-shipped.log"
+fi
+
+# --- login overload (issue #15 §3): the sustainable /login rate, then 2x it open-loop -----------
+# Its own login-service with the default queue bound (LOGIN_MAX_QUEUE_WAIT unset: 2 x one verify),
+# on the same SQLite data, not pinned, reached directly: from one load generator's address the
+# shipped Envoy's per-address login limit would answer first. bench/src/login_overload.rs.
+if [ "${SKIP_LOGIN_OVERLOAD:-0}" != 1 ]; then
+  OL_CAL=${LOGIN_OVERLOAD_CALIBRATE:-$($quick && echo 4 || echo 10)}
+  OL_DUR=${LOGIN_OVERLOAD_DURATION:-$($quick && echo 6 || echo 20)}
+  P_LOGIN_OL=$((5010 + PORT_OFFSET))
+  port_busy "$P_LOGIN_OL" && die "port $P_LOGIN_OL is in use"
+  "$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN_OL" --keys-dir "$WORK/keys" \
+    >"$WORK/logs/login-service-overload.log" 2>&1 &
+  LOGIN_OL_PID=$!
+  pids+=("$LOGIN_OL_PID") names+=(login-service-overload)
+  wait_until login-service-overload "$LOGIN_OL_PID" curl -fsS "http://127.0.0.1:$P_LOGIN_OL/readyz"
+  log "login overload: sustainable rate (${OL_CAL}s), then 2x it open-loop for ${OL_DUR}s (login-service directly)"
+  BENCH_PASSWORD="$PASSWORD" "$BIN/bench" login-overload --url "http://127.0.0.1:$P_LOGIN_OL" \
+    --email bench@example.com --calibrate "$OL_CAL" --duration "$OL_DUR" \
+    --server-pid "$LOGIN_OL_PID" >>"$RAW" || die "login overload failed; see $WORK/logs/login-service-overload.log"
+  stop_pids 5 "$LOGIN_OL_PID"
+  unset 'pids[-1]' 'names[-1]'
 fi
 
 # Envoy's own view, for the record: ext_authz ok/denied/error and jwt_authn counters.

@@ -15,6 +15,8 @@
 //!   steps of `scripts/bench-cache.sh`.
 //! - `bench refresh`: closed-loop `POST /token` refreshes (issue #17) and login-service's CPU
 //!   per refresh (no password hash on that path).
+//! - `bench login-overload`: the sustainable `/login` rate, then twice it open-loop (issue #15
+//!   §3): offered vs accepted rate, accepted latency, logins shed with 503, time-outs.
 //!
 //! Every subcommand prints one JSON object per line on stdout (read by `bench/report.py`);
 //! `/proc` is read through the e2e library's `procfs`, as the soak driver reads it.
@@ -22,6 +24,7 @@
 mod argon;
 mod criterion;
 mod grpc;
+mod login_overload;
 mod measure;
 mod mint;
 mod otlp_sink;
@@ -46,6 +49,8 @@ enum Cli {
     OtlpSink(otlp_sink::Args),
     /// Closed-loop `POST /token` refreshes against login-service, with its CPU per refresh.
     Refresh(refresh::Args),
+    /// The sustainable `POST /login` rate, then that rate × `--factor` open-loop.
+    LoginOverload(login_overload::Args),
     /// Print one access token signed with a key file (HS256, EdDSA or RS256).
     Mint(mint::Args),
 }
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         Cli::Refresh(args) => refresh::run(&args),
         Cli::OtlpSink(args) => otlp_sink::run(&args),
         Cli::Mint(args) => mint::run(&args),
+        Cli::LoginOverload(args) => login_overload::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

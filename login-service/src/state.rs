@@ -30,7 +30,8 @@ pub struct AppState {
 impl AppState {
     /// State for `settings` over `db` (computes the dummy hash).
     pub fn new(settings: Settings, db: Db) -> Result<Self, PasswordError> {
-        let hasher = Hasher::new(settings.hash_params.clone(), settings.hash_concurrency)?;
+        let hasher = Hasher::new(settings.hash_params.clone(), settings.hash_concurrency)?
+            .with_max_queue_wait(settings.max_queue_wait);
         Ok(Self {
             db,
             hasher,

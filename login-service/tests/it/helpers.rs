@@ -162,6 +162,8 @@ pub fn settings(db: &TestDb) -> Settings {
         // The test client is the proxy: x-envoy-external-address names the client, as Envoy does.
         trusted_proxies: vec![login_service::config::parse_proxy("127.0.0.1").unwrap()],
         hash_concurrency: 2,
+        // Why long: the tests' machine is shared; a test of the bound sets its own.
+        max_queue_wait: Some(Duration::from_secs(15)),
         hash_params: password::owasp_params(),
         request_timeout: Duration::from_secs(20),
         max_body_bytes: 1024,
