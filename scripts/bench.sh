@@ -24,6 +24,8 @@
 #   EXT_AUTHZ_ARGS="..."             extra ext-authz flags (e.g. --worker-threads 2)
 #   SKIP_CRITERION=1                 skip `cargo bench -p ext-authz`
 #   SKIP_CACHE=1                     skip the token-cache step (scripts/bench-cache.sh --stack)
+#   SKIP_FOOTPRINT=1 SKIP_SCALE=1    skip idle RSS / exec → SERVING, or the 1M-revocation step
+#   SCALE_ENTRIES=1000000            revocations loaded for it (--quick: 100000); SCALE_LOGOUTS=200
 #
 # Everything listens on 127.0.0.1 only; every step is bounded in time; every process started here
 # is stopped on exit (by pid).
@@ -39,7 +41,7 @@ for arg in "$@"; do
     --quick) quick=true ;;
     --no-build) build=false ;;
     --no-splice) splice=false ;;
-    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -273,6 +275,19 @@ log "refresh: $REFRESH_SESSIONS sessions for ${REFRESH_DURATION}s (POST /token, 
 BENCH_PASSWORD="$PASSWORD" "$BIN/bench" refresh --url "http://127.0.0.1:$P_LOGIN" \
   --email bench@example.com --sessions "$REFRESH_SESSIONS" --duration "$REFRESH_DURATION" \
   --server-pid "$LOGIN_PID" >>"$RAW"
+
+# --- footprint and revocation at 1M entries (issue #15 §5, §2) ---
+# scripts/bench-scale.sh: ext-authz's and login-service's idle RSS and exec → ready; then
+# SCALE_ENTRIES revocations in a fresh SQLite file: two ext-authz replicas' exec → SERVING with
+# that snapshot and RSS, logout → refusal by both, the check vs an empty feed, and the query
+# plans of login-service's revocation queries (SQLite, and MariaDB when reachable). Its own
+# processes and ports (9100-9115 + offset); SKIP_FOOTPRINT=1 / SKIP_SCALE=1 skip its halves.
+if [ "${SKIP_FOOTPRINT:-0}" != 1 ] || [ "${SKIP_SCALE:-0}" != 1 ]; then
+  log "footprint and revocation at scale: scripts/bench-scale.sh (log: bench-scale.log)"
+  BIN=$BIN PORT_OFFSET=$PORT_OFFSET ENVOY_CPU=$ENVOY_CPU OTHER_CPUS=$OTHER_CPUS EXT_AUTHZ_ARGS=$EXT_AUTHZ_ARGS \
+    scripts/bench-scale.sh "$RAW" "$($quick && echo --quick || echo --full)" >>"$WORK/logs/bench-scale.log" 2>&1 ||
+    die "bench-scale failed; see $WORK/logs/bench-scale.log"
+fi
 
 # Envoy's own view, for the record: ext_authz ok/denied/error and jwt_authn counters.
 for cfg in "${CONFIGS[@]}"; do

@@ -15,17 +15,22 @@
 //!   steps of `scripts/bench-cache.sh`.
 //! - `bench refresh`: closed-loop `POST /token` refreshes (issue #17) and login-service's CPU
 //!   per refresh (no password hash on that path).
+//! - `bench footprint`: a service's time from exec to ready and its idle RSS (issue #15 §5).
+//! - `bench revocation-scale`: ext-authz replicas following a feed with 1M entries: SERVING
+//!   time, RSS, logout → refusal, the check against no revocations (issue #15 §2).
 //!
 //! Every subcommand prints one JSON object per line on stdout (read by `bench/report.py`);
 //! `/proc` is read through the e2e library's `procfs`, as the soak driver reads it.
 
 mod argon;
 mod criterion;
+mod footprint;
 mod grpc;
 mod measure;
 mod mint;
 mod otlp_sink;
 mod refresh;
+mod scale;
 
 use std::process::ExitCode;
 
@@ -48,6 +53,10 @@ enum Cli {
     Refresh(refresh::Args),
     /// Print one access token signed with a key file (HS256, EdDSA or RS256).
     Mint(mint::Args),
+    /// A service's time from exec to ready, and its idle RSS.
+    Footprint(footprint::Args),
+    /// ext-authz replicas on a feed with many revocations: SERVING, RSS, logout, check.
+    RevocationScale(scale::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +68,8 @@ fn main() -> ExitCode {
         Cli::Refresh(args) => refresh::run(&args),
         Cli::OtlpSink(args) => otlp_sink::run(&args),
         Cli::Mint(args) => mint::run(&args),
+        Cli::Footprint(args) => footprint::run(&args),
+        Cli::RevocationScale(args) => scale::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
