@@ -254,6 +254,8 @@ def render(rows, env):
     out.extend(section_shipped(rows))
     verdicts.extend(targets_shipped(rows))
     verdicts.extend(targets_login_overload(rows))
+    out.extend(section_scale(rows))
+    verdicts.extend(targets_scale(rows))
     if verdicts:
         out.append("### Targets")
         out.append("")
@@ -376,6 +378,154 @@ def targets_login_overload(rows):
              f"{ratio:.2f}× ({us(ol['accepted_p99_us'])} vs {one:.1f} ms), "
              f"{ol['timeouts']} timeouts",
              ratio <= 4 and ol["timeouts"] == 0 and ol["accepted"] > 0)]
+def mib(kib):
+    return "–" if kib is None else f"{kib / 1024:.1f} MiB"
+
+
+def _scale_rows(rows):
+    fp = [r for r in rows if r["kind"] == "footprint"]
+    replicas = [r for r in rows if r["kind"] == "scale_replica"]
+    after = [r for r in rows if r["kind"] == "scale_replica_after"]
+    logout = next((r for r in rows if r["kind"] == "scale_logout"), None)
+    checks = [r for r in rows if r["kind"] == "scale_check"]
+    plans = [r for r in rows if r["kind"] == "scale_explain"]
+    loads = [r for r in rows if r["kind"] == "scale_load"]
+    return fp, replicas, after, logout, checks, plans, loads
+
+
+def _scale_check_ratio(checks):
+    """Per step: median over rounds of CPU µs/check and p50, loaded ÷ none."""
+    steps = {}
+    for c in checks:
+        steps.setdefault(c.get("target_rps"), {}).setdefault(c["set"], []).append(c)
+    out = []
+    for step, sets in steps.items():
+        if "loaded" not in sets or "none" not in sets:
+            continue
+        med = {k: {"cpu": statistics.median(x["server_cpu_us_per_check"] for x in v),
+                   "p50": statistics.median(x["p50_us"] for x in v),
+                   "rps": statistics.median(x["achieved_rps"] for x in v),
+                   "n": len(v), "entries": v[0].get("entries")}
+               for k, v in sets.items()}
+        out.append((step, med["loaded"], med["none"]))
+    return out
+
+
+def section_scale(rows):
+    """Issue #15 §5 footprint and §2 revocation at 1M entries (scripts/bench-scale.sh)."""
+    fp, replicas, after, logout, checks, plans, loads = _scale_rows(rows)
+    out = []
+    if fp:
+        out += ["### Footprint (`bench footprint`: exec → ready polled every ms, RSS after 2 s idle)", "",
+                "| process | setting | ready (probe) p50 | min – max | idle VmRSS p50 | max | peak (VmHWM) | threads | starts |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for f in fp:
+            out.append(f"| {f['name']} | {f.get('label', '')} | {f['ready_ms_p50']:.1f} ms ({f['probe']}) "
+                       f"| {f['ready_ms_min']:.1f} – {f['ready_ms_max']:.1f} ms | {mib(f['rss_kib_p50'])} "
+                       f"| {mib(f['rss_kib_max'])} | {mib(f['hwm_kib_max'])} | {f['threads']:.0f} | {f['runs']} |")
+        out.append("")
+    if replicas or loads:
+        entries = next((r["entries_loaded"] for r in replicas if r.get("entries_loaded")), None)
+        title = f"{entries:,}" if entries else "many"
+        out += [f"### Revocation at scale: {title} outstanding entries (`scripts/bench-scale.sh`)", ""]
+        for l in loads:
+            out.append(f"- loaded {l['rows']:,} rows into {l['backend']} in {l['seconds']:.1f} s "
+                       "(`bench/scale_db.py`: one INSERT … SELECT)")
+        if loads:
+            out.append("")
+    if replicas:
+        out += ["| ext-authz replica | feed | entries held | exec → SERVING | VmRSS | per entry | peak (VmHWM) |",
+                "|---|---|---:|---:|---:|---:|---:|"]
+        for r in replicas:
+            feed = "loaded" if r.get("entries_loaded") else ("empty" if r.get("feed") else "none")
+            per = r.get("rss_bytes_per_entry")
+            out.append(f"| {r['replica']} | {feed} | {r['entries_known']:,} | {r['ready_ms']:,.0f} ms "
+                       f"| {mib(r['rss_kib'])} | {'–' if per is None else f'{per:.0f} B'} | {mib(r['hwm_kib'])} |")
+        for r in after:
+            what = {"logouts": "after the logouts (steady state)",
+                    "checks": "after the check rounds (not the target: load buffers)"}.get(r.get("after"), "after")
+            out.append(f"| {r['replica']}, {what} | loaded | {r['entries_known']:,} | – "
+                       f"| {mib(r['rss_kib'])} | – | {mib(r['hwm_kib'])} |")
+        out.append("")
+    if logout:
+        out += [f"Logout → refusal, {logout['logouts']} logouts, two replicas: from `POST /logout`'s 204 until "
+                "each replica refuses the token (`Check` every ms).", "",
+                "| | p50 | p90 | p99 | max |", "|---|---:|---:|---:|---:|"]
+        for key, label in [("both", "**both replicas refuse** (the edge)"), ("first", "the first replica"),
+                           ("replica_a", "replica a"), ("replica_b", "replica b")]:
+            v = logout[key]
+            out.append(f"| {label} | {v['p50_ms']:.1f} ms | {v['p90_ms']:.1f} ms | {v['p99_ms']:.1f} ms "
+                       f"| {v['max_ms']:.1f} ms |")
+        out.append("")
+    ratios = _scale_check_ratio(checks)
+    if ratios:
+        out += ["The check against the loaded replica and one on an empty feed (`bench grpc`, alternating rounds, "
+                "medians):", "",
+                "| step | rounds | CPU µs/check loaded | none | ratio | p50 loaded | none | ratio | checks/s loaded | none |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for step, a, b in ratios:
+            name = f"{int(step):,}/s" if step else "max"
+            out.append(f"| {name} | {a['n']} | {a['cpu']:.1f} | {b['cpu']:.1f} | {a['cpu'] / b['cpu']:.3f} "
+                       f"| {us(a['p50'])} | {us(b['p50'])} | {a['p50'] / b['p50']:.3f} | {fmt(a['rps'])} | {fmt(b['rps'])} |")
+        out.append("")
+    if plans:
+        out += ["Query plans of login-service's revocation queries at this size (`bench/scale_db.py`):", "",
+                "| query | " + " | ".join(
+                    f"{p['backend']}{' (ANALYZE)' if p['backend'] == 'sqlite' and p['analyzed'] else ''}"
+                    for p in plans) + " |",
+                "|---|" + "---|" * len(plans)]
+        for i, q in enumerate(plans[0]["plans"]):
+            cells = []
+            for p in plans:
+                step = p["plans"][i]
+                if p["backend"] == "mysql":
+                    text = "; ".join(f"{r.get('type')} {r.get('key')} rows≈{r.get('rows')}" for r in step["plan"])
+                else:
+                    text = "; ".join(step["plan"])
+                cells.append(f"{'✓' if step['indexed'] else '✗ **not indexed**'} `{text}`")
+            out.append(f"| {q['query']} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+def targets_scale(rows):
+    """Targets rows of issue #15 §2 and §5, as the issue states them."""
+    fp, replicas, after, logout, checks, plans, loads = _scale_rows(rows)
+    out = []
+    loaded = [r for r in replicas if r.get("entries_loaded")]
+    entries = loaded[0]["entries_loaded"] if loaded else None
+    note = "" if entries in (None, 1_000_000) else f" (this run: {entries:,} entries)"
+    if loaded:
+        rss = max([r["rss_kib"] for r in loaded]
+                  + [r["rss_kib"] for r in after if r.get("after", "logouts") == "logouts"])
+        per = rss * 1024 / entries
+        out.append(("ext-authz RSS with 1,000,000 entries ≤ 64 MiB" + note,
+                    f"{mib(rss)} ({per:.0f} B/entry)", rss <= 64 * 1024))
+        ready = max(r["ready_ms"] for r in loaded)
+        out.append(("SERVING with the 1M snapshot ≤ 2 s" + note, f"{ready / 1000:.2f} s", ready <= 2000))
+    if logout:
+        p99 = logout["both"]["p99_ms"]
+        out.append(("logout → refusal at the edge p99 ≤ 100 ms (two replicas, 1M entries)" + note,
+                    f"p99 {p99:.1f} ms, p50 {logout['both']['p50_ms']:.1f} ms ({logout['logouts']} logouts)",
+                    p99 <= 100))
+    for step, a, b in _scale_check_ratio(checks):
+        if step is None:
+            ratio = a["cpu"] / b["cpu"]
+            out.append(("check with 1M entries within 5 % of none" + note,
+                        f"{ratio:.3f} (CPU/check {a['cpu']:.1f} vs {b['cpu']:.1f} µs, max step)", ratio <= 1.05))
+    if plans:
+        bad = [f"{p['backend']}: {q['query']}" for p in plans for q in p["plans"] if not q["indexed"]]
+        backends = sorted({p["backend"] for p in plans})
+        out.append(("feed queries indexed at 1,000,000 rows (MySQL and SQLite)" + note,
+                    ", ".join(backends) + (": all indexed" if not bad else ": " + "; ".join(bad)),
+                    not bad and len(backends) == 2))
+    sidecar = next((f for f in fp if f["name"] == "ext-authz" and "pinned to 1 CPU" in f.get("label", "")), None)
+    for f in [sidecar] if sidecar else [f for f in fp if f["name"] == "ext-authz"][:1]:
+        out.append(("ext-authz idle RSS ≤ 12 MiB", f"{mib(f['rss_kib_max'])} (max of {f['runs']} starts)",
+                    f["rss_kib_max"] <= 12 * 1024))
+        out.append(("ext-authz SERVING ≤ 100 ms without a feed",
+                    f"p50 {f['ready_ms_p50']:.1f} ms (max {f['ready_ms_max']:.1f} ms)", f["ready_ms_p50"] <= 100))
+    return out
 
 
 def chart_lines(has_envoy, has_grpc, has_login):

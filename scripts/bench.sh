@@ -28,6 +28,8 @@
 #                                    (scripts/bench-shipped.sh, ~5 min more: off by default)
 #   SKIP_LOGIN_OVERLOAD=1            skip the login-overload step (issue #15 §3)
 #   LOGIN_OVERLOAD_CALIBRATE=10 LOGIN_OVERLOAD_DURATION=20   its sustainable-rate and 2× phases (s)
+#   SKIP_FOOTPRINT=1 SKIP_SCALE=1    skip idle RSS / exec → SERVING, or the 1M-revocation step
+#   SCALE_ENTRIES=1000000            revocations loaded for it (--quick: 100000); SCALE_LOGOUTS=200
 #
 # Everything listens on 127.0.0.1 only; every step is bounded in time; every process started here
 # is stopped on exit (by pid).
@@ -43,7 +45,7 @@ for arg in "$@"; do
     --quick) quick=true ;;
     --no-build) build=false ;;
     --no-splice) splice=false ;;
-    -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -291,6 +293,19 @@ if [ "${SKIP_LOGIN_OVERLOAD:-0}" != 1 ]; then
     --server-pid "$LOGIN_OL_PID" >>"$RAW" || die "login overload failed; see $WORK/logs/login-service-overload.log"
   stop_pids 5 "$LOGIN_OL_PID"
   unset 'pids[-1]' 'names[-1]'
+fi
+
+# --- footprint and revocation at 1M entries (issue #15 §5, §2) ---
+# scripts/bench-scale.sh: ext-authz's and login-service's idle RSS and exec → ready; then
+# SCALE_ENTRIES revocations in a fresh SQLite file: two ext-authz replicas' exec → SERVING with
+# that snapshot and RSS, logout → refusal by both, the check vs an empty feed, and the query
+# plans of login-service's revocation queries (SQLite, and MariaDB when reachable). Its own
+# processes and ports (9100-9115 + offset); SKIP_FOOTPRINT=1 / SKIP_SCALE=1 skip its halves.
+if [ "${SKIP_FOOTPRINT:-0}" != 1 ] || [ "${SKIP_SCALE:-0}" != 1 ]; then
+  log "footprint and revocation at scale: scripts/bench-scale.sh (log: bench-scale.log)"
+  BIN=$BIN PORT_OFFSET=$PORT_OFFSET ENVOY_CPU=$ENVOY_CPU OTHER_CPUS=$OTHER_CPUS EXT_AUTHZ_ARGS=$EXT_AUTHZ_ARGS \
+    scripts/bench-scale.sh "$RAW" "$($quick && echo --quick || echo --full)" >>"$WORK/logs/bench-scale.log" 2>&1 ||
+    die "bench-scale failed; see $WORK/logs/bench-scale.log"
 fi
 
 # Envoy's own view, for the record: ext_authz ok/denied/error and jwt_authn counters.

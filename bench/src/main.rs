@@ -17,18 +17,23 @@
 //!   per refresh (no password hash on that path).
 //! - `bench login-overload`: the sustainable `/login` rate, then twice it open-loop (issue #15
 //!   §3): offered vs accepted rate, accepted latency, logins shed with 503, time-outs.
+//! - `bench footprint`: a service's time from exec to ready and its idle RSS (issue #15 §5).
+//! - `bench revocation-scale`: ext-authz replicas following a feed with 1M entries: SERVING
+//!   time, RSS, logout → refusal, the check against no revocations (issue #15 §2).
 //!
 //! Every subcommand prints one JSON object per line on stdout (read by `bench/report.py`);
 //! `/proc` is read through the e2e library's `procfs`, as the soak driver reads it.
 
 mod argon;
 mod criterion;
+mod footprint;
 mod grpc;
 mod login_overload;
 mod measure;
 mod mint;
 mod otlp_sink;
 mod refresh;
+mod scale;
 
 use std::process::ExitCode;
 
@@ -53,6 +58,10 @@ enum Cli {
     LoginOverload(login_overload::Args),
     /// Print one access token signed with a key file (HS256, EdDSA or RS256).
     Mint(mint::Args),
+    /// A service's time from exec to ready, and its idle RSS.
+    Footprint(footprint::Args),
+    /// ext-authz replicas on a feed with many revocations: SERVING, RSS, logout, check.
+    RevocationScale(scale::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +74,8 @@ fn main() -> ExitCode {
         Cli::OtlpSink(args) => otlp_sink::run(&args),
         Cli::Mint(args) => mint::run(&args),
         Cli::LoginOverload(args) => login_overload::run(&args),
+        Cli::Footprint(args) => footprint::run(&args),
+        Cli::RevocationScale(args) => scale::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
