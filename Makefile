@@ -9,7 +9,7 @@ CARGO ?= cargo
 # `make` alone starts the stack, as the README's quick start says.
 .DEFAULT_GOAL := run
 
-.PHONY: run help test bootstrap lint build unit k8s envoy-configs envoy-check smoke bench bench-cache bench-login fuzz soak image image-test clean
+.PHONY: run help test bootstrap lint build unit k8s envoy-configs envoy-check smoke bench bench-cache bench-shipped bench-login fuzz soak image image-test clean
 
 # scripts/run.sh runs scripts/bootstrap.sh (C compiler, libmariadb-dev, pkg-config, Envoy) before
 # cargo, so this works as the first command on a fresh Debian machine.
@@ -71,6 +71,11 @@ bench: ## measure Envoy jwt_authn vs ext-authz, gRPC load, login vs argon2, trac
 # (load-independent) and criterion times, HS256/EdDSA/RS256 without the cache, hit and miss.
 bench-cache: ## token cache: instructions per check (callgrind) and criterion, by algorithm
 	./scripts/bench-cache.sh
+
+# The shipped Envoy config's cost one part at a time (issue #15 §4): (c), (e) and (c) + each part
+# (envoy/render.py EDGE_FLAGS), Envoy CPU per request in interleaved rounds (~5 min).
+bench-shipped: ## Envoy CPU per request of each part of the shipped config over the lean (c)
+	./scripts/bench-shipped.sh
 
 # Login timing, real account (wrong password) vs unknown e-mail, medians over 200 attempts each
 # on SQLite and MariaDB (TEST_MYSQL_URL): the enumeration-by-timing measurement in SECURITY.md.

@@ -3,6 +3,7 @@
 
   report.py RESULTS.jsonl MACHINE.env > latest.md
   report.py --splice BENCHMARKS.md latest.md     replace the text between the markers
+  report.py --shipped shipped.jsonl               scripts/bench-shipped.sh's table alone
 
 The charts of the same run are drawn by charts.py (scripts/bench.sh calls both); the tables end
 with their embeds.
@@ -11,6 +12,7 @@ Raw lines (one JSON object each, all printed by the `bench` binary): kind=wrk (`
 one Envoy measurement, with the CPU deltas of Envoy, ext-authz and the upstream), kind=grpc (one
 load-generator step), kind=argon2, kind=refresh (`bench refresh`, issue #17), kind=criterion
 (`bench criterion`), kind=feed_idle/feed_logout (`bench feed-followers`, issue #15 §2b).
+(`bench criterion`), kind=login_overload (`bench login-overload`, issue #15 §3).
 Aggregation: per configuration, the median over rounds of rps and latency percentiles; CPU per
 request = total CPU / total requests over all rounds; ratios from the medians, with the range of
 the per-round ratios (each round measures every configuration back to back, so a per-round
@@ -241,6 +243,7 @@ def render(rows, env):
         out.append("")
 
     out.extend(section_feed(rows))
+    out.extend(section_login_overload(rows))
     if crit:
         out.append("### criterion micro-benchmarks (`cargo bench -p ext-authz --bench check`)")
         out.append("")
@@ -251,6 +254,11 @@ def render(rows, env):
         out.append("")
 
     verdicts.extend(targets_feed(rows))
+    out.extend(section_shipped(rows))
+    verdicts.extend(targets_shipped(rows))
+    verdicts.extend(targets_login_overload(rows))
+    out.extend(section_scale(rows))
+    verdicts.extend(targets_scale(rows))
     if verdicts:
         out.append("### Targets")
         out.append("")
@@ -323,6 +331,264 @@ def targets_feed(rows):
                          f"{logout['missed']} of {logout['logouts'] + logout['missed']} missed",
                          logout["missed"] == 0 and logout["logouts"] > 0))
     return verdicts
+# --- the shipped config's cost (issue #15 §4, scripts/bench-shipped.sh) ----------------------
+SHIPPED_MAX_EXTRA_US = 3.0  # Envoy CPU µs per request of (e) over (c)
+
+
+def envoy_cpu_per_request(rows, config):
+    """Envoy CPU µs per request of `config` over all its rounds, or None without requests."""
+    rs = [r for r in rows if r["kind"] == "wrk" and r.get("config") == config]
+    req = sum(r["requests"] for r in rs)
+    return sum(r["envoy_cpu_us"] for r in rs) / req if req else None
+
+
+def section_shipped(rows):
+    """The table of scripts/bench-shipped.sh: (c), each c+FLAG and (e), Envoy CPU per request
+    and its difference to (c) (whole run, and the range of the per-round differences)."""
+    shipped = [r for r in rows if r["kind"] == "wrk" and r.get("config", "").startswith("shipped:")]
+    base = "shipped:c-ext_authz_tcp"
+    c = envoy_cpu_per_request(shipped, base)
+    if c is None:
+        return []
+    env = next((r for r in rows if r["kind"] == "shipped_env"), {})
+    configs = list(dict.fromkeys(r["config"] for r in shipped))
+    configs.sort(key=lambda x: (x != base, x == "shipped:e-shipped", x))
+    out = ["### The shipped config's cost, one part at a time (`scripts/bench-shipped.sh`)", "",
+           f"{env.get('rounds', '?')} interleaved rounds × {env.get('duration_s', '?')} s per "
+           f"configuration; load average {env.get('loadavg_at_start', '?')} at the start, "
+           f"{env.get('loadavg_at_end', '?')} at the end.", "",
+           "| configuration | req/s (median) | Envoy CPU µs/req | over (c) | per-round range over (c) "
+           "| non-2xx + errors |",
+           "|---|---:|---:|---:|---:|---:|"]
+    rounds = {}
+    for r in shipped:
+        rounds.setdefault(r["config"], {})[r["round"]] = r
+    for cfg in configs:
+        rs = list(rounds[cfg].values())
+        cpu = envoy_cpu_per_request(shipped, cfg)
+        per = [r["envoy_cpu_us"] / r["requests"]
+               - rounds[base][k]["envoy_cpu_us"] / rounds[base][k]["requests"]
+               for k, r in rounds[cfg].items() if k in rounds[base] and r["requests"]]
+        bad = sum(r["non2xx"] + r["connect_errors"] + r["read_errors"] + r["write_errors"]
+                  + r["timeouts"] for r in rs)
+        name = cfg.removeprefix("shipped:")
+        label = {"c-ext_authz_tcp": "(c) lean, ext_authz over TCP",
+                 "e-shipped": "(e) the shipped config"}.get(name, f"(c) + `{name[2:]}`")
+        spread = f"{min(per):+.1f} – {max(per):+.1f}" if per and cfg != base else "–"
+        out.append(f"| {label} | {fmt(statistics.median(r['rps'] for r in rs))} | {fmt(cpu, 1)} "
+                   f"| {'–' if cfg == base else f'{cpu - c:+.1f}'} | {spread} | {bad} |")
+    return out + [""]
+
+
+def targets_shipped(rows):
+    """(e) ≤ 3 µs Envoy CPU per request over (c), from the main Envoy section's rows."""
+    e = envoy_cpu_per_request(rows, "e-shipped")
+    c = envoy_cpu_per_request(rows, "c-ext_authz_tcp")
+    if e is None or c is None:
+        return []
+    return [("shipped config (e) ≤ 3 µs Envoy CPU/request over (c)",
+             f"{e - c:+.2f} µs ({e:.2f} vs {c:.2f})", e - c <= SHIPPED_MAX_EXTRA_US)]
+def section_login_overload(rows):
+    """Issue #15 §3: `bench login-overload` (the sustainable /login rate, then 2× it open-loop),
+    next to one argon2id verify of the same run."""
+    ol = next((r for r in rows if r["kind"] == "login_overload"), None)
+    if not ol:
+        return []
+    argon = next((r for r in rows if r["kind"] == "argon2"), None)
+    offered, sustainable = ol["offered_rps"], ol["sustainable_rps"]
+    out = [f"### `/login` under {ol['factor']:g}× its sustainable rate (issue #15 §3), "
+           f"login-service directly", "",
+           "| measure | value |", "|---|---:|",
+           f"| sustainable rate: {ol['calibrate_clients']} closed-loop clients, "
+           f"{ol['calibrate_s']:.0f} s | {sustainable:.1f} logins/s |",
+           f"| offered: open loop for {ol['duration_s']} s | {offered:.1f} logins/s "
+           f"({ol['sent']} sent) |",
+           f"| accepted (200) | {ol['accepted_rps']:.1f} logins/s ({ol['accepted']}; "
+           f"{ol['accepted_rps'] / offered:.0%} of offered, "
+           f"{ol['accepted_rps'] / sustainable:.0%} of sustainable) |",
+           f"| shed: 503 `overloaded` | {ol['shed']} ({ol['shed_without_retry_after']} without "
+           f"`Retry-After`), answered in p50 {us(ol['shed_p50_us'])} / p99 {us(ol['shed_p99_us'])} |",
+           f"| other answers / time-outs ({ol['timeout_s']} s) / errors | "
+           f"{ol['other']} / {ol['timeouts']} / {ol['errors']} |",
+           f"| accepted latency p50 / p99 / max (from the intended send time) | "
+           f"{us(ol['accepted_p50_us'])} / {us(ol['accepted_p99_us'])} / "
+           f"{us(ol['accepted_max_us'])} |"]
+    p99_ms = ol["accepted_p99_us"] / 1000
+    if argon:
+        one = argon["single_verify_ms"]
+        out.append(f"| one verify (`bench argon2`, one thread) · accepted p99 ÷ it | "
+                   f"{one:.1f} ms · {p99_ms / one:.2f}× |")
+    loaded = ol["server_verify_ms_after_overload"]
+    if loaded:
+        out.append(f"| login-service's own verify average under this load "
+                   f"(`login_hash_verify_seconds`) · accepted p99 ÷ it | "
+                   f"{loaded:.1f} ms · {p99_ms / loaded:.2f}× |")
+    out.append(f"| login-service CPU per answer | {ol['server_cpu_us_per_answer'] / 1000:.1f} ms |")
+    out.append(f"| login after the burst | {ol['login_after_burst']} |")
+    return out + [""]
+
+
+def targets_login_overload(rows):
+    """The issue's row: accepted p99 ≤ 4 × one verify (`bench argon2`, same run) under 2× the
+    sustainable rate, and 0 time-outs."""
+    ol = next((r for r in rows if r["kind"] == "login_overload"), None)
+    argon = next((r for r in rows if r["kind"] == "argon2"), None)
+    if not ol or not argon:
+        return []
+    one = argon["single_verify_ms"]
+    ratio = ol["accepted_p99_us"] / 1000 / one
+    return [("accepted logins p99 ≤ 4 × one verify under 2× load, 0 timeouts",
+             f"{ratio:.2f}× ({us(ol['accepted_p99_us'])} vs {one:.1f} ms), "
+             f"{ol['timeouts']} timeouts",
+             ratio <= 4 and ol["timeouts"] == 0 and ol["accepted"] > 0)]
+def mib(kib):
+    return "–" if kib is None else f"{kib / 1024:.1f} MiB"
+
+
+def _scale_rows(rows):
+    fp = [r for r in rows if r["kind"] == "footprint"]
+    replicas = [r for r in rows if r["kind"] == "scale_replica"]
+    after = [r for r in rows if r["kind"] == "scale_replica_after"]
+    logout = next((r for r in rows if r["kind"] == "scale_logout"), None)
+    checks = [r for r in rows if r["kind"] == "scale_check"]
+    plans = [r for r in rows if r["kind"] == "scale_explain"]
+    loads = [r for r in rows if r["kind"] == "scale_load"]
+    return fp, replicas, after, logout, checks, plans, loads
+
+
+def _scale_check_ratio(checks):
+    """Per step: median over rounds of CPU µs/check and p50, loaded ÷ none."""
+    steps = {}
+    for c in checks:
+        steps.setdefault(c.get("target_rps"), {}).setdefault(c["set"], []).append(c)
+    out = []
+    for step, sets in steps.items():
+        if "loaded" not in sets or "none" not in sets:
+            continue
+        med = {k: {"cpu": statistics.median(x["server_cpu_us_per_check"] for x in v),
+                   "p50": statistics.median(x["p50_us"] for x in v),
+                   "rps": statistics.median(x["achieved_rps"] for x in v),
+                   "n": len(v), "entries": v[0].get("entries")}
+               for k, v in sets.items()}
+        out.append((step, med["loaded"], med["none"]))
+    return out
+
+
+def section_scale(rows):
+    """Issue #15 §5 footprint and §2 revocation at 1M entries (scripts/bench-scale.sh)."""
+    fp, replicas, after, logout, checks, plans, loads = _scale_rows(rows)
+    out = []
+    if fp:
+        out += ["### Footprint (`bench footprint`: exec → ready polled every ms, RSS after 2 s idle)", "",
+                "| process | setting | ready (probe) p50 | min – max | idle VmRSS p50 | max | peak (VmHWM) | threads | starts |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for f in fp:
+            out.append(f"| {f['name']} | {f.get('label', '')} | {f['ready_ms_p50']:.1f} ms ({f['probe']}) "
+                       f"| {f['ready_ms_min']:.1f} – {f['ready_ms_max']:.1f} ms | {mib(f['rss_kib_p50'])} "
+                       f"| {mib(f['rss_kib_max'])} | {mib(f['hwm_kib_max'])} | {f['threads']:.0f} | {f['runs']} |")
+        out.append("")
+    if replicas or loads:
+        entries = next((r["entries_loaded"] for r in replicas if r.get("entries_loaded")), None)
+        title = f"{entries:,}" if entries else "many"
+        out += [f"### Revocation at scale: {title} outstanding entries (`scripts/bench-scale.sh`)", ""]
+        for l in loads:
+            out.append(f"- loaded {l['rows']:,} rows into {l['backend']} in {l['seconds']:.1f} s "
+                       "(`bench/scale_db.py`: one INSERT … SELECT)")
+        if loads:
+            out.append("")
+    if replicas:
+        out += ["| ext-authz replica | feed | entries held | exec → SERVING | VmRSS | per entry | peak (VmHWM) |",
+                "|---|---|---:|---:|---:|---:|---:|"]
+        for r in replicas:
+            feed = "loaded" if r.get("entries_loaded") else ("empty" if r.get("feed") else "none")
+            per = r.get("rss_bytes_per_entry")
+            out.append(f"| {r['replica']} | {feed} | {r['entries_known']:,} | {r['ready_ms']:,.0f} ms "
+                       f"| {mib(r['rss_kib'])} | {'–' if per is None else f'{per:.0f} B'} | {mib(r['hwm_kib'])} |")
+        for r in after:
+            what = {"logouts": "after the logouts (steady state)",
+                    "checks": "after the check rounds (not the target: load buffers)"}.get(r.get("after"), "after")
+            out.append(f"| {r['replica']}, {what} | loaded | {r['entries_known']:,} | – "
+                       f"| {mib(r['rss_kib'])} | – | {mib(r['hwm_kib'])} |")
+        out.append("")
+    if logout:
+        out += [f"Logout → refusal, {logout['logouts']} logouts, two replicas: from `POST /logout`'s 204 until "
+                "each replica refuses the token (`Check` every ms).", "",
+                "| | p50 | p90 | p99 | max |", "|---|---:|---:|---:|---:|"]
+        for key, label in [("both", "**both replicas refuse** (the edge)"), ("first", "the first replica"),
+                           ("replica_a", "replica a"), ("replica_b", "replica b")]:
+            v = logout[key]
+            out.append(f"| {label} | {v['p50_ms']:.1f} ms | {v['p90_ms']:.1f} ms | {v['p99_ms']:.1f} ms "
+                       f"| {v['max_ms']:.1f} ms |")
+        out.append("")
+    ratios = _scale_check_ratio(checks)
+    if ratios:
+        out += ["The check against the loaded replica and one on an empty feed (`bench grpc`, alternating rounds, "
+                "medians):", "",
+                "| step | rounds | CPU µs/check loaded | none | ratio | p50 loaded | none | ratio | checks/s loaded | none |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for step, a, b in ratios:
+            name = f"{int(step):,}/s" if step else "max"
+            out.append(f"| {name} | {a['n']} | {a['cpu']:.1f} | {b['cpu']:.1f} | {a['cpu'] / b['cpu']:.3f} "
+                       f"| {us(a['p50'])} | {us(b['p50'])} | {a['p50'] / b['p50']:.3f} | {fmt(a['rps'])} | {fmt(b['rps'])} |")
+        out.append("")
+    if plans:
+        out += ["Query plans of login-service's revocation queries at this size (`bench/scale_db.py`):", "",
+                "| query | " + " | ".join(
+                    f"{p['backend']}{' (ANALYZE)' if p['backend'] == 'sqlite' and p['analyzed'] else ''}"
+                    for p in plans) + " |",
+                "|---|" + "---|" * len(plans)]
+        for i, q in enumerate(plans[0]["plans"]):
+            cells = []
+            for p in plans:
+                step = p["plans"][i]
+                if p["backend"] == "mysql":
+                    text = "; ".join(f"{r.get('type')} {r.get('key')} rows≈{r.get('rows')}" for r in step["plan"])
+                else:
+                    text = "; ".join(step["plan"])
+                cells.append(f"{'✓' if step['indexed'] else '✗ **not indexed**'} `{text}`")
+            out.append(f"| {q['query']} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+def targets_scale(rows):
+    """Targets rows of issue #15 §2 and §5, as the issue states them."""
+    fp, replicas, after, logout, checks, plans, loads = _scale_rows(rows)
+    out = []
+    loaded = [r for r in replicas if r.get("entries_loaded")]
+    entries = loaded[0]["entries_loaded"] if loaded else None
+    note = "" if entries in (None, 1_000_000) else f" (this run: {entries:,} entries)"
+    if loaded:
+        rss = max([r["rss_kib"] for r in loaded]
+                  + [r["rss_kib"] for r in after if r.get("after", "logouts") == "logouts"])
+        per = rss * 1024 / entries
+        out.append(("ext-authz RSS with 1,000,000 entries ≤ 64 MiB" + note,
+                    f"{mib(rss)} ({per:.0f} B/entry)", rss <= 64 * 1024))
+        ready = max(r["ready_ms"] for r in loaded)
+        out.append(("SERVING with the 1M snapshot ≤ 2 s" + note, f"{ready / 1000:.2f} s", ready <= 2000))
+    if logout:
+        p99 = logout["both"]["p99_ms"]
+        out.append(("logout → refusal at the edge p99 ≤ 100 ms (two replicas, 1M entries)" + note,
+                    f"p99 {p99:.1f} ms, p50 {logout['both']['p50_ms']:.1f} ms ({logout['logouts']} logouts)",
+                    p99 <= 100))
+    for step, a, b in _scale_check_ratio(checks):
+        if step is None:
+            ratio = a["cpu"] / b["cpu"]
+            out.append(("check with 1M entries within 5 % of none" + note,
+                        f"{ratio:.3f} (CPU/check {a['cpu']:.1f} vs {b['cpu']:.1f} µs, max step)", ratio <= 1.05))
+    if plans:
+        bad = [f"{p['backend']}: {q['query']}" for p in plans for q in p["plans"] if not q["indexed"]]
+        backends = sorted({p["backend"] for p in plans})
+        out.append(("feed queries indexed at 1,000,000 rows (MySQL and SQLite)" + note,
+                    ", ".join(backends) + (": all indexed" if not bad else ": " + "; ".join(bad)),
+                    not bad and len(backends) == 2))
+    sidecar = next((f for f in fp if f["name"] == "ext-authz" and "pinned to 1 CPU" in f.get("label", "")), None)
+    for f in [sidecar] if sidecar else [f for f in fp if f["name"] == "ext-authz"][:1]:
+        out.append(("ext-authz idle RSS ≤ 12 MiB", f"{mib(f['rss_kib_max'])} (max of {f['runs']} starts)",
+                    f["rss_kib_max"] <= 12 * 1024))
+        out.append(("ext-authz SERVING ≤ 100 ms without a feed",
+                    f"p50 {f['ready_ms_p50']:.1f} ms (max {f['ready_ms_max']:.1f} ms)", f["ready_ms_p50"] <= 100))
+    return out
 
 
 def chart_lines(has_envoy, has_grpc, has_login):
@@ -354,6 +620,10 @@ def splice(doc_path, md_path):
 def main(argv):
     if len(argv) == 4 and argv[1] == "--splice":
         return splice(argv[2], argv[3])
+    if len(argv) == 3 and argv[1] == "--shipped":
+        rows = [json.loads(line) for line in open(argv[2], encoding="utf-8") if line.strip()]
+        print("\n".join(section_shipped(rows) or ["no shipped:c-ext_authz_tcp measurement"]))
+        return 0
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 64

@@ -22,6 +22,8 @@ Bench (rendered at bench time, never committed: the HMAC key is random per run):
   d-ext_authz_uds.yaml             lean + ext_authz over the Unix socket --uds
   e-shipped.yaml                   the local variant with every port + offset
   f-jwt_authn_eddsa.yaml           with --eddsa-jwks FILE only: (b) with that public JWKS (EdDSA)
+  c+FLAG.yaml                      with --shipped-diffs only: (c) plus one part of the shipped
+                                   config (EDGE_FLAGS), ports offset+8090.., admin offset+9910..
 Ports: shipped N -> N + offset (8080 -> 18080, 9901 -> 19901, 9001 -> 19001, 5000 -> 15000,
 8000 -> 18000); the lean configs listen on 18081-18085 with admin 19902-19906 (in the order
 above), so a `make run` stack on the default ports can stay up during a bench run.
@@ -48,9 +50,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "envoy" / "envoy.yaml.in"
 SOURCE_NAME = "envoy/envoy.yaml.in"
+# What the shipped configs add to the lean bench shape, one flag per separately measurable part
+# (BENCHMARKS.md "The shipped config's cost"): every shipped variant sets all of them, the lean
+# bench configs none, and `--bench --shipped-diffs` renders (c) plus each one alone.
+EDGE_FLAGS = {
+    "overload": "overload manager: a cap on open downstream connections",
+    "tls": "the HTTPS address and its TLS filter chain",
+    "hcm_headers": "no server banner, x-request-id on every answer",
+    "hcm_limits": "header size and timeouts, stream idle timeout, HTTP/2 limits",
+    "local_reply": "JSON bodies for Envoy's own answers",
+    "access_log": "the access log",
+    "hsts": "the HSTS response header (HTTPS only)",
+    "header_hygiene": "client headers removed before any upstream",
+    "routes": "the full route table (refused paths, login, admin, .well-known, logout)",
+    "edge_filters": "the login body bound and rate limit (buffer, local_ratelimit filters)",
+}
 FLAGS = frozenset({"lean", "ext_authz", "allowed_headers", "jwt_authn", "kubernetes",
-                   "identity_limit", "external_issuers", "tracing"})
-SHIPPED_FLAGS = frozenset({"ext_authz", "allowed_headers"})
+                   "identity_limit", "external_issuers", "tracing", *EDGE_FLAGS})
+SHIPPED_FLAGS = frozenset({"ext_authz", "allowed_headers", *EDGE_FLAGS})
 SHIPPED_PORTS = {"listen": 8080, "tls": 8443, "admin": 9901, "authz": 9001, "login": 5000,
                  "upstream": 8000}
 LOCAL_UDS = "/tmp/edge-auth/ext-authz.sock"  # scripts/run.sh --uds, the e2e harness
@@ -249,6 +266,26 @@ def bench_variants(secret_file: Path, kid: str, uds: str, offset: int) -> list[V
     return out
 
 
+# --- the shipped config's cost (issue #15 §4, scripts/bench-shipped.sh): its own block --------
+def shipped_diff_variants(variants: list[Variant]) -> list[Variant]:
+    """c+FLAG for each edge flag: configuration (c) plus one part of the shipped config, on the
+    ports after the lean ones (listener offset+8090.., admin offset+9910.., the HTTPS address of
+    c+tls at offset+8490)."""
+    c = next(v for v in variants if v.name == "c-ext_authz_tcp")
+    first = int(c.values["listen_port"]) - 3 + 10  # c is the third lean config: offset+8090
+    admin = int(c.values["admin_port"]) - 3 + 10
+    out = []
+    for i, (flag, desc) in enumerate(EDGE_FLAGS.items()):
+        values = {**c.values, "listen_port": str(first + i), "admin_port": str(admin + i),
+                  "tls_port": str(first + 400 + i)}
+        header = f"""\
+# Bench-only: configuration (c) plus one part of the shipped config ({flag}: {desc}), to measure
+# that part's Envoy CPU per request (BENCHMARKS.md "The shipped config's cost").
+"""
+        out.append(Variant(f"c+{flag}", header, c.flags | {flag}, values))
+    return out
+
+
 # Why: the e2e tests exercise the local variant only; the Kubernetes gateway enforces the same
 # policy because its flag can only add lines (the readiness listener and its cluster) and its
 # values only move addresses. An `if not kubernetes` or an `else` would break that silently.
@@ -266,6 +303,10 @@ def render(template: str, variant: Variant) -> str:
     unknown = variant.flags - FLAGS
     if unknown:
         raise ValueError(f"{variant.name}: unknown flags {sorted(unknown)}")
+    # Why: a config that is not a lean bench shape is one a user runs; it must not lose a part.
+    if "lean" not in variant.flags and not EDGE_FLAGS.keys() <= variant.flags:
+        raise ValueError(f"{variant.name}: a non-lean variant needs every edge flag, missing "
+                         f"{sorted(EDGE_FLAGS.keys() - variant.flags)}")
     out = []
     keep = [True]  # one entry per open block: are its lines kept?
     flags: list[str] = []  # the flag of each open block
@@ -375,8 +416,8 @@ def check(template: str) -> int:
                                 kubernetes.flags | {"tracing"},
                                 {**kubernetes.values, "otlp_cluster_type": "STRICT_DNS",
                                  "otlp_address": "otel-collector.observability.svc.cluster.local"}))
-        variants = committed_variants() + optional + bench_variants(
-            key, "bench-1", str(work / "authz.sock"), 10000)
+        bench = bench_variants(key, "bench-1", str(work / "authz.sock"), 10000)
+        variants = committed_variants() + optional + bench + shipped_diff_variants(bench)
         for variant in variants:
             config = work / f"{variant.name}.yaml"
             config.write_text(render(template, variant))
@@ -397,6 +438,8 @@ def bench(template: str, args: argparse.Namespace) -> int:
     variants = bench_variants(Path(args.secret_file), args.kid, args.uds, args.port_offset)
     if args.eddsa_jwks:
         variants.append(eddsa_jwt_authn_variant(variants, Path(args.eddsa_jwks)))
+    if args.shipped_diffs:
+        variants.extend(shipped_diff_variants(variants))
     for variant in variants:
         (out / f"{variant.name}.yaml").write_text(render(template, variant))
     return 0
@@ -449,6 +492,9 @@ def main() -> int:
     p.add_argument("--port-offset", type=int, default=10000, help="bench: added to every port")
     p.add_argument("--eddsa-jwks", help="bench: also f-jwt_authn_eddsa, jwt_authn with this "
                    "public JWKS file (scripts/bench-cache.sh)")
+    p.add_argument("--shipped-diffs", action="store_true",
+                   help="bench: also c+FLAG, (c) plus each part of the shipped config "
+                   "(scripts/bench-shipped.sh)")
     mode.add_argument("--variant", help="render this committed variant with --flag/--set to --out")
     p.add_argument("--flag", action="append", default=[], help="--variant: add a flag")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",

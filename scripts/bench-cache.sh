@@ -40,14 +40,8 @@ die() { printf '\033[1mbench-cache: error:\033[0m %s\n' "$*" >&2; exit 1; }
 command -v valgrind >/dev/null || die "valgrind is required (apt-get install valgrind)"
 
 WORK=$(mktemp -d /tmp/edge-bench-cache.XXXXXX)
-pids=()
-cleanup() {
-  local status=$?
-  if ((${#pids[@]})); then stop_pids 5 "${pids[@]}"; fi
-  if ((status == 0)); then rm -rf "$WORK"; else log "work files kept in $WORK"; fi
-  exit "$status"
-}
-trap cleanup EXIT
+pids=() names=()
+trap cleanup_work EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 # shellcheck source=scripts/lib.sh
@@ -161,21 +155,8 @@ print(json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use
   for port in "$p_up" "$p_up_admin" "$p_cache" "$p_cache_m" "$p_nocache" "$p_nocache_m"; do
     port_busy "$port" && die "port $port is in use"
   done
-  start() { # start NAME CPUS CMD...
-    local name=$1 cpus=$2
-    shift 2
-    taskset -c "$cpus" "$@" >"$WORK/logs/$name.log" 2>&1 &
-    last_pid=$!
-    pids+=("$last_pid")
-  }
-  wait_port() { # wait_port NAME PID PORT
-    local _
-    for _ in $(seq 1 300); do
-      port_busy "$3" && return 0
-      kill -0 "$2" 2>/dev/null || die "$1 exited; see $WORK/logs/$1.log"
-      sleep 0.1
-    done
-    die "$1 not listening after 30 s"
+  wait_port() { # wait_port NAME PID PORT (lib.sh wait_ready)
+    wait_ready "$1" "$2" 30 port_busy "$3" || die "see $WORK/logs/$1.log"
   }
   export RUST_LOG=warn
   start demo-upstream "$other_cpus" "$bin/demo-upstream" --addr "127.0.0.1:$p_up" --admin-addr "127.0.0.1:$p_up_admin"

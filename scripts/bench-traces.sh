@@ -21,15 +21,7 @@ ROOT=$PWD
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-build=true quick=false
-for arg in "$@"; do
-  case "$arg" in
-    --no-build) build=false ;;
-    --quick) quick=true ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bench-traces: unknown option $arg" >&2; exit 64 ;;
-  esac
-done
+bench_options bench-traces 2,11 "$@"
 $quick && : "${ROUNDS:=1}" "${DURATION:=3}"
 ROUNDS=${ROUNDS:-3} RATES=${RATES:-1000,max} DURATION=${DURATION:-8}
 CPU=${CPU:-$(($(nproc) > 1 ? 1 : 0))} GEN_CPUS=${GEN_CPUS:-0}
@@ -59,21 +51,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-wait_port() { # wait_port PORT PID
-  local _
-  for _ in $(seq 1 300); do
-    port_busy "$1" && return 0
-    kill -0 "$2" 2>/dev/null || die "a process exited during startup; see $WORK"
-    sleep 0.1
-  done
-  die "nothing listens on $1 after 30 s"
+wait_port() { # wait_port PORT PID (lib.sh wait_ready)
+  wait_ready "port $1" "$2" 30 port_busy "$1" || die "see the logs in $WORK"
 }
 
 unset OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT JWT_SECRET DATABASE_URL
 export RUST_LOG=warn DATA_DIR=$WORK/data TOKEN_CACHE_BYTES=0
 "$BIN/bench" otlp-sink >"$WORK/sink.json" 2>"$WORK/sink.log" &
 pids+=($!)
-for _ in $(seq 1 100); do [ -s "$WORK/sink.json" ] && break; sleep 0.1; done
+wait_ready otlp-sink "$!" 10 test -s "$WORK/sink.json" || die "see $WORK/sink.log"
 SINK_PORT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$WORK/sink.json")
 
 taskset -c "$CPU" "$BIN/ext-authz" --grpc-addr "127.0.0.1:$P_OFF" --metrics-addr "127.0.0.1:$((P_OFF + 1))" \

@@ -26,6 +26,12 @@
 #   SKIP_CACHE=1                     skip the token-cache step (scripts/bench-cache.sh --stack)
 #   SKIP_FEED=1                      skip the feed-followers step (scripts/bench-feed.sh: MariaDB,
 #                                    1 and 500 long polls; FEED_* knobs there)
+#   SHIPPED_DIFFS=1                  also the shipped config's cost one part at a time
+#                                    (scripts/bench-shipped.sh, ~5 min more: off by default)
+#   SKIP_LOGIN_OVERLOAD=1            skip the login-overload step (issue #15 §3)
+#   LOGIN_OVERLOAD_CALIBRATE=10 LOGIN_OVERLOAD_DURATION=20   its sustainable-rate and 2× phases (s)
+#   SKIP_FOOTPRINT=1 SKIP_SCALE=1    skip idle RSS / exec → SERVING, or the 1M-revocation step
+#   SCALE_ENTRIES=1000000            revocations loaded for it (--quick: 100000); SCALE_LOGOUTS=200
 #
 # Everything listens on 127.0.0.1 only; every step is bounded in time; every process started here
 # is stopped on exit (by pid).
@@ -41,7 +47,7 @@ for arg in "$@"; do
     --quick) quick=true ;;
     --no-build) build=false ;;
     --no-splice) splice=false ;;
-    -h | --help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -117,34 +123,11 @@ head -c 36 /dev/urandom | base64 -w0 >"$WORK/keys/$KID" # 48 printable bytes: th
 umask 022
 
 pids=() names=()
-cleanup() {
-  local status=$?
-  if ((${#pids[@]})); then
-    stop_pids 5 "${pids[@]}"
-  fi
-  if ((status == 0)); then rm -rf "$WORK"; else log "logs kept in $WORK/logs"; fi
-  exit "$status"
-}
-trap cleanup EXIT
+trap cleanup_work EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-start() { # start NAME CPUS CMD...: background, logs in $WORK/logs/NAME.log; sets $last_pid
-  local name=$1 cpus=$2
-  shift 2
-  taskset -c "$cpus" "$@" >"$WORK/logs/$name.log" 2>&1 &
-  last_pid=$!
-  pids+=("$last_pid") names+=("$name")
-}
-wait_until() { # wait_until NAME PID CHECK...: poll for 30 s
-  local name=$1 pid=$2 i
-  shift 2
-  for i in $(seq 1 300); do
-    "$@" >/dev/null 2>&1 && return 0
-    kill -0 "$pid" 2>/dev/null || die "$name exited during startup; see $WORK/logs/$name.log"
-    sleep 0.1
-  done
-  die "$name not ready after 30 s; see $WORK/logs/$name.log"
+wait_until() { # wait_until NAME PID CHECK...: poll for 30 s (lib.sh wait_ready)
+  wait_ready "$1" "$2" 30 "${@:3}" || die "see $WORK/logs/$1.log"
 }
 # --- services -------------------------------------------------------------------------------------
 export RUST_LOG=info
@@ -173,7 +156,10 @@ AUTHZ_MT_PID=$last_pid
 # login-service is not pinned: its ceiling is every core (argon2 on the blocking pool).
 # REFRESH_MAX_ROTATIONS: the refresh step's chains rotate thousands of times in seconds; the
 # default (10000 per session) would end them on a fast machine and measure refusals instead.
-REFRESH_MAX_ROTATIONS=100000000 "$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN" --keys-dir "$WORK/keys" \
+# LOGIN_MAX_QUEUE_WAIT: the burst step queues 100 clients on the hashing permits to measure the
+# ceiling; the default bound (2 × one verify) would shed most of them with 503 (the overload step
+# below runs its own login-service with the default).
+LOGIN_MAX_QUEUE_WAIT=9s REFRESH_MAX_ROTATIONS=100000000 "$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN" --keys-dir "$WORK/keys" \
   >"$WORK/logs/login-service.log" 2>&1 &
 LOGIN_PID=$!
 pids+=("$LOGIN_PID") names+=(login-service)
@@ -283,6 +269,54 @@ if [ "${SKIP_FEED:-0}" != 1 ]; then
   $quick && feed_args+=(--quick)
   PORT_OFFSET=$PORT_OFFSET scripts/bench-feed.sh "${feed_args[@]}" >>"$RAW" 2>>"$WORK/logs/bench-feed.log" ||
     die "bench-feed failed; see $WORK/logs/bench-feed.log"
+fi
+
+# --- the shipped config's cost (issue #15 §4) -----------------------------------------------------
+# Opt-in: (c), (e) and (c) + each part of the shipped config, 12 Envoys on ports + 20000 over this
+# run's, interleaved like the rounds above. The targets row "(e) ≤ 3 µs over (c)" comes from the
+# Envoy section above and needs no SHIPPED_DIFFS.
+if [ "${SHIPPED_DIFFS:-0}" = 1 ]; then
+  log "shipped config's cost: scripts/bench-shipped.sh (one part of the shipped config at a time)"
+  shipped_args=(--no-build)
+  if $quick; then shipped_args+=(--quick); fi
+  OUT=$RAW PORT_OFFSET=$((PORT_OFFSET + 20000)) ENVOY_CPU=$ENVOY_CPU OTHER_CPUS=$OTHER_CPUS \
+    scripts/bench-shipped.sh "${shipped_args[@]}" >>"$WORK/logs/bench-shipped.log" 2>&1 ||
+    die "bench-shipped failed; see $WORK/logs/bench-shipped.log"
+fi
+
+# --- login overload (issue #15 §3): the sustainable /login rate, then 2x it open-loop -----------
+# Its own login-service with the default queue bound (LOGIN_MAX_QUEUE_WAIT unset: 2 x one verify),
+# on the same SQLite data, not pinned, reached directly: from one load generator's address the
+# shipped Envoy's per-address login limit would answer first. bench/src/login_overload.rs.
+if [ "${SKIP_LOGIN_OVERLOAD:-0}" != 1 ]; then
+  OL_CAL=${LOGIN_OVERLOAD_CALIBRATE:-$($quick && echo 4 || echo 10)}
+  OL_DUR=${LOGIN_OVERLOAD_DURATION:-$($quick && echo 6 || echo 20)}
+  P_LOGIN_OL=$((5010 + PORT_OFFSET))
+  port_busy "$P_LOGIN_OL" && die "port $P_LOGIN_OL is in use"
+  "$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN_OL" --keys-dir "$WORK/keys" \
+    >"$WORK/logs/login-service-overload.log" 2>&1 &
+  LOGIN_OL_PID=$!
+  pids+=("$LOGIN_OL_PID") names+=(login-service-overload)
+  wait_until login-service-overload "$LOGIN_OL_PID" curl -fsS "http://127.0.0.1:$P_LOGIN_OL/readyz"
+  log "login overload: sustainable rate (${OL_CAL}s), then 2x it open-loop for ${OL_DUR}s (login-service directly)"
+  BENCH_PASSWORD="$PASSWORD" "$BIN/bench" login-overload --url "http://127.0.0.1:$P_LOGIN_OL" \
+    --email bench@example.com --calibrate "$OL_CAL" --duration "$OL_DUR" \
+    --server-pid "$LOGIN_OL_PID" >>"$RAW" || die "login overload failed; see $WORK/logs/login-service-overload.log"
+  stop_pids 5 "$LOGIN_OL_PID"
+  unset 'pids[-1]' 'names[-1]'
+fi
+
+# --- footprint and revocation at 1M entries (issue #15 §5, §2) ---
+# scripts/bench-scale.sh: ext-authz's and login-service's idle RSS and exec → ready; then
+# SCALE_ENTRIES revocations in a fresh SQLite file: two ext-authz replicas' exec → SERVING with
+# that snapshot and RSS, logout → refusal by both, the check vs an empty feed, and the query
+# plans of login-service's revocation queries (SQLite, and MariaDB when reachable). Its own
+# processes and ports (9100-9115 + offset); SKIP_FOOTPRINT=1 / SKIP_SCALE=1 skip its halves.
+if [ "${SKIP_FOOTPRINT:-0}" != 1 ] || [ "${SKIP_SCALE:-0}" != 1 ]; then
+  log "footprint and revocation at scale: scripts/bench-scale.sh (log: bench-scale.log)"
+  BIN=$BIN PORT_OFFSET=$PORT_OFFSET ENVOY_CPU=$ENVOY_CPU OTHER_CPUS=$OTHER_CPUS EXT_AUTHZ_ARGS=$EXT_AUTHZ_ARGS \
+    scripts/bench-scale.sh "$RAW" "$($quick && echo --quick || echo --full)" >>"$WORK/logs/bench-scale.log" 2>&1 ||
+    die "bench-scale failed; see $WORK/logs/bench-scale.log"
 fi
 
 # Envoy's own view, for the record: ext_authz ok/denied/error and jwt_authn counters.

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shell functions shared by scripts/run.sh and scripts/bench.sh: sourced, not run.
+# Shell functions shared by scripts/run.sh, smoke-run.sh and the bench scripts: sourced, not run.
 
 # port_busy PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -18,4 +18,60 @@ stop_pids() {
   done
   kill -KILL "$@" 2>/dev/null || true
   wait "$@" 2>/dev/null || true
+}
+
+# wait_ready NAME PID SECONDS CHECK...: runs CHECK (its output discarded) every 0.1 s until it
+# succeeds (returns 0), or PID has exited or SECONDS have passed (returns 1, the reason on
+# stderr). The one readiness loop of the scripts: callers add where NAME's log is.
+wait_ready() {
+  local name=$1 pid=$2 limit=$3
+  local deadline=$((SECONDS + limit))
+  shift 3
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$name exited during startup" >&2
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      echo "$name not ready after ${limit} s" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# bench_options NAME HELP_LINES ARG...: the bench scripts' options --no-build, --quick and
+# --help (prints lines HELP_LINES, e.g. 2,20, of the script); sets build and quick (true/false).
+# shellcheck disable=SC2034 # build and quick are read by the calling script
+bench_options() {
+  local name=$1 help=$2 arg
+  shift 2
+  build=true quick=false
+  for arg in "$@"; do
+    case "$arg" in
+      --no-build) build=false ;;
+      --quick) quick=true ;;
+      -h | --help) sed -n "${help}p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      *) echo "$name: unknown option $arg (try --help)" >&2; exit 64 ;;
+    esac
+  done
+}
+
+# start NAME CPUS CMD...: CMD in the background pinned to CPUS (taskset), its output in
+# $WORK/logs/NAME.log; appends its pid to `pids` and NAME to `names`, sets `last_pid`.
+start() {
+  local name=$1 cpus=$2
+  shift 2
+  taskset -c "$cpus" "$@" >"$WORK/logs/$name.log" 2>&1 &
+  last_pid=$!
+  pids+=("$last_pid") names+=("$name")
+}
+
+# cleanup_work: the bench scripts' EXIT trap: stops every pid in `pids` (SIGTERM, 5 s, SIGKILL),
+# deletes $WORK after a success and keeps it, saying so, after a failure; exits with the status.
+cleanup_work() {
+  local status=$?
+  if ((${#pids[@]})); then stop_pids 5 "${pids[@]}"; fi
+  if ((status == 0)); then rm -rf "$WORK"; else echo "logs kept in $WORK" >&2; fi
+  exit "$status"
 }

@@ -209,16 +209,11 @@ start() { # start NAME LOGFILE CMD...
 }
 
 # Wait until CHECK succeeds, failing early if the process died and after READY_TIMEOUT seconds.
-wait_ready() { # wait_ready NAME LOGFILE CHECK...
+ready_or_die() { # ready_or_die NAME LOGFILE CHECK... (lib.sh wait_ready)
   local name=$1 logfile=$2 i pid
   shift 2
   for i in "${!names[@]}"; do [ "${names[$i]}" = "$name" ] && pid=${pids[$i]}; done
-  local deadline=$((SECONDS + READY_TIMEOUT))
-  until "$@" >/dev/null 2>&1; do
-    kill -0 "$pid" 2>/dev/null || die "$name exited during startup; see $logfile"
-    ((SECONDS < deadline)) || die "$name not ready after ${READY_TIMEOUT}s; see $logfile"
-    sleep 0.2
-  done
+  wait_ready "$name" "$pid" "$READY_TIMEOUT" "$@" || die "see $logfile"
   log "$name ready"
 }
 
@@ -268,18 +263,18 @@ fi
 pids+=($!) names+=(envoy)
 
 if [ "$transport" = uds ]; then
-  wait_ready ext-authz "$LOG_DIR/ext-authz.log" test -S "$UDS_PATH"
+  ready_or_die ext-authz "$LOG_DIR/ext-authz.log" test -S "$UDS_PATH"
 else
-  wait_ready ext-authz "$LOG_DIR/ext-authz.log" port_busy 9001
+  ready_or_die ext-authz "$LOG_DIR/ext-authz.log" port_busy 9001
 fi
-wait_ready login-service "$LOG_DIR/login-service.log" curl -fsS http://127.0.0.1:5000/readyz
-wait_ready demo-upstream "$LOG_DIR/demo-upstream.log" curl -fsS http://127.0.0.1:8001/stats
-wait_ready envoy "$LOG_DIR/envoy.log" curl -fsS http://127.0.0.1:9901/ready
+ready_or_die login-service "$LOG_DIR/login-service.log" curl -fsS http://127.0.0.1:5000/readyz
+ready_or_die demo-upstream "$LOG_DIR/demo-upstream.log" curl -fsS http://127.0.0.1:8001/stats
+ready_or_die envoy "$LOG_DIR/envoy.log" curl -fsS http://127.0.0.1:9901/ready
 # ext-authz answers UNAVAILABLE (Envoy: 503) until it holds the first revocation snapshot or its
 # startup wait has passed: an anonymous request answered 401 shows the whole check path is up.
-# shellcheck disable=SC2317 # invoked through wait_ready
+# shellcheck disable=SC2317 # invoked through ready_or_die
 anonymous_is_401() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$LISTEN/hello")" = 401 ]; }
-wait_ready ext-authz "$LOG_DIR/ext-authz.log" anonymous_is_401
+ready_or_die ext-authz "$LOG_DIR/ext-authz.log" anonymous_is_401
 
 # --- walkthrough --------------------------------------------------------------------------------
 if ((${#created_users[@]} < 2)); then

@@ -92,12 +92,8 @@ DATA_DIR=$tmp/data READY_TIMEOUT=120 scripts/run.sh "${args[@]}" </dev/null >"$o
 run_pid=$!
 
 # --- the walkthrough appears (or run.sh dies, or the deadline passes) ---------------------------
-deadline=$((SECONDS + TIMEOUT))
-until grep -q '^Stack is up on ' "$out"; do
-  kill -0 "$run_pid" 2>/dev/null || fail "run.sh exited before the stack was up"
-  ((SECONDS < deadline)) || fail "no walkthrough after ${TIMEOUT}s"
-  sleep 0.5
-done
+wait_ready run.sh "$run_pid" "$TIMEOUT" grep -q '^Stack is up on ' "$out" ||
+  fail "no walkthrough: the stack did not come up (run.sh's output: $out)"
 log "stack up after ${SECONDS}s"
 
 # --uds: Envoy runs the UDS config and ext-authz serves that socket, so the requests below

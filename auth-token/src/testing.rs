@@ -9,6 +9,9 @@
 //! The forging half is deliberately independent of the verifier: it signs with the `hmac` crate
 //! directly, never through `jsonwebtoken`, so an oracle built on it does not trust the code it
 //! checks.
+//!
+//! Also the suites' shared machinery that is not about tokens: [`poll`] (readiness polling with
+//! a deadline, instead of fixed sleeps) and [`SecretDir`] (a kubelet-style mounted Secret).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +25,11 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
 use crate::{Issuer, Key};
+
+pub mod poll;
+mod secret_dir;
+
+pub use secret_dir::SecretDir;
 
 /// A genuine token, as login-service issues it: `key` signs for user `sub`, valid from `iat`
 /// (Unix seconds) for `ttl`, with no `iss`/`aud`. Panics if signing fails (a broken fixture).
@@ -144,6 +152,32 @@ pub fn sign_raw(key: &Key, header: &str, payload: &str) -> String {
     let encoding = key.encoding().expect("a key that can sign");
     let sig =
         jsonwebtoken::crypto::sign(input.as_bytes(), encoding, key.algorithm()).expect("signable");
+    format!("{input}.{sig}")
+}
+
+/// A token with these header and payload JSON values, signed with the fixed test key of the
+/// header's `alg` ([`crate::test_keys`]: RSA-2048 for RS256/PS256, P-256 for ES256): an
+/// external issuer's token, which login-service never signs. Panics on another `alg`.
+pub fn sign_with_test_key(header: &serde_json::Value, payload: &serde_json::Value) -> String {
+    use crate::test_keys::{EC_PRIVATE_PKCS8_B64, RSA_PRIVATE_PKCS1_B64};
+    let der = |b64: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("test key is base64")
+    };
+    let alg = header["alg"].as_str().expect("header with an alg");
+    let key = match alg {
+        "RS256" | "PS256" => jsonwebtoken::EncodingKey::from_rsa_der(&der(RSA_PRIVATE_PKCS1_B64)),
+        "ES256" => jsonwebtoken::EncodingKey::from_ec_der(&der(EC_PRIVATE_PKCS8_B64)),
+        other => panic!("no test key for {other}"),
+    };
+    let input = format!(
+        "{}.{}",
+        b64(&serde_json::to_vec(header).expect("JSON")),
+        b64(&serde_json::to_vec(payload).expect("JSON"))
+    );
+    let alg: jsonwebtoken::Algorithm = alg.parse().expect("a JWS algorithm");
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, alg).expect("signable");
     format!("{input}.{sig}")
 }
 

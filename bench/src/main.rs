@@ -18,6 +18,11 @@
 //!   (issue #15 §2b).
 //! - `bench refresh`: closed-loop `POST /token` refreshes (issue #17) and login-service's CPU
 //!   per refresh (no password hash on that path).
+//! - `bench login-overload`: the sustainable `/login` rate, then twice it open-loop (issue #15
+//!   §3): offered vs accepted rate, accepted latency, logins shed with 503, time-outs.
+//! - `bench footprint`: a service's time from exec to ready and its idle RSS (issue #15 §5).
+//! - `bench revocation-scale`: ext-authz replicas following a feed with 1M entries: SERVING
+//!   time, RSS, logout → refusal, the check against no revocations (issue #15 §2).
 //!
 //! Every subcommand prints one JSON object per line on stdout (read by `bench/report.py`);
 //! `/proc` is read through the e2e library's `procfs`, as the soak driver reads it.
@@ -25,11 +30,14 @@
 mod argon;
 mod criterion;
 mod feed;
+mod footprint;
 mod grpc;
+mod login_overload;
 mod measure;
 mod mint;
 mod otlp_sink;
 mod refresh;
+mod scale;
 
 use std::process::ExitCode;
 
@@ -52,8 +60,14 @@ enum Cli {
     Refresh(refresh::Args),
     /// K followers of the revocation feed: idle database and CPU cost, logout → K-th follower.
     FeedFollowers(feed::Args),
+    /// The sustainable `POST /login` rate, then that rate × `--factor` open-loop.
+    LoginOverload(login_overload::Args),
     /// Print one access token signed with a key file (HS256, EdDSA or RS256).
     Mint(mint::Args),
+    /// A service's time from exec to ready, and its idle RSS.
+    Footprint(footprint::Args),
+    /// ext-authz replicas on a feed with many revocations: SERVING, RSS, logout, check.
+    RevocationScale(scale::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +80,9 @@ fn main() -> ExitCode {
         Cli::OtlpSink(args) => otlp_sink::run(&args),
         Cli::Mint(args) => mint::run(&args),
         Cli::FeedFollowers(args) => feed::run(&args),
+        Cli::LoginOverload(args) => login_overload::run(&args),
+        Cli::Footprint(args) => footprint::run(&args),
+        Cli::RevocationScale(args) => scale::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

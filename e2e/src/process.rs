@@ -4,7 +4,7 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -59,19 +59,9 @@ pub fn envoy_binary() -> PathBuf {
     venv
 }
 
-/// Polls `ready` every 50 ms until it holds or `deadline` passes; false when it never held.
-pub fn wait_for(deadline: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if ready() {
-            return true;
-        }
-        if start.elapsed() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// Polls `ready` until it holds or `deadline` passes; false when it never held. The one polling
+/// loop of every suite (`auth_token::testing::poll`).
+pub use auth_token::testing::poll::{wait_for, wait_until};
 
 /// A child process with its combined stdout/stderr in a log file; killed (SIGKILL: a crash, not
 /// a drain) and reaped on drop, so a failing test leaves nothing running.
@@ -123,21 +113,16 @@ impl Process {
     /// Waits for `ready`, failing with the process's log when it exits or [`READY_DEADLINE`]
     /// passes.
     pub fn wait_ready(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
-        let start = Instant::now();
-        loop {
+        if !wait_for(READY_DEADLINE, || {
             self.ensure_running();
-            if ready() {
-                return;
-            }
-            if start.elapsed() > READY_DEADLINE {
-                panic!(
-                    "{} not ready ({what}) after {READY_DEADLINE:?}; log {}:\n{}",
-                    self.name,
-                    self.log.display(),
-                    tail(&self.log, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            ready()
+        }) {
+            panic!(
+                "{} not ready ({what}) after {READY_DEADLINE:?}; log {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log, 40)
+            );
         }
     }
 
@@ -150,18 +135,8 @@ impl Process {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM failed");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                start.elapsed() < deadline,
-                "{} still running {deadline:?} after SIGTERM",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(deadline, || self.child.try_wait().expect("try_wait"))
+            .unwrap_or_else(|| panic!("{} still running {deadline:?} after SIGTERM", self.name))
     }
 }
 

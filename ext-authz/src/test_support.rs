@@ -126,22 +126,11 @@ pub(crate) fn issuers_with(kids: &[&str]) -> crate::external::ExternalIssuers {
 
 /// An RS256 token of [`issuers_with`]'s issuer, signed with the fixed RSA test key as `kid`.
 pub(crate) fn rs256_token(kid: &str) -> String {
-    use base64::Engine as _;
     let now = now();
-    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid});
-    let payload = serde_json::json!({
-        "iss": EXTERNAL_ISS, "aud": "edge", "sub": "u-1", "iat": now, "exp": now + 300,
-    });
-    let input = format!(
-        "{}.{}",
-        b64(&serde_json::to_vec(&header).unwrap()),
-        b64(&serde_json::to_vec(&payload).unwrap())
-    );
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(auth_token::test_keys::RSA_PRIVATE_PKCS1_B64)
-        .unwrap();
-    let key = jsonwebtoken::EncodingKey::from_rsa_der(&der);
-    let sig =
-        jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::RS256).unwrap();
-    format!("{input}.{sig}")
+    auth_token::testing::sign_with_test_key(
+        &serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid}),
+        &serde_json::json!({
+            "iss": EXTERNAL_ISS, "aud": "edge", "sub": "u-1", "iat": now, "exp": now + 300,
+        }),
+    )
 }

@@ -170,6 +170,12 @@ pub struct ServeArgs {
     /// Password hashes computed at once (default: number of CPUs).
     #[arg(long, env = "HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+    /// Longest a login may wait for a hashing permit (issue #15 §3); a login that would wait
+    /// longer gets 503 `overloaded` with `Retry-After` at once, before any hashing or counting.
+    /// Default: twice the measured time of one verification (accepted logins then answer in
+    /// about 3 verifications). Must be below REQUEST_TIMEOUT. Per process.
+    #[arg(long, env = "LOGIN_MAX_QUEUE_WAIT", value_parser = parse_duration)]
+    pub login_max_queue_wait: Option<Duration>,
     /// Consecutive failures for one e-mail from one client address that lock that e-mail for
     /// that address (known and unknown e-mails alike).
     #[arg(long, env = "LOCKOUT_THRESHOLD", default_value_t = 5)]
@@ -298,6 +304,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Concurrent password hashes.
     pub hash_concurrency: usize,
+    /// Longest wait for a hashing permit before a 503 (`None`: twice one verification).
+    pub max_queue_wait: Option<Duration>,
     /// Argon2 parameters for new hashes (OWASP in production).
     pub hash_params: argon2::Params,
     /// Request deadline.
@@ -575,6 +583,14 @@ impl ServeArgs {
                 )));
             }
         };
+        if self
+            .login_max_queue_wait
+            .is_some_and(|w| w >= self.request_timeout)
+        {
+            return Err(ConfigError::Invalid(
+                "--login-max-queue-wait must be below --request-timeout".into(),
+            ));
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let issuer = Issuer {
             ttl: self.token_ttl,
@@ -625,6 +641,7 @@ impl ServeArgs {
             },
             trusted_proxies: self.trusted_proxies.clone(),
             hash_concurrency: self.hash_concurrency.unwrap_or(cores).max(1),
+            max_queue_wait: self.login_max_queue_wait,
             hash_params: crate::password::owasp_params(),
             request_timeout: self.request_timeout,
             max_body_bytes: self.max_body_bytes,

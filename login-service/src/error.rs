@@ -61,6 +61,14 @@ pub enum ApiError {
     /// The database could not be reached or failed; the service recovers by itself.
     #[error("database unavailable")]
     DatabaseUnavailable,
+    /// Too many logins at once: this process's password-hashing queue would hold the request
+    /// longer than `LOGIN_MAX_QUEUE_WAIT`. Nothing was hashed or counted; the same for every
+    /// user, known or not.
+    #[error("login overloaded")]
+    Overloaded {
+        /// Seconds to wait before retrying (≥ 1).
+        retry_after: u64,
+    },
     /// Anything else that is our fault (signing failure, panicked task).
     #[error("internal error")]
     Internal,
@@ -151,6 +159,11 @@ impl ApiError {
                 "database_unavailable",
                 "the credential store is unavailable; retry later",
             ),
+            Self::Overloaded { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many logins at once; retry later",
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -235,7 +248,9 @@ impl ApiError {
     /// `Retry-After` seconds, for the variants that carry one.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::Locked { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::Locked { retry_after }
+            | Self::RateLimited { retry_after }
+            | Self::Overloaded { retry_after } => Some(*retry_after),
             Self::DatabaseUnavailable => Some(DB_RETRY_AFTER_SECS),
             Self::FeedBusy => Some(FEED_BUSY_RETRY_AFTER_SECS),
             _ => None,
@@ -311,9 +326,14 @@ impl From<DbError> for ApiError {
     }
 }
 
-/// Hashing could not run (not a wrong password): 500.
+/// The hashing queue is full: 503 with `Retry-After` (not logged per request: a flood would
+/// flood the log; `login_attempts_total{outcome="overloaded"}` counts them). Hashing could
+/// not run otherwise (not a wrong password): 500.
 impl From<PasswordError> for ApiError {
     fn from(e: PasswordError) -> Self {
+        if let PasswordError::Overloaded { retry_after } = e {
+            return ApiError::Overloaded { retry_after };
+        }
         warn!(error = %e, "password hashing failed");
         ApiError::Internal
     }

@@ -2,8 +2,9 @@
 //! reason for refusing out. No HTTP here: [`crate::routes`] extracts the request and maps the
 //! [`LoginError`] to a response, so tests can call [`authenticate`] directly.
 //!
-//! The order is the policy (README, "Lockout policy"): user-id size → one round trip for the
-//! row, the user's revocation cut and the lockout counters → lock → password → the success or
+//! The order is the policy (README, "Lockout policy"): user-id size → hashing queue bound (a 503,
+//! nothing counted) → one round trip for the row, the user's revocation cut and the lockout
+//! counters → lock → password (the queue bound again: a 503, nothing counted) → the success or
 //! failure counted in the database → `iat` fixed → conditional success write → token.
 
 use std::net::IpAddr;
@@ -136,6 +137,11 @@ pub async fn authenticate_session(
         return Err(LoginError::UserIdTooLong);
     }
     Span::current().record("client", field::display(client));
+    // Why here, before the database: when the hashing queue is over its bound the request could
+    // not be hashed anyway; refusing now costs nothing, counts nothing against the account or
+    // the address (no password was tried), and does not depend on who the user is. The same
+    // bound is applied again, counted, when the hash is queued (`Hasher::verify`).
+    cx.hasher.check_admission()?;
 
     // An e-mail that cannot be valid cannot have an account: treated exactly like an unknown one,
     // under the same counters.
@@ -313,6 +319,12 @@ fn locked((kind, wait): (Kind, Duration)) -> LoginError {
 async fn rehash(hasher: &Hasher, password: Arc<SecretString>) -> Option<String> {
     match hasher.hash(password).await {
         Ok(h) => Some(h),
+        // Why not an error: the login already succeeded; the upgrade waits for a later login
+        // rather than hold this one past the queue bound.
+        Err(PasswordError::Overloaded { .. }) => {
+            info!("hashing queue full; hash upgrade left for a later login");
+            None
+        }
         Err(e) => {
             warn!(error = %e, "hash upgrade failed; keeping the old hash");
             None

@@ -1,6 +1,8 @@
 //! Prometheus metrics served at `/metrics`: logins and refresh-token grants by outcome, their
-//! latency, pool state.
+//! latency, pool state, the hashing queue (a login shed by its bound is
+//! `login_attempts_total{outcome="overloaded"}`).
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -24,6 +26,8 @@ pub struct Metrics {
     in_flight: Gauge,
     grants: Family<OutcomeLabels, Counter>,
     grant_latency: Histogram,
+    hash_waiting: Gauge,
+    hash_verify: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -79,7 +83,21 @@ impl Metrics {
             "Time to answer POST /token",
             grant_latency.clone(),
         );
+        let hash_waiting = Gauge::default();
+        registry.register(
+            "hash_waiting",
+            "Logins waiting for a password-hashing permit (bounded by LOGIN_MAX_QUEUE_WAIT)",
+            hash_waiting.clone(),
+        );
+        let hash_verify = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "hash_verify_seconds",
+            "Moving average of one password verification: the unit of the hashing queue bound",
+            hash_verify.clone(),
+        );
         Self {
+            hash_waiting,
+            hash_verify,
             registry,
             logins,
             latency,
@@ -109,6 +127,13 @@ impl Metrics {
     pub fn observe_grant(&self, outcome: &'static str, elapsed: Duration) {
         self.grants.get_or_create(&vec![("outcome", outcome)]).inc();
         self.grant_latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the hashing-queue gauges: requests waiting for a permit, the average verification.
+    pub fn observe_hasher(&self, waiting: usize, verify: Duration) {
+        self.hash_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.hash_verify.set(verify.as_secs_f64());
     }
 
     /// Text exposition, after setting the pool gauges to `(connections, idle)`.
@@ -148,6 +173,10 @@ mod tests {
         assert!(text.contains("login_db_pool_connections 3"), "{text}");
         assert!(text.contains("login_duration_seconds_bucket"), "{text}");
         assert!(text.contains("login_in_flight 0"), "{text}");
+        m.observe_hasher(3, Duration::from_millis(25));
+        let text = m.render((0, 0));
+        assert!(text.contains("login_hash_waiting 3"), "{text}");
+        assert!(text.contains("login_hash_verify_seconds 0.025"), "{text}");
         let guard = m.login_started();
         assert!(m.render((0, 0)).contains("login_in_flight 1"));
         drop(guard);

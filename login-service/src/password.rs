@@ -16,8 +16,19 @@
 //! with more than [`MAX_STORED_T_COST`] passes, [`MAX_STORED_P_COST`] lanes or
 //! [`MAX_STORED_WORK`] (m × t) is refused without running, so it cannot hold a permit for long.
 //! A hash that panics still returns its buffer to the pool (a drop guard).
+//!
+//! **The queue is bounded in time** (issue #15 §3). With more logins than the permits can hash,
+//! waiting for a permit would grow without end. [`Hasher::admit`] estimates the wait of a new
+//! request from the requests already waiting, the permits and a moving average of one
+//! verification ([`estimated_wait`]), and refuses at once ([`PasswordError::Overloaded`], a 503
+//! with `Retry-After`) when it would exceed the bound (`LOGIN_MAX_QUEUE_WAIT`, default twice
+//! one verification); an admitted request that still waits longer (the estimate was low) is
+//! refused by a timeout on the permit. A refused request never runs argon2. The bound is per
+//! process: it protects this process's cores, not a fleet.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -51,6 +62,40 @@ pub enum PasswordError {
     /// The blocking task panicked or was cancelled.
     #[error("hashing task failed")]
     Task,
+    /// The request would wait longer than the queue bound for a hashing permit: refused
+    /// without hashing (see the module docs).
+    #[error("hashing queue full")]
+    Overloaded {
+        /// Seconds the client is told to wait (≥ 1).
+        retry_after: u64,
+    },
+}
+
+/// Most requests that may wait for a hashing permit at once, whatever the time bound: with a
+/// very fast hash (tests) and a long bound, the time estimate alone would admit a queue of
+/// any length, and each waiter holds a request in memory.
+pub const MAX_WAITING: usize = 1024;
+
+/// Default queue bound, in verifications: a request may wait for about two verifications, so
+/// an accepted login answers in about three (wait + its own) plus the database, under the
+/// issue's p99 ≤ 4 × one verification.
+pub const DEFAULT_QUEUE_WAIT_VERIFIES: u32 = 2;
+
+/// Worst-case wait of a request that finds `queued` requests already waiting and `free` of
+/// `permits` permits free, when one verification takes `verify`: nothing while a permit is free
+/// for it; else one verification per round of `permits` requests ahead, plus one for the hashes
+/// running now (which may just have started).
+pub fn estimated_wait(queued: usize, free: usize, permits: usize, verify: Duration) -> Duration {
+    if queued < free {
+        return Duration::ZERO;
+    }
+    let rounds = ((queued - free) / permits.max(1)).saturating_add(1);
+    verify.saturating_mul(u32::try_from(rounds).unwrap_or(u32::MAX))
+}
+
+/// `Retry-After` seconds for a wait of `wait`: rounded up, at least 1, at most 60.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).clamp(1, 60)
 }
 
 /// Outcome of a password check.
@@ -254,6 +299,10 @@ pub fn needs_rehash(hash: &PasswordHash<'_>, current: &Params) -> bool {
     }
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// The [`Memory`] of every permit, allocated at start: a task holding a permit always finds
 /// one here.
 #[derive(Debug)]
@@ -301,6 +350,22 @@ pub struct Hasher {
     dummy: Arc<str>,
     permits: Arc<Semaphore>,
     pool: Arc<Pool>,
+    /// Requests admitted and waiting for a permit (≤ [`MAX_WAITING`]).
+    waiting: Arc<AtomicUsize>,
+    /// Moving average of one hash, in nanoseconds (seeded with the dummy hash at start).
+    verify_nanos: Arc<AtomicU64>,
+    /// `LOGIN_MAX_QUEUE_WAIT`; `None`: [`DEFAULT_QUEUE_WAIT_VERIFIES`] × the moving average.
+    max_wait: Option<Duration>,
+}
+
+/// One request counted in [`Hasher`]'s waiting requests; uncounted when dropped (it got its
+/// permit, timed out, or the client went away).
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Hasher {
@@ -309,6 +374,9 @@ impl std::fmt::Debug for Hasher {
             .field("params", &self.params)
             .field("available_permits", &self.permits.available_permits())
             .field("memory_blocks", &self.pool.allocated)
+            .field("waiting", &self.waiting())
+            .field("verify_time", &self.verify_time())
+            .field("max_queue_wait", &self.max_queue_wait())
             .finish()
     }
 }
@@ -322,7 +390,9 @@ impl Hasher {
             .map(|_| Memory::for_params(&params))
             .collect();
         let dummy_pw: [u8; 32] = rand::random();
+        let started = Instant::now();
         let dummy = hash_in(&dummy_pw, params.clone(), &mut free[0])?;
+        let first = nanos(started.elapsed());
         Ok(Self {
             params,
             dummy: dummy.into(),
@@ -331,7 +401,92 @@ impl Hasher {
                 free: Mutex::new(free),
                 allocated: concurrency,
             }),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            verify_nanos: Arc::new(AtomicU64::new(first)),
+            max_wait: None,
         })
+    }
+
+    /// This hasher with the queue bound `max_wait` (`LOGIN_MAX_QUEUE_WAIT`; `None`: the
+    /// default, [`DEFAULT_QUEUE_WAIT_VERIFIES`] × the measured verification).
+    #[must_use]
+    pub fn with_max_queue_wait(mut self, max_wait: Option<Duration>) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Moving average of one hash on this process, as the admission estimate uses it.
+    pub fn verify_time(&self) -> Duration {
+        Duration::from_nanos(self.verify_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The longest a request may wait for a hashing permit now.
+    pub fn max_queue_wait(&self) -> Duration {
+        self.max_wait.unwrap_or_else(|| {
+            self.verify_time()
+                .saturating_mul(DEFAULT_QUEUE_WAIT_VERIFIES)
+        })
+    }
+
+    /// Permits held now (hashes running or about to).
+    pub fn hashing(&self) -> usize {
+        self.pool.allocated - self.permits.available_permits()
+    }
+
+    /// Requests waiting for a hashing permit now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// The door: [`PasswordError::Overloaded`] if a request arriving now would be refused by
+    /// the queue bound. Counts nothing (the request is admitted by [`Hasher::verify`]), so a
+    /// caller can refuse before doing any other work for a request that cannot be hashed.
+    pub fn check_admission(&self) -> Result<(), PasswordError> {
+        let wait = estimated_wait(
+            self.waiting(),
+            self.permits.available_permits(),
+            self.pool.allocated,
+            self.verify_time(),
+        );
+        if self.waiting() >= MAX_WAITING || wait > self.max_queue_wait() {
+            return Err(PasswordError::Overloaded {
+                retry_after: retry_after_secs(wait),
+            });
+        }
+        Ok(())
+    }
+
+    /// Admission: counts the request as waiting if its estimated wait is within the bound, else
+    /// refuses it now, before any work. The check and the count are one atomic update, so a
+    /// burst arriving at once cannot all see the same short queue.
+    fn admit(&self, bound: Duration) -> Result<Waiting, PasswordError> {
+        let verify = self.verify_time();
+        let permits = self.pool.allocated;
+        let mut refused = Duration::ZERO;
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                let wait =
+                    estimated_wait(queued, self.permits.available_permits(), permits, verify);
+                if queued >= MAX_WAITING || wait > bound {
+                    refused = wait;
+                    None
+                } else {
+                    Some(queued + 1)
+                }
+            })
+            .map(|_| Waiting(self.waiting.clone()))
+            .map_err(|_| PasswordError::Overloaded {
+                retry_after: retry_after_secs(refused),
+            })
+    }
+
+    /// Folds one measured hash into the moving average (weight 1/8: a few hashes follow a
+    /// change of machine load, one slow outlier moves it little).
+    fn record(verify_nanos: &AtomicU64, took: Duration) {
+        let sample = nanos(took);
+        let _ = verify_nanos.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
+            Some(avg - avg / 8 + sample / 8)
+        });
     }
 
     /// The parameters new hashes use.
@@ -353,15 +508,21 @@ impl Hasher {
         &self,
         f: impl FnOnce(&mut Memory) -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
+        let bound = self.max_queue_wait();
+        let waiting = self.admit(bound)?;
+        // Why a timeout although admission estimated the wait: the estimate assumes hashes keep
+        // their average time; when they slow down (a busier machine), the bound still holds.
+        let permit = tokio::time::timeout(bound, self.permits.clone().acquire_owned())
             .instrument(tracing::debug_span!("hash_permit"))
             .await
+            .map_err(|_| PasswordError::Overloaded {
+                retry_after: retry_after_secs(bound),
+            })?
             .map_err(|_| PasswordError::Task)?;
+        drop(waiting);
         let span = tracing::Span::current();
         let pool = self.pool.clone();
+        let verify_nanos = self.verify_nanos.clone();
         // Why: the permit moves into the blocking task, so a request that times out (and drops
         // this future) still counts against the bound until its hash really finishes; the
         // memory goes back to the pool before the permit is released.
@@ -373,13 +534,19 @@ impl Hasher {
                 pool: &pool,
             };
             let memory = lease.memory.as_mut().ok_or(PasswordError::Task)?;
-            Ok(span.in_scope(|| f(memory)))
+            let started = Instant::now();
+            let out = span.in_scope(|| f(memory));
+            Self::record(&verify_nanos, started.elapsed());
+            Ok(out)
         })
         .await
         .map_err(|_| PasswordError::Task)?
     }
 
     /// Verifies `password` against `stored` (`None`: unknown user → dummy hash).
+    ///
+    /// [`PasswordError::Overloaded`] when the queue bound refuses it (nothing was computed,
+    /// whoever the user is).
     pub async fn verify(
         &self,
         stored: Option<String>,
@@ -532,7 +699,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn pool_holds_one_buffer_per_permit() {
         let p = weak();
-        let hasher = Hasher::new(p.clone(), 3).unwrap();
+        // 64 at once on 3 permits: every one waits (the bound is tested below).
+        let hasher = Hasher::new(p.clone(), 3)
+            .unwrap()
+            .with_max_queue_wait(Some(Duration::from_secs(60)));
         assert_eq!(hasher.memory_buffers(), 3);
         assert_eq!(hasher.memory_bytes(), 3 * 8 * 1024);
         let stored = hash_with(b"pw", p).unwrap();
@@ -563,6 +733,85 @@ mod tests {
         }
         assert_eq!(hasher.memory_buffers(), 3);
         assert_eq!(hasher.pool.free.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn estimated_wait_counts_rounds_of_permits_in_the_worst_case() {
+        let v = Duration::from_millis(10);
+        // A free permit for this request: no wait.
+        assert_eq!(estimated_wait(0, 1, 2, v), Duration::ZERO);
+        assert_eq!(estimated_wait(1, 2, 2, v), Duration::ZERO);
+        // The free permits go to those ahead: then one running hash (which may just have
+        // started) per round of `permits` requests.
+        assert_eq!(estimated_wait(1, 1, 2, v), v);
+        assert_eq!(estimated_wait(0, 0, 2, v), v);
+        assert_eq!(estimated_wait(1, 0, 2, v), v);
+        assert_eq!(estimated_wait(2, 0, 2, v), 2 * v);
+        assert_eq!(estimated_wait(3, 0, 2, v), 2 * v);
+        assert_eq!(estimated_wait(4, 0, 2, v), 3 * v);
+        assert_eq!(estimated_wait(4, 0, 1, v), 5 * v);
+        assert_eq!(estimated_wait(usize::MAX, 0, 1, v), v * u32::MAX);
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_within_1_and_60() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(40)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3600)), 60);
+    }
+
+    /// The default bound follows the measured verification; a fixed one replaces it.
+    #[test]
+    fn default_bound_is_twice_the_moving_average() {
+        let h = Hasher::new(weak(), 1).unwrap();
+        h.verify_nanos.store(30_000_000, Ordering::Relaxed);
+        assert_eq!(h.max_queue_wait(), Duration::from_millis(60));
+        Hasher::record(&h.verify_nanos, Duration::from_millis(110));
+        assert_eq!(h.verify_time(), Duration::from_millis(40));
+        assert_eq!(h.max_queue_wait(), Duration::from_millis(80));
+        let fixed = h.with_max_queue_wait(Some(Duration::from_secs(1)));
+        assert_eq!(fixed.max_queue_wait(), Duration::from_secs(1));
+    }
+
+    /// With every permit taken: a request over the bound is refused at once without queueing,
+    /// one the estimate admits is refused by the timeout when the permit does not come in time,
+    /// and neither stays counted as waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn over_the_bound_refused_at_once_or_by_the_timeout() {
+        let h = Hasher::new(weak(), 1)
+            .unwrap()
+            .with_max_queue_wait(Some(Duration::ZERO));
+        let pw = Arc::new(SecretString::from("pw".to_owned()));
+        assert!(h.check_admission().is_ok());
+        let held = h.permits.clone().acquire_owned().await.unwrap();
+        assert!(matches!(
+            h.check_admission(),
+            Err(PasswordError::Overloaded { retry_after: 1 })
+        ));
+        let r = h.verify(None, pw.clone()).await;
+        assert!(matches!(r, Err(PasswordError::Overloaded { .. })), "{r:?}");
+        assert!(matches!(
+            h.hash(pw.clone()).await,
+            Err(PasswordError::Overloaded { .. })
+        ));
+        assert_eq!(h.waiting(), 0);
+        // The estimate (1 ms a hash) admits; the held permit outlasts the 50 ms bound.
+        let h = h.with_max_queue_wait(Some(Duration::from_millis(50)));
+        h.verify_nanos.store(1_000_000, Ordering::Relaxed);
+        let started = Instant::now();
+        let r = h.verify(None, pw.clone()).await;
+        assert!(matches!(r, Err(PasswordError::Overloaded { .. })), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(h.waiting(), 0);
+        // The cap on waiters holds whatever the time bound says.
+        h.waiting.store(MAX_WAITING, Ordering::Relaxed);
+        assert!(h.check_admission().is_err());
+        assert!(h.verify(None, pw.clone()).await.is_err());
+        h.waiting.store(0, Ordering::Relaxed);
+        drop(held);
+        assert_eq!(h.verify(None, pw).await.unwrap(), Verification::Mismatch);
     }
 
     /// Review finding G of issue #11: a panicking hash gives its buffer back; later hashes work.

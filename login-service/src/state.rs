@@ -33,11 +33,12 @@ pub struct AppState {
 impl AppState {
     /// State for `settings` over `db` (computes the dummy hash).
     pub fn new(settings: Settings, db: Db) -> Result<Self, PasswordError> {
-        let hasher = Hasher::new(settings.hash_params.clone(), settings.hash_concurrency)?;
         let feed = Arc::new(FeedWatch::new(
             settings.revocation.feed_max_waiters,
             POLL_INTERVAL,
         ));
+        let hasher = Hasher::new(settings.hash_params.clone(), settings.hash_concurrency)?
+            .with_max_queue_wait(settings.max_queue_wait);
         Ok(Self {
             db,
             feed,

@@ -21,6 +21,8 @@ use e2e::stack::{KID, Stack};
 struct Sample {
     /// Which token the request carried (index into the loop's token list).
     kind: usize,
+    /// When the request was sent.
+    sent: Instant,
     /// When the response arrived.
     at: Instant,
     /// Its status (0 when the request itself failed).
@@ -93,6 +95,7 @@ impl<'a> Load<'a> {
                 request = request.bearer(token);
             }
             let sent_phase = self.phase.load(Ordering::SeqCst);
+            let sent = Instant::now();
             let (status, refusal) = request.send().map_or((0, Refusal::None), |r| {
                 let challenge = r
                     .headers()
@@ -103,6 +106,7 @@ impl<'a> Load<'a> {
             });
             let sample = Sample {
                 kind,
+                sent,
                 at: Instant::now(),
                 status,
                 phase: (sent_phase, self.phase.load(Ordering::SeqCst)),
@@ -372,7 +376,9 @@ fn rotate_under_load(
                 "{s:?}"
             ),
             // The new token: refused only before its key was first loaded; never afterwards.
-            _ if s.at > new_first_ok || s.phase.0 == 2 => {
+            // Why `sent`: a request sent before the reload may be answered (refused) after
+            // another client's first 200 arrived; only one sent after that 200 must pass.
+            _ if s.sent > new_first_ok || s.phase.0 == 2 => {
                 assert_eq!(
                     s.status, 200,
                     "new token refused after its key was live: {s:?}"

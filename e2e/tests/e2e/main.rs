@@ -19,6 +19,7 @@ mod modes;
 mod observability;
 mod oidc;
 mod outage;
+mod overload;
 mod revocation;
 mod sessions;
 mod tls;

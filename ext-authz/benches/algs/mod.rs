@@ -9,7 +9,6 @@ use crate::common::headers;
 use std::time::Duration;
 
 use auth_token::{Key, Keyring, Verifier, VerifierConfig};
-use base64::Engine as _;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
 use ext_authz::check::Decision;
 use ext_authz::keys::KeyStore;
@@ -196,24 +195,15 @@ fn mint(key: &Key) -> String {
 /// An RS256 token with our claims (login-service does not sign RS256; an operator's own
 /// issuer could), signed with the fixed RSA-2048 test key; a fresh `jti` each call.
 fn rs256_token() -> String {
-    let b64 = |v: &serde_json::Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
-    };
     let now = auth_token::now_unix();
-    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "rs1"});
-    let claims = serde_json::json!({
-        "sub": "12345", "email": "bench@example.com", "roles": ["admin", "ops"],
-        "iat": now, "nbf": now, "exp": now + 3600,
-        "jti": format!("{:032x}", rand_u128()),
-    });
-    let input = format!("{}.{}", b64(&header), b64(&claims));
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(auth_token::test_keys::RSA_PRIVATE_PKCS1_B64)
-        .unwrap();
-    let key = jsonwebtoken::EncodingKey::from_rsa_der(&der);
-    let sig =
-        jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::RS256).unwrap();
-    format!("{input}.{sig}")
+    auth_token::testing::sign_with_test_key(
+        &serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "rs1"}),
+        &serde_json::json!({
+            "sub": "12345", "email": "bench@example.com", "roles": ["admin", "ops"],
+            "iat": now, "nbf": now, "exp": now + 3600,
+            "jti": format!("{:032x}", rand_u128()),
+        }),
+    )
 }
 
 /// A distinct value per call (the `jti`), without another dependency.

@@ -1,11 +1,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use auth_token::test_keys::{
-    EC_PRIVATE_PKCS8_B64, EC_PUBLIC_PEM, RSA_PRIVATE_PKCS1_B64, RSA_PUBLIC_PEM,
-};
+use auth_token::test_keys::{EC_PUBLIC_PEM, RSA_PUBLIC_PEM};
 use auth_token::{Key, VerifyError};
-use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use super::*;
@@ -17,10 +14,6 @@ use crate::test_support::{ring, settings};
 
 const ISS: &str = "https://kc.example/realms/edge";
 
-fn der(b64: &str) -> Vec<u8> {
-    STANDARD.decode(b64).unwrap()
-}
-
 /// Signs `payload` with the fixed RSA (RS256) or P-256 (ES256) test key, header `kid`; `extra`
 /// header members are added (jku, x5u...).
 fn sign(alg: &str, kid: &str, payload: &Value, extra: &[(&str, &str)]) -> String {
@@ -28,15 +21,7 @@ fn sign(alg: &str, kid: &str, payload: &Value, extra: &[(&str, &str)]) -> String
     for (k, v) in extra {
         header[*k] = json!(v);
     }
-    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
-    let input = format!("{}.{}", b64(&header), b64(payload));
-    let key = match alg {
-        "RS256" | "PS256" => jsonwebtoken::EncodingKey::from_rsa_der(&der(RSA_PRIVATE_PKCS1_B64)),
-        _ => jsonwebtoken::EncodingKey::from_ec_der(&der(EC_PRIVATE_PKCS8_B64)),
-    };
-    let alg: jsonwebtoken::Algorithm = alg.parse().unwrap();
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, alg).unwrap();
-    format!("{input}.{sig}")
+    auth_token::testing::sign_with_test_key(&header, payload)
 }
 
 fn jwk(kid: &str, pem: &str) -> Value {

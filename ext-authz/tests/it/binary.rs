@@ -1,7 +1,7 @@
 //! The built `ext-authz` binary: startup errors, --check-config, TCP + UDS, SIGTERM drain.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -15,17 +15,48 @@ fn command() -> Command {
 }
 
 fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("ext-authz did not exit within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(deadline, || child.try_wait().unwrap()).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("ext-authz did not exit within {deadline:?}");
+    })
+}
+
+/// The binary serving on ports the system picks, logging JSON at `rust_log` to a piped stderr
+/// (read it with `serving_addrs`), with `args` after the addresses.
+fn serve_json(rust_log: &str, args: &[&str]) -> Child {
+    command()
+        .env("JWT_SECRET", SECRET)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", rust_log)
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, then the exit status (see [`exit_status`]).
+async fn sigterm_and_wait(child: Child, deadline: Duration) -> std::process::ExitStatus {
+    sigterm(&child);
+    exit_status(child, deadline).await
+}
+
+/// The exit status within `deadline`, else the child is killed and this panics.
+async fn exit_status(mut child: Child, deadline: Duration) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || wait_with_deadline(&mut child, deadline))
+        .await
+        .unwrap()
+}
+
+fn sigterm(child: &Child) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
 }
 
 #[test]
@@ -167,24 +198,15 @@ fn check_config_prints_kids_not_secrets() {
 async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("authz.sock");
-    let mut child = command()
-        .env("JWT_SECRET", SECRET)
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,ext_authz=debug")
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
+    let mut child = serve_json(
+        "info,ext_authz=debug",
+        &[
             "--grpc-uds",
             sock.to_str().unwrap(),
             "--worker-threads",
             "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let (grpc_addr, metrics_addr, logs) = serving_addrs(&mut child);
 
     let tcp = tcp_channel(grpc_addr).await;
@@ -228,13 +250,7 @@ async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
         (allowed >= 10.0).then_some(())
     })
     .await;
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let exit = tokio::task::spawn_blocking(move || {
-        wait_with_deadline(&mut child, Duration::from_secs(20))
-    })
-    .await
-    .unwrap();
+    let exit = sigterm_and_wait(child, Duration::from_secs(20)).await;
     assert_eq!(exit.code(), Some(0));
     load.await.unwrap();
     // The child exited: its stderr is at EOF, so this ends once every line is read.
@@ -253,6 +269,65 @@ async fn binary_serves_tcp_and_uds_and_drains_on_sigterm() {
     assert!(!sock.exists(), "socket removed on exit");
 }
 
+/// A Check in flight when SIGTERM arrives is answered with an allow before the drain ends
+/// (issue #20): the held stream stays open across the signal and the server's GOAWAY, and the
+/// log shows its decision before "drained". A drain that does not wait for open streams fails
+/// here: the connection dies with the process (the release errors), or the decision is logged
+/// after "drained".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_held_across_sigterm_is_allowed_before_the_drain_ends() {
+    // The shutdown deadline far beyond the test: only the held stream may end the drain.
+    let mut child = serve_json(
+        "info,ext_authz=debug",
+        &["--shutdown-timeout", "120s", "--worker-threads", "1"],
+    );
+    let (grpc_addr, _, logs) = serving_addrs(&mut child);
+    let good = format!("Bearer {}", token("default", SECRET, &[]));
+    let mut request = check_request(Some(&good), &[]);
+    request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap()
+        .headers
+        .insert("x-request-id".to_owned(), "held-across-sigterm".to_owned());
+    let held = HeldCheck::start(grpc_addr, &request).await;
+
+    sigterm(&child);
+    let mut lines = read_log_until(&logs, Duration::from_secs(20), |l| {
+        l.contains("shutting down")
+    });
+    // The graceful shutdown reached the held check's connection: new streams are refused.
+    eventually(
+        "a GOAWAY on the held check's connection",
+        Duration::from_secs(20),
+        || {
+            let refused = held.new_stream_refused();
+            async move { refused.await.then_some(()) }
+        },
+    )
+    .await;
+
+    let answer = held.release().await.expect("the held check is answered");
+    assert_eq!(http_status(&answer), 200);
+    let exit = exit_status(child, Duration::from_secs(30)).await;
+    assert_eq!(exit.code(), Some(0));
+    lines.extend(logs.iter());
+    let at = |what: &dyn Fn(&str) -> bool| lines.iter().position(|l| what(l));
+    let decided = at(&|l| {
+        l.contains(r#""request_id":"held-across-sigterm""#) && l.contains(r#""decision":"allow""#)
+    })
+    .unwrap_or_else(|| panic!("no allow logged for the held check:\n{}", lines.join("\n")));
+    let drained = at(&|l| l.contains(r#""message":"drained""#))
+        .unwrap_or_else(|| panic!("no \"drained\" line:\n{}", lines.join("\n")));
+    assert!(
+        decided < drained,
+        "decided after the drain ended:\n{}",
+        lines.join("\n")
+    );
+}
+
 /// Started while the feed is unreachable (fail-open): once the startup wait passes it decides
 /// with an empty revocation set — and says so with one ERROR line (and the gauge, see
 /// health.rs), so an operator cannot miss that revoked tokens may pass here.
@@ -263,46 +338,27 @@ async fn deciding_without_a_revocation_snapshot_logs_an_error() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut child = command()
-        .env("JWT_SECRET", SECRET)
-        .env("LOG_FORMAT", "json")
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
+    let feed = format!("http://{closed}/revocations");
+    let mut child = serve_json(
+        "info",
+        &[
             "--revocation-feed-url",
-            &format!("http://{closed}/revocations"),
+            &feed,
             "--revocation-startup-wait",
             "300ms",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let (grpc_addr, _metrics, logs) = serving_addrs(&mut child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let line = logs
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("an ERROR line about deciding without revocation data");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["level"] == "ERROR" {
-            break v;
-        }
-    };
+    let lines = read_log_until(&logs, Duration::from_secs(10), |line| {
+        serde_json::from_str::<serde_json::Value>(line).unwrap()["level"] == "ERROR"
+    });
+    let line: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     assert_eq!(
         line["message"],
         "no revocation snapshot after the startup wait: deciding WITHOUT revocation data (revoked tokens are accepted until the feed answers)"
     );
     let channel = tcp_channel(grpc_addr).await;
     assert_eq!(health(channel, "").await, ServingStatus::Serving);
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let exit = tokio::task::spawn_blocking(move || {
-        wait_with_deadline(&mut child, Duration::from_secs(20))
-    })
-    .await
-    .unwrap();
+    let exit = sigterm_and_wait(child, Duration::from_secs(20)).await;
     assert_eq!(exit.code(), Some(0));
 }

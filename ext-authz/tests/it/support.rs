@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Child;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -19,8 +19,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-/// One parser of the Prometheus text for every suite.
-pub use auth_token::testing::metric_value;
+/// One parser of the Prometheus text, one polling loop and one kubelet-style Secret for every
+/// suite.
+pub use auth_token::testing::poll::{eventually, wait_until};
+pub use auth_token::testing::{SecretDir, metric_value};
 
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub const SECRET_2: &str = "second-integration-secret-0123456789abcd";
@@ -121,22 +123,6 @@ pub async fn health(channel: Channel, service: &str) -> ServingStatus {
     ServingStatus::try_from(response.into_inner().status).unwrap()
 }
 
-/// Polls `f` until it returns `Some` or `deadline` passes (then panics with `what`).
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Polls the health of `service` over `channel` until it is `want` (see [`eventually`]).
 pub async fn wait_for_health(
     what: &str,
@@ -168,63 +154,6 @@ pub async fn scrape(addr: std::net::SocketAddr) -> String {
     out
 }
 
-/// A keys directory laid out like a mounted Kubernetes Secret and updated the way the kubelet
-/// does it: a new `..<timestamp>` dir, `..data_tmp` → atomic rename over `..data`, then the
-/// user-visible symlinks adjusted and the old data dir removed.
-pub struct SecretDir {
-    dir: tempfile::TempDir,
-    generation: u32,
-    files: Vec<String>,
-    data_dir: Option<PathBuf>,
-}
-
-impl SecretDir {
-    pub fn new(files: &[(&str, &str)]) -> Self {
-        let mut s = Self {
-            dir: tempfile::tempdir().unwrap(),
-            generation: 0,
-            files: Vec::new(),
-            data_dir: None,
-        };
-        s.update(files);
-        s
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn update(&mut self, files: &[(&str, &str)]) {
-        use std::os::unix::fs::symlink;
-        let root = self.dir.path();
-        self.generation += 1;
-        let name = format!("..2026_11_27_00_00_{:02}.000000000", self.generation);
-        let data = root.join(&name);
-        std::fs::create_dir(&data).unwrap();
-        for (kid, secret) in files {
-            std::fs::write(data.join(kid), format!("{secret}\n")).unwrap();
-        }
-        let tmp = root.join("..data_tmp");
-        symlink(&name, &tmp).unwrap();
-        std::fs::rename(&tmp, root.join("..data")).unwrap();
-        for (kid, _) in files {
-            let link = root.join(kid);
-            if std::fs::symlink_metadata(&link).is_err() {
-                symlink(format!("..data/{kid}"), &link).unwrap();
-            }
-        }
-        for old in &self.files {
-            if !files.iter().any(|(kid, _)| kid == old) {
-                std::fs::remove_file(root.join(old)).unwrap();
-            }
-        }
-        if let Some(old) = self.data_dir.replace(data) {
-            std::fs::remove_dir_all(old).unwrap();
-        }
-        self.files = files.iter().map(|(kid, _)| (*kid).to_owned()).collect();
-    }
-}
-
 /// Reads JSON log lines from the child's stderr (where every edge binary logs) until the
 /// "serving" line; returns the gRPC and metrics addresses, and keeps collecting the rest of the
 /// log in the background.
@@ -239,16 +168,40 @@ pub fn serving_addrs(child: &mut Child) -> (SocketAddr, SocketAddr, Receiver<Str
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("serving log line before the deadline");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    let mut addrs = None;
+    read_log_until(&rx, Duration::from_secs(30), |line| {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
         if v["message"] == "ext-authz serving" {
             let grpc = v["grpc_addr"].as_str().unwrap().parse().unwrap();
             let metrics = v["metrics_addr"].as_str().unwrap().parse().unwrap();
-            return (grpc, metrics, rx);
+            addrs = Some((grpc, metrics));
+        }
+        addrs.is_some()
+    });
+    let (grpc, metrics) = addrs.unwrap();
+    (grpc, metrics, rx)
+}
+
+/// The log lines from `logs` up to and including the first for which `stop` holds; panics
+/// with the lines read when none does within `deadline`.
+pub fn read_log_until(
+    logs: &Receiver<String>,
+    deadline: Duration,
+    mut stop: impl FnMut(&str) -> bool,
+) -> Vec<String> {
+    let end = Instant::now() + deadline;
+    let mut lines = Vec::new();
+    loop {
+        let Ok(line) = logs.recv_timeout(end.saturating_duration_since(Instant::now())) else {
+            panic!(
+                "no such log line within {deadline:?}; read:\n{}",
+                lines.join("\n")
+            );
+        };
+        let done = stop(&line);
+        lines.push(line);
+        if done {
+            return lines;
         }
     }
 }
@@ -275,4 +228,133 @@ where
         .with_state(state);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     url
+}
+
+/// A Check that the server has accepted but cannot answer yet: sent on its own HTTP/2
+/// connection with only the first byte of its gRPC message, the rest held until
+/// [`HeldCheck::release`]. Why not a test hook in ext-authz: the stream is in flight on the
+/// server exactly like a slow client's, so a drain test needs no production code paths.
+pub struct HeldCheck {
+    sender: hyper::client::conn::http2::SendRequest<GrpcBody>,
+    rest: Option<(tokio::sync::mpsc::Sender<GrpcFrame>, Vec<u8>)>,
+    answer: tokio::task::JoinHandle<Result<CheckResponse, String>>,
+    addr: SocketAddr,
+}
+
+type GrpcFrame = Result<hyper::body::Frame<hyper::body::Bytes>, std::convert::Infallible>;
+type GrpcBody = http_body_util::StreamBody<tokio_stream::wrappers::ReceiverStream<GrpcFrame>>;
+
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+impl HeldCheck {
+    /// Opens the stream for `request`, then completes one ordinary Check on the same connection:
+    /// HTTP/2 opens streams in order, so once that one is answered the server holds this one.
+    pub async fn start(addr: SocketAddr, request: &CheckRequest) -> Self {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tcp),
+        )
+        .await
+        .expect("HTTP/2 handshake");
+        tokio::spawn(conn);
+        let message = grpc_frame(request);
+        let (tx, body) = grpc_body();
+        tx.send(Ok(hyper::body::Frame::data(message[..1].to_vec().into())))
+            .await
+            .unwrap();
+        // Why: hyper queues the request to the connection here, before any later one.
+        let held = sender.send_request(grpc_request(addr, body));
+        let answer = tokio::spawn(async move { read_answer(held.await).await });
+        let probe = unary(&mut sender, addr, request).await;
+        assert!(probe.is_ok(), "probe before the hold: {probe:?}");
+        Self {
+            sender,
+            rest: Some((tx, message[1..].to_vec())),
+            answer,
+            addr,
+        }
+    }
+
+    /// Resolves to true when the server refuses a new stream on this connection (its GOAWAY:
+    /// the graceful shutdown has reached it) while the held one stays open.
+    pub fn new_stream_refused(&self) -> impl Future<Output = bool> + use<> {
+        let (mut sender, addr) = (self.sender.clone(), self.addr);
+        async move {
+            unary(&mut sender, addr, &check_request(None, &[]))
+                .await
+                .is_err()
+        }
+    }
+
+    /// Sends the rest of the message and waits for the answer (`Err` when the RPC failed).
+    pub async fn release(mut self) -> Result<CheckResponse, String> {
+        let (tx, rest) = self.rest.take().unwrap();
+        // The server may already be gone (a broken drain): then the answer says so.
+        let _ = tx.send(Ok(hyper::body::Frame::data(rest.into()))).await;
+        drop(tx);
+        self.answer.await.unwrap()
+    }
+}
+
+fn grpc_frame(request: &CheckRequest) -> Vec<u8> {
+    use prost::Message as _;
+    let body = request.encode_to_vec();
+    let mut frame = vec![0u8]; // not compressed
+    frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+fn grpc_body() -> (tokio::sync::mpsc::Sender<GrpcFrame>, GrpcBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    (tx, body)
+}
+
+fn grpc_request(addr: SocketAddr, body: GrpcBody) -> hyper::Request<GrpcBody> {
+    hyper::Request::post(format!("http://{addr}{CHECK_PATH}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap()
+}
+
+/// One whole Check on `sender`'s connection.
+async fn unary(
+    sender: &mut hyper::client::conn::http2::SendRequest<GrpcBody>,
+    addr: SocketAddr,
+    request: &CheckRequest,
+) -> Result<CheckResponse, String> {
+    let (tx, body) = grpc_body();
+    tx.send(Ok(hyper::body::Frame::data(grpc_frame(request).into())))
+        .await
+        .unwrap();
+    drop(tx);
+    sender.ready().await.map_err(|e| e.to_string())?;
+    read_answer(sender.send_request(grpc_request(addr, body)).await).await
+}
+
+/// The `CheckResponse` of a gRPC answer; `Err` for a transport error or a non-OK grpc-status.
+async fn read_answer(
+    response: Result<hyper::Response<hyper::body::Incoming>, hyper::Error>,
+) -> Result<CheckResponse, String> {
+    use http_body_util::BodyExt as _;
+    use prost::Message as _;
+    let response = response.map_err(|e| e.to_string())?;
+    let collected = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .map(|v| v.to_str().unwrap_or("?").to_owned());
+    if status.as_deref() != Some("0") {
+        return Err(format!("grpc-status {status:?}"));
+    }
+    let bytes = collected.to_bytes();
+    assert!(bytes.len() >= 5, "gRPC answer without a message");
+    CheckResponse::decode(&bytes[5..]).map_err(|e| e.to_string())
 }

@@ -29,6 +29,9 @@ pub async fn readyz(
 
 /// `GET /metrics`: the OpenMetrics text of [`crate::metrics::Metrics`].
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    state
+        .metrics
+        .observe_hasher(state.hasher.waiting(), state.hasher.verify_time());
     (
         [(
             header::CONTENT_TYPE,

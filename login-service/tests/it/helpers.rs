@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use auth_token::{Issuer, Keyring};
 use base64::Engine as _;
@@ -162,6 +162,8 @@ pub fn settings(db: &TestDb) -> Settings {
         // The test client is the proxy: x-envoy-external-address names the client, as Envoy does.
         trusted_proxies: vec![login_service::config::parse_proxy("127.0.0.1").unwrap()],
         hash_concurrency: 2,
+        // Why long: the tests' machine is shared; a test of the bound sets its own.
+        max_queue_wait: Some(Duration::from_secs(15)),
         hash_params: password::owasp_params(),
         request_timeout: Duration::from_secs(20),
         max_body_bytes: 1024,
@@ -322,23 +324,8 @@ impl TestApp {
     }
 }
 
-/// Polls `f` until it returns `Some` or `deadline` passes.
-pub async fn poll<T, F, Fut>(deadline: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// Polling with a deadline, shared by every suite (`auth_token::testing::poll`).
+pub use auth_token::testing::poll::{poll, wait_for, wait_until};
 
 /// Path of the built binary.
 pub fn binary() -> PathBuf {

@@ -16,6 +16,7 @@ mod login;
 mod memory;
 mod ordering_lock;
 mod outage;
+mod overload;
 mod races;
 mod refresh;
 mod refresh_attacks;

@@ -9,7 +9,7 @@ use diesel::Connection as _;
 use diesel::mysql::MysqlConnection;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, TestDb, poll, spawn_app_with};
+use crate::helpers::{TestApp, TestDb, poll, spawn_app_with, wait_for};
 
 /// A MariaDB server of this test's own: temp datadir, free port, killed on Drop.
 struct PrivateMariadb {
@@ -88,15 +88,14 @@ impl PrivateMariadb {
             .spawn()
             .expect("mariadbd");
         self.child = Some(child);
-        let end = Instant::now() + Duration::from_secs(60);
-        while MysqlConnection::establish(&self.base_url()).is_err() {
-            assert!(
-                Instant::now() < end,
-                "private mariadbd did not come up: {}",
-                std::fs::read_to_string(d.join("error.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let up = wait_for(Duration::from_secs(60), || {
+            MysqlConnection::establish(&self.base_url()).is_ok()
+        });
+        assert!(
+            up,
+            "private mariadbd did not come up: {}",
+            std::fs::read_to_string(d.join("error.log")).unwrap_or_default()
+        );
     }
 
     fn kill(&mut self) {

@@ -4,9 +4,9 @@
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::helpers::binary;
+use crate::helpers::{binary, wait_for, wait_until};
 
 /// A running `login-service serve`; killed on drop.
 pub struct Served {
@@ -76,8 +76,7 @@ impl Served {
             output,
             readers,
         };
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
+        let ready = wait_for(Duration::from_secs(30), || {
             if let Some(status) = served.child.try_wait().unwrap() {
                 panic!(
                     "login-service exited ({status}) before it was ready:\n{}",
@@ -89,15 +88,14 @@ impl Served {
             {
                 served.base = format!("http://{addr}");
             }
-            if !served.base.is_empty()
-                && let Ok(r) = client.get(format!("{}{ready_path}", served.base)).send()
-                && r.status().as_u16() == ready_status
-            {
-                return served;
-            }
-            assert!(Instant::now() < end, "not ready:\n{}", served.output());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            !served.base.is_empty()
+                && client
+                    .get(format!("{}{ready_path}", served.base))
+                    .send()
+                    .is_ok_and(|r| r.status().as_u16() == ready_status)
+        });
+        assert!(ready, "not ready:\n{}", served.output());
+        served
     }
 
     /// Everything written so far to stdout and stderr (lossy UTF-8).
@@ -120,14 +118,8 @@ impl Served {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
-        let end = Instant::now() + Duration::from_secs(15);
-        let exit = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < end, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let exit = wait_until(Duration::from_secs(15), || self.child.try_wait().unwrap())
+            .expect("no exit after SIGTERM");
         for r in std::mem::take(&mut self.readers) {
             r.join().unwrap();
         }
