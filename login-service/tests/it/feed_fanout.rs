@@ -199,11 +199,7 @@ db_test!(a_row_written_elsewhere_wakes_waiting_polls);
 /// through. The app is served here without its watcher, as if the task had died.
 async fn a_dead_watcher_never_hides_a_row_behind_an_empty_page(db: TestDb) {
     let other = other_pool(&db);
-    let s = crate::helpers::settings(&db);
-    let state = tokio::task::spawn_blocking(move || login_service::server::build_state(s))
-        .await
-        .unwrap()
-        .expect("build state");
+    let state = crate::helpers::state_with(&db, |_| {}).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = login_service::routes::router(state.clone());

@@ -197,14 +197,19 @@ pub async fn spawn_app(db: TestDb) -> TestApp {
     spawn_app_with(db, |_| {}).await
 }
 
-/// Starts the app on port 0 after `tweak`ing the settings.
-pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let mut s = settings(&db);
+/// The app's state for `db` with `tweak`ed test settings, as `main` builds it (not served).
+pub async fn state_with(db: &TestDb, tweak: impl FnOnce(&mut Settings)) -> Arc<AppState> {
+    let mut s = settings(db);
     tweak(&mut s);
-    let state = tokio::task::spawn_blocking(move || login_service::server::build_state(s))
+    tokio::task::spawn_blocking(move || login_service::server::build_state(s))
         .await
         .unwrap()
-        .expect("build state");
+        .expect("build state")
+}
+
+/// Starts the app on port 0 after `tweak`ing the settings.
+pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let state = state_with(&db, tweak).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
