@@ -11,14 +11,16 @@ with their embeds.
 Raw lines (one JSON object each, all printed by the `bench` binary): kind=wrk (`bench measure`:
 one Envoy measurement, with the CPU deltas of Envoy, ext-authz and the upstream), kind=grpc (one
 load-generator step), kind=argon2, kind=refresh (`bench refresh`, issue #17), kind=criterion
-(`bench criterion`), kind=feed_idle/feed_logout (`bench feed-followers`, issue #15 §2b).
-(`bench criterion`), kind=login_overload (`bench login-overload`, issue #15 §3).
+(`bench criterion`), kind=feed_idle/feed_logout (`bench feed-followers`, issue #15 §2b),
+kind=login_overload (`bench login-overload`, issue #15 §3), kind=footprint/scale_* (issue #15
+§2/§5), kind=grpc_floor (`bench grpc --floor`: the step with the health Check, issue #15 §1).
 Aggregation: per configuration, the median over rounds of rps and latency percentiles; CPU per
 request = total CPU / total requests over all rounds; ratios from the medians, with the range of
 the per-round ratios (each round measures every configuration back to back, so a per-round
 ratio cancels machine drift).
 """
 import json
+import math
 import statistics
 import sys
 
@@ -259,6 +261,8 @@ def render(rows, env):
     verdicts.extend(targets_login_overload(rows))
     out.extend(section_scale(rows))
     verdicts.extend(targets_scale(rows))
+    out.extend(section_check_floor(rows))
+    verdicts.extend(targets_check_floor(rows))
     if verdicts:
         out.append("### Targets")
         out.append("")
@@ -589,6 +593,85 @@ def targets_scale(rows):
         out.append(("ext-authz SERVING ≤ 100 ms without a feed",
                     f"p50 {f['ready_ms_p50']:.1f} ms (max {f['ready_ms_max']:.1f} ms)", f["ready_ms_p50"] <= 100))
     return out
+# Issue #15 §1: the framework floor (`bench grpc --floor`, kind=grpc_floor) next to Check.
+FLOOR_TARGETS = {
+    "cpu_ratio": 1.3,   # ext-authz CPU per Check ÷ per health Check, max step
+    "cpu_abs": 8.0,     # µs of ext-authz CPU per check at saturation
+    "p50_ratio": 1.25,  # Check p50 ÷ health p50 at each fixed rate
+}
+
+
+def up(x, nd=2):
+    """`x` rounded *up* to `nd` decimals: a shown ratio or time is never below the measured one."""
+    f = 10 ** nd
+    return math.ceil(x * f - 1e-9) / f
+
+
+def floor_pairs(rows):
+    """(step, Check line, health line) for each step of the first `bench grpc --floor` run (the
+    pinned ext-authz), in run order."""
+    checks = [r for r in rows if r["kind"] == "grpc"]
+    floors = [r for r in rows if r["kind"] == "grpc_floor"]
+    if not checks or not floors:
+        return []
+    label = floors[0].get("label", "")
+    by_step = {r["step"]: r for r in floors if r.get("label", "") == label}
+    return [(c["step"], c, by_step[c["step"]]) for c in checks
+            if c.get("label", "") == label and c["step"] in by_step]
+
+
+def div(a, b):
+    return a / b if a is not None and b else None
+
+
+def section_check_floor(rows):
+    """Check next to grpc.health.v1 Check on the same server, connections and steps."""
+    pairs = floor_pairs(rows)
+    if not pairs:
+        return []
+    out = ["### Check vs the framework floor (`bench grpc --floor`: health Check, same server, "
+           "same connections, same steps)", ""]
+    out.append("| step | p50 Check / health | ÷ | p99 Check / health | ÷ "
+               "| CPU µs per call Check / health | ÷ |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for step, c, h in pairs:
+        name = f"{int(step):,}/s" if step != "max" else "max (closed loop)"
+        cells = []
+        for key, show in (("p50_us", us), ("p99_us", us),
+                          ("server_cpu_us_per_check", lambda v: fmt(v, 1))):
+            ratio = div(c.get(key), h.get(key))
+            cells.append(f"{show(c.get(key))} / {show(h.get(key))} | "
+                         f"{'–' if ratio is None else f'{up(ratio):.2f}×'}")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out.append("")
+    out.append("Ratios are rounded up. The floor is everything but our work: tonic, HTTP/2, the "
+               "runtime and the health service's own map lookup.")
+    out.append("")
+    return out
+
+
+def targets_check_floor(rows):
+    """Targets rows of issue #15 §1, each met or missed with the measured value."""
+    verdicts = []
+    for step, c, h in floor_pairs(rows):
+        if step == "max":
+            ccpu, hcpu = c.get("server_cpu_us_per_check"), h.get("server_cpu_us_per_check")
+            ratio = div(ccpu, hcpu)
+            if ratio is not None:
+                verdicts.append(("ext-authz CPU/check ≤ 1.3× health (framework floor), max step",
+                                 f"{up(ratio):.2f}× ({up(ccpu, 1):.1f} / {up(hcpu, 1):.1f} µs)",
+                                 ratio <= FLOOR_TARGETS["cpu_ratio"]))
+            if ccpu is not None:
+                verdicts.append(("ext-authz CPU/check ≤ 8 µs at saturation",
+                                 f"{up(ccpu, 1):.1f} µs", ccpu <= FLOOR_TARGETS["cpu_abs"]))
+        else:
+            ratio = div(c.get("p50_us"), h.get("p50_us"))
+            if ratio is not None:
+                verdicts.append((f"Check ÷ health p50 ≤ 1.25× at {int(step):,}/s",
+                                 f"{up(ratio):.2f}× ({up(c['p50_us'], 0):.0f} / "
+                                 f"{up(h['p50_us'], 0):.0f} µs)",
+                                 ratio <= FLOOR_TARGETS["p50_ratio"]))
+    return verdicts
 
 
 def chart_lines(has_envoy, has_grpc, has_login):

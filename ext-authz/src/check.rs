@@ -20,6 +20,27 @@ use crate::policy::Policy;
 use crate::revoked::RevocationSet;
 use crate::token_cache::{Entry, Source, TokenCache, check_times, header_kid};
 
+/// Request headers as a check reads them: by lower-case name (Envoy lower-cases names), the
+/// last value of a repeated name (the one Envoy's `map<string, string>` keeps once decoded).
+/// Implemented for the generated `HashMap` (and by the wire request, a layer above).
+pub trait Headers {
+    /// The value of header `name`, if present.
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+impl<S: std::hash::BuildHasher> Headers for HashMap<String, String, S> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+}
+
+/// No `http` attributes at all (a malformed `CheckRequest`): no header.
+impl<H: Headers> Headers for Option<&H> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.and_then(|h| h.header(name))
+    }
+}
+
 /// Why a request was denied: one metric label and one log field each. An allowed request has
 /// no reason (its label is [`ALLOW_LABEL`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +176,7 @@ pub struct Settings {
 /// verifier). Never panics, never allows a token whose signature does not verify with a key of
 /// `keys` (property-tested in the tests).
 pub fn decide(
-    headers: &HashMap<String, String>,
+    headers: &(impl Headers + ?Sized),
     policy: &Policy<'_>,
     keys: &Keyring,
     revoked: Option<&RevocationSet>,
@@ -186,7 +207,7 @@ static EXTERNAL_NONE: ExternalIssuers = ExternalIssuers::EMPTY;
 /// A route that does not accept the token's issuer refuses it before any signature work
 /// (401 `wrong_issuer`).
 pub fn decide_with_external(
-    headers: &HashMap<String, String>,
+    headers: &(impl Headers + ?Sized),
     policy: &Policy<'_>,
     keys: &Keyring,
     external: &ExternalIssuers,
@@ -195,7 +216,7 @@ pub fn decide_with_external(
     now: u64,
 ) -> Decision {
     // Why: Envoy lower-cases header names in `attributes.request.http.headers`.
-    let authorization = headers.get("authorization").map(String::as_str);
+    let authorization = headers.header("authorization");
     let (claims, reason) = match auth_token::bearer::parse(authorization) {
         Err(e) => (None, bearer_reason(e)),
         Ok(token) => match verify(token, policy, keys, external, settings, now) {

@@ -13,13 +13,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tonic_health::ServingStatus;
 
 use crate::jwks::JwksStore;
 use crate::metrics::Metrics;
 use crate::revocation::{Revocations, now_ms};
-use crate::service::AuthzService;
+use crate::service::CheckServer;
 use crate::shutdown::ShutdownSignal;
 
 /// The gRPC health service name that reports whether the revocation data is fresh (SERVING)
@@ -36,10 +35,7 @@ pub async fn report_health(health: &tonic_health::server::HealthReporter, servin
     };
     health.set_service_status("", status).await;
     health
-        .set_service_status(
-            <AuthorizationServer<AuthzService> as tonic::server::NamedService>::NAME,
-            status,
-        )
+        .set_service_status(<CheckServer as tonic::server::NamedService>::NAME, status)
         .await;
 }
 

@@ -18,8 +18,9 @@
 //!    `ArcSwap` and the feed's freshness: "can decide?"), [`metrics`] (Prometheus), [`keys`]
 //!    (the lock-free keyring and its `--keys-dir` reloader), [`jwks`] (external issuers' keys,
 //!    lock-free, and their refresh requests).
-//! 3. Around it: [`service`] (the tonic `Authorization` impl: `CheckRequest` → decision →
-//!    `CheckResponse`, metrics and the decision log line), [`feed`] (the client of
+//! 3. Around it: [`wire`] (the `CheckRequest` as read off the wire: the strings a check reads,
+//!    none copied, and its gRPC codec), [`service`] (the tonic `Authorization` service:
+//!    `CheckRequest` → decision → `CheckResponse`, metrics and the decision log line), [`feed`] (the client of
 //!    login-service's revocation feed, filling [`revocation`]), [`health`] (gRPC health and the
 //!    watcher that drives it from [`revocation`]), [`jwks_fetch`] (the discovery/JWKS client
 //!    and one refresh task per external issuer). Background tasks cannot fail; their errors
@@ -50,6 +51,7 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod token_cache;
+pub mod wire;
 
 pub use check::{Decision, Denial, Reason, Settings, decide};
 pub use config::Config;

@@ -40,10 +40,21 @@ impl<'a> Policy<'a> {
 
     /// Reads the policy from Envoy's `context_extensions`; unknown keys are ignored.
     pub fn from_context_extensions(extensions: &'a HashMap<String, String>) -> Self {
+        Self::from_lookup(|key| extensions.get(key).map(String::as_str))
+    }
+
+    /// Reads the policy through `extension` (the value of a `context_extensions` key, if set):
+    /// the same as [`Policy::from_context_extensions`] for extensions kept in another form.
+    pub fn from_lookup(extension: impl Fn(&str) -> Option<&'a str>) -> Self {
         Self {
-            require_roles: extensions.get(REQUIRE_ROLES).map(String::as_str),
-            issuers: extensions.get(ISSUERS).map(String::as_str),
+            require_roles: extension(REQUIRE_ROLES),
+            issuers: extension(ISSUERS),
         }
+    }
+
+    /// The policy's keys and their values as the route set them (for the decision log).
+    pub fn as_set(&self) -> [(&'static str, Option<&'a str>); 2] {
+        [(REQUIRE_ROLES, self.require_roles), (ISSUERS, self.issuers)]
     }
 
     /// A policy requiring the roles in `list` (same syntax as the `require_roles` key).

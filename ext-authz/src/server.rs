@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use auth_token::{Keyring, Verifier};
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -32,7 +31,7 @@ use crate::jwks_fetch::{self, JwksClient};
 use crate::keys::{self, KeyStore};
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
-use crate::service::AuthzService;
+use crate::service::{AuthzService, CheckServer};
 use crate::shutdown::{self, ShutdownSignal, ShutdownTrigger};
 use crate::token_cache::TokenCache;
 
@@ -200,7 +199,7 @@ pub async fn start(config: &Config, ring: Keyring) -> Result<Running, ServerErro
     let grpc = Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(service));
+        .add_service(CheckServer::new(service));
     if let Some(listener) = uds_listener {
         let incoming = UnixListenerStream::new(listener);
         let (grpc, stop) = (grpc.clone(), stop.clone());

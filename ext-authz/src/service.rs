@@ -2,6 +2,12 @@
 //! It reads the keyring ([`KeyStore`]) and the revocation state ([`Revocations`]) once per
 //! check and does no other I/O.
 //!
+//! The server runs [`CheckServer`]: the generated `AuthorizationServer`'s contract, decoding
+//! the request with [`crate::wire`] (only the strings a check reads are kept, none copied) and
+//! answering without boxing a future per call (the check is synchronous). The generated
+//! [`Authorization`] trait is implemented too, on the generated types, for tests and benches;
+//! both reach the same [`AuthzService::check_headers`].
+//!
 //! Envoy's rules this layer follows (see the `// Why:` comments):
 //! - a deny is `Ok(CheckResponse)` with a non-OK status and a `DeniedHttpResponse` whose HTTP
 //!   status is set explicitly (Envoy defaults a denial to 403);
@@ -15,7 +21,9 @@
 //!   (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%`) and later filters read it.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -24,15 +32,20 @@ use envoy_types::ext_authz::v3::pb::{
 };
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
+use tonic::codegen::{BoxFuture, Service, StdError, http};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::check::{ALLOW_LABEL, Decision, Denial, Reason, Settings, decide_with_external};
+use crate::check::{
+    ALLOW_LABEL, Decision, Denial, Headers, Reason, Settings, decide_with_external,
+};
 use crate::external::ExternalIssuers;
 use crate::jwks::JwksStore;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::policy::{ISSUERS, Policy, REQUIRE_ROLES};
+use crate::policy::Policy;
 use crate::revocation::Revocations;
+use crate::wire;
 
 /// Identity header: the token's `sub`.
 pub const USER_ID_HEADER: &str = "x-auth-user-id";
@@ -40,10 +53,6 @@ pub const USER_ID_HEADER: &str = "x-auth-user-id";
 pub const EMAIL_HEADER: &str = "x-auth-email";
 /// Identity header: the token's `roles`, comma-joined (empty when none).
 pub const ROLES_HEADER: &str = "x-auth-roles";
-
-/// Headers of a request that carried none (a malformed `CheckRequest`).
-static NO_HEADERS: std::sync::LazyLock<HashMap<String, String>> =
-    std::sync::LazyLock::new(HashMap::new);
 
 /// The gRPC `Authorization` service. Cloning shares the state.
 #[derive(Debug, Clone)]
@@ -103,17 +112,37 @@ impl AuthzService {
         }
     }
 
-    /// Answers one check; the synchronous core of [`Authorization::check`] (also benchmarked).
+    /// Answers one check given as the generated `CheckRequest`: the synchronous core of
+    /// [`Authorization::check`] (benchmarked, fuzzed, and what the unit tests call).
     pub fn check_request(&self, request: &CheckRequest) -> Result<CheckResponse, Status> {
-        let started = Instant::now();
-        let inner = &*self.inner;
         let attributes = request.attributes.as_ref();
         let headers = attributes
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref())
-            .map_or(&*NO_HEADERS, |http| &http.headers);
-        let extensions = attributes.map(|a| &a.context_extensions);
-        let policy = extensions.map_or(Policy::NONE, Policy::from_context_extensions);
+            .map(|http| &http.headers);
+        let policy = attributes.map_or(Policy::NONE, |a| {
+            Policy::from_context_extensions(&a.context_extensions)
+        });
+        self.check_headers(&headers, policy)
+    }
+
+    /// Answers one check decoded by [`crate::wire`] (what [`CheckServer`] runs): the same
+    /// answer as [`AuthzService::check_request`] for the same bytes.
+    pub fn check_wire(&self, request: &wire::CheckRequest) -> Result<CheckResponse, Status> {
+        self.check_headers(
+            &request.http(),
+            Policy::from_lookup(|key| request.extension(key)),
+        )
+    }
+
+    /// The check itself, from the request's headers and the route's policy.
+    fn check_headers(
+        &self,
+        headers: &impl Headers,
+        policy: Policy<'_>,
+    ) -> Result<CheckResponse, Status> {
+        let started = Instant::now();
+        let inner = &*self.inner;
         // Why: `request.http.id` is Envoy's stream id; the id that ties logs together is the
         // `x-request-id` header.
         let request_id = request_id_of(headers);
@@ -150,7 +179,7 @@ impl AuthzService {
             request_refresh_on_unknown_kid(&decision, headers, store, set);
         }
         log_decision(&decision, request_id);
-        let metadata = decision_metadata(&decision, headers, extensions);
+        let metadata = decision_metadata(&decision, headers, &policy);
         let mut response = self.response(decision, &started);
         response.dynamic_metadata = Some(metadata);
         Ok(response)
@@ -207,7 +236,7 @@ impl AuthzService {
 /// `--jwks-url`s, which throttles (no I/O here).
 fn request_refresh_on_unknown_kid(
     decision: &Decision,
-    headers: &HashMap<String, String>,
+    headers: &impl Headers,
     store: &JwksStore,
     set: &ExternalIssuers,
 ) {
@@ -225,7 +254,7 @@ fn request_refresh_on_unknown_kid(
     ) {
         return;
     }
-    let token = auth_token::bearer::parse(headers.get("authorization").map(String::as_str));
+    let token = auth_token::bearer::parse(headers.header("authorization"));
     if let Ok(token) = token {
         store.request_refresh_for(set, token);
     }
@@ -236,11 +265,7 @@ fn request_refresh_on_unknown_kid(
 /// *verified* token only: an unverified header is the client's text), and the route's policy
 /// (`require_roles`, `issuers`: route configuration, never client input).
 /// Why no token and no e-mail: the access log is read by more people than the user table.
-fn decision_metadata(
-    decision: &Decision,
-    headers: &HashMap<String, String>,
-    extensions: Option<&HashMap<String, String>>,
-) -> Struct {
+fn decision_metadata(decision: &Decision, headers: &impl Headers, policy: &Policy<'_>) -> Struct {
     let (label, reason, claims) = match decision {
         Decision::Allow { claims } => ("allow", ALLOW_LABEL, Some(claims)),
         Decision::Deny(d) => ("deny", d.reason.label(), None),
@@ -265,8 +290,8 @@ fn decision_metadata(
             put("kid", &kid);
         }
     }
-    for key in [REQUIRE_ROLES, ISSUERS] {
-        if let Some(value) = extensions.and_then(|e| e.get(key)) {
+    for (key, value) in policy.as_set() {
+        if let Some(value) = value {
             put(key, value);
         }
     }
@@ -276,13 +301,13 @@ fn decision_metadata(
 /// The `kid` of the request's bearer token, read only after the token verified (so it names a
 /// key we hold); `None` when it has none or is not one of ours (an external issuer's `kid` is
 /// checked by the same rule).
-fn verified_kid(headers: &HashMap<String, String>) -> Option<String> {
+fn verified_kid(headers: &impl Headers) -> Option<String> {
     use base64::Engine as _;
     #[derive(serde::Deserialize)]
     struct Header {
         kid: Option<String>,
     }
-    let token = auth_token::bearer::parse(headers.get("authorization").map(String::as_str)).ok()?;
+    let token = auth_token::bearer::parse(headers.header("authorization")).ok()?;
     let header = token.split('.').next()?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header)
@@ -365,37 +390,126 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        if !edge_process::telemetry::tracing_enabled() {
-            return self.check_request(request.get_ref()).map(Response::new);
+        let headers = request
+            .get_ref()
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .map(|http| &http.headers);
+        traced(request.metadata(), &headers, || {
+            self.check_request(request.get_ref())
+        })
+        .map(Response::new)
+    }
+}
+
+/// `answer()`, inside the check's span when traces are exported (issue #14). With tracing off
+/// (the default) nothing is built: one relaxed atomic load.
+fn traced(
+    metadata: &MetadataMap,
+    headers: &impl Headers,
+    answer: impl FnOnce() -> Result<CheckResponse, Status>,
+) -> Result<CheckResponse, Status> {
+    if !edge_process::telemetry::tracing_enabled() {
+        return answer();
+    }
+    let span = check_span(metadata, headers);
+    let answer = span.in_scope(answer);
+    record_outcome(&span, &answer);
+    answer
+}
+
+/// The gRPC path of the Check method.
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// The `envoy.service.auth.v3.Authorization` gRPC service the server runs: what the generated
+/// `AuthorizationServer` does (same path, same unimplemented answer for other methods, same
+/// defaults: no compression, 4 MiB decode limit), with the request decoded by [`crate::wire`]
+/// and the synchronous check answered as a ready future instead of a boxed `async_trait` one.
+#[derive(Debug, Clone)]
+pub struct CheckServer {
+    service: AuthzService,
+}
+
+impl CheckServer {
+    /// Serves `service`.
+    pub fn new(service: AuthzService) -> Self {
+        Self { service }
+    }
+}
+
+impl tonic::server::NamedService for CheckServer {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+impl<B> Service<http::Request<B>> for CheckServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != CHECK_PATH {
+            // The generated server's answer, header for header.
+            return Box::pin(async {
+                let mut response = http::Response::new(tonic::body::Body::default());
+                let headers = response.headers_mut();
+                headers.insert(
+                    Status::GRPC_STATUS,
+                    (tonic::Code::Unimplemented as i32).into(),
+                );
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                Ok(response)
+            });
         }
-        let span = check_span(&request);
-        let answer = span.in_scope(|| self.check_request(request.get_ref()));
-        record_outcome(&span, &answer);
-        answer.map(Response::new)
+        let method = CheckMethod(self.service.clone());
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(wire::CheckCodec);
+            Ok(grpc.unary(method, request).await)
+        })
+    }
+}
+
+/// The Check method over [`crate::wire`]'s request.
+struct CheckMethod(AuthzService);
+
+impl tonic::server::UnaryService<wire::CheckRequest> for CheckMethod {
+    type Response = CheckResponse;
+    type Future = std::future::Ready<Result<Response<CheckResponse>, Status>>;
+
+    fn call(&mut self, request: Request<wire::CheckRequest>) -> Self::Future {
+        let answer = traced(request.metadata(), &request.get_ref().http(), || {
+            self.0.check_wire(request.get_ref())
+        });
+        std::future::ready(answer.map(Response::new))
     }
 }
 
 /// The `x-request-id` to log: bounded and printable only, because a client that reaches
 /// ext-authz directly (or through a proxy that forwards its id) chooses this header
 /// (SECURITY.md, review finding L3).
-fn request_id_of(headers: &HashMap<String, String>) -> &str {
-    edge_process::telemetry::request_id(headers.get("x-request-id").map(String::as_bytes))
+fn request_id_of(headers: &impl Headers) -> &str {
+    edge_process::telemetry::request_id(headers.header("x-request-id").map(str::as_bytes))
 }
 
 /// The span of one check, only built when traces are exported (issue #14): a child of Envoy's
 /// ext_authz call span, named by the `traceparent` Envoy's gRPC client puts in the call's
 /// metadata; failing that, of the client request's own `traceparent` (Envoy sends it in the
 /// CheckRequest when `allowed_headers` lets it through). Never the token.
-fn check_span(request: &Request<CheckRequest>) -> tracing::Span {
-    let headers = request
-        .get_ref()
-        .attributes
-        .as_ref()
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref())
-        .map(|http| &http.headers);
-    let grpc = |name: &str| request.metadata().get(name).and_then(|v| v.to_str().ok());
-    let http = |name: &str| headers.and_then(|h| h.get(name)).map(String::as_str);
+fn check_span(metadata: &MetadataMap, headers: &impl Headers) -> tracing::Span {
+    let grpc = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+    let http = |name: &str| headers.header(name);
     let (traceparent, tracestate) = match grpc("traceparent") {
         Some(parent) => (Some(parent), grpc("tracestate")),
         None => (http("traceparent"), http("tracestate")),

@@ -2,7 +2,8 @@
 //! with arbitrary header maps and context extensions, optionally around a real token (signed
 //! with `k1`, arbitrary roles, optionally mutated). Never panics, never errors (keys are loaded);
 //! every allow must carry a token that really is our HMAC, whose roles cover `require_roles`,
-//! and the identity headers must be the token's claims, set with `append: false`.
+//! and the identity headers must be the token's claims, set with `append: false`. The same
+//! request encoded and decoded by `ext_authz::wire` (what the server runs) answers the same.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +75,15 @@ pub fn run(input: Input) {
     let response = service
         .check_request(&request)
         .expect("keys are loaded: never an error");
+    // The server decodes with `ext_authz::wire` (issue #15 §1): the same bytes must decode and
+    // give the same answer as the generated types.
+    let bytes = prost::Message::encode_to_vec(&request);
+    let wire = ext_authz::wire::decode(bytes.as_slice()).expect("an encoded request decodes");
+    assert_eq!(
+        service.check_wire(&wire).ok().as_ref(),
+        Some(&response),
+        "the wire decoder answers differently"
+    );
     let code = response.status.as_ref().map_or(0, |s| s.code);
     let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
         assert_ne!(code, 0, "OK status without an OkHttpResponse");
