@@ -32,6 +32,7 @@
 #   LOGIN_OVERLOAD_CALIBRATE=10 LOGIN_OVERLOAD_DURATION=20   its sustainable-rate and 2× phases (s)
 #   SKIP_FOOTPRINT=1 SKIP_SCALE=1    skip idle RSS / exec → SERVING, or the 1M-revocation step
 #   SCALE_ENTRIES=1000000            revocations loaded for it (--quick: 100000); SCALE_LOGOUTS=200
+#   SKIP_FLOOR=1                     direct gRPC step without its health-Check floor (issue #15 §1)
 #
 # Everything listens on 127.0.0.1 only; every step is bounded in time; every process started here
 # is stopped on exit (by pid).
@@ -47,7 +48,7 @@ for arg in "$@"; do
     --quick) quick=true ;;
     --no-build) build=false ;;
     --no-splice) splice=false ;;
-    -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown option $arg (try --help)" >&2; exit 64 ;;
   esac
 done
@@ -237,9 +238,13 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # --- direct gRPC: open-loop load generator ----------------------------------------------------------
-log "direct Check: steps $GRPC_RATES, ${GRPC_DURATION}s each, $GRPC_CONNS HTTP/2 connections"
+# --floor (issue #15 §1): after each step, the same step with grpc.health.v1 Health/Check to the
+# same pinned ext-authz over the same connections: the framework floor Check is divided by.
+FLOOR=(--floor)
+[ "${SKIP_FLOOR:-0}" = 1 ] && FLOOR=()
+log "direct Check: steps $GRPC_RATES, ${GRPC_DURATION}s each, $GRPC_CONNS HTTP/2 connections${FLOOR:+, each followed by the health Check floor}"
 taskset -c "$ENVOY_CPU" "$BIN/bench" grpc --target "http://127.0.0.1:$P_AUTHZ" --token "$TOKEN" \
-  --connections "$GRPC_CONNS" --rates "$GRPC_RATES" --duration "$GRPC_DURATION" \
+  --connections "$GRPC_CONNS" --rates "$GRPC_RATES" --duration "$GRPC_DURATION" "${FLOOR[@]}" \
   --warmup 2 --server-pid "$AUTHZ_PID" --label "pinned to CPU $OTHER_CPUS (1 worker: current-thread runtime)" >>"$RAW"
 if ((NCPU >= 2)); then
   log "direct Check, runtime comparison: ext-authz on all $NCPU CPUs (multi-threaded runtime)"

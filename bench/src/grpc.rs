@@ -10,6 +10,12 @@
 //! Each step: `--warmup` unrecorded, then `--duration` recorded, then up to 5 s to collect
 //! in-flight answers; then the next step. Step "max" is closed-loop with `--max-inflight`
 //! requests outstanding (throughput ceiling; latency measured from the actual send).
+//!
+//! `--floor` (issue #15 §1): after each Check step, the same step sends `grpc.health.v1.Health/
+//! Check` to the same server over the same HTTP/2 connections (same pacer, same CPU accounting):
+//! the *framework floor* of a call — tonic, HTTP/2 and the runtime, but none of our work. Its lines
+//! are `"kind": "grpc_floor"`, so tables of Check lines are unchanged; interleaving step by step
+//! lets machine drift hit both alike, and `bench/report.py` divides one by the other.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +28,9 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// Options of `bench grpc`.
 #[derive(Debug, clap::Args)]
@@ -56,6 +65,54 @@ pub struct Args {
     /// Free-form label copied into the output (e.g. which server setup).
     #[arg(long, default_value = "")]
     label: String,
+    /// After each step, the same step with `grpc.health.v1.Health/Check` (the framework floor;
+    /// lines of kind `grpc_floor`).
+    #[arg(long)]
+    floor: bool,
+}
+
+/// The RPC a step sends: ext-authz's Check, or the health Check of the framework floor. Both
+/// clients share the step's HTTP/2 connections (a `Channel` clone is the same connection).
+#[derive(Clone)]
+enum Rpc {
+    Check(AuthorizationClient<Channel>, Arc<CheckRequest>),
+    Health(HealthClient<Channel>),
+}
+
+impl Rpc {
+    /// The `kind` of this RPC's output lines.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Check(..) => "grpc",
+            Self::Health(_) => "grpc_floor",
+        }
+    }
+
+    /// One call; `true` for an OK answer (an allow, or SERVING).
+    async fn call(&mut self) -> bool {
+        match self {
+            Self::Check(client, request) => call(client, request).await,
+            Self::Health(client) => {
+                // The overall ("") service: the one probes ask, set by ext-authz's report_health.
+                let mut req = tonic::Request::new(HealthCheckRequest::default());
+                req.set_timeout(Duration::from_secs(2));
+                match client.check(req).await {
+                    Ok(answer) => {
+                        let status = answer.into_inner().status;
+                        let serving = status == ServingStatus::Serving as i32;
+                        if !serving {
+                            report_error(&format!("health status {status}"));
+                        }
+                        serving
+                    }
+                    Err(status) => {
+                        report_error(&format!("{:?}: {}", status.code(), status.message()));
+                        false
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Shared measurement state of one step.
@@ -114,7 +171,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 async fn run_steps(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.connections > 0, "--connections must be > 0");
-    let mut clients = Vec::with_capacity(args.connections);
+    let mut channels = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         // One Endpoint::connect = one HTTP/2 connection.
         let channel: Channel = Endpoint::from_shared(args.target.clone())?
@@ -123,18 +180,31 @@ async fn run_steps(args: &Args) -> anyhow::Result<()> {
             .connect()
             .await
             .with_context(|| format!("cannot connect to {}", args.target))?;
-        clients.push(AuthorizationClient::new(channel));
+        channels.push(channel);
     }
     let request = Arc::new(check_request(&args.token));
+    let checks: Vec<Rpc> = channels
+        .iter()
+        .map(|c| Rpc::Check(AuthorizationClient::new(c.clone()), Arc::clone(&request)))
+        .collect();
+    let floors: Vec<Rpc> = channels
+        .iter()
+        .map(|c| Rpc::Health(HealthClient::new(c.clone())))
+        .collect();
     // Fail fast with a clear message when the token is not accepted.
-    let answer = clients[0]
-        .clone()
+    let answer = AuthorizationClient::new(channels[0].clone())
         .check((*request).clone())
         .await
         .context("first Check failed")?
         .into_inner();
     let code = answer.status.map_or(0, |s| s.code);
     anyhow::ensure!(code == 0, "the server denied the token (gRPC code {code})");
+    if args.floor {
+        anyhow::ensure!(
+            floors[0].clone().call().await,
+            "the server's health Check is not SERVING"
+        );
+    }
 
     for step in args
         .rates
@@ -150,16 +220,18 @@ async fn run_steps(args: &Args) -> anyhow::Result<()> {
                     .with_context(|| format!("bad rate {step:?}"))?,
             )
         };
-        let result = run_step(args, &clients, &request, rate).await?;
+        let result = run_step(args, &checks, rate).await?;
         println!("{result}");
+        if args.floor {
+            println!("{}", run_step(args, &floors, rate).await?);
+        }
     }
     Ok(())
 }
 
 async fn run_step(
     args: &Args,
-    clients: &[AuthorizationClient<Channel>],
-    request: &Arc<CheckRequest>,
+    clients: &[Rpc],
     rate: Option<u64>,
 ) -> anyhow::Result<serde_json::Value> {
     let warmup = Duration::from_secs_f64(args.warmup);
@@ -202,11 +274,10 @@ async fn run_step(
                 }
                 let mut client = clients[next % clients.len()].clone();
                 next += 1;
-                let request = Arc::clone(request);
                 let recorder = Arc::clone(&recorder);
                 tasks.spawn(async move {
                     let sent = Instant::now();
-                    let ok = call(&mut client, &request).await;
+                    let ok = client.call().await;
                     recorder.record(intended, sent, Instant::now(), ok);
                 });
                 // Reap finished tasks as we go so the set stays small.
@@ -217,12 +288,11 @@ async fn run_step(
         None => {
             for i in 0..args.max_inflight {
                 let mut client = clients[i % clients.len()].clone();
-                let request = Arc::clone(request);
                 let recorder = Arc::clone(&recorder);
                 tasks.spawn(async move {
                     while Instant::now() < end {
                         let sent = Instant::now();
-                        let ok = call(&mut client, &request).await;
+                        let ok = client.call().await;
                         recorder.record(sent, sent, Instant::now(), ok);
                     }
                 });
@@ -261,7 +331,7 @@ async fn run_step(
         _ => None,
     };
     Ok(serde_json::json!({
-        "kind": "grpc",
+        "kind": clients.first().map_or("grpc", Rpc::kind),
         "round": args.round,
         "label": args.label,
         "step": rate.map_or_else(|| "max".to_owned(), |r| r.to_string()),
