@@ -56,12 +56,10 @@ fn encoded(headers: Vec<Entry>, extensions: Vec<Entry>, path: &[u8]) -> Vec<u8> 
 fn same_as_generated(bytes: &[u8], probes: &[&str]) -> Result<(), TestCaseError> {
     let generated = Generated::decode(bytes);
     let wire = decode(bytes);
+    // The same refusal, word for word: tonic sends the error's text as the gRPC message.
     prop_assert_eq!(
-        generated.is_ok(),
-        wire.is_ok(),
-        "generated {:?} vs wire {:?}",
-        generated.as_ref().err(),
-        wire.as_ref().err()
+        generated.as_ref().err().map(ToString::to_string),
+        wire.as_ref().err().map(ToString::to_string)
     );
     let (Ok(generated), Ok(wire)) = (generated, wire) else {
         return Ok(());
@@ -232,8 +230,106 @@ fn a_wrong_wire_type_is_refused_by_both() {
     assert!(decode(bytes.as_slice()).is_err());
 }
 
+/// A length-delimited field (tag below 16, wire type 2, length, bytes).
+fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    assert!(tag < 16, "a one-byte key");
+    let mut out = vec![tag << 3 | 2];
+    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// `HttpRequest` fields (already encoded) wrapped as `CheckRequest.attributes.request.http`,
+/// followed by raw `AttributeContext` fields.
+fn wrapped(http: &[u8], attributes: &[u8]) -> Vec<u8> {
+    let request = field(2, http);
+    field(1, &[field(4, &request), attributes.to_vec()].concat())
+}
+
+/// Attack review M1: a string field sent twice, the first copy not UTF-8, is refused as the
+/// generated decoder refuses it, although the copy that would be kept is valid. Checking only
+/// the kept copy accepted these, and read `require_roles` from an entry whose first key was not
+/// UTF-8.
+#[test]
+fn a_replaced_copy_that_is_not_utf8_is_still_refused() {
+    let cases = [
+        (
+            "path twice",
+            wrapped(&[field(4, b"\xff"), field(4, b"/")].concat(), &[]),
+        ),
+        (
+            "header key twice in one entry",
+            wrapped(
+                &field(
+                    3,
+                    &[field(1, b"\xff"), field(1, b"x"), field(2, b"y")].concat(),
+                ),
+                &[],
+            ),
+        ),
+        (
+            "extension key twice in one entry",
+            wrapped(
+                &[],
+                &field(
+                    10,
+                    &[
+                        field(1, b"\xff"),
+                        field(1, b"require_roles"),
+                        field(2, b"admin"),
+                    ]
+                    .concat(),
+                ),
+            ),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let generated = Generated::decode(bytes.as_slice())
+            .expect_err(what)
+            .to_string();
+        assert_eq!(
+            decode(bytes.as_slice()).expect_err(what).to_string(),
+            generated,
+            "{what}"
+        );
+        assert!(generated.contains("not UTF-8"), "{what}: {generated}");
+    }
+}
+
+/// One raw field of an `HttpRequest`: any tag 0..15 (known, unknown, or 0), as length-delimited
+/// bytes or as a varint; the bytes are text, not UTF-8, or a map entry made the same way.
+fn raw_field() -> impl Strategy<Value = Vec<u8>> {
+    let text = prop_oneof![
+        Just(b"authorization".to_vec()),
+        Just(b"/".to_vec()),
+        Just(b"\xff".to_vec()),
+        Just(b"\xc3\x28".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..5),
+    ];
+    let entry_field = (0..4_u8, text.clone()).prop_map(|(tag, bytes)| field(tag, &bytes));
+    let entry = proptest::collection::vec(entry_field, 0..4).prop_map(|fields| fields.concat());
+    prop_oneof![
+        (0..16_u8, text).prop_map(|(tag, bytes)| field(tag, &bytes)),
+        entry.prop_map(|bytes| field(3, &bytes)),
+        (0..16_u8, 0..3_u8).prop_map(|(tag, value)| vec![tag << 3, value]),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Raw `HttpRequest` and `AttributeContext` fields in any order and number (repeated
+    /// fields, repeated keys in one entry, unknown tags, wrong wire types, bad UTF-8 in any
+    /// copy): both decoders refuse alike, with the same message, or read the same.
+    #[test]
+    fn raw_fields_are_refused_or_read_the_same(
+        http in proptest::collection::vec(raw_field(), 0..8),
+        extensions in proptest::collection::vec(raw_field(), 0..3),
+    ) {
+        // The extensions' fields are entries of `context_extensions` (10).
+        let extensions: Vec<u8> = extensions.iter().map(|f| field(10, f)).collect::<Vec<_>>().concat();
+        same_as_generated(&wrapped(&http.concat(), &extensions), &["authorization"])?;
+    }
 
     /// Arbitrary names, values and extensions (any bytes, duplicates allowed).
     #[test]

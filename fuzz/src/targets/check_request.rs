@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::{assert_really_signed, header_map, ring};
 use arbitrary::Arbitrary;
 use auth_token::{Issuer, Verifier, VerifierConfig};
-use envoy_types::ext_authz::v3::pb::HttpResponse;
+use envoy_types::ext_authz::v3::pb::{CheckRequest as Generated, HttpResponse};
+use ext_authz::check::Headers as _;
 use ext_authz::Settings;
 use ext_authz::keys::KeyStore;
 use ext_authz::metrics::Metrics;
@@ -27,6 +28,8 @@ pub struct Input {
     /// Some: put a real token in `authorization` (prefix, roles, mutation).
     token: Option<TokenSpec>,
     dry_run: bool,
+    /// Raw bytes for both decoders, as a client talking to ext-authz directly may send.
+    raw: Vec<u8>,
 }
 
 /// One input (the fuzz target's body).
@@ -72,6 +75,7 @@ pub fn run(input: Input) {
         Arc::new(Metrics::new()),
         false,
     );
+    same_decoding(&input.raw, &service);
     let response = service
         .check_request(&request)
         .expect("keys are loaded: never an error");
@@ -156,4 +160,34 @@ pub fn run_bytes(data: &[u8]) {
     if let Ok(input) = Input::arbitrary_take_rest(arbitrary::Unstructured::new(data)) {
         run(input);
     }
+}
+
+/// Raw bytes through the generated decoder and `ext_authz::wire`: the same refusal, word for
+/// word (tonic sends it as the gRPC message), or the same headers, extensions and answer.
+fn same_decoding(bytes: &[u8], service: &AuthzService) {
+    let generated = <Generated as prost::Message>::decode(bytes);
+    let wire = ext_authz::wire::decode(bytes);
+    assert_eq!(
+        generated.as_ref().err().map(ToString::to_string),
+        wire.as_ref().err().map(ToString::to_string),
+        "the decoders refuse differently"
+    );
+    let (Ok(generated), Ok(wire)) = (generated, wire) else {
+        return;
+    };
+    let attributes = generated.attributes.as_ref();
+    let http = attributes
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref());
+    for (name, value) in http.iter().flat_map(|h| &h.headers) {
+        assert_eq!(wire.http().header(name), Some(value.as_str()), "header {name:?}");
+    }
+    for (key, value) in attributes.iter().flat_map(|a| &a.context_extensions) {
+        assert_eq!(wire.extension(key), Some(value.as_str()), "extension {key:?}");
+    }
+    assert_eq!(
+        service.check_request(&generated).ok(),
+        service.check_wire(&wire).ok(),
+        "the decoders answer differently"
+    );
 }
