@@ -19,15 +19,7 @@ ROOT=$PWD
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-build=true quick=false
-for arg in "$@"; do
-  case "$arg" in
-    --no-build) build=false ;;
-    --quick) quick=true ;;
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bench-feed: unknown option $arg" >&2; exit 64 ;;
-  esac
-done
+bench_options bench-feed 2,15 "$@"
 $quick && : "${FEED_WINDOW:=6}" "${FEED_LOGOUTS:=20}"
 FEED_FOLLOWERS=${FEED_FOLLOWERS:-1,500} FEED_WINDOW=${FEED_WINDOW:-20} FEED_WAIT=${FEED_WAIT:-8}
 FEED_LOGOUTS=${FEED_LOGOUTS:-50} FEED_LABEL=${FEED_LABEL:-after}

@@ -78,20 +78,14 @@ if [ -n "${EXTRA:-}" ]; then cp "$EXTRA"/c+*.yaml "$WORK/envoy/"; fi
 # (c), the shipped (e), and c+FLAG in render.py's order; ports from the rendered files.
 CONFIGS=(c-ext_authz_tcp e-shipped)
 for f in "$WORK"/envoy/c+*.yaml; do CONFIGS+=("$(basename "$f" .yaml)"); done
-declare -A PORT ADMIN EPID
-cd "$WORK/envoy" # tls/sds.yaml is relative to Envoy's working directory
+declare -A PORT ADMIN ENVOY_PID
 for cfg in "${CONFIGS[@]}"; do
   # The ingress listener's port is the first port_value after `name: ingress`; admin's the first.
-  ADMIN[$cfg]=$(grep -m1 -o 'port_value: [0-9]*' "$cfg.yaml" | cut -d' ' -f2)
-  PORT[$cfg]=$(sed -n '/- name: ingress/,$p' "$cfg.yaml" | grep -m1 -o 'port_value: [0-9]*' | cut -d' ' -f2)
-  port_busy "${PORT[$cfg]}" && die "port ${PORT[$cfg]} is in use"
-  start "envoy-$cfg" "$ENVOY_CPU" "$ENVOY" -c "$WORK/envoy/$cfg.yaml" --concurrency 1 \
-    --disable-hot-restart --log-level warn
-  EPID[$cfg]=$last_pid
+  ADMIN[$cfg]=$(grep -m1 -o 'port_value: [0-9]*' "$WORK/envoy/$cfg.yaml" | cut -d' ' -f2)
+  PORT[$cfg]=$(sed -n '/- name: ingress/,$p' "$WORK/envoy/$cfg.yaml" | grep -m1 -o 'port_value: [0-9]*' | cut -d' ' -f2)
 done
-cd "$ROOT"
+start_envoys "$ENVOY_CPU" "${CONFIGS[@]}" || die "Envoy did not start; see $WORK/logs"
 for cfg in "${CONFIGS[@]}"; do
-  wait_up "envoy-$cfg" "${EPID[$cfg]}" curl -fsS "http://127.0.0.1:${ADMIN[$cfg]}/ready"
   url="http://127.0.0.1:${PORT[$cfg]}/api/items"
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$url")
   [ "$code" = 200 ] || die "$cfg: GET with the token answered $code, expected 200"
@@ -112,7 +106,7 @@ for round in $(seq 1 "$ROUNDS"); do
     cfg=${CONFIGS[$(((k + round - 1) % ${#CONFIGS[@]}))]}
     log "round $round/$ROUNDS: $cfg (${DURATION}s)"
     WRK_LABEL=$cfg "$BIN/bench" measure --config "shipped:$cfg" --round "$round" \
-      --busy "envoy_core=$ENVOY_CPU" --cpu "envoy=${EPID[$cfg]}" --cpu "authz=$AUTHZ_PID" \
+      --busy "envoy_core=$ENVOY_CPU" --cpu "envoy=${ENVOY_PID[$cfg]}" --cpu "authz=$AUTHZ_PID" \
       --cpu "upstream=$UP_PID" -- \
       taskset -c "$OTHER_CPUS" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency --timeout 5s \
       -s bench/wrk/report.lua -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$cfg]}/api/items" >>"$RAW"

@@ -186,21 +186,11 @@ for i in "${!LEAN[@]}"; do
 done
 # e-shipped has the HTTPS chain: Envoy reads tls/sds.yaml relative to its working directory.
 "$ROOT/scripts/dev-tls.sh" "$WORK/envoy/tls" || die "scripts/dev-tls.sh failed"
-cd "$WORK/envoy"
-for cfg in "${CONFIGS[@]}"; do
-  port_busy "${PORT[$cfg]}" && die "port ${PORT[$cfg]} is in use"
-  port_busy "${ADMIN[$cfg]}" && die "port ${ADMIN[$cfg]} is in use"
-  "$ENVOY" --mode validate --disable-hot-restart -c "$WORK/envoy/$cfg.yaml" >"$WORK/logs/validate-$cfg.log" 2>&1 ||
-    die "$cfg does not validate; see $WORK/logs/validate-$cfg.log"
-  # Its stdout is the shipped config's access log: written (it is part of that config's cost).
-  start "envoy-$cfg" "$ENVOY_CPU" "$ENVOY" -c "$WORK/envoy/$cfg.yaml" --concurrency 1 \
-    --disable-hot-restart --log-level warn
-  ENVOY_PID[$cfg]=$last_pid
+for cfg in "${CONFIGS[@]}"; do # from $WORK/envoy: tls/sds.yaml is relative
+  (cd "$WORK/envoy" && "$ENVOY" --mode validate --disable-hot-restart -c "$cfg.yaml") \
+    >"$WORK/logs/validate-$cfg.log" 2>&1 || die "$cfg does not validate; see $WORK/logs/validate-$cfg.log"
 done
-cd "$ROOT"
-for cfg in "${CONFIGS[@]}"; do
-  wait_until "envoy-$cfg" "${ENVOY_PID[$cfg]}" curl -fsS "http://127.0.0.1:${ADMIN[$cfg]}/ready"
-done
+start_envoys "$ENVOY_CPU" "${CONFIGS[@]}" || die "Envoy did not start; see $WORK/logs"
 
 # Correctness before speed: each configuration lets the token through and (b)-(e) refuse none.
 for cfg in "${CONFIGS[@]}"; do

@@ -67,6 +67,34 @@ start() {
   pids+=("$last_pid") names+=("$name")
 }
 
+# start_envoys CPU CONFIG...: one Envoy per $WORK/envoy/CONFIG.yaml ($ENVOY, --concurrency 1,
+# pinned to CPU, hot restart off), run from $WORK/envoy (tls/sds.yaml is relative to Envoy's
+# working directory) on the ports of the caller's PORT and ADMIN arrays; records each pid in
+# ENVOY_PID and waits (30 s each) until every one is ready. Envoy's stdout, a config's access log,
+# goes to $WORK/logs/envoy-CONFIG.log: writing it is part of that config's cost.
+start_envoys() {
+  local cpu=$1 cfg
+  shift
+  for cfg in "$@"; do
+    if port_busy "${PORT[$cfg]}" || port_busy "${ADMIN[$cfg]}"; then
+      echo "$cfg: port ${PORT[$cfg]} or ${ADMIN[$cfg]} is in use" >&2
+      return 1
+    fi
+  done
+  pushd "$WORK/envoy" >/dev/null || return 1
+  for cfg in "$@"; do
+    start "envoy-$cfg" "$cpu" "$ENVOY" -c "$WORK/envoy/$cfg.yaml" --concurrency 1 \
+      --disable-hot-restart --log-level warn
+    # shellcheck disable=SC2004 # ENVOY_PID is the caller's associative array
+    ENVOY_PID[$cfg]=$last_pid
+  done
+  popd >/dev/null || return 1
+  for cfg in "$@"; do
+    wait_ready "envoy-$cfg" "${ENVOY_PID[$cfg]}" 30 \
+      curl -fsS "http://127.0.0.1:${ADMIN[$cfg]}/ready" || return 1
+  done
+}
+
 # cleanup_work: the bench scripts' EXIT trap: stops every pid in `pids` (SIGTERM, 5 s, SIGKILL),
 # deletes $WORK after a success and keeps it, saying so, after a failure; exits with the status.
 cleanup_work() {

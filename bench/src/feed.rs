@@ -179,7 +179,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn measure(args: &Args) -> anyhow::Result<()> {
-    let password = std::env::var("BENCH_PASSWORD").context("BENCH_PASSWORD is not set")?;
+    let password = crate::login_target::password()?;
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(usize::MAX)

@@ -22,15 +22,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 
+use crate::login_target::{self, LoginTarget};
+
 /// Options of `bench login-overload`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// login-service's base URL (directly, not through Envoy).
-    #[arg(long)]
-    url: String,
-    /// The account to log in with; its password comes from `BENCH_PASSWORD`.
-    #[arg(long)]
-    email: String,
+    /// login-service and the account.
+    #[command(flatten)]
+    target: LoginTarget,
     /// Closed-loop clients measuring the sustainable rate (default: the number of cores).
     #[arg(long)]
     clients: Option<usize>,
@@ -46,9 +45,6 @@ pub struct Args {
     /// Client time-out per request, seconds (Envoy's route timeout for `/login`).
     #[arg(long, default_value_t = 10)]
     timeout: u64,
-    /// login-service's pid, for its CPU time.
-    #[arg(long)]
-    server_pid: u32,
 }
 
 /// One answer of the open-loop phase.
@@ -115,7 +111,7 @@ fn micros(d: Duration) -> u64 {
 
 /// Prints the measurement line.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let password = std::env::var("BENCH_PASSWORD").context("BENCH_PASSWORD is not set")?;
+    let password = login_target::password()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -128,8 +124,8 @@ async fn measure(args: &Args, password: Arc<str>) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(args.timeout))
         .pool_max_idle_per_host(1024)
         .build()?;
-    let url: Arc<str> = Arc::from(args.url.trim_end_matches('/'));
-    let email: Arc<str> = Arc::from(args.email.as_str());
+    let url: Arc<str> = Arc::from(args.target.url.trim_end_matches('/'));
+    let email: Arc<str> = Arc::from(args.target.email.as_str());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let clients = args.clients.unwrap_or(cores).max(1);
 
@@ -168,7 +164,7 @@ async fn measure(args: &Args, password: Arc<str>) -> anyhow::Result<()> {
     // 2. Open loop at factor × sustainable.
     let rate = sustainable * args.factor;
     let total = (rate * args.duration as f64).round().max(1.0) as u64;
-    let cpu_before = e2e::procfs::cpu_micros(args.server_pid)?;
+    let cpu_before = e2e::procfs::cpu_micros(args.target.server_pid)?;
     let start = Instant::now() + Duration::from_millis(50);
     let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     for i in 0..total {
@@ -204,7 +200,7 @@ async fn measure(args: &Args, password: Arc<str>) -> anyhow::Result<()> {
         }
     }
     let all_s = start.elapsed().as_secs_f64();
-    let cpu_us = e2e::procfs::cpu_micros(args.server_pid)? - cpu_before;
+    let cpu_us = e2e::procfs::cpu_micros(args.target.server_pid)? - cpu_before;
     let verify_after = hash_verify_seconds(&client, &url).await?;
 
     // 3. The queue drained: one more login succeeds.

@@ -33,6 +33,7 @@ mod feed;
 mod footprint;
 mod grpc;
 mod login_overload;
+mod login_target;
 mod measure;
 mod mint;
 mod otlp_sink;

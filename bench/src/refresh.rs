@@ -13,24 +13,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 
+use crate::login_target::{self, LoginTarget};
+
 /// Options of `bench refresh`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// login-service's base URL (directly, not through Envoy).
-    #[arg(long)]
-    url: String,
-    /// The account to log in with; its password comes from `BENCH_PASSWORD`.
-    #[arg(long)]
-    email: String,
+    /// login-service and the account.
+    #[command(flatten)]
+    target: LoginTarget,
     /// Concurrent sessions (threads), each refreshing its own chain.
     #[arg(long, default_value_t = 4)]
     sessions: usize,
     /// Seconds to refresh for.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// login-service's pid, for its CPU time.
-    #[arg(long)]
-    server_pid: u32,
 }
 
 fn login(
@@ -39,8 +35,8 @@ fn login(
     password: &str,
 ) -> anyhow::Result<String> {
     let r = client
-        .post(format!("{}/login?refresh=true", args.url))
-        .basic_auth(&args.email, Some(password))
+        .post(format!("{}/login?refresh=true", args.target.url))
+        .basic_auth(&args.target.email, Some(password))
         .send()?;
     if !r.status().is_success() {
         bail!("login: {}", r.status());
@@ -54,15 +50,15 @@ fn login(
 
 /// Prints the measurement line.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let password = std::env::var("BENCH_PASSWORD").context("BENCH_PASSWORD is not set")?;
+    let password = login_target::password()?;
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
     let tokens = (0..args.sessions.max(1))
         .map(|_| login(&client, args, &password))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let before = counters(&client, &args.url)?;
-    let cpu_before = e2e::procfs::cpu_micros(args.server_pid)?;
+    let before = counters(&client, &args.target.url)?;
+    let cpu_before = e2e::procfs::cpu_micros(args.target.server_pid)?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
     let results = std::thread::scope(|s| {
@@ -76,7 +72,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     while Instant::now() < deadline {
                         let sent = Instant::now();
                         let r = client
-                            .post(format!("{}/token", args.url))
+                            .post(format!("{}/token", args.target.url))
                             .form(&[("grant_type", "refresh_token"), ("refresh_token", &token)])
                             .send()?;
                         let ok = r.status().is_success();
@@ -100,7 +96,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_us = e2e::procfs::cpu_micros(args.server_pid)? - cpu_before;
+    let cpu_us = e2e::procfs::cpu_micros(args.target.server_pid)? - cpu_before;
     let mut all = Histogram::<u64>::new(3)?;
     let mut errors = 0;
     for (h, e) in &results {
@@ -108,7 +104,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         errors += e;
     }
     let n = all.len();
-    let after = counters(&client, &args.url)?;
+    let after = counters(&client, &args.target.url)?;
     let (logins, issued) = (after.0 - before.0, after.1 - before.1);
     if logins != 0.0 || issued != n as f64 {
         bail!(

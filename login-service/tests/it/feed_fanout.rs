@@ -234,12 +234,7 @@ async fn a_dead_watcher_never_hides_a_row_behind_an_empty_page(db: TestDb) {
 db_test!(a_dead_watcher_never_hides_a_row_behind_an_empty_page);
 
 async fn status_of(app: &TestApp, query: &str) -> (u16, serde_json::Value) {
-    let r = app
-        .client
-        .get(app.url(&format!("/revocations{query}")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get(&format!("/revocations{query}")).await;
     (r.status().as_u16(), r.json().await.unwrap())
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use auth_token::{FeedEntry, FeedPage};
+use auth_token::FeedPage;
 use login_service::revocations::{self, Reason, TokenRef};
 
 use crate::helpers::{TestApp, TestDb, db_test, run_cli, run_cli_ok, spawn_app, spawn_app_with};
@@ -33,22 +33,9 @@ async fn logout(app: &TestApp, authorization: Option<&str>, query: &str) -> reqw
 }
 
 async fn feed(app: &TestApp, query: &str) -> FeedPage {
-    let r = app
-        .client
-        .get(app.url(&format!("/revocations{query}")))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get(&format!("/revocations{query}")).await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
-}
-
-async fn rows(app: &TestApp) -> Vec<FeedEntry> {
-    app.state
-        .db
-        .run(|c| revocations::page(c, 0, 0, 1_000_000))
-        .await
-        .unwrap()
 }
 
 async fn logout_and_feed(db: TestDb) {
@@ -130,7 +117,7 @@ async fn logout_and_feed(db: TestDb) {
     // Logging out again (directly; Envoy would refuse the revoked token) stores nothing new.
     let r = logout(&app, Some(&format!("Bearer {tok}")), "").await;
     assert_eq!(r.status(), 204);
-    assert_eq!(rows(&app).await.len(), 1);
+    assert_eq!(app.feed_rows().await.len(), 1);
 
     // A long poll with nothing new waits for `wait`, then answers with the same cursor.
     let started = Instant::now();
@@ -219,7 +206,7 @@ async fn pagination_expiry_and_cleanup(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(deleted, 2);
-    assert_eq!(rows(&app).await.len(), 5);
+    assert_eq!(app.feed_rows().await.len(), 5);
     let later = now + 10_000;
     app.state
         .db
@@ -363,7 +350,7 @@ async fn cli_commands_revoke_all_tokens_of_the_user(db: TestDb) {
     })
     .await
     .unwrap();
-    let all = rows(&app).await;
+    let all = app.feed_rows().await;
     let got: Vec<(&str, &str)> = all
         .iter()
         .map(|r| (r.sub.as_str(), r.reason.as_str()))
@@ -389,7 +376,7 @@ async fn cli_commands_revoke_all_tokens_of_the_user(db: TestDb) {
     // Unknown user: 67, nothing stored.
     let o = run_cli(&alias, &[], &["user", "revoke", "ghost@example.com"], None);
     assert_eq!(o.status.code(), Some(67));
-    assert_eq!(rows(&app).await.len(), 4);
+    assert_eq!(app.feed_rows().await.len(), 4);
 }
 db_test!(cli_commands_revoke_all_tokens_of_the_user);
 
@@ -411,7 +398,7 @@ async fn cli_revocation_outlives_a_48h_token(db: TestDb) {
     })
     .await
     .unwrap();
-    let all = rows(&app).await;
+    let all = app.feed_rows().await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].jti, None);
     assert_eq!(all[0].expires_at - all[0].revoked_at, 48 * 3600);
@@ -700,7 +687,7 @@ async fn revoked_token_cannot_end_newer_sessions(db: TestDb) {
             .status(),
         204
     );
-    let before = rows(&app).await;
+    let before = app.feed_rows().await;
     assert_eq!(before.len(), 2, "{before:?}");
 
     for (tok, what) in [(&stolen, "cut"), (&gone, "jti")] {
@@ -719,13 +706,13 @@ async fn revoked_token_cannot_end_newer_sessions(db: TestDb) {
     // Plain logout of the stolen token: 204, and no collapse (the user is at the limit).
     let r = logout(&app, Some(&format!("Bearer {stolen}")), "").await;
     assert_eq!(r.status(), 204);
-    let after = rows(&app).await;
+    let after = app.feed_rows().await;
     assert_eq!(after.len(), 2, "nothing stored: {after:?}");
     assert!(!is_revoked(&after, &live), "the victim's session lives");
     assert!(is_revoked(&after, &stolen));
     // The live session itself can still sign out everywhere.
     let r = logout(&app, Some(&format!("Bearer {live}")), "?all=true").await;
     assert_eq!(r.status(), 204);
-    assert!(is_revoked(&rows(&app).await, &live));
+    assert!(is_revoked(&app.feed_rows().await, &live));
 }
 db_test!(revoked_token_cannot_end_newer_sessions);
