@@ -8,6 +8,8 @@
 //!   of the next request. A `since` beyond the feed's newest entry is answered 409
 //!   `cursor_ahead` (its database was replaced): the follower takes a new snapshot.
 //! - Authentication: [`feed_token`], sent as `Authorization: Bearer`.
+//! - Headers [`CURSOR_HEADER`] and [`MORE_HEADER`] repeat the page's `cursor` and `more`, so a
+//!   follower reading the snapshot can ask for the next page before this one's body is read.
 //!
 //! Serde derives only: the JSON is exactly what login-service serves and ext-authz accepts
 //! (fields a follower does not need, `reason` and `more`, may be absent).
@@ -43,6 +45,15 @@ pub fn feed_token(raw: Option<&SecretString>) -> Result<Option<SecretString>, Fe
     }
     Ok(Some(token.to_owned().into()))
 }
+
+/// Response header repeating the page's `cursor` (decimal). Why (issue #15 §2): a follower
+/// loading a 1M-entry snapshot asks for the next page as soon as this header arrives, so
+/// login-service reads and encodes page k + 1 while the follower parses page k. A follower must
+/// check the body's `cursor` against it, and must not rely on it (an older login-service does
+/// not send it).
+pub const CURSOR_HEADER: &str = "feed-cursor";
+/// Response header repeating the page's `more` (`true` or `false`), as [`CURSOR_HEADER`].
+pub const MORE_HEADER: &str = "feed-more";
 
 /// Longest long poll the feed grants (a larger `wait` is cut to this).
 pub const MAX_WAIT: Duration = Duration::from_secs(30);

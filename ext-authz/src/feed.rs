@@ -13,13 +13,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_token::feed::{FeedPage, FeedQuery};
+use auth_token::feed::{self, FeedPage, FeedQuery};
 use secrecy::{ExposeSecret as _, SecretString};
 use tracing::Instrument as _;
 
 use crate::metrics::Metrics;
 use crate::revocation::Revocations;
-use crate::revoked::RevocationSet;
+use crate::revoked::SnapshotBuilder;
 use crate::shutdown::ShutdownSignal;
 
 /// How to follow the feed (`--revocation-*` flags).
@@ -58,41 +58,110 @@ enum FeedError {
     /// 409: our cursor is beyond the feed's newest entry (its database was replaced).
     #[error("feed cursor is ahead of the feed (database replaced?): taking a new snapshot")]
     CursorAhead,
+    /// A page's body names another cursor or `more` than its headers.
+    #[error("feed page body and headers disagree on its cursor")]
+    Inconsistent,
+    /// The request sent ahead did not finish (its task was cancelled or panicked).
+    #[error("feed request sent ahead was abandoned")]
+    Abandoned,
 }
 
-async fn fetch(
+/// A feed request sent ahead while a snapshot page is read: its cursor, its span, the task.
+type Ahead = (i64, tracing::Span, tokio::task::JoinHandle<Result<Pending, FeedError>>);
+
+/// The page at `since`: the request sent ahead for it, if there is one, else a new one. While a
+/// snapshot is loading, the page after this one is requested as soon as this one's headers say
+/// there is one, before its body is read (issue #15 §2): login-service then reads and encodes
+/// page k + 1 while this replica parses and stores page k. One request ahead at most.
+async fn next_page(
     client: &reqwest::Client,
     config: &FeedConfig,
     since: i64,
     wait: Duration,
+    ahead: &mut Option<Ahead>,
+    snapshot: bool,
 ) -> Result<FeedPage, FeedError> {
-    if !edge_process::telemetry::tracing_enabled() {
-        return fetch_page(client, config, since, wait).await;
+    let (span, pending) = match ahead.take() {
+        Some((cursor, span, task)) if cursor == since => {
+            (span, task.await.map_err(|_| FeedError::Abandoned)??)
+        }
+        other => {
+            // Sent for another cursor (never expected): dropped, and this one asked afresh.
+            if let Some((_, _, task)) = other {
+                task.abort();
+            }
+            let span = fetch_span(since);
+            let pending = start(client, config, since, wait)
+                .instrument(span.clone())
+                .await;
+            let pending = record(&span, pending)?;
+            (span, pending)
+        }
+    };
+    if snapshot && let Some((next, true)) = pending.next {
+        let (client, config, next_span) = (client.clone(), config.clone(), fetch_span(next));
+        let task = tokio::spawn(
+            async move { start(&client, &config, next, Duration::ZERO).await }
+                .instrument(next_span.clone()),
+        );
+        *ahead = Some((next, next_span, task));
     }
-    // One client span per feed request (issue #14); login-service's request span continues it.
-    let span = tracing::info_span!(
+    let page = pending.page().instrument(span.clone()).await;
+    if let Ok(page) = &page {
+        span.record("entries", page.revocations.len());
+    }
+    record(&span, page)
+}
+
+/// One client span per feed request when traces are exported (issue #14); login-service's
+/// request span continues it. A disabled span otherwise (no cost).
+fn fetch_span(since: i64) -> tracing::Span {
+    if !edge_process::telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
         "revocation_feed.fetch",
         otel.kind = "client",
         since,
         entries = tracing::field::Empty,
         error = tracing::field::Empty,
-    );
-    let page = fetch_page(client, config, since, wait)
-        .instrument(span.clone())
-        .await;
-    match &page {
-        Ok(page) => span.record("entries", page.revocations.len()),
-        Err(e) => span.record("error", tracing::field::display(e)),
-    };
-    page
+    )
 }
 
-async fn fetch_page(
+/// Records an error on the request's span.
+fn record<T>(span: &tracing::Span, result: Result<T, FeedError>) -> Result<T, FeedError> {
+    if let Err(e) = &result {
+        span.record("error", tracing::field::display(e));
+    }
+    result
+}
+
+/// A feed answer whose status and headers have arrived; [`Pending::page`] reads its body.
+#[derive(Debug)]
+struct Pending {
+    response: reqwest::Response,
+    /// The page's `cursor` and `more` from its headers, when login-service sent both.
+    next: Option<(i64, bool)>,
+}
+
+impl Pending {
+    /// The page; an error if the body contradicts the headers a request ahead was sent on.
+    async fn page(self) -> Result<FeedPage, FeedError> {
+        let page = self.response.json::<FeedPage>().await?;
+        if self.next.is_some_and(|next| next != (page.cursor, page.more)) {
+            return Err(FeedError::Inconsistent);
+        }
+        Ok(page)
+    }
+}
+
+/// Sends one feed request and reads its status and headers.
+async fn start(
     client: &reqwest::Client,
     config: &FeedConfig,
     since: i64,
     wait: Duration,
-) -> Result<FeedPage, FeedError> {
+) -> Result<Pending, FeedError> {
     let mut request = client
         .get(&config.url)
         .query(&FeedQuery {
@@ -119,7 +188,19 @@ async fn fetch_page(
     if !response.status().is_success() {
         return Err(FeedError::Status(status));
     }
-    Ok(response.json::<FeedPage>().await?)
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let cursor = header(feed::CURSOR_HEADER).and_then(|c| c.parse::<i64>().ok());
+    let more = header(feed::MORE_HEADER).and_then(|m| m.parse::<bool>().ok());
+    Ok(Pending {
+        next: cursor.zip(more),
+        response,
+    })
 }
 
 /// The first retry step after a failure; it doubles up to [`MAX_BACKOFF`].
@@ -162,18 +243,26 @@ pub async fn follow(
     // The failures of the current outage, and whether it was logged as a configuration error.
     let mut outage: Option<(u64, bool)> = None;
     // `None` until the snapshot is complete: pages are collected into a fresh set first.
-    let mut snapshot: Option<RevocationSet> = Some(RevocationSet::default());
+    let mut snapshot: Option<SnapshotBuilder> = Some(SnapshotBuilder::default());
     let mut cursor = 0_i64;
+    let mut ahead: Option<Ahead> = None;
     loop {
         let wait = if snapshot.is_some() {
             Duration::ZERO
         } else {
             config.wait
         };
+        let loading = snapshot.is_some();
         let result = tokio::select! {
-            r = fetch(&client, &config, cursor, wait) => r,
+            r = next_page(&client, &config, cursor, wait, &mut ahead, loading) => r,
             () = shutdown.wait() => return,
         };
+        if result.is_err()
+            && let Some((_, _, task)) = ahead.take()
+        {
+            // Whatever went wrong, the next request starts from a known cursor.
+            task.abort();
+        }
         let page = match result {
             Ok(page) => page,
             Err(FeedError::CursorAhead) => {
@@ -181,7 +270,7 @@ pub async fn follow(
                 tracing::warn!(cursor, "{}", FeedError::CursorAhead);
                 // Why: the active set stays in force until the new snapshot is complete (a
                 // half-read snapshot would let revoked tokens through).
-                snapshot = Some(RevocationSet::default());
+                snapshot = Some(SnapshotBuilder::default());
                 cursor = 0;
                 continue;
             }
@@ -221,11 +310,10 @@ pub async fn follow(
         let now = auth_token::now_unix();
         cursor = page.cursor.max(cursor);
         match snapshot.as_mut() {
-            Some(set) => {
-                set.insert(&page.revocations, now, state.leeway());
+            Some(builder) => {
+                builder.add(&page.revocations, now, state.leeway());
                 if !page.more {
-                    let mut set = snapshot.take().unwrap_or_default();
-                    set.shrink();
+                    let set = snapshot.take().unwrap_or_default().finish();
                     tracing::info!(
                         revocations = set.len(),
                         cursor,

@@ -302,13 +302,42 @@ impl<V: Value> Map<V> {
         }
     }
 
-    /// Drops spare capacity (after a snapshot grew shards in place).
-    fn shrink(&mut self) {
+    /// Appends `(key, value)` pairs to their shards unsorted; [`Map::seal`] must run before the
+    /// map is read. Why (issue #15 §2): inserting each entry of a 1M-entry snapshot in its sorted
+    /// place moved half a shard per entry, a quarter of the load time; one sort per shard at the
+    /// end costs O(n log n) in all.
+    fn append<'a>(&mut self, items: impl IntoIterator<Item = (&'a str, V)>) {
+        for (k, value) in items {
+            let key = Key::parse(k);
+            let index = self.shard_of(&key);
+            let Some(slot) = self.shards.get_mut(index) else {
+                continue;
+            };
+            // A snapshot's shards start as the one shared empty shard: copied on first use.
+            let shard = Arc::make_mut(slot);
+            shard.entries.push((key.to_stored(), value));
+            shard.min_exp = shard.min_exp.min(value.expires_at());
+        }
+    }
+
+    /// Sorts what [`Map::append`] added, merges entries of one key (as [`Shard::upsert`] does),
+    /// drops spare capacity and counts the entries.
+    fn seal(&mut self) {
         for slot in &mut self.shards {
+            // A shard still shared is the empty one: sorted already.
             if let Some(shard) = Arc::get_mut(slot) {
+                shard.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                shard.entries.dedup_by(|later, kept| {
+                    let same = later.0 == kept.0;
+                    if same {
+                        kept.1.merge(later.1);
+                    }
+                    same
+                });
                 shard.entries.shrink_to_fit();
             }
         }
+        self.len = self.shards.iter().map(|s| s.entries.len()).sum();
     }
 }
 
@@ -357,23 +386,9 @@ impl RevocationSet {
 
     /// Adds `entries`, skipping those already expired at `now` (with `leeway` seconds).
     pub fn insert(&mut self, entries: &[FeedEntry], now: u64, leeway: u64) {
-        let live = || {
-            entries
-                .iter()
-                .filter(move |e| unsigned(e.expires_at).saturating_add(leeway) >= now)
-        };
-        self.tokens
-            .insert(live().filter_map(|e| Some((e.jti.as_deref()?, unsigned(e.expires_at)))));
-        self.users
-            .insert(live().filter(|e| e.jti.is_none()).map(|e| {
-                (
-                    e.sub.as_str(),
-                    UserCut {
-                        cut: unsigned(e.revoked_at),
-                        expires_at: unsigned(e.expires_at),
-                    },
-                )
-            }));
+        let (tokens, users) = live(entries, now, leeway);
+        self.tokens.insert(tokens);
+        self.users.insert(users);
     }
 
     /// A copy with `entries` added and expired entries dropped: shares the untouched shards,
@@ -396,11 +411,57 @@ impl RevocationSet {
         self.tokens.prune(now, leeway);
         self.users.prune(now, leeway);
     }
+}
 
-    /// Drops spare capacity left by loading a snapshot page by page (call once it is complete).
-    pub fn shrink(&mut self) {
-        self.tokens.shrink();
-        self.users.shrink();
+/// Entries that are not dropped at `now` (with `leeway` seconds): single tokens as
+/// `(jti, expires_at)`, user-wide cuts as `(sub, cut)`.
+fn live(
+    entries: &[FeedEntry],
+    now: u64,
+    leeway: u64,
+) -> (
+    impl Iterator<Item = (&str, u64)>,
+    impl Iterator<Item = (&str, UserCut)>,
+) {
+    let live = move || {
+        entries
+            .iter()
+            .filter(move |e| unsigned(e.expires_at).saturating_add(leeway) >= now)
+    };
+    let tokens = live().filter_map(|e| Some((e.jti.as_deref()?, unsigned(e.expires_at))));
+    let users = live().filter(|e| e.jti.is_none()).map(|e| {
+        (
+            e.sub.as_str(),
+            UserCut {
+                cut: unsigned(e.revoked_at),
+                expires_at: unsigned(e.expires_at),
+            },
+        )
+    });
+    (tokens, users)
+}
+
+/// A [`RevocationSet`] being loaded from the feed's snapshot, page by page: entries are
+/// appended unsorted and sorted once by [`SnapshotBuilder::finish`] (see [`Map::append`]). A
+/// separate type, so nothing can read the set before it is sorted.
+#[derive(Default)]
+pub struct SnapshotBuilder {
+    set: RevocationSet,
+}
+
+impl SnapshotBuilder {
+    /// Adds one page, skipping entries already expired at `now` (with `leeway` seconds).
+    pub fn add(&mut self, entries: &[FeedEntry], now: u64, leeway: u64) {
+        let (tokens, users) = live(entries, now, leeway);
+        self.set.tokens.append(tokens);
+        self.set.users.append(users);
+    }
+
+    /// The complete set: sorted, one entry per key, no spare capacity.
+    pub fn finish(mut self) -> RevocationSet {
+        self.set.tokens.seal();
+        self.set.users.seal();
+        self.set
     }
 }
 
@@ -441,6 +502,57 @@ mod tests {
             revoked_at: cut,
             expires_at,
             reason: String::new(),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// A snapshot loaded page by page through [`SnapshotBuilder`] (appended unsorted, sorted
+        /// once) is the set inserting each entry in place builds: the same entries, the same
+        /// answer for every token, and the same after pruning — repeated keys, cuts and
+        /// expired entries included.
+        #[test]
+        fn a_snapshot_built_in_bulk_is_the_set_built_entry_by_entry(
+            entries in proptest::collection::vec(
+                (0..40_u8, proptest::option::of(0..40_u8), 900..1_100_i64, 1_000..3_000_i64),
+                0..300,
+            ),
+            page in 1..50_usize,
+        ) {
+            let jti = |j: u8| match j % 3 {
+                0 => format!("{j:032x}"),
+                1 => format!("0000000{j:x}-0000-4000-8000-000000000000"),
+                _ => format!("Other-{j}"),
+            };
+            let entries: Vec<FeedEntry> = entries
+                .iter()
+                .zip(1..)
+                .map(|(&(sub, j, cut, exp), id)| match j {
+                    Some(j) => token(id, &sub.to_string(), &jti(j), exp),
+                    None => user(id, &sub.to_string(), cut, exp),
+                })
+                .collect();
+            let mut by_entry = RevocationSet::default();
+            let mut builder = SnapshotBuilder::default();
+            for chunk in entries.chunks(page) {
+                by_entry.insert(chunk, 1_500, 30);
+                builder.add(chunk, 1_500, 30);
+            }
+            let bulk = builder.finish();
+            proptest::prop_assert_eq!(bulk.len(), by_entry.len());
+            for now in [1_500, 2_500] {
+                let (a, b) = (bulk.with(&[], now, 30), by_entry.with(&[], now, 30));
+                proptest::prop_assert_eq!(a.len(), b.len());
+                for sub in 0..40_u8 {
+                    for j in 0..40_u8 {
+                        for iat in [950, 1_000, 1_100] {
+                            let c = claims(&sub.to_string(), &jti(j), iat);
+                            proptest::prop_assert_eq!(a.is_revoked(&c), b.is_revoked(&c));
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -678,12 +790,12 @@ mod tests {
             }
         };
         let start = rss_kib();
-        let mut set = RevocationSet::default();
+        let mut builder = SnapshotBuilder::default();
         for page in 0..1_000 {
             let entries: Vec<FeedEntry> = (page * 1_000..(page + 1) * 1_000).map(entry).collect();
-            set.insert(&entries, 1_000, 30);
+            builder.add(&entries, 1_000, 30);
         }
-        set.shrink();
+        let set = builder.finish();
         assert_eq!(set.len(), 1_000_000);
         let held = rss_kib();
         let batch: Vec<FeedEntry> = (2_000_000..2_000_100).map(entry).collect();

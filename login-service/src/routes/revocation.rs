@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth_token::bearer::BearerError;
-use auth_token::{FeedEntry, FeedPage, FeedQuery};
+use auth_token::{FeedEntry, FeedPage, FeedQuery, feed};
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -254,8 +254,14 @@ fn answer(mut rows: Vec<FeedEntry>, since: i64, limit: i64) -> Response {
         revocations: rows,
     })
     .into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = resp.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The body's cursor and `more` again, readable before the body (auth_token::feed).
+    headers.insert(feed::CURSOR_HEADER, HeaderValue::from(cursor));
+    headers.insert(
+        feed::MORE_HEADER,
+        HeaderValue::from_static(if more { "true" } else { "false" }),
+    );
     resp
 }
 
