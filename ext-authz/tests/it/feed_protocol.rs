@@ -2,9 +2,11 @@
 //! follower reads a new snapshot page by page, and until its last page has arrived the OLD set
 //! stays in force and nothing of the new one applies. A scripted feed (pages of one entry, a
 //! request it holds unanswered) makes the half-read state last as long as the test needs; the
-//! same protocol against the real login-service is `e2e/tests/e2e/feed.rs`.
+//! same protocol against the real login-service is `e2e/tests/e2e/feed.rs`. Each test runs with
+//! the `feed-cursor`/`feed-more` headers a follower reads to ask for the next page early (issue
+//! #15 §2), without them (an older login-service), and with headers that lie: the body decides.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +28,16 @@ struct Scripted {
     hold_at: AtomicI64,
     /// Set when a request was held.
     held: AtomicBool,
+    /// `feed-cursor`/`feed-more`: [`NO_HEADERS`], [`TRUE_HEADERS`] or [`LYING_HEADERS`].
+    headers: AtomicU8,
 }
+
+/// An older login-service: no headers, the follower waits for each body.
+const NO_HEADERS: u8 = 0;
+/// login-service's headers: the body's cursor and `more`.
+const TRUE_HEADERS: u8 = 1;
+/// Headers naming the next cursor and the opposite `more`: the body must win.
+const LYING_HEADERS: u8 = 2;
 
 async fn scripted(
     State(feed): State<Arc<Scripted>>,
@@ -58,8 +69,21 @@ async fn scripted(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cursor = page.last().map_or(p.since, |r| r["id"].as_i64().unwrap());
-    axum::Json(serde_json::json!({"cursor": cursor, "more": more, "revocations": page}))
-        .into_response()
+    let mut response =
+        axum::Json(serde_json::json!({"cursor": cursor, "more": more, "revocations": page}))
+            .into_response();
+    let (cursor, more) = match feed.headers.load(Ordering::SeqCst) {
+        TRUE_HEADERS => (cursor, more),
+        LYING_HEADERS => (cursor + 1, !more),
+        _ => return response,
+    };
+    let headers = response.headers_mut();
+    headers.insert(auth_token::feed::CURSOR_HEADER, cursor.into());
+    headers.insert(
+        auth_token::feed::MORE_HEADER,
+        more.to_string().parse().unwrap(),
+    );
+    response
 }
 
 fn row(id: i64, token: &str) -> serde_json::Value {
@@ -73,7 +97,24 @@ fn row(id: i64, token: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_snapshot_replaces_the_old_set_only_once_complete() {
+    snapshot_rule(TRUE_HEADERS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_headers_a_new_snapshot_replaces_the_old_set_only_once_complete() {
+    snapshot_rule(NO_HEADERS).await;
+}
+
+/// Headers that contradict the body (the next page's cursor asked too early, `more` flipped)
+/// never lose a page nor stop the snapshot: the body decides, the early request is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_headers_neither_lose_a_page_nor_stop_the_snapshot() {
+    snapshot_rule(LYING_HEADERS).await;
+}
+
+async fn snapshot_rule(headers: u8) {
     let feed = Arc::new(Scripted::default());
+    feed.headers.store(headers, Ordering::SeqCst);
     let old: Vec<String> = (0..3).map(|_| token("default", SECRET, &[])).collect();
     let new: Vec<String> = (0..2).map(|_| token("default", SECRET, &[])).collect();
     *feed.rows.lock().unwrap() = old

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use auth_token::FeedPage;
+use auth_token::{FeedEntry, FeedPage};
 use login_service::revocations::{self, Reason, TokenRef};
 
 use crate::helpers::{TestApp, TestDb, db_test, run_cli, run_cli_ok, spawn_app, spawn_app_with};
