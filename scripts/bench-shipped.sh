@@ -82,7 +82,9 @@ declare -A PORT ADMIN ENVOY_PID
 for cfg in "${CONFIGS[@]}"; do
   # The ingress listener's port is the first port_value after `name: ingress`; admin's the first.
   ADMIN[$cfg]=$(grep -m1 -o 'port_value: [0-9]*' "$WORK/envoy/$cfg.yaml" | cut -d' ' -f2)
-  PORT[$cfg]=$(sed -n '/- name: ingress/,$p' "$WORK/envoy/$cfg.yaml" | grep -m1 -o 'port_value: [0-9]*' | cut -d' ' -f2)
+  # One process, no pipe: `sed | grep -m1` died of SIGPIPE under pipefail when grep quit early.
+  PORT[$cfg]=$(awk '/- name: ingress/ { f = 1 } f && match($0, /port_value: [0-9]+/) {
+    print substr($0, RSTART + 12, RLENGTH - 12); exit }' "$WORK/envoy/$cfg.yaml")
 done
 start_envoys "$ENVOY_CPU" "${CONFIGS[@]}" || die "Envoy did not start; see $WORK/logs"
 for cfg in "${CONFIGS[@]}"; do

@@ -16,12 +16,17 @@
 //! also [`FeedWatch::nudge`]s it for lower latency; nudges coalesce (any number of them during
 //! one read cause one more read), so no client can make it read more often than once per
 //! interval plus once per write it made. Waiting polls are bounded ([`FeedWatch::try_wait`]).
+//!
+//! Polls woken by the same new row share its page query ([`FeedWatch::shared_page`], review
+//! F2): followers of one login-service wait at the same cursor, so one new row costs one page
+//! query per process, not one per follower.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use auth_token::FeedEntry;
+use tokio::sync::{Notify, OnceCell, watch};
 use tracing::{info, warn};
 
 use crate::db::Db;
@@ -56,6 +61,19 @@ pub struct FeedWatch {
     /// Reads of the newest id the watcher completed: a waiting poll trusts "nothing new" only
     /// when the watcher was seen alive during its wait ([`Waiting::watcher_read_since`]).
     reads: AtomicU64,
+    /// The page query of the latest wake-up, shared by the polls it woke.
+    shared: Mutex<Option<SharedPage>>,
+}
+
+/// One page query shared by waiting polls: for polls at cursor `since` asking `limit` rows,
+/// woken by newest id `newest`. Filled once by the first of them; a failed query leaves it
+/// empty and the next poll tries itself.
+pub type PageCell = Arc<OnceCell<Arc<Vec<FeedEntry>>>>;
+
+#[derive(Debug)]
+struct SharedPage {
+    key: (i64, i64, i64),
+    page: PageCell,
 }
 
 /// A waiting poll's place: counted while it lives (the watcher reads only while one exists).
@@ -96,6 +114,31 @@ impl FeedWatch {
             nudge: Notify::new(),
             interval,
             reads: AtomicU64::new(0),
+            shared: Mutex::new(None),
+        }
+    }
+
+    /// The page query polls at `since` (asking `limit` rows) share once woken by newest id
+    /// `newest`: the slot of that wake-up, or a new one replacing it. Why one slot (review F2):
+    /// every follower of a process waits at the newest id, so one new row wakes them all at one
+    /// cursor; before, each ran the same query. Polls at other cursors (a follower catching
+    /// up) take the slot over and run their own query, as before. Sound: the query runs after
+    /// the watcher saw row `newest` committed, so every poll that waited for `newest` gets it;
+    /// rows committed later are read by its next poll. Bounded: one page of at most `limit`
+    /// (≤ 10,000) rows.
+    pub fn shared_page(&self, since: i64, limit: i64, newest: i64) -> PageCell {
+        let key = (since, limit, newest);
+        let mut slot = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some(shared) if shared.key == key => Arc::clone(&shared.page),
+            _ => {
+                let page = PageCell::default();
+                *slot = Some(SharedPage {
+                    key,
+                    page: Arc::clone(&page),
+                });
+                page
+            }
         }
     }
 

@@ -137,8 +137,9 @@ pub async fn logout(
 /// A `since` beyond the newest row answers 409 `cursor_ahead` (the database was replaced).
 ///
 /// A long poll (`wait > 0`) does not query the database while it waits: it subscribes to the
-/// process's watcher ([`crate::feed`]) and runs one page query when the newest id passes what it
-/// has seen; a poll at the newest id costs no query at all. A stale published id never makes a
+/// process's watcher ([`crate::feed`]) and, when the newest id passes what it has seen, reads the
+/// page the polls woken by that id share ([`crate::feed::FeedWatch::shared_page`]: one query
+/// for all of them); a poll at the newest id costs no query at all. A stale published id never makes a
 /// wrong answer: 409 is only answered from a database read, and a poll trusting a stale newest id
 /// (equal to its cursor) merely waits for the watcher's next read.
 pub async fn feed(
@@ -191,17 +192,31 @@ pub async fn feed(
                     cursor_check(&state, since).await?;
                 }
             }
-            // New rows (or an unknown state): one page query.
-            Newest::Id(_) | Newest::Unknown | Newest::Failed => {
+            // New rows: one page query, shared with every poll woken by the same row.
+            Newest::Id(n) => {
+                let shared = state.feed.shared_page(since, limit, n);
+                let rows = shared
+                    .get_or_try_init(|| async {
+                        let rows = state
+                            .db
+                            .run(move |c| page(c, since, now_secs(), limit + 1))
+                            .await?;
+                        Ok::<_, ApiError>(Arc::new(rows))
+                    })
+                    .await?;
+                if !rows.is_empty() {
+                    return Ok(answer(rows.as_ref().clone(), since, limit));
+                }
+                seen = seen.max(n);
+            }
+            // An unknown state: a page query of its own.
+            Newest::Unknown | Newest::Failed => {
                 let rows = state
                     .db
                     .run(move |c| page(c, since, now_secs(), limit + 1))
                     .await?;
                 if !rows.is_empty() {
                     return Ok(answer(rows, since, limit));
-                }
-                if let Newest::Id(n) = newest {
-                    seen = seen.max(n);
                 }
             }
         }

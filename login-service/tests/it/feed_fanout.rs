@@ -334,3 +334,60 @@ async fn waiting_polls_are_bounded(db: TestDb) {
     assert_eq!(status_of(&app, "?since=0&wait=1").await.0, 200);
 }
 db_test!(waiting_polls_are_bounded);
+
+/// Review F2: a new row wakes every poll waiting at the same cursor, and they share one page
+/// query: 40 polls cost about one query (two statements with the pool's check-out), not 40,
+/// besides the watcher's timed reads during the wake-up (counted from the elapsed time).
+async fn polls_woken_by_one_row_share_its_page_query(db: TestDb) {
+    count_statements();
+    let url = db.url.clone();
+    let other = other_pool(&db);
+    let app = spawn_app(db).await;
+    // What one write costs by itself (nobody waits, so the watcher is parked); the first
+    // write also opens the pool's connection.
+    let (u, o) = (url.clone(), other.clone());
+    let (write, cursor) = tokio::task::spawn_blocking(move || {
+        revoke_elsewhere(&o, "seed");
+        let before = statements(&u);
+        let id = revoke_elsewhere(&o, "calibrate");
+        (statements(&u) - before, id)
+    })
+    .await
+    .unwrap();
+    let polls: Vec<_> = (0..40)
+        .map(|_| {
+            let client = app.client.clone();
+            let url = app.url(&format!("/revocations?since={cursor}&wait=20"));
+            tokio::spawn(async move {
+                let r = client.get(url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.json::<FeedPage>().await.unwrap()
+            })
+        })
+        .collect();
+    poll(Duration::from_secs(10), || {
+        std::future::ready((app.state.feed.waiting() == 40).then_some(()))
+    })
+    .await
+    .expect("every poll waits");
+    let started = Instant::now();
+    let before = statements(&url);
+    let o = other.clone();
+    let id = tokio::task::spawn_blocking(move || revoke_elsewhere(&o, "shared"))
+        .await
+        .unwrap();
+    for p in polls {
+        let page = p.await.unwrap();
+        assert_eq!(page.cursor, id);
+        assert_eq!(page.revocations[0].jti.as_deref(), Some("shared"));
+    }
+    let during = statements(&url) - before - write;
+    let watcher_reads = started.elapsed().as_millis() / 150 + 2;
+    let allowed = usize::try_from(2 * watcher_reads).unwrap() + 4;
+    assert!(
+        during <= allowed,
+        "40 woken polls sent {during} statements (allowed {allowed}: one shared page query and \
+         {watcher_reads} watcher reads, two statements each)"
+    );
+}
+db_test!(polls_woken_by_one_row_share_its_page_query);
