@@ -26,21 +26,8 @@ die() { printf '\033[1mbench-floor: error:\033[0m %s\n' "$*" >&2; exit 1; }
 (($#)) || set -- "this=$BIN/ext-authz"
 [ -x "$BIN/bench" ] || die "$BIN/bench is missing: cargo build --release -p bench"
 
-WORK=$(mktemp -d /tmp/edge-auth-bench-floor.XXXXXX)
-mkdir -p "$WORK/keys" "$ROOT/bench/results"
-umask 077
-head -c 36 /dev/urandom | base64 -w0 >"$WORK/keys/bench"
-umask 022
-pids=()
-cleanup() {
-  local status=$?
-  ((${#pids[@]})) && stop_pids 5 "${pids[@]}"
-  if ((status == 0)); then rm -rf "$WORK"; else log "logs kept in $WORK"; fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_workdir bench-floor
+mkdir -p "$ROOT/bench/results"
 
 unset JWT_SECRET OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 export RUST_LOG=warn

@@ -36,21 +36,8 @@ if $build; then
   cargo build --release --locked -p ext-authz -p login-service -p bench --bins
 fi
 BIN=${BIN_DIR:-$ROOT/target/release}
-WORK=$(mktemp -d /tmp/edge-auth-bench-traces.XXXXXX)
-mkdir -p "$WORK/keys" "$WORK/data" "$ROOT/bench/results"
-umask 077
-head -c 36 /dev/urandom | base64 -w0 >"$WORK/keys/bench"
-umask 022
-pids=()
-cleanup() {
-  local status=$?
-  ((${#pids[@]})) && stop_pids 5 "${pids[@]}"
-  if ((status == 0)); then rm -rf "$WORK"; else log "logs kept in $WORK"; fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_workdir bench-traces
+mkdir -p "$WORK/data" "$ROOT/bench/results"
 wait_port() { # wait_port PORT PID (lib.sh wait_ready)
   wait_ready "port $1" "$2" 30 port_busy "$1" || die "see the logs in $WORK"
 }

@@ -97,6 +97,20 @@ start_envoys() {
 
 # cleanup_work: the bench scripts' EXIT trap: stops every pid in `pids` (SIGTERM, 5 s, SIGKILL),
 # deletes $WORK after a success and keeps it, saying so, after a failure; exits with the status.
+# bench_workdir NAME: the bench scripts' working directory: WORK=/tmp/edge-auth-NAME.XXXXXX
+# holding keys/bench (a random HS256 key, mode 600), empty `pids` and `names`, and cleanup_work
+# on exit (INT and TERM exit 130 and 143 through it).
+# shellcheck disable=SC2034 # WORK, pids and names are the caller's
+bench_workdir() {
+  WORK=$(mktemp -d "/tmp/edge-auth-$1.XXXXXX")
+  mkdir -p "$WORK/keys"
+  (umask 077 && head -c 36 /dev/urandom | base64 -w0 >"$WORK/keys/bench")
+  pids=() names=()
+  trap cleanup_work EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
 cleanup_work() {
   local status=$?
   if ((${#pids[@]})); then stop_pids 5 "${pids[@]}"; fi
