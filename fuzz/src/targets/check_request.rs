@@ -12,8 +12,8 @@ use crate::{assert_really_signed, header_map, ring};
 use arbitrary::Arbitrary;
 use auth_token::{Issuer, Verifier, VerifierConfig};
 use envoy_types::ext_authz::v3::pb::{CheckRequest as Generated, HttpResponse};
-use ext_authz::check::Headers as _;
 use ext_authz::Settings;
+use ext_authz::check::Headers as _;
 use ext_authz::keys::KeyStore;
 use ext_authz::metrics::Metrics;
 use ext_authz::service::AuthzService;
@@ -180,10 +180,18 @@ fn same_decoding(bytes: &[u8], service: &AuthzService) {
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref());
     for (name, value) in http.iter().flat_map(|h| &h.headers) {
-        assert_eq!(wire.http().header(name), Some(value.as_str()), "header {name:?}");
+        assert_eq!(
+            wire.http().header(name),
+            Some(value.as_str()),
+            "header {name:?}"
+        );
     }
     for (key, value) in attributes.iter().flat_map(|a| &a.context_extensions) {
-        assert_eq!(wire.extension(key), Some(value.as_str()), "extension {key:?}");
+        assert_eq!(
+            wire.extension(key),
+            Some(value.as_str()),
+            "extension {key:?}"
+        );
     }
     assert_eq!(
         service.check_request(&generated).ok(),
