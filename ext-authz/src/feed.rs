@@ -89,7 +89,8 @@ async fn next_page(
             (span, pending)
         }
         other => {
-            // Sent for another cursor (never expected): dropped, and this one asked afresh.
+            // Sent for another cursor (headers that disagreed with their body): dropped,
+            // and this one asked afresh.
             if let Some((_, _, task)) = other {
                 task.abort();
             }
