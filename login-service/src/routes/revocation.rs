@@ -165,10 +165,7 @@ pub async fn feed(
         if since > 0 {
             cursor_check(&state, since).await?;
         }
-        let rows = state
-            .db
-            .run(move |c| page(c, since, now_secs(), limit + 1))
-            .await?;
+        let rows = read_page(&state, since, limit).await?;
         return Ok(answer(rows, since, limit));
     }
     let deadline = tokio::time::Instant::now() + wait;
@@ -197,10 +194,7 @@ pub async fn feed(
                 let shared = state.feed.shared_page(since, limit, n);
                 let rows = shared
                     .get_or_try_init(|| async {
-                        let rows = state
-                            .db
-                            .run(move |c| page(c, since, now_secs(), limit + 1))
-                            .await?;
+                        let rows = read_page(&state, since, limit).await?;
                         Ok::<_, ApiError>(Arc::new(rows))
                     })
                     .await?;
@@ -211,10 +205,7 @@ pub async fn feed(
             }
             // An unknown state: a page query of its own.
             Newest::Unknown | Newest::Failed => {
-                let rows = state
-                    .db
-                    .run(move |c| page(c, since, now_secs(), limit + 1))
-                    .await?;
+                let rows = read_page(&state, since, limit).await?;
                 if !rows.is_empty() {
                     return Ok(answer(rows, since, limit));
                 }
@@ -234,14 +225,19 @@ pub async fn feed(
                 if waiting.watcher_read_since() {
                     return Ok(answer(Vec::new(), since, limit));
                 }
-                let rows = state
-                    .db
-                    .run(move |c| page(c, since, now_secs(), limit + 1))
-                    .await?;
+                let rows = read_page(&state, since, limit).await?;
                 return Ok(answer(rows, since, limit));
             }
         }
     }
+}
+
+/// Unexpired rows after `since`, one more than `limit` (the extra one says `more`).
+async fn read_page(state: &AppState, since: i64, limit: i64) -> Result<Vec<FeedEntry>, ApiError> {
+    Ok(state
+        .db
+        .run(move |c| page(c, since, now_secs(), limit + 1))
+        .await?)
 }
 
 /// 409 `cursor_ahead` when `since` is beyond the newest row, read from the database (never from
