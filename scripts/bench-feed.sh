@@ -77,7 +77,8 @@ unset JWT_SECRET JWT_DEFAULT_KID JWT_SIGNING_KID
 PASSWORD=$(head -c 18 /dev/urandom | base64 -w0 | tr '+/' '-_')
 printf '%s\n' "$PASSWORD" | "$LOGIN_BIN" user add feed@example.com --password-stdin >>"$WORK/admin.log" 2>&1
 # MAX_REVOKED_PER_USER: every logout of the run is one per-token row, as in a fleet of users.
-MAX_REVOKED_PER_USER=100000 "$LOGIN_BIN" serve --http-addr "127.0.0.1:$P_LOGIN" >"$WORK/login-service.log" 2>&1 &
+# FEED_MAX_WAITERS(_PER_PEER): room for every simulated follower, all from this one address.
+MAX_REVOKED_PER_USER=100000 FEED_MAX_WAITERS=$want FEED_MAX_WAITERS_PER_PEER=$want "$LOGIN_BIN" serve --http-addr "127.0.0.1:$P_LOGIN" >"$WORK/login-service.log" 2>&1 &
 login_pid=$!
 for _ in $(seq 1 300); do
   curl -fsS "http://127.0.0.1:$P_LOGIN/readyz" >/dev/null 2>&1 && break

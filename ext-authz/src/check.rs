@@ -139,15 +139,19 @@ pub struct Denial {
 pub enum Decision {
     /// Let the request through with the identity from `claims`.
     Allow {
-        /// The verified claims.
-        claims: Claims,
+        /// The verified claims (shared with the token cache).
+        claims: Arc<Claims>,
+        /// The `kid` of the key that verified them, for the decision log (`None`: none named).
+        kid: Option<Arc<str>>,
     },
     /// Refuse the request.
     Deny(Denial),
     /// `--dry-run`: the request would have been denied but is let through.
     DryRunAllow {
         /// The claims when the token itself was valid (then identity headers are still set).
-        claims: Option<Claims>,
+        claims: Option<Arc<Claims>>,
+        /// With `claims`: the `kid` of the key that verified them.
+        kid: Option<Arc<str>>,
         /// What would have been answered.
         denial: Denial,
     },
@@ -217,26 +221,40 @@ pub fn decide_with_external(
 ) -> Decision {
     // Why: Envoy lower-cases header names in `attributes.request.http.headers`.
     let authorization = headers.header("authorization");
-    let (claims, reason) = match auth_token::bearer::parse(authorization) {
+    let (verified, reason) = match auth_token::bearer::parse(authorization) {
         Err(e) => (None, bearer_reason(e)),
         Ok(token) => match verify(token, policy, keys, external, settings, now) {
             Err(reason) => (None, reason),
             // Revocations are our own tokens' (see above).
-            Ok((claims, Source::Local)) if revoked.is_some_and(|set| set.is_revoked(&claims)) => {
+            Ok(v)
+                if v.source == Source::Local
+                    && revoked.is_some_and(|set| set.is_revoked(&v.claims)) =>
+            {
                 (None, Reason::Revoked)
             }
-            Ok((claims, _)) if !policy.is_satisfied_by(&claims) => {
-                (Some(claims), Reason::InsufficientScope)
-            }
-            Ok((claims, _)) => return Decision::Allow { claims },
+            Ok(v) if !policy.is_satisfied_by(&v.claims) => (Some(v), Reason::InsufficientScope),
+            Ok(Verified { claims, kid, .. }) => return Decision::Allow { claims, kid },
         },
     };
     let denial = denial(reason, policy, &settings.realm);
     if settings.dry_run {
-        Decision::DryRunAllow { claims, denial }
+        let (claims, kid) = verified.map_or((None, None), |v| (Some(v.claims), v.kid));
+        Decision::DryRunAllow {
+            claims,
+            kid,
+            denial,
+        }
     } else {
         Decision::Deny(denial)
     }
+}
+
+/// A token that verified: its claims, whose keys verified them, and the `kid` that named the key
+/// (carried to the decision log, so the header is read once per check at most).
+struct Verified {
+    claims: Arc<Claims>,
+    source: Source,
+    kid: Option<Arc<str>>,
 }
 
 /// The verified claims of `token` and whose keys verified them, or why it is refused; the
@@ -251,7 +269,7 @@ fn verify(
     external: &ExternalIssuers,
     settings: &Settings,
     now: u64,
-) -> Result<(Claims, Source), Reason> {
+) -> Result<Verified, Reason> {
     let accepts = |source: Source| match source {
         Source::Local => policy.accepts_issuer(crate::issuers::LOCAL),
         Source::External(i) => external
@@ -279,7 +297,11 @@ fn verify(
         if let Err(e) = check_times(&entry.claims, now, settings.verifier.leeway_secs()) {
             return Err(Reason::Invalid(e));
         }
-        return Ok((entry.claims.clone(), entry.source));
+        return Ok(Verified {
+            claims: Arc::clone(&entry.claims),
+            source: entry.source,
+            kid: entry.kid().cloned(),
+        });
     }
     let source = match external.route(token) {
         Some(i) if external.get(i).is_some() => Source::External(i),
@@ -308,16 +330,24 @@ fn verify(
             claims
         }
     };
+    let claims = Arc::new(claims);
+    // Why `None` when unreadable: the verifier read this header, so that cannot happen; if it
+    // did, the decision log would only lack the kid, and nothing is cached.
+    let kid = header_kid(token);
     if let Some((cache, key)) = cache
-        && let Some(kid) = header_kid(token)
+        && let Some(kid) = &kid
         && let Some(k) = ring(source).and_then(|r| r.get(kid.as_deref()))
     {
         cache.insert(
             key,
-            Entry::new(claims.clone(), source, kid.as_deref(), k.fingerprint()),
+            Entry::new(Arc::clone(&claims), source, kid.clone(), k.fingerprint()),
         );
     }
-    Ok((claims, source))
+    Ok(Verified {
+        claims,
+        source,
+        kid: kid.flatten(),
+    })
 }
 
 /// The denial for an `Authorization` header that holds no usable bearer token.

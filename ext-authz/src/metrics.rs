@@ -512,7 +512,13 @@ mod tests {
         m.record_reload();
         m.record_reload_failure();
         let claims = claims_with_roles(&[]);
-        m.record_check(&Decision::Allow { claims }, Duration::from_micros(7));
+        m.record_check(
+            &Decision::Allow {
+                claims: Arc::new(claims),
+                kid: None,
+            },
+            Duration::from_micros(7),
+        );
         let denial = Denial {
             status: DenyStatus::Unauthorized,
             reason: Reason::MissingToken,
@@ -523,6 +529,7 @@ mod tests {
         m.record_check(
             &Decision::DryRunAllow {
                 claims: None,
+                kid: None,
                 denial,
             },
             Duration::from_secs(1),

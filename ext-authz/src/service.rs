@@ -179,7 +179,7 @@ impl AuthzService {
             request_refresh_on_unknown_kid(&decision, headers, store, set);
         }
         log_decision(&decision, request_id);
-        let metadata = decision_metadata(&decision, headers, &policy);
+        let metadata = decision_metadata(&decision, &policy);
         let mut response = self.response(decision, &started);
         response.dynamic_metadata = Some(metadata);
         Ok(response)
@@ -190,21 +190,21 @@ impl AuthzService {
             .metrics
             .record_check(&decision, started.elapsed());
         match decision {
-            Decision::Allow { claims } => self.allow(Some(claims)),
-            Decision::DryRunAllow { claims, .. } => self.allow(claims),
+            Decision::Allow { claims, .. } => self.allow(Some(&claims)),
+            Decision::DryRunAllow { claims, .. } => self.allow(claims.as_deref()),
             Decision::Deny(denial) => deny(denial),
         }
     }
 
-    fn allow(&self, claims: Option<auth_token::Claims>) -> CheckResponse {
+    fn allow(&self, claims: Option<&auth_token::Claims>) -> CheckResponse {
         let mut ok = OkHttpResponse::default();
         match claims {
             Some(claims) => {
                 let roles = claims.roles.join(",");
                 // Why: set all three every time, overwriting, so a client cannot spoof any.
                 ok.headers = vec![
-                    header(USER_ID_HEADER, claims.sub),
-                    header(EMAIL_HEADER, claims.email),
+                    header(USER_ID_HEADER, claims.sub.clone()),
+                    header(EMAIL_HEADER, claims.email.clone()),
                     header(ROLES_HEADER, roles),
                 ];
             }
@@ -265,13 +265,15 @@ fn request_refresh_on_unknown_kid(
 /// *verified* token only: an unverified header is the client's text), and the route's policy
 /// (`require_roles`, `issuers`: route configuration, never client input).
 /// Why no token and no e-mail: the access log is read by more people than the user table.
-fn decision_metadata(decision: &Decision, headers: &impl Headers, policy: &Policy<'_>) -> Struct {
-    let (label, reason, claims) = match decision {
-        Decision::Allow { claims } => ("allow", ALLOW_LABEL, Some(claims)),
-        Decision::Deny(d) => ("deny", d.reason.label(), None),
-        Decision::DryRunAllow { claims, denial } => {
-            ("dry_run_allow", denial.reason.label(), claims.as_ref())
-        }
+fn decision_metadata(decision: &Decision, policy: &Policy<'_>) -> Struct {
+    let (label, reason, claims, kid) = match decision {
+        Decision::Allow { claims, kid } => ("allow", ALLOW_LABEL, Some(claims), kid),
+        Decision::Deny(d) => ("deny", d.reason.label(), None, &None),
+        Decision::DryRunAllow {
+            claims,
+            kid,
+            denial,
+        } => ("dry_run_allow", denial.reason.label(), claims.as_ref(), kid),
     };
     let mut fields = HashMap::with_capacity(6);
     let mut put = |key: &str, value: &str| {
@@ -286,8 +288,10 @@ fn decision_metadata(decision: &Decision, headers: &impl Headers, policy: &Polic
     put("reason", reason);
     if let Some(claims) = claims {
         put("subject", &claims.sub);
-        if let Some(kid) = verified_kid(headers) {
-            put("kid", &kid);
+        // Why the check: the kid goes to the access log; one outside our kid alphabet (an
+        // external issuer's choice) is left out.
+        if let Some(kid) = kid.as_deref().filter(|k| auth_token::keys::valid_kid(k)) {
+            put("kid", kid);
         }
     }
     for (key, value) in policy.as_set() {
@@ -296,24 +300,6 @@ fn decision_metadata(decision: &Decision, headers: &impl Headers, policy: &Polic
         }
     }
     Struct { fields }
-}
-
-/// The `kid` of the request's bearer token, read only after the token verified (so it names a
-/// key we hold); `None` when it has none or is not one of ours (an external issuer's `kid` is
-/// checked by the same rule).
-fn verified_kid(headers: &impl Headers) -> Option<String> {
-    use base64::Engine as _;
-    #[derive(serde::Deserialize)]
-    struct Header {
-        kid: Option<String>,
-    }
-    let token = auth_token::bearer::parse(headers.header("authorization")).ok()?;
-    let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let kid = serde_json::from_slice::<Header>(&bytes).ok()?.kid?;
-    auth_token::keys::valid_kid(&kid).then_some(kid)
 }
 
 /// A header mutation that overwrites (or adds) `name`.
@@ -364,7 +350,7 @@ fn deny(denial: Denial) -> CheckResponse {
 /// Never the token.
 fn log_decision(decision: &Decision, request_id: &str) {
     match decision {
-        Decision::Allow { claims } => {
+        Decision::Allow { claims, .. } => {
             tracing::debug!(request_id, decision = "allow", reason = ALLOW_LABEL, sub = %claims.sub, "check");
         }
         Decision::Deny(d) => tracing::info!(

@@ -108,10 +108,12 @@ pub enum Source {
 pub struct Entry {
     /// The claims as the verifier (and, for an external issuer, the claim mapping) produced
     /// them; the time claims are re-checked on every hit.
-    pub claims: Claims,
+    /// Shared with every [`crate::check::Decision`] this entry answers, so a hit copies none
+    /// of the strings.
+    pub claims: Arc<Claims>,
     /// Whose keys verified it.
     pub source: Source,
-    kid: Option<Box<str>>,
+    kid: Option<Arc<str>>,
     key_fingerprint: [u8; 32],
     weight: u32,
 }
@@ -120,15 +122,15 @@ impl Entry {
     /// An entry for `claims`, verified by the key that `kid` names in `source`'s keyring, whose
     /// fingerprint is `key_fingerprint`.
     pub fn new(
-        claims: Claims,
+        claims: Arc<Claims>,
         source: Source,
-        kid: Option<&str>,
+        kid: Option<Arc<str>>,
         key_fingerprint: [u8; 32],
     ) -> Self {
         let mut entry = Self {
             claims,
             source,
-            kid: kid.map(Box::from),
+            kid,
             key_fingerprint,
             weight: 0,
         };
@@ -144,6 +146,8 @@ impl Entry {
         std::mem::size_of::<TokenKey>()
             + 2 * std::mem::size_of::<usize>() // Arc counters
             + std::mem::size_of::<Self>()
+            + 2 * std::mem::size_of::<usize>() // the claims' Arc counters
+            + std::mem::size_of::<Claims>()
             + c.sub.capacity()
             + c.email.capacity()
             + c.jti.capacity()
@@ -151,8 +155,13 @@ impl Entry {
             + opt(&c.aud)
             + c.roles.capacity() * std::mem::size_of::<String>()
             + c.roles.iter().map(String::capacity).sum::<usize>()
-            + self.kid.as_ref().map_or(0, |k| k.len())
+            + self.kid.as_ref().map_or(0, |k| 2 * std::mem::size_of::<usize>() + k.len())
             + SLOT_OVERHEAD
+    }
+
+    /// The `kid` of the key that verified it (`None`: the token named none).
+    pub fn kid(&self) -> Option<&Arc<str>> {
+        self.kid.as_ref()
     }
 
     /// The weight counted against `--token-cache-bytes`.
@@ -327,19 +336,22 @@ pub fn check_times(claims: &Claims, now: u64, leeway_secs: u64) -> Result<(), Ve
     Ok(())
 }
 
-/// The `kid` of a token's header (already verified by the caller), for the cache entry:
-/// `Some(None)` when it has none; `None` when the header cannot be read (then nothing is cached).
-pub fn header_kid(token: &str) -> Option<Option<String>> {
+/// The `kid` of a token's header (already verified by the caller), for the cache entry and the
+/// decision log: `Some(None)` when it has none; `None` when the header cannot be read.
+pub fn header_kid(token: &str) -> Option<Option<Arc<str>>> {
     use base64::Engine as _;
     #[derive(serde::Deserialize)]
-    struct Header {
-        kid: Option<String>,
+    struct Header<'a> {
+        #[serde(borrow)]
+        kid: Option<std::borrow::Cow<'a, str>>,
     }
     let header = token.split('.').next()?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header)
         .ok()?;
-    serde_json::from_slice::<Header>(&bytes).ok().map(|h| h.kid)
+    serde_json::from_slice::<Header<'_>>(&bytes)
+        .ok()
+        .map(|h| h.kid.map(|k| Arc::from(&*k)))
 }
 
 #[cfg(test)]

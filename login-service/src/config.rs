@@ -235,6 +235,10 @@ pub struct ServeArgs {
     /// ext-authz); more are answered 503 `feed_busy` with `Retry-After`. Bounds their memory.
     #[arg(long, env = "FEED_MAX_WAITERS", default_value_t = DEFAULT_FEED_MAX_WAITERS)]
     pub feed_max_waiters: usize,
+    /// Most of those long polls from one client address (an IPv6 client by its /64); more are
+    /// answered 503 `feed_busy` too. An ext-authz holds one at a time.
+    #[arg(long, env = "FEED_MAX_WAITERS_PER_PEER", default_value_t = DEFAULT_FEED_MAX_WAITERS_PER_PEER)]
+    pub feed_max_waiters_per_peer: usize,
     /// `on`: every JSON answer of `POST /login` carries a `refresh_token`. `off` (default): only
     /// a login with `?refresh=true` gets one. A text/plain answer is always the bare access token.
     #[arg(long, env = "REFRESH_TOKENS", action = ArgAction::SetTrue,
@@ -452,13 +456,20 @@ pub struct RevocationSettings {
     pub max_revoked_per_user: u32,
     /// Most long polls of the feed waiting at once (`FEED_MAX_WAITERS`).
     pub feed_max_waiters: usize,
+    /// Most of them from one client address (`FEED_MAX_WAITERS_PER_PEER`).
+    pub feed_max_waiters_per_peer: usize,
 }
 
 /// Default of [`RevocationSettings::max_revoked_per_user`] (`MAX_REVOKED_PER_USER`).
 pub const DEFAULT_MAX_REVOKED_PER_USER: u32 = 16;
-/// Default of [`RevocationSettings::feed_max_waiters`] (`FEED_MAX_WAITERS`): ten times the
-/// 500 gateways of issue #15; at the ≈ 30 KiB each measured in BENCHMARKS.md, ≈ 300 MiB at most.
-pub const DEFAULT_FEED_MAX_WAITERS: usize = 10_000;
+/// Default of [`RevocationSettings::feed_max_waiters`] (`FEED_MAX_WAITERS`): four times the
+/// 500 gateways of issue #15. Sized from memory (review F3): at the ≈ 30 KiB each measured in
+/// BENCHMARKS.md, ≈ 60 MiB at most, inside the 256 MiB the manifests give login-service next to
+/// its argon2 hashes (10,000 would have been ≈ 300 MiB).
+pub const DEFAULT_FEED_MAX_WAITERS: usize = 2_000;
+/// Default of [`RevocationSettings::feed_max_waiters_per_peer`] (`FEED_MAX_WAITERS_PER_PEER`):
+/// room for several ext-authz behind one address (a node's SNAT), far from the global bound.
+pub const DEFAULT_FEED_MAX_WAITERS_PER_PEER: usize = 16;
 
 impl Default for RevocationSettings {
     fn default() -> Self {
@@ -468,6 +479,7 @@ impl Default for RevocationSettings {
             cleanup_interval: Duration::from_secs(60),
             max_revoked_per_user: DEFAULT_MAX_REVOKED_PER_USER,
             feed_max_waiters: DEFAULT_FEED_MAX_WAITERS,
+            feed_max_waiters_per_peer: DEFAULT_FEED_MAX_WAITERS_PER_PEER,
         }
     }
 }
@@ -653,6 +665,7 @@ impl ServeArgs {
                 cleanup_interval: self.revocation_cleanup_interval,
                 max_revoked_per_user: self.max_revoked_per_user,
                 feed_max_waiters: self.feed_max_waiters.max(1),
+                feed_max_waiters_per_peer: self.feed_max_waiters_per_peer.max(1),
             },
             well_known: WellKnownSettings {
                 public_url,

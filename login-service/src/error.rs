@@ -115,7 +115,8 @@ pub enum ApiError {
     /// follower must start again from `since=0`.
     #[error("cursor ahead of the feed")]
     CursorAhead,
-    /// `GET /revocations` with a wait while `FEED_MAX_WAITERS` long polls already wait here.
+    /// `GET /revocations` with a wait while `FEED_MAX_WAITERS` long polls already wait here, or
+    /// `FEED_MAX_WAITERS_PER_PEER` of the same client address.
     #[error("too many waiting feed polls")]
     FeedBusy,
 }

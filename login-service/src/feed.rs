@@ -15,12 +15,15 @@
 //! replica, the admin CLI or a restored backup are seen within one interval. A local logout
 //! also [`FeedWatch::nudge`]s it for lower latency; nudges coalesce (any number of them during
 //! one read cause one more read), so no client can make it read more often than once per
-//! interval plus once per write it made. Waiting polls are bounded ([`FeedWatch::try_wait`]).
+//! interval plus once per write it made. Waiting polls are bounded ([`FeedWatch::try_wait`]), in
+//! all and per client address.
 //!
 //! Polls woken by the same new row share its page query ([`FeedWatch::shared_page`], review
 //! F2): followers of one login-service wait at the same cursor, so one new row costs one page
 //! query per process, not one per follower.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -55,6 +58,10 @@ pub struct FeedWatch {
     newest: watch::Sender<Newest>,
     waiting: AtomicUsize,
     max_waiting: usize,
+    /// Waiting polls per client address (an entry only while one waits, so at most
+    /// `max_waiting` entries); changed together with `waiting`, under this lock.
+    per_peer: Mutex<HashMap<IpAddr, usize>>,
+    max_per_peer: usize,
     demand: Notify,
     nudge: Notify,
     interval: Duration,
@@ -63,6 +70,8 @@ pub struct FeedWatch {
     reads: AtomicU64,
     /// The page query of the latest wake-up, shared by the polls it woke.
     shared: Mutex<Option<SharedPage>>,
+    /// Set once the process shuts down: waiting polls then answer at once ([`Self::stop`]).
+    stopping: watch::Sender<bool>,
 }
 
 /// One page query shared by waiting polls: for polls at cursor `since` asking `limit` rows,
@@ -83,6 +92,8 @@ pub struct Waiting {
     /// The published newest id, as this poll last saw it.
     pub newest: watch::Receiver<Newest>,
     reads_at_start: u64,
+    peer: IpAddr,
+    stopping: watch::Receiver<bool>,
 }
 
 impl Waiting {
@@ -94,27 +105,46 @@ impl Waiting {
     pub fn watcher_read_since(&self) -> bool {
         self.watch.reads.load(Ordering::Acquire) >= self.reads_at_start + 2
     }
+
+    /// Completes once the process shuts down (at once if it already does).
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut stopping = self.stopping.clone();
+        async move {
+            // Why ignore the error: the sender lives in the `FeedWatch` this poll holds.
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        }
+    }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
+        let mut peers = self.watch.peers();
+        if let Some(n) = peers.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&self.peer);
+            }
+        }
         self.watch.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl FeedWatch {
-    /// A watcher admitting at most `max_waiting` waiting polls at once, reading every
-    /// `interval` while one waits.
-    pub fn new(max_waiting: usize, interval: Duration) -> Self {
+    /// A watcher admitting at most `max_waiting` waiting polls at once, `max_per_peer` of them
+    /// from one client address, reading every `interval` while one waits.
+    pub fn new(max_waiting: usize, max_per_peer: usize, interval: Duration) -> Self {
         Self {
             newest: watch::Sender::new(Newest::Unknown),
             waiting: AtomicUsize::new(0),
             max_waiting,
+            per_peer: Mutex::new(HashMap::new()),
+            max_per_peer,
             demand: Notify::new(),
             nudge: Notify::new(),
             interval,
             reads: AtomicU64::new(0),
             shared: Mutex::new(None),
+            stopping: watch::Sender::new(false),
         }
     }
 
@@ -152,17 +182,38 @@ impl FeedWatch {
         self.waiting.load(Ordering::Acquire)
     }
 
-    /// Registers a waiting poll, or `None` when `max_waiting` already wait (each holds its
-    /// request and connection in memory: the bound keeps that memory bounded).
-    pub fn try_wait(self: &Arc<Self>) -> Option<Waiting> {
-        let admitted = self
-            .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_waiting).then_some(n + 1)
-            })
-            .is_ok();
-        if !admitted {
-            return None;
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.per_peer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a waiting poll from TCP peer `peer`, or `None` when `max_waiting` already
+    /// wait, or `max_per_peer` of `peer`'s. Each holds its request and connection in memory: the
+    /// global bound keeps that memory bounded, the per-address one keeps a single client (one
+    /// holder of the feed token) from taking every place (review F3). An ext-authz holds one
+    /// long poll at a time.
+    ///
+    /// Why the TCP peer, exactly (attack review of F3): the feed is internal, reached without a
+    /// proxy, so a forwarded-address header would be the caller's own text (and naming a
+    /// victim's address would take its places); and pods of one node or one cluster share an
+    /// IPv6 /64, so grouping by prefix would refuse honest gateways.
+    pub fn try_wait(self: &Arc<Self>, peer: IpAddr) -> Option<Waiting> {
+        let peer = peer.to_canonical();
+        {
+            let mut peers = self.peers();
+            let mine = peers.get(&peer).copied().unwrap_or(0);
+            if mine >= self.max_per_peer {
+                return None;
+            }
+            let admitted = self
+                .waiting
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.max_waiting).then_some(n + 1)
+                })
+                .is_ok();
+            if !admitted {
+                return None;
+            }
+            peers.insert(peer, mine + 1);
         }
         // Why notify every time: a stored permit wakes a parked watcher; when it runs already,
         // the permit only costs it one more look at the counter.
@@ -171,7 +222,16 @@ impl FeedWatch {
             watch: self.clone(),
             newest: self.newest.subscribe(),
             reads_at_start: self.reads.load(Ordering::Acquire),
+            peer,
+            stopping: self.stopping.subscribe(),
         })
+    }
+
+    /// The process shuts down: every waiting poll (and any that starts after) stops waiting and
+    /// answers as at the end of its wait. Why (review F4): otherwise each held the drain until
+    /// its wait ran out, up to `--shutdown-timeout`, and a rolling update waited for it.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Asks for a read now (a local write): coalesced with reads already due.
@@ -239,23 +299,58 @@ impl FeedWatch {
 mod tests {
     use super::*;
 
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn peer(n: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, n))
+    }
+
     #[test]
     fn waiting_polls_are_counted_and_bounded() {
-        let w = Arc::new(FeedWatch::new(2, POLL_INTERVAL));
-        let a = w.try_wait().unwrap();
-        let b = w.try_wait().unwrap();
-        assert!(w.try_wait().is_none(), "a third poll over the bound");
+        let w = Arc::new(FeedWatch::new(2, 2, POLL_INTERVAL));
+        let a = w.try_wait(PEER).unwrap();
+        let b = w.try_wait(peer(1)).unwrap();
+        assert!(w.try_wait(peer(2)).is_none(), "a third poll over the bound");
         assert_eq!(w.waiting(), 2);
         drop(a);
-        let c = w.try_wait().unwrap();
+        let c = w.try_wait(peer(2)).unwrap();
         drop((b, c));
         assert_eq!(w.waiting(), 0);
+        assert!(
+            w.peers().is_empty(),
+            "no address is kept once its polls end"
+        );
+    }
+
+    /// Review F3: one address cannot take every place; others are still admitted (IPv6
+    /// neighbours in one /64 too: pods share one), a refused poll takes nothing, and an
+    /// IPv4-mapped IPv6 peer is its IPv4 address.
+    #[test]
+    fn one_address_takes_at_most_its_share() {
+        let w = Arc::new(FeedWatch::new(10, 2, POLL_INTERVAL));
+        let mine = [w.try_wait(PEER).unwrap(), w.try_wait(PEER).unwrap()];
+        assert!(w.try_wait(PEER).is_none(), "a third of one address");
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+        assert!(
+            w.try_wait(mapped).is_none(),
+            "the same address, IPv4-mapped"
+        );
+        assert_eq!(w.waiting(), 2, "the refused polls are not counted");
+        let other = w.try_wait(peer(1)).unwrap();
+        let v6 =
+            |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last));
+        let pods: Vec<_> = (1..=4).map(|n| w.try_wait(v6(n)).unwrap()).collect();
+        drop(mine);
+        let again = w.try_wait(PEER).unwrap();
+        drop((other, pods, again));
+        assert_eq!(w.waiting(), 0);
+        assert!(w.peers().is_empty());
     }
 
     #[test]
     fn observed_ids_only_move_forward_but_the_watcher_may_move_back() {
-        let w = Arc::new(FeedWatch::new(1, POLL_INTERVAL));
-        let mut waiting = w.try_wait().unwrap();
+        let w = Arc::new(FeedWatch::new(1, 1, POLL_INTERVAL));
+        let mut waiting = w.try_wait(PEER).unwrap();
         let rx = &mut waiting.newest;
         w.observe(5);
         assert!(rx.has_changed().unwrap());

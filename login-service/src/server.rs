@@ -55,11 +55,14 @@ pub async fn serve(
         AbortOnDrop(feed_watch),
     );
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let feed = state.feed.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             info!("shutdown requested; draining");
+            // Waiting long polls answer now instead of holding the drain (review F4).
+            feed.stop();
             let _ = stopping_tx.send(());
         })
         .into_future();

@@ -35,6 +35,7 @@ impl AppState {
     pub fn new(settings: Settings, db: Db) -> Result<Self, PasswordError> {
         let feed = Arc::new(FeedWatch::new(
             settings.revocation.feed_max_waiters,
+            settings.revocation.feed_max_waiters_per_peer,
             POLL_INTERVAL,
         ));
         let hasher = Hasher::new(settings.hash_params.clone(), settings.hash_concurrency)?

@@ -73,9 +73,14 @@ fn invalid(authorization: &str) -> VerifyError {
 #[test]
 fn valid_token_is_allowed_with_claims() {
     let token = issue("k1", SECRET, &["admin", "ops"]);
-    let Decision::Allow { claims } = run(&format!("Bearer {token}")) else {
+    let Decision::Allow { claims, kid } = run(&format!("Bearer {token}")) else {
         panic!("not allowed");
     };
+    assert_eq!(
+        kid.as_deref(),
+        Some("k1"),
+        "the verifying key's kid, for the decision log"
+    );
     assert_eq!(claims.sub, "42");
     assert_eq!(claims.email, "user@example.com");
     assert_eq!(claims.roles, ["admin", "ops"]);
@@ -555,6 +560,7 @@ fn dry_run_allows_but_reports() {
     let d = decide(&HashMap::new(), &Policy::NONE, &ring(), &s, now());
     let Decision::DryRunAllow {
         claims: None,
+        kid: None,
         denial,
     } = &d
     else {
@@ -574,12 +580,14 @@ fn dry_run_allows_but_reports() {
     );
     let Decision::DryRunAllow {
         claims: Some(c),
+        kid: Some(kid),
         denial,
     } = &d
     else {
         panic!("{d:?}");
     };
     assert_eq!(c.sub, "42");
+    assert_eq!(&**kid, "k1");
     assert_eq!(denial.reason, Reason::InsufficientScope);
 
     // Invalid token: no claims.
@@ -742,7 +750,7 @@ fn decide_refuses_a_revoked_token_with_401_token_revoked() {
     // Dry run: let through, without identity.
     assert!(matches!(
         decide(Some(&set), true),
-        Decision::DryRunAllow { claims: None, denial } if denial.reason == Reason::Revoked
+        Decision::DryRunAllow { claims: None, denial, .. } if denial.reason == Reason::Revoked
     ));
     // Without the set, or with another token revoked: allowed.
     assert!(matches!(decide(None, false), Decision::Allow { .. }));

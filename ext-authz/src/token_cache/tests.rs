@@ -157,7 +157,7 @@ fn a_hit_is_refused_once_the_token_is_revoked() {
     let ring = gateway_ring(public);
     let token = mint(&signing, &[]);
     let (settings, cache) = cached_settings(DEFAULT_BYTES);
-    let Decision::Allow { claims } = check(&token, &ring, None, &settings) else {
+    let Decision::Allow { claims, .. } = check(&token, &ring, None, &settings) else {
         panic!("not allowed");
     };
     let entry = FeedEntry {
@@ -242,7 +242,7 @@ fn a_hit_is_refused_after_exp_and_before_nbf() {
     let ring = gateway_ring(public);
     let token = mint(&signing, &[]);
     let (settings, cache) = cached_settings(DEFAULT_BYTES);
-    let Decision::Allow { claims } = check(&token, &ring, None, &settings) else {
+    let Decision::Allow { claims, .. } = check(&token, &ring, None, &settings) else {
         panic!("not allowed");
     };
     let leeway = settings.verifier.leeway_secs();
@@ -356,7 +356,7 @@ fn the_cache_is_bounded_in_bytes() {
         claims.jti = format!("jti-{i}");
         cache.insert(
             cache.key(&format!("token-{i}")),
-            Entry::new(claims, Source::Local, Some("k1"), fp),
+            Entry::new(Arc::new(claims), Source::Local, Some("k1".into()), fp),
         );
         assert!(cache.stats().bytes.load(Ordering::Relaxed) <= BOUND);
     }
@@ -370,7 +370,7 @@ fn the_cache_is_bounded_in_bytes() {
 
     let mut huge = test_support::claims_with_roles(&[]);
     huge.roles = vec!["r".repeat(1024); 100];
-    let big = Entry::new(huge, Source::Local, Some("k1"), fp);
+    let big = Entry::new(Arc::new(huge), Source::Local, Some("k1".into()), fp);
     assert!(big.weight() > BOUND);
     cache.insert(cache.key("huge"), big);
     assert!(cache.stats().bytes.load(Ordering::Relaxed) <= BOUND);

@@ -3,13 +3,14 @@
 //! [`crate::revocations`]; this file reads the request, checks the bearer token and shapes the
 //! answer.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use auth_token::bearer::BearerError;
 use auth_token::{FeedEntry, FeedPage, FeedQuery, feed};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
@@ -144,6 +145,7 @@ pub async fn logout(
 /// (equal to its cursor) merely waits for the watcher's next read.
 pub async fn feed(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<FeedQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -171,7 +173,7 @@ pub async fn feed(
     let deadline = tokio::time::Instant::now() + wait;
     // Why registered before the cursor check: the watcher starts reading now, so its first
     // value is on its way while this request checks the cursor.
-    let mut waiting = state.feed.try_wait().ok_or(ApiError::FeedBusy)?;
+    let mut waiting = state.feed.try_wait(peer.ip()).ok_or(ApiError::FeedBusy)?;
     let newest = *waiting.newest.borrow_and_update();
     // Why only below the cursor: a published id at or past the cursor proves the cursor is not
     // ahead (ids only grow within one database); below it, or unknown, the database decides.
@@ -211,6 +213,7 @@ pub async fn feed(
                 }
             }
         }
+        let stopping = waiting.stopping();
         tokio::select! {
             changed = waiting.newest.changed() => {
                 if changed.is_err() {
@@ -219,7 +222,19 @@ pub async fn feed(
                 }
                 newest = *waiting.newest.borrow_and_update();
             }
-            () = tokio::time::sleep_until(deadline) => {
+            // The end of the wait, brought forward by a shutdown (review F4).
+            () = async {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = stopping => {}
+                }
+            } => {
+                // A newest id published as the wait ended is served, not answered "nothing new"
+                // (review of F4: at a shutdown every poll ends at once).
+                if waiting.newest.has_changed().unwrap_or(false) {
+                    newest = *waiting.newest.borrow_and_update();
+                    continue;
+                }
                 // "Nothing new" from memory only if the watcher was seen alive meanwhile
                 // (review F1); else the database answers, as before the watcher existed.
                 if waiting.watcher_read_since() {

@@ -12,7 +12,7 @@ use diesel::connection::{Instrumentation, InstrumentationEvent};
 use login_service::db::{Db, PoolSettings};
 use login_service::revocations::{self, TokenRef};
 
-use crate::helpers::{TestApp, TestDb, db_test, poll, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestDb, db_test, poll, spawn_app_with, state_with};
 
 /// Statements sent, per connection URL, by every connection opened in this test binary.
 static STATEMENTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
@@ -65,6 +65,12 @@ fn revoke_elsewhere(db: &Db, jti: &str) -> i64 {
     })
     .unwrap()
     .unwrap()
+}
+
+/// The app with room for the many followers of one test: they all share one address, which
+/// `FEED_MAX_WAITERS_PER_PEER` (16 by default) would otherwise refuse past 16.
+async fn followed_app(db: TestDb) -> TestApp {
+    spawn_app_with(db, |s| s.revocation.feed_max_waiters_per_peer = 1_000).await
 }
 
 fn other_pool(db: &TestDb) -> Db {
@@ -137,7 +143,7 @@ async fn idle_cost_does_not_grow_with_followers(db: TestDb) {
     count_statements();
     let url = db.url.clone();
     let other = other_pool(&db);
-    let app = spawn_app(db).await;
+    let app = followed_app(db).await;
     let cursor = tokio::task::spawn_blocking(move || revoke_elsewhere(&other, "seed"))
         .await
         .unwrap();
@@ -157,7 +163,7 @@ db_test!(idle_cost_does_not_grow_with_followers);
 /// wakes every waiting poll long before its `wait` ends: the watcher reads the database.
 async fn a_row_written_elsewhere_wakes_waiting_polls(db: TestDb) {
     let other = other_pool(&db);
-    let app = spawn_app(db).await;
+    let app = followed_app(db).await;
     let cursor = app.feed_rows().await.last().map_or(0, |r| r.id);
     let polls: Vec<_> = (0..20)
         .map(|_| {
@@ -202,7 +208,8 @@ async fn a_dead_watcher_never_hides_a_row_behind_an_empty_page(db: TestDb) {
     let state = crate::helpers::state_with(&db, |_| {}).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = login_service::routes::router(state.clone());
+    let router = login_service::routes::router(state.clone())
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
     let cursor = {
         let other = other_pool(&db);
@@ -244,7 +251,7 @@ async fn status_of(app: &TestApp, query: &str) -> (u16, serde_json::Value) {
 /// read at once. And never a 409 from a stale value: the cursor equal to the newest id is fine.
 async fn cursor_ahead_right_after_the_database_is_replaced(db: TestDb) {
     let other = other_pool(&db);
-    let app = spawn_app(db).await;
+    let app = followed_app(db).await;
     let o = other.clone();
     let newest = tokio::task::spawn_blocking(move || {
         revoke_elsewhere(&o, "a");
@@ -342,7 +349,7 @@ async fn polls_woken_by_one_row_share_its_page_query(db: TestDb) {
     count_statements();
     let url = db.url.clone();
     let other = other_pool(&db);
-    let app = spawn_app(db).await;
+    let app = followed_app(db).await;
     // What one write costs by itself (nobody waits, so the watcher is parked); the first
     // write also opens the pool's connection.
     let (u, o) = (url.clone(), other.clone());
@@ -370,6 +377,16 @@ async fn polls_woken_by_one_row_share_its_page_query(db: TestDb) {
     })
     .await
     .expect("every poll waits");
+    // Why settle: a poll registers before its own first look (a cursor check, or a page query
+    // while the newest id is unknown); those must not count as the wake-up's statements.
+    poll(Duration::from_secs(10), || {
+        std::future::ready(
+            (app.state.feed.newest() == login_service::feed::Newest::Id(cursor)).then_some(()),
+        )
+    })
+    .await
+    .expect("the watcher read the newest id");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let before = statements(&url);
     let o = other.clone();
@@ -391,3 +408,103 @@ async fn polls_woken_by_one_row_share_its_page_query(db: TestDb) {
     );
 }
 db_test!(polls_woken_by_one_row_share_its_page_query);
+
+/// Review F4: a shutdown ends the waiting long polls at once (each answered 200 with what is
+/// known, its cursor unchanged), so they do not hold the drain for the rest of their wait.
+async fn shutdown_ends_waiting_polls(db: TestDb) {
+    let state = state_with(&db, |s| s.shutdown_timeout = Duration::from_secs(60)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(login_service::server::serve(
+        listener,
+        state.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = reqwest::Client::new();
+    let waiting = tokio::spawn(
+        client
+            .get(format!("http://{addr}/revocations?since=0&wait=19"))
+            .send(),
+    );
+    poll(Duration::from_secs(10), || {
+        std::future::ready((state.feed.waiting() == 1).then_some(()))
+    })
+    .await
+    .expect("the poll waits");
+    let asked = Instant::now();
+    stop.send(()).unwrap();
+    let r = waiting.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let page: FeedPage = r.json().await.unwrap();
+    assert!(page.revocations.is_empty());
+    assert_eq!(page.cursor, 0, "the cursor does not move");
+    server.await.unwrap().unwrap();
+    // Why 10 s: far under the poll's 19 s wait, far over a drain that ends at once.
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the wait held the shutdown for {:?}",
+        asked.elapsed()
+    );
+}
+db_test!(shutdown_ends_waiting_polls);
+
+/// Review F3: one client address cannot take every waiting place (`FEED_MAX_WAITERS_PER_PEER`):
+/// its next poll is answered 503 `feed_busy` while another address is still admitted.
+async fn one_address_cannot_take_every_waiting_place(db: TestDb) {
+    let other = other_pool(&db);
+    let app = spawn_app_with(db, |s| {
+        s.revocation.feed_max_waiters = 10;
+        s.revocation.feed_max_waiters_per_peer = 2;
+    })
+    .await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mine: Vec<_> = (0..2)
+        .map(|_| follower(&app, 0, 20, stop.clone()))
+        .collect();
+    poll(Duration::from_secs(10), || {
+        std::future::ready((app.state.feed.waiting() == 2).then_some(()))
+    })
+    .await
+    .expect("both wait");
+    let r = app.get("/revocations?since=0&wait=5").await;
+    assert_eq!(r.status(), 503, "a third poll of the same address");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "feed_busy");
+    // A forwarded-address header does not make another client: the feed counts TCP peers.
+    let r = app
+        .client
+        .get(app.url("/revocations?since=0&wait=5"))
+        .header("x-envoy-external-address", "10.0.0.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "a spoofed address is the same peer");
+    // Another address (a second loopback source) still waits.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let another = tokio::spawn(
+        elsewhere
+            .get(app.url("/revocations?since=0&wait=20"))
+            .send(),
+    );
+    poll(Duration::from_secs(10), || {
+        std::future::ready((app.state.feed.waiting() == 3).then_some(()))
+    })
+    .await
+    .expect("another address is admitted");
+    stop_tx.send(true).unwrap();
+    tokio::task::spawn_blocking(move || revoke_elsewhere(&other, "x"))
+        .await
+        .unwrap();
+    assert_eq!(another.await.unwrap().unwrap().status(), 200);
+    for f in mine {
+        f.await.unwrap();
+    }
+    assert_eq!(app.state.feed.waiting(), 0);
+}
+db_test!(one_address_cannot_take_every_waiting_place);
