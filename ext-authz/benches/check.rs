@@ -77,6 +77,34 @@ fn bench(c: &mut Criterion) {
     c.bench_function("check_request_allow", |b| {
         b.iter(|| service.check_request(black_box(&request)).unwrap())
     });
+
+    // What the server does with a decoded request (issue #15 §1), the answer written out: by
+    // hand (`answer::Allow::encode`), and through the generated message as before.
+    let bytes = prost::Message::encode_to_vec(&request);
+    let wire = ext_authz::wire::decode(bytes.as_slice()).unwrap();
+    let mut out = Vec::with_capacity(512);
+    c.bench_function("check_wire_allow_encoded", |b| {
+        b.iter(|| {
+            out.clear();
+            service
+                .check_wire(black_box(&wire))
+                .unwrap()
+                .encode(&mut out)
+                .unwrap();
+            black_box(out.len())
+        })
+    });
+    c.bench_function("check_wire_allow_generated_encoded", |b| {
+        b.iter(|| {
+            out.clear();
+            let response = service
+                .check_wire(black_box(&wire))
+                .unwrap()
+                .into_response();
+            prost::Message::encode(&response, &mut out).unwrap();
+            black_box(out.len())
+        })
+    });
 }
 
 /// The token cache (issue #12): each algorithm without the cache, as a hit and as a miss.

@@ -359,10 +359,12 @@ fn bearer_reason(e: BearerError) -> Reason {
 }
 
 /// Identity values become request headers: refuse control characters (a signed token from our
-/// issuer never has them, but a header injection must not depend on that).
+/// issuer never has them, but a header injection must not depend on that), and a role holding
+/// ',' (roles are joined with ',' into `x-auth-roles`, so it would read as two; login-service
+/// issues none, and the external issuers' path refuses it the same way).
 fn header_safe(claims: &Claims) -> bool {
     let ok = |s: &str| !s.bytes().any(|b| b < 0x20 || b == 0x7f);
-    ok(&claims.sub) && ok(&claims.email) && claims.roles.iter().all(|r| ok(r))
+    ok(&claims.sub) && ok(&claims.email) && claims.roles.iter().all(|r| ok(r) && !r.contains(','))
 }
 
 /// Builds the client-facing refusal for `reason`.

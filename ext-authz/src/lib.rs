@@ -18,8 +18,9 @@
 //!    `ArcSwap` and the feed's freshness: "can decide?"), [`metrics`] (Prometheus), [`keys`]
 //!    (the lock-free keyring and its `--keys-dir` reloader), [`jwks`] (external issuers' keys,
 //!    lock-free, and their refresh requests).
-//! 3. Around it: [`wire`] (the `CheckRequest` as read off the wire: the strings a check reads,
-//!    none copied, and its gRPC codec), [`service`] (the tonic `Authorization` service:
+//! 3. Around it: [`answer`] (a check's answer, and an allow's `CheckResponse` written by hand
+//!    without building the generated message), [`wire`] (the `CheckRequest` as read off the
+//!    wire: the strings a check reads, none copied, and its gRPC codec), [`service`] (the tonic `Authorization` service:
 //!    `CheckRequest` → decision → `CheckResponse`, metrics and the decision log line), [`feed`] (the client of
 //!    login-service's revocation feed, filling [`revocation`]), [`health`] (gRPC health and the
 //!    watcher that drives it from [`revocation`]), [`jwks_fetch`] (the discovery/JWKS client
@@ -33,6 +34,7 @@
 //! Invariants: tokens and key bytes are never logged or put in errors; a deny is a
 //! `CheckResponse` with a non-OK status, a gRPC error only means "cannot decide".
 
+pub mod answer;
 pub mod check;
 pub mod config;
 pub mod external;

@@ -20,22 +20,20 @@
 //!   Envoy files it under the filter's name `envoy.filters.http.ext_authz`, where the access log
 //!   (`%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%`) and later filters read it.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption,
-    HttpResponse, HttpStatus, OkHttpResponse,
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HttpResponse, HttpStatus,
 };
-use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use crate::answer::{Allow, CheckAnswer, DecisionLog, header_option, response_outcome};
 use crate::check::{
     ALLOW_LABEL, Decision, Denial, Headers, Reason, Settings, decide_with_external,
 };
@@ -47,12 +45,7 @@ use crate::policy::Policy;
 use crate::revocation::Revocations;
 use crate::wire;
 
-/// Identity header: the token's `sub`.
-pub const USER_ID_HEADER: &str = "x-auth-user-id";
-/// Identity header: the token's `email`.
-pub const EMAIL_HEADER: &str = "x-auth-email";
-/// Identity header: the token's `roles`, comma-joined (empty when none).
-pub const ROLES_HEADER: &str = "x-auth-roles";
+pub use crate::answer::{EMAIL_HEADER, ROLES_HEADER, USER_ID_HEADER};
 
 /// The gRPC `Authorization` service. Cloning shares the state.
 #[derive(Debug, Clone)]
@@ -124,11 +117,12 @@ impl AuthzService {
             Policy::from_context_extensions(&a.context_extensions)
         });
         self.check_headers(&headers, policy)
+            .map(CheckAnswer::into_response)
     }
 
     /// Answers one check decoded by [`crate::wire`] (what [`CheckServer`] runs): the same
-    /// answer as [`AuthzService::check_request`] for the same bytes.
-    pub fn check_wire(&self, request: &wire::CheckRequest) -> Result<CheckResponse, Status> {
+    /// answer as [`AuthzService::check_request`] for the same bytes, not yet encoded.
+    pub fn check_wire(&self, request: &wire::CheckRequest) -> Result<CheckAnswer, Status> {
         self.check_headers(
             &request.http(),
             Policy::from_lookup(|key| request.extension(key)),
@@ -140,7 +134,7 @@ impl AuthzService {
         &self,
         headers: &impl Headers,
         policy: Policy<'_>,
-    ) -> Result<CheckResponse, Status> {
+    ) -> Result<CheckAnswer, Status> {
         let started = Instant::now();
         let inner = &*self.inner;
         // Why: `request.http.id` is Envoy's stream id; the id that ties logs together is the
@@ -179,55 +173,38 @@ impl AuthzService {
             request_refresh_on_unknown_kid(&decision, headers, store, set);
         }
         log_decision(&decision, request_id);
-        let metadata = decision_metadata(&decision, &policy);
-        let mut response = self.response(decision, &started);
-        response.dynamic_metadata = Some(metadata);
-        Ok(response)
+        inner.metrics.record_check(&decision, started.elapsed());
+        Ok(self.answer(decision, &policy))
     }
 
-    fn response(&self, decision: Decision, started: &Instant) -> CheckResponse {
-        self.inner
-            .metrics
-            .record_check(&decision, started.elapsed());
-        match decision {
-            Decision::Allow { claims, .. } => self.allow(Some(&claims)),
-            Decision::DryRunAllow { claims, .. } => self.allow(claims.as_deref()),
-            Decision::Deny(denial) => deny(denial),
-        }
-    }
-
-    fn allow(&self, claims: Option<&auth_token::Claims>) -> CheckResponse {
-        let mut ok = OkHttpResponse::default();
-        match claims {
-            Some(claims) => {
-                let roles = claims.roles.join(",");
-                // Why: set all three every time, overwriting, so a client cannot spoof any.
-                ok.headers = vec![
-                    header(USER_ID_HEADER, claims.sub.clone()),
-                    header(EMAIL_HEADER, claims.email.clone()),
-                    header(ROLES_HEADER, roles),
-                ];
+    /// The answer to send for `decision` on a route with `policy`.
+    fn answer(&self, decision: Decision, policy: &Policy<'_>) -> CheckAnswer {
+        let (identity, log) = match decision {
+            Decision::Allow { claims, kid } => {
+                let log = decision_log("allow", ALLOW_LABEL, Some(&claims), kid, policy);
+                (Some(claims), log)
             }
-            None => {
-                // Dry-run without a valid token: no identity, and none smuggled by the client.
-                ok.headers_to_remove = vec![
-                    USER_ID_HEADER.to_owned(),
-                    EMAIL_HEADER.to_owned(),
-                    ROLES_HEADER.to_owned(),
-                ];
+            Decision::DryRunAllow {
+                claims,
+                kid,
+                denial,
+            } => {
+                let reason = denial.reason.label();
+                let log = decision_log("dry_run_allow", reason, claims.as_ref(), kid, policy);
+                (claims, log)
             }
-        }
-        if self.inner.strip_authorization {
-            ok.headers_to_remove.push("authorization".to_owned());
-        }
-        CheckResponse {
-            status: Some(rpc::Status {
-                code: tonic::Code::Ok as i32,
-                ..Default::default()
-            }),
-            http_response: Some(HttpResponse::OkResponse(ok)),
-            dynamic_metadata: None,
-        }
+            Decision::Deny(denial) => {
+                let log = decision_log("deny", denial.reason.label(), None, None, policy);
+                let mut response = deny(denial);
+                response.dynamic_metadata = Some(log.to_struct());
+                return CheckAnswer::Response(response);
+            }
+        };
+        CheckAnswer::Allow(Allow {
+            identity,
+            strip_authorization: self.inner.strip_authorization,
+            log,
+        })
     }
 }
 
@@ -265,60 +242,24 @@ fn request_refresh_on_unknown_kid(
 /// *verified* token only: an unverified header is the client's text), and the route's policy
 /// (`require_roles`, `issuers`: route configuration, never client input).
 /// Why no token and no e-mail: the access log is read by more people than the user table.
-fn decision_metadata(decision: &Decision, policy: &Policy<'_>) -> Struct {
-    let (label, reason, claims, kid) = match decision {
-        Decision::Allow { claims, kid } => ("allow", ALLOW_LABEL, Some(claims), kid),
-        Decision::Deny(d) => ("deny", d.reason.label(), None, &None),
-        Decision::DryRunAllow {
-            claims,
-            kid,
-            denial,
-        } => ("dry_run_allow", denial.reason.label(), claims.as_ref(), kid),
-    };
-    let mut fields = HashMap::with_capacity(6);
-    let mut put = |key: &str, value: &str| {
-        fields.insert(
-            key.to_owned(),
-            Value {
-                kind: Some(Kind::StringValue(value.to_owned())),
-            },
-        );
-    };
-    put("decision", label);
-    put("reason", reason);
-    if let Some(claims) = claims {
-        put("subject", &claims.sub);
+fn decision_log(
+    decision: &'static str,
+    reason: &'static str,
+    claims: Option<&Arc<auth_token::Claims>>,
+    kid: Option<Arc<str>>,
+    policy: &Policy<'_>,
+) -> DecisionLog {
+    let [(k0, v0), (k1, v1)] = policy.as_set();
+    DecisionLog {
+        decision,
+        reason,
+        subject: claims.cloned(),
         // Why the check: the kid goes to the access log; one outside our kid alphabet (an
-        // external issuer's choice) is left out.
-        if let Some(kid) = kid.as_deref().filter(|k| auth_token::keys::valid_kid(k)) {
-            put("kid", kid);
-        }
-    }
-    for (key, value) in policy.as_set() {
-        if let Some(value) = value {
-            put(key, value);
-        }
-    }
-    Struct { fields }
-}
-
-/// A header mutation that overwrites (or adds) `name`.
-fn header(name: &str, value: String) -> HeaderValueOption {
-    #[allow(deprecated)]
-    // `append` is deprecated upstream, but it is the field every Envoy honours.
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: name.to_owned(),
-            value,
-            raw_value: Vec::new(),
-        }),
-        // Why: an unset append flag meant overwrite up to Envoy 1.36 and append in 1.37.0;
-        // `append: false` is overwrite-or-add in every version. `append_action` stays at its
-        // default: Envoy's header parser refuses a non-default `append_action` next to `append`.
-        append: Some(BoolValue { value: false }),
-        append_action: 0,
-        // Why: `x-auth-roles` is "" for a user without roles; it must still replace a spoofed value.
-        keep_empty_value: true,
+        // external issuer's choice) is left out. Only with a verified token's claims.
+        kid: kid
+            .filter(|k| auth_token::keys::valid_kid(k))
+            .filter(|_| claims.is_some()),
+        policy: [(k0, v0.map(Box::from)), (k1, v1.map(Box::from))],
     }
 }
 
@@ -337,8 +278,8 @@ fn deny(denial: Denial) -> CheckResponse {
                 code: i32::from(denial.status.http_code()),
             }),
             headers: vec![
-                header("www-authenticate", denial.www_authenticate),
-                header("content-type", "application/json".to_owned()),
+                header_option("www-authenticate", denial.www_authenticate),
+                header_option("content-type", "application/json".to_owned()),
             ],
             body: denial.body,
         })),
@@ -392,11 +333,11 @@ impl Authorization for AuthzService {
 
 /// `answer()`, inside the check's span when traces are exported (issue #14). With tracing off
 /// (the default) nothing is built: one relaxed atomic load.
-fn traced(
+fn traced<T: Outcome>(
     metadata: &MetadataMap,
     headers: &impl Headers,
-    answer: impl FnOnce() -> Result<CheckResponse, Status>,
-) -> Result<CheckResponse, Status> {
+    answer: impl FnOnce() -> Result<T, Status>,
+) -> Result<T, Status> {
     if !edge_process::telemetry::tracing_enabled() {
         return answer();
     }
@@ -404,6 +345,23 @@ fn traced(
     let answer = span.in_scope(answer);
     record_outcome(&span, &answer);
     answer
+}
+
+/// An answer's decision log `decision` and `reason`, for the check's span.
+trait Outcome {
+    fn outcome(&self) -> (Option<&str>, Option<&str>);
+}
+
+impl Outcome for CheckResponse {
+    fn outcome(&self) -> (Option<&str>, Option<&str>) {
+        response_outcome(self)
+    }
+}
+
+impl Outcome for CheckAnswer {
+    fn outcome(&self) -> (Option<&str>, Option<&str>) {
+        CheckAnswer::outcome(self)
+    }
 }
 
 /// The gRPC path of the Check method.
@@ -471,8 +429,8 @@ where
 struct CheckMethod(AuthzService);
 
 impl tonic::server::UnaryService<wire::CheckRequest> for CheckMethod {
-    type Response = CheckResponse;
-    type Future = std::future::Ready<Result<Response<CheckResponse>, Status>>;
+    type Response = CheckAnswer;
+    type Future = std::future::Ready<Result<Response<CheckAnswer>, Status>>;
 
     fn call(&mut self, request: Request<wire::CheckRequest>) -> Self::Future {
         let answer = traced(request.metadata(), &request.get_ref().http(), || {
@@ -516,26 +474,19 @@ fn check_span(metadata: &MetadataMap, headers: &impl Headers) -> tracing::Span {
 
 /// The decision and reason (the labels of the access log's `auth_decision`/`auth_reason`) as
 /// span attributes; an RPC error marks the span failed.
-fn record_outcome(span: &tracing::Span, answer: &Result<CheckResponse, Status>) {
-    let fields = match answer {
-        Ok(response) => response.dynamic_metadata.as_ref().map(|m| &m.fields),
+fn record_outcome(span: &tracing::Span, answer: &Result<impl Outcome, Status>) {
+    let (decision, reason) = match answer {
+        Ok(answer) => answer.outcome(),
         Err(status) => {
             span.record("otel.status_code", "ERROR");
             span.record("reason", status.message());
             return;
         }
     };
-    let text = |key: &str| match fields
-        .and_then(|f| f.get(key))
-        .and_then(|v| v.kind.as_ref())
-    {
-        Some(Kind::StringValue(value)) => Some(value.as_str()),
-        _ => None,
-    };
-    if let Some(decision) = text("decision") {
+    if let Some(decision) = decision {
         span.record("decision", decision);
     }
-    if let Some(reason) = text("reason") {
+    if let Some(reason) = reason {
         span.record("reason", reason);
     }
 }

@@ -38,6 +38,7 @@ use prost::encoding::{self, DecodeContext, WireType};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
+use crate::answer::CheckAnswer;
 use crate::check::Headers;
 
 /// `envoy.service.auth.v3.CheckRequest`.
@@ -351,13 +352,14 @@ fn last<'a>(entries: &'a [Entry], key: &str) -> Option<&'a str> {
         .map(|e| std::str::from_utf8(&e.value).unwrap_or("\u{fffd}"))
 }
 
-/// The gRPC codec of the Check method: [`CheckRequest`] in (validated), the generated
-/// `CheckResponse` out — tonic's prost codec, with the request type swapped.
+/// The gRPC codec of the Check method: [`CheckRequest`] in (validated), a [`CheckAnswer`] out
+/// (an allow written by hand, anything else by prost) — tonic's prost codec, with both types
+/// swapped.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckCodec;
 
 impl Codec for CheckCodec {
-    type Encode = envoy_types::ext_authz::v3::pb::CheckResponse;
+    type Encode = CheckAnswer;
     type Decode = CheckRequest;
     type Encoder = ResponseEncoder;
     type Decoder = RequestDecoder;
@@ -371,16 +373,17 @@ impl Codec for CheckCodec {
     }
 }
 
-/// Encodes a `CheckResponse` as tonic's prost encoder does.
+/// Encodes a [`CheckAnswer`] ([`CheckAnswer::encode`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ResponseEncoder(PhantomData<()>);
 
 impl Encoder for ResponseEncoder {
-    type Item = envoy_types::ext_authz::v3::pb::CheckResponse;
+    type Item = CheckAnswer;
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        // An `EncodeBuf` grows as needed: encoding cannot run out of space.
+        // An `EncodeBuf` grows as needed, so this cannot fail; if it did, an error (not an
+        // empty message, which Envoy would read as an allow).
         item.encode(buf)
             .map_err(|e| Status::internal(e.to_string()))
     }

@@ -498,6 +498,20 @@ fn control_characters_in_claims_never_become_headers() {
     assert_eq!(invalid(&format!("Bearer {token}")), VerifyError::Malformed);
 }
 
+/// Roles are joined with ',' into `x-auth-roles`: a role holding one would read upstream as two
+/// (`"user,admin"` as `user` and `admin`). Refused as the external issuers' path refuses it
+/// (attack review of the hand-written answer, L8).
+#[test]
+fn a_role_holding_a_comma_never_becomes_two() {
+    let token = issue("k1", SECRET, &["user,admin"]);
+    assert_eq!(invalid(&format!("Bearer {token}")), VerifyError::Malformed);
+    let token = issue("k1", SECRET, &["user", "admin"]);
+    assert!(matches!(
+        run(&format!("Bearer {token}")),
+        Decision::Allow { .. }
+    ));
+}
+
 #[test]
 fn require_roles() {
     let token = issue("k1", SECRET, &["admin", "ops"]);

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use envoy_types::ext_authz::v3::pb::HeaderValueOption;
+use envoy_types::ext_authz::v3::pb::{HeaderValueOption, OkHttpResponse};
+use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::*;
 use crate::test_support::*;

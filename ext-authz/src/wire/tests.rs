@@ -97,7 +97,7 @@ fn same_as_generated(bytes: &[u8], probes: &[&str]) -> Result<(), TestCaseError>
     let service = service();
     prop_assert_eq!(
         service.check_request(&generated).ok(),
-        service.check_wire(&wire).ok(),
+        service.check_wire(&wire).ok().map(|a| a.as_sent()),
         "different answers"
     );
     Ok(())
@@ -138,7 +138,7 @@ fn a_realistic_request_reads_the_same() {
     let wire = decode(bytes.as_slice()).unwrap();
     assert!(wire.http().header("authorization").is_some());
     assert_eq!(wire.extension("require_roles"), Some("admin"));
-    let answer = service().check_wire(&wire).unwrap();
+    let answer = service().check_wire(&wire).unwrap().as_sent();
     assert_eq!(answer.status.map(|s| s.code), Some(0), "allowed");
 }
 
