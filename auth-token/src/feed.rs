@@ -12,8 +12,10 @@
 //!   follower reading the snapshot can ask for the next page before this one's body is read.
 //!
 //! Serde derives only: the JSON is exactly what login-service serves and ext-authz accepts
-//! (fields a follower does not need, `reason` and `more`, may be absent).
+//! (fields a follower does not need, `reason` and `more`, may be absent). A follower reads a page
+//! as [`FeedPageRef`]: the same JSON, its strings borrowed from the body.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
@@ -94,6 +96,98 @@ pub struct FeedPage {
     pub revocations: Vec<FeedEntry>,
 }
 
+/// A [`FeedPage`] as a follower reads it (issue #15 §2): `sub` and `jti` borrowed from the
+/// body where they hold no JSON escape, `reason` not read at all. Why: a 1M-entry snapshot is
+/// 1M entries of three strings each; allocating and freeing 3M small strings that are only
+/// read once (into compact keys) was about a third of a replica's parse time (measured: 0.68–0.94
+/// s → 0.50–0.59 s per 1M entries on this VM). Accepts every body [`FeedPage`] accepts, and a
+/// `reason` of any JSON type (followers ignore it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct FeedPageRef<'a> {
+    /// As [`FeedPage::cursor`].
+    pub cursor: i64,
+    /// As [`FeedPage::more`].
+    #[serde(default)]
+    pub more: bool,
+    /// As [`FeedPage::revocations`].
+    #[serde(borrow)]
+    pub revocations: Vec<FeedEntryRef<'a>>,
+}
+
+/// A [`FeedEntry`] as a follower reads it (see [`FeedPageRef`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct FeedEntryRef<'a> {
+    /// As [`FeedEntry::id`].
+    pub id: i64,
+    /// As [`FeedEntry::sub`].
+    #[serde(borrow)]
+    pub sub: FeedText<'a>,
+    /// As [`FeedEntry::jti`].
+    #[serde(borrow, default)]
+    pub jti: Option<FeedText<'a>>,
+    /// As [`FeedEntry::revoked_at`].
+    pub revoked_at: i64,
+    /// As [`FeedEntry::expires_at`].
+    pub expires_at: i64,
+}
+
+impl FeedEntry {
+    /// This entry as a follower reads it, borrowed.
+    pub fn as_ref(&self) -> FeedEntryRef<'_> {
+        FeedEntryRef {
+            id: self.id,
+            sub: FeedText(Cow::Borrowed(&self.sub)),
+            jti: self.jti.as_deref().map(|j| FeedText(Cow::Borrowed(j))),
+            revoked_at: self.revoked_at,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// A string of a feed page: borrowed from the body unless it held a JSON escape. Why not
+/// `Cow<str>`: serde borrows a `Cow` only as a direct field, not inside `Option` (`jti`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedText<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for FeedText<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for FeedText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = FeedText<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(FeedText(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FeedText(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(FeedText(Cow::Owned(v)))
+            }
+        }
+
+        deserializer.deserialize_str(Visitor(std::marker::PhantomData))
+    }
+}
+
 /// The query of `GET /revocations`. Every field may be absent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FeedQuery {
@@ -129,7 +223,96 @@ impl FeedQuery {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::any;
+
     use super::*;
+
+    proptest::proptest! {
+        /// Any page login-service can write (any strings: quotes, backslashes, control
+        /// characters, non-ASCII) reads the same owned and borrowed.
+        #[test]
+        fn any_page_reads_the_same_borrowed(
+            entries in proptest::collection::vec(
+                (any::<i64>(), "\\PC*|[\"\\\\\u{0}-\u{1f}a]*", proptest::option::of("\\PC*"), any::<i64>(), any::<i64>(), "\\PC*"),
+                0..8,
+            ),
+            cursor in any::<i64>(),
+            more in any::<bool>(),
+        ) {
+            let page = FeedPage {
+                cursor,
+                more,
+                revocations: entries
+                    .into_iter()
+                    .map(|(id, sub, jti, revoked_at, expires_at, reason)| FeedEntry {
+                        id, sub, jti, revoked_at, expires_at, reason,
+                    })
+                    .collect(),
+            };
+            let body = serde_json::to_vec(&page).unwrap();
+            let read: FeedPageRef<'_> = serde_json::from_slice(&body).unwrap();
+            proptest::prop_assert_eq!((read.cursor, read.more), (page.cursor, page.more));
+            let expected: Vec<_> = page.revocations.iter().map(FeedEntry::as_ref).collect();
+            proptest::prop_assert_eq!(read.revocations, expected);
+        }
+    }
+
+    /// A follower reads every page exactly as the owned types do: the same values, borrowed
+    /// when the JSON string has no escape, owned when it has one; `reason` of any type or
+    /// absent; and it refuses what they refuse in the fields it reads.
+    #[test]
+    fn a_page_reads_the_same_borrowed() {
+        let page = FeedPage {
+            cursor: 9,
+            more: true,
+            revocations: vec![
+                FeedEntry {
+                    id: 8,
+                    sub: "42".into(),
+                    jti: Some("0123456789abcdef0123456789abcdef".into()),
+                    revoked_at: 1,
+                    expires_at: 2,
+                    reason: "logout".into(),
+                },
+                FeedEntry {
+                    id: 9,
+                    sub: "a\"b\u{e9}\n".into(),
+                    jti: None,
+                    revoked_at: 3,
+                    expires_at: 4,
+                    reason: String::new(),
+                },
+            ],
+        };
+        let body = serde_json::to_vec(&page).unwrap();
+        let read: FeedPageRef<'_> = serde_json::from_slice(&body).unwrap();
+        assert_eq!((read.cursor, read.more), (9, true));
+        let expected: Vec<_> = page.revocations.iter().map(FeedEntry::as_ref).collect();
+        assert_eq!(read.revocations, expected);
+        assert!(matches!(read.revocations[0].sub.0, Cow::Borrowed(_)));
+        assert!(matches!(
+            read.revocations[0].jti.as_ref().map(|j| &j.0),
+            Some(Cow::Borrowed(_))
+        ));
+        assert!(
+            matches!(read.revocations[1].sub.0, Cow::Owned(_)),
+            "escaped"
+        );
+
+        let odd = br#"{"cursor":1,"revocations":[{"id":1,"sub":"7","jti":null,"revoked_at":1,"expires_at":2,"reason":{"x":[1]}}]}"#;
+        let read: FeedPageRef<'_> = serde_json::from_slice(odd).unwrap();
+        assert!(!read.more);
+        assert_eq!(read.revocations[0].jti, None);
+        for bad in [
+            &br#"{"cursor":1,"revocations":[{"id":1,"sub":7,"revoked_at":1,"expires_at":2}]}"#[..],
+            br#"{"cursor":1,"revocations":[{"id":1,"sub":"7","jti":5,"revoked_at":1,"expires_at":2}]}"#,
+            br#"{"cursor":1,"revocations":[{"id":1,"sub":"7","revoked_at":1}]}"#,
+            br#"{"revocations":[]}"#,
+        ] {
+            assert!(serde_json::from_slice::<FeedPage>(bad).is_err());
+            assert!(serde_json::from_slice::<FeedPageRef<'_>>(bad).is_err());
+        }
+    }
 
     fn check(raw: &str) -> Result<Option<String>, FeedTokenError> {
         feed_token(Some(&raw.to_owned().into())).map(|t| t.map(|t| t.expose_secret().to_owned()))

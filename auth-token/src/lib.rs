@@ -22,7 +22,10 @@ pub mod verify;
 
 pub use bearer::BearerError;
 pub use claims::Claims;
-pub use feed::{FeedEntry, FeedPage, FeedQuery, FeedTokenError, MIN_FEED_TOKEN_CHARS, feed_token};
+pub use feed::{
+    FeedEntry, FeedEntryRef, FeedPage, FeedPageRef, FeedQuery, FeedTokenError,
+    MIN_FEED_TOKEN_CHARS, feed_token,
+};
 pub use issue::{IssueError, Issued, Issuer};
 pub use jsonwebtoken::Algorithm;
 pub use jsonwebtoken::jwk::{Jwk, JwkSet};

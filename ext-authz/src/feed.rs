@@ -13,7 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_token::feed::{self, FeedPage, FeedQuery};
+use auth_token::FeedPageRef;
+use auth_token::feed::{self, FeedQuery};
+use bytes::Bytes;
 use secrecy::{ExposeSecret as _, SecretString};
 use tracing::Instrument as _;
 
@@ -48,6 +50,8 @@ pub struct FeedConfig {
 enum FeedError {
     #[error("feed request failed: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("feed page is not valid: {0}")]
+    Body(#[from] serde_json::Error),
     #[error("feed answered HTTP {0}")]
     Status(u16),
     /// 401/403 (token wrong, missing or rotated) or 404 (wrong URL path): waiting won't help.
@@ -81,7 +85,7 @@ async fn next_page(
     wait: Duration,
     ahead: &mut Option<Ahead>,
     snapshot: bool,
-) -> Result<FeedPage, FeedError> {
+) -> Result<Fetched, FeedError> {
     let (span, pending) = match ahead.take() {
         Some((cursor, span, task)) if cursor == since => {
             let pending = task.await.map_err(|_| FeedError::Abandoned)?;
@@ -110,11 +114,42 @@ async fn next_page(
         );
         *ahead = Some((next, next_span, task));
     }
-    let page = pending.page().instrument(span.clone()).await;
-    if let Ok(page) = &page {
-        span.record("entries", page.revocations.len());
+    let next = pending.next;
+    let body = pending.response.bytes().instrument(span.clone()).await;
+    let body = record(&span, body.map_err(FeedError::from))?;
+    Ok(Fetched { body, next, span })
+}
+
+/// A feed answer's body, read but not yet parsed: [`Fetched::page`] parses it borrowed (the
+/// entries' strings point into `body`, see [`FeedPageRef`]).
+struct Fetched {
+    body: Bytes,
+    /// The page's `cursor` and `more` from its headers, when login-service sent both.
+    next: Option<(i64, bool)>,
+    span: tracing::Span,
+}
+
+impl Fetched {
+    /// The page. Its body decides: headers that contradict it only cost the request sent
+    /// ahead on them, which [`next_page`] drops when its cursor is not the body's (attack
+    /// review M2: refusing such a page would stop every snapshot behind a rewriting proxy).
+    fn page(&self) -> Result<FeedPageRef<'_>, FeedError> {
+        let page = serde_json::from_slice::<FeedPageRef<'_>>(&self.body).map_err(FeedError::from);
+        let page = record(&self.span, page)?;
+        self.span.record("entries", page.revocations.len());
+        if self
+            .next
+            .is_some_and(|next| next != (page.cursor, page.more))
+        {
+            tracing::debug!(
+                next = ?self.next,
+                page.cursor,
+                page.more,
+                "feed headers disagree with the page"
+            );
+        }
+        Ok(page)
     }
-    record(&span, page)
 }
 
 /// One client span per feed request when traces are exported (issue #14); login-service's
@@ -140,31 +175,12 @@ fn record<T>(span: &tracing::Span, result: Result<T, FeedError>) -> Result<T, Fe
     result
 }
 
-/// A feed answer whose status and headers have arrived; [`Pending::page`] reads its body.
+/// A feed answer whose status and headers have arrived; [`next_page`] reads its body.
 #[derive(Debug)]
 struct Pending {
     response: reqwest::Response,
     /// The page's `cursor` and `more` from its headers, when login-service sent both.
     next: Option<(i64, bool)>,
-}
-
-impl Pending {
-    /// The page. Its body decides: headers that contradict it only cost the request sent
-    /// ahead on them, which [`next_page`] drops when its cursor is not the body's (attack
-    /// review M2: refusing such a page would stop every snapshot behind a rewriting proxy).
-    async fn page(self) -> Result<FeedPage, FeedError> {
-        let next = self.next;
-        let page = self.response.json::<FeedPage>().await?;
-        if next.is_some_and(|next| next != (page.cursor, page.more)) {
-            tracing::debug!(
-                ?next,
-                page.cursor,
-                page.more,
-                "feed headers disagree with the page"
-            );
-        }
-        Ok(page)
-    }
 }
 
 /// Sends one feed request and reads its status and headers.
@@ -273,6 +289,14 @@ pub async fn follow(
                 }
                 return;
             }
+        };
+        let fetched: Fetched;
+        let result = match result {
+            Ok(f) => {
+                fetched = f;
+                fetched.page()
+            }
+            Err(e) => Err(e),
         };
         if result.is_err()
             && let Some((_, _, task)) = ahead.take()

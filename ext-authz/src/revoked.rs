@@ -31,7 +31,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-use auth_token::{Claims, FeedEntry};
+use auth_token::{Claims, FeedEntry, FeedEntryRef};
 
 /// Shards per map: a batch entry copies one shard (≈ 250 entries, 8 KiB, at 1M entries).
 pub const SHARDS: usize = 4096;
@@ -385,7 +385,7 @@ impl RevocationSet {
     }
 
     /// Adds `entries`, skipping those already expired at `now` (with `leeway` seconds).
-    pub fn insert(&mut self, entries: &[FeedEntry], now: u64, leeway: u64) {
+    pub fn insert(&mut self, entries: &[impl Revocation], now: u64, leeway: u64) {
         let (tokens, users) = live(entries, now, leeway);
         self.tokens.insert(tokens);
         self.users.insert(users);
@@ -393,7 +393,7 @@ impl RevocationSet {
 
     /// A copy with `entries` added and expired entries dropped: shares the untouched shards,
     /// so it costs O(entries), not O(set).
-    pub fn with(&self, entries: &[FeedEntry], now: u64, leeway: u64) -> Self {
+    pub fn with(&self, entries: &[impl Revocation], now: u64, leeway: u64) -> Self {
         let mut next = self.clone();
         next.prune(now, leeway);
         next.insert(entries, now, leeway);
@@ -413,10 +413,53 @@ impl RevocationSet {
     }
 }
 
+/// What the set reads of a feed entry: the owned [`FeedEntry`], or the [`FeedEntryRef`] a
+/// follower parses its pages into (strings borrowed from the body).
+pub trait Revocation {
+    /// `sub`.
+    fn sub(&self) -> &str;
+    /// `jti`; `None` for a user-wide revocation.
+    fn jti(&self) -> Option<&str>;
+    /// `revoked_at` (for a user-wide revocation, the cut).
+    fn revoked_at(&self) -> i64;
+    /// `expires_at`.
+    fn expires_at(&self) -> i64;
+}
+
+impl Revocation for FeedEntry {
+    fn sub(&self) -> &str {
+        &self.sub
+    }
+    fn jti(&self) -> Option<&str> {
+        self.jti.as_deref()
+    }
+    fn revoked_at(&self) -> i64 {
+        self.revoked_at
+    }
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
+
+impl Revocation for FeedEntryRef<'_> {
+    fn sub(&self) -> &str {
+        &self.sub
+    }
+    fn jti(&self) -> Option<&str> {
+        self.jti.as_deref()
+    }
+    fn revoked_at(&self) -> i64 {
+        self.revoked_at
+    }
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
+
 /// Entries that are not dropped at `now` (with `leeway` seconds): single tokens as
 /// `(jti, expires_at)`, user-wide cuts as `(sub, cut)`.
-fn live(
-    entries: &[FeedEntry],
+fn live<E: Revocation>(
+    entries: &[E],
     now: u64,
     leeway: u64,
 ) -> (
@@ -426,15 +469,15 @@ fn live(
     let live = move || {
         entries
             .iter()
-            .filter(move |e| unsigned(e.expires_at).saturating_add(leeway) >= now)
+            .filter(move |e| unsigned(e.expires_at()).saturating_add(leeway) >= now)
     };
-    let tokens = live().filter_map(|e| Some((e.jti.as_deref()?, unsigned(e.expires_at))));
-    let users = live().filter(|e| e.jti.is_none()).map(|e| {
+    let tokens = live().filter_map(|e| Some((e.jti()?, unsigned(e.expires_at()))));
+    let users = live().filter(|e| e.jti().is_none()).map(|e| {
         (
-            e.sub.as_str(),
+            e.sub(),
             UserCut {
-                cut: unsigned(e.revoked_at),
-                expires_at: unsigned(e.expires_at),
+                cut: unsigned(e.revoked_at()),
+                expires_at: unsigned(e.expires_at()),
             },
         )
     });
@@ -451,7 +494,7 @@ pub struct SnapshotBuilder {
 
 impl SnapshotBuilder {
     /// Adds one page, skipping entries already expired at `now` (with `leeway` seconds).
-    pub fn add(&mut self, entries: &[FeedEntry], now: u64, leeway: u64) {
+    pub fn add(&mut self, entries: &[impl Revocation], now: u64, leeway: u64) {
         let (tokens, users) = live(entries, now, leeway);
         self.set.tokens.append(tokens);
         self.set.users.append(users);
@@ -468,6 +511,9 @@ impl SnapshotBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An empty batch.
+    const NOTHING: &[FeedEntry] = &[];
 
     fn claims(sub: &str, jti: &str, iat: u64) -> Claims {
         Claims {
@@ -542,7 +588,7 @@ mod tests {
             let bulk = builder.finish();
             proptest::prop_assert_eq!(bulk.len(), by_entry.len());
             for now in [1_500, 2_500] {
-                let (a, b) = (bulk.with(&[], now, 30), by_entry.with(&[], now, 30));
+                let (a, b) = (bulk.with(NOTHING, now, 30), by_entry.with(NOTHING, now, 30));
                 proptest::prop_assert_eq!(a.len(), b.len());
                 for sub in 0..40_u8 {
                     for j in 0..40_u8 {
@@ -615,7 +661,7 @@ mod tests {
         assert!(set.has_expired(10_011, 30));
         set.prune(10_011, 30);
         assert_eq!(set.len(), 2);
-        let next = set.with(&[], 10_531, 30);
+        let next = set.with(NOTHING, 10_531, 30);
         assert_eq!(next.len(), 1);
         assert!(next.is_revoked(&claims("x", "live", 1)));
         // Bounded: after every expiry, nothing is left however many entries went in.
@@ -624,7 +670,7 @@ mod tests {
             .collect();
         let big = next.with(&many, now, 30);
         assert_eq!(big.len(), 10_001);
-        assert_eq!(big.with(&[], 21_000, 30).len(), 0);
+        assert_eq!(big.with(NOTHING, 21_000, 30).len(), 0);
     }
 
     #[test]
@@ -755,7 +801,7 @@ mod tests {
         let mut set = RevocationSet::default();
         set.insert(&entries, 1_000, 30);
         let held = rss_kib();
-        let copy = set.with(&[], 1_000, 30);
+        let copy = set.with(NOTHING, 1_000, 30);
         let peak = rss_kib();
         assert_eq!(copy.len(), usize::try_from(n).unwrap());
         let per = |kib: u64| kib as f64 * 1024.0 / n as f64;
