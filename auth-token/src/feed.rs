@@ -299,6 +299,24 @@ mod tests {
             "escaped"
         );
 
+        // Written by another JSON writer: `\u` escapes (a surrogate pair too), `\/`, spaces.
+        let other = br#"{ "revocations" : [ {"id":1, "sub":"\u0034\u0032", "jti":"0123456789\u0061bcdef0123456789abcdef",
+            "revoked_at":1, "expires_at":2, "reason":"a\/b"}, {"id":2, "sub":"\ud83d\ude00\/x", "jti":null,
+            "revoked_at":3, "expires_at":4} ], "cursor" : 2 }"#;
+        let owned: FeedPage = serde_json::from_slice(other).unwrap();
+        let read: FeedPageRef<'_> = serde_json::from_slice(other).unwrap();
+        let expected: Vec<_> = owned.revocations.iter().map(FeedEntry::as_ref).collect();
+        assert_eq!(read.revocations, expected);
+        assert_eq!(&*read.revocations[0].sub, "42");
+        assert_eq!(&*read.revocations[1].sub, "\u{1f600}/x");
+        assert!(
+            matches!(
+                read.revocations[0].jti.as_ref().map(|j| &j.0),
+                Some(Cow::Owned(_))
+            ),
+            "an escaped jti is unescaped"
+        );
+
         let odd = br#"{"cursor":1,"revocations":[{"id":1,"sub":"7","jti":null,"revoked_at":1,"expires_at":2,"reason":{"x":[1]}}]}"#;
         let read: FeedPageRef<'_> = serde_json::from_slice(odd).unwrap();
         assert!(!read.more);

@@ -50,8 +50,15 @@ pub struct FeedConfig {
 enum FeedError {
     #[error("feed request failed: {0}")]
     Http(#[from] reqwest::Error),
-    #[error("feed page is not valid: {0}")]
-    Body(#[from] serde_json::Error),
+    /// A 200 whose body is not a page. Why only the kind and place: serde_json's message
+    /// quotes the offending value, which a misrouted URL or a rewriting proxy could make a
+    /// large blob in every log line and trace (attack review).
+    #[error("feed page is not a valid page ({kind} error at line {line}, column {column})")]
+    Body {
+        kind: &'static str,
+        line: usize,
+        column: usize,
+    },
     #[error("feed answered HTTP {0}")]
     Status(u16),
     /// 401/403 (token wrong, missing or rotated) or 404 (wrong URL path): waiting won't help.
@@ -120,6 +127,23 @@ async fn next_page(
     Ok(Fetched { body, next, span })
 }
 
+impl From<serde_json::Error> for FeedError {
+    fn from(e: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let kind = match e.classify() {
+            Category::Io => "read",
+            Category::Syntax => "syntax",
+            Category::Data => "data",
+            Category::Eof => "unexpected end",
+        };
+        Self::Body {
+            kind,
+            line: e.line(),
+            column: e.column(),
+        }
+    }
+}
+
 /// A feed answer's body, read but not yet parsed: [`Fetched::page`] parses it borrowed (the
 /// entries' strings point into `body`, see [`FeedPageRef`]).
 struct Fetched {
@@ -133,10 +157,14 @@ impl Fetched {
     /// The page. Its body decides: headers that contradict it only cost the request sent
     /// ahead on them, which [`next_page`] drops when its cursor is not the body's (attack
     /// review M2: refusing such a page would stop every snapshot behind a rewriting proxy).
-    fn page(&self) -> Result<FeedPageRef<'_>, FeedError> {
+    ///
+    /// Ends the request's span (it is taken out): the time spent applying the page is not the
+    /// request's.
+    fn page(&mut self) -> Result<FeedPageRef<'_>, FeedError> {
+        let span = std::mem::replace(&mut self.span, tracing::Span::none());
         let page = serde_json::from_slice::<FeedPageRef<'_>>(&self.body).map_err(FeedError::from);
-        let page = record(&self.span, page)?;
-        self.span.record("entries", page.revocations.len());
+        let page = record(&span, page)?;
+        span.record("entries", page.revocations.len());
         if self
             .next
             .is_some_and(|next| next != (page.cursor, page.more))
@@ -290,7 +318,7 @@ pub async fn follow(
                 return;
             }
         };
-        let fetched: Fetched;
+        let mut fetched: Fetched;
         let result = match result {
             Ok(f) => {
                 fetched = f;
