@@ -67,6 +67,15 @@ fn revoke_elsewhere(db: &Db, jti: &str) -> i64 {
     .unwrap()
 }
 
+/// Waits (up to 10 s) until exactly `n` long polls wait on `feed`, else fails with `what`.
+async fn until_waiting(feed: &login_service::feed::FeedWatch, n: usize, what: &str) {
+    poll(Duration::from_secs(10), || {
+        std::future::ready((feed.waiting() == n).then_some(()))
+    })
+    .await
+    .expect(what);
+}
+
 /// The app with room for the many followers of one test: they all share one address, which
 /// `FEED_MAX_WAITERS_PER_PEER` (16 by default) would otherwise refuse past 16.
 async fn followed_app(db: TestDb) -> TestApp {
@@ -120,11 +129,7 @@ async fn idle_statements(
     let followers: Vec<_> = (0..k)
         .map(|_| follower(app, cursor, 1, stop.clone()))
         .collect();
-    poll(Duration::from_secs(10), || {
-        std::future::ready((app.state.feed.waiting() == k).then_some(()))
-    })
-    .await
-    .expect("every follower waits");
+    until_waiting(&app.state.feed, k, "every follower waits").await;
     let before = statements(url);
     tokio::time::sleep(window).await;
     let during = statements(url) - before;
@@ -175,11 +180,7 @@ async fn a_row_written_elsewhere_wakes_waiting_polls(db: TestDb) {
             })
         })
         .collect();
-    poll(Duration::from_secs(10), || {
-        std::future::ready((app.state.feed.waiting() == 20).then_some(()))
-    })
-    .await
-    .expect("every poll waits");
+    until_waiting(&app.state.feed, 20, "every poll waits").await;
     let written = Instant::now();
     let id = tokio::task::spawn_blocking(move || revoke_elsewhere(&other, "elsewhere"))
         .await
@@ -224,11 +225,7 @@ async fn a_dead_watcher_never_hides_a_row_behind_an_empty_page(db: TestDb) {
         assert_eq!(r.status(), 200);
         r.json::<FeedPage>().await.unwrap()
     });
-    poll(Duration::from_secs(10), || {
-        std::future::ready((state.feed.waiting() == 1).then_some(()))
-    })
-    .await
-    .expect("the poll waits");
+    until_waiting(&state.feed, 1, "the poll waits").await;
     let id = tokio::task::spawn_blocking(move || revoke_elsewhere(&other, "hidden"))
         .await
         .unwrap();
@@ -271,11 +268,7 @@ async fn cursor_ahead_right_after_the_database_is_replaced(db: TestDb) {
             (r.status().as_u16(), Instant::now())
         })
     };
-    poll(Duration::from_secs(10), || {
-        std::future::ready((app.state.feed.waiting() == 1).then_some(()))
-    })
-    .await
-    .expect("the poll waits");
+    until_waiting(&app.state.feed, 1, "the poll waits").await;
     // The replacement: every row gone (a restored older backup has fewer).
     let replaced = Instant::now();
     tokio::task::spawn_blocking(move || {
@@ -317,11 +310,7 @@ async fn waiting_polls_are_bounded(db: TestDb) {
     let followers: Vec<_> = (0..2)
         .map(|_| follower(&app, 0, 20, stop.clone()))
         .collect();
-    poll(Duration::from_secs(10), || {
-        std::future::ready((app.state.feed.waiting() == 2).then_some(()))
-    })
-    .await
-    .expect("both wait");
+    until_waiting(&app.state.feed, 2, "both wait").await;
     let r = app.get("/revocations?since=0&wait=5").await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
@@ -372,11 +361,7 @@ async fn polls_woken_by_one_row_share_its_page_query(db: TestDb) {
             })
         })
         .collect();
-    poll(Duration::from_secs(10), || {
-        std::future::ready((app.state.feed.waiting() == 40).then_some(()))
-    })
-    .await
-    .expect("every poll waits");
+    until_waiting(&app.state.feed, 40, "every poll waits").await;
     // Why settle: a poll registers before its own first look (a cursor check, or a page query
     // while the newest id is unknown); those must not count as the wake-up's statements.
     poll(Duration::from_secs(10), || {
@@ -429,11 +414,7 @@ async fn shutdown_ends_waiting_polls(db: TestDb) {
             .get(format!("http://{addr}/revocations?since=0&wait=19"))
             .send(),
     );
-    poll(Duration::from_secs(10), || {
-        std::future::ready((state.feed.waiting() == 1).then_some(()))
-    })
-    .await
-    .expect("the poll waits");
+    until_waiting(&state.feed, 1, "the poll waits").await;
     let asked = Instant::now();
     stop.send(()).unwrap();
     let r = waiting.await.unwrap().unwrap();
@@ -464,11 +445,7 @@ async fn one_address_cannot_take_every_waiting_place(db: TestDb) {
     let mine: Vec<_> = (0..2)
         .map(|_| follower(&app, 0, 20, stop.clone()))
         .collect();
-    poll(Duration::from_secs(10), || {
-        std::future::ready((app.state.feed.waiting() == 2).then_some(()))
-    })
-    .await
-    .expect("both wait");
+    until_waiting(&app.state.feed, 2, "both wait").await;
     let r = app.get("/revocations?since=0&wait=5").await;
     assert_eq!(r.status(), 503, "a third poll of the same address");
     let body: serde_json::Value = r.json().await.unwrap();
@@ -492,11 +469,7 @@ async fn one_address_cannot_take_every_waiting_place(db: TestDb) {
             .get(app.url("/revocations?since=0&wait=20"))
             .send(),
     );
-    poll(Duration::from_secs(10), || {
-        std::future::ready((app.state.feed.waiting() == 3).then_some(()))
-    })
-    .await
-    .expect("another address is admitted");
+    until_waiting(&app.state.feed, 3, "another address is admitted").await;
     stop_tx.send(true).unwrap();
     tokio::task::spawn_blocking(move || revoke_elsewhere(&other, "x"))
         .await
