@@ -68,6 +68,31 @@ class TargetsTest(unittest.TestCase):
         for name, (value, flag) in v.items():
             self.assertFalse(flag, f"{name}: {value}")
 
+    def test_the_check_ratio_is_paired_within_rounds(self):
+        # Five rounds of a real run (2026-12-01), the machine speeding up from round to round:
+        # per-round ratios 1.05, 1.03, 1.00, 1.05, 0.98, median 1.030; the medians of each set
+        # alone (18.3 vs 18.3 µs) would have said 1.000.
+        loaded = [(1, 22.4), (2, 20.6), (3, 18.3), (4, 16.4), (5, 16.7)]
+        none = [(1, 21.3), (2, 20.0), (3, 18.3), (4, 15.6), (5, 17.1)]
+        rows = [check("loaded", None, cpu, 800, r) for r, cpu in loaded]
+        rows += [check("none", None, cpu, 800, r) for r, cpu in none]
+        value, met = verdicts(rows)["check with 1M entries within 5 % of none"]
+        self.assertTrue(value.startswith("1.030 (median of 5 paired rounds"), value)
+        self.assertTrue(met)
+        # A round whose pair is missing does not count; a dearer loaded set is missed.
+        rows = [check("loaded", None, 10.6, 800, 1), check("none", None, 10.0, 800, 1),
+                check("loaded", None, 9.0, 800, 2)]
+        value, met = verdicts(rows)["check with 1M entries within 5 % of none"]
+        self.assertTrue(value.startswith("1.060 (median of 1 paired"), value)
+        self.assertFalse(met)
+        text = "\n".join(report.section_scale(rows))
+        self.assertIn("| 1.060 (1.06) |", text)
+        # No round ran both: the ratio of the medians, and it says so.
+        rows = [check("loaded", None, 10.4, 800, 1), check("none", None, 10.0, 800, 2)]
+        value, met = verdicts(rows)["check with 1M entries within 5 % of none"]
+        self.assertTrue(value.startswith("1.040 (ratio of the medians, no paired round"), value)
+        self.assertTrue(met)
+
     def test_quick_runs_say_how_many_entries(self):
         names = [n for n, _, _ in report.targets_scale([replica("a", 30 * 1024, 300, entries=100_000)])]
         self.assertTrue(all("this run: 100,000 entries" in n for n in names), names)

@@ -411,7 +411,10 @@ pub async fn follow(
             }
             None => {}
         }
-        if snapshot.is_none() {
+        // Synced means caught up: a page with more behind it is not (review of issue #15 §2:
+        // with fail-closed, the first page of a catch-up after a stale spell made the replica
+        // fresh, and ready, before the revocations of the pages after it were applied).
+        if snapshot.is_none() && !page.more {
             state.mark_synced();
         }
     }

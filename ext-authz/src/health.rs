@@ -4,7 +4,9 @@
 //!   readiness probes and Envoy health checks follow ([`report_health`], one status for both);
 //! - "revocation data is fresh": the named service [`FEED_HEALTH_SERVICE`].
 //!
-//! [`watch`] runs every 500 ms while the feed is followed: it updates the lag and freshness
+//! [`watch`] runs every 500 ms while the feed is followed, and at once when the revocation state
+//! or the JWKS store say readiness may have changed ([`Revocations::changed`],
+//! [`JwksStore::keys_set`]): it updates the lag and freshness
 //! gauges, drops expired entries from the set, reports both answers when they change, and
 //! repeats an ERROR line every minute while checks are decided without a snapshot
 //! (`ext_authz_revocation_deciding_without_snapshot 1`) or the feed refuses this replica
@@ -39,11 +41,23 @@ pub async fn report_health(health: &tonic_health::server::HealthReporter, servin
         .await;
 }
 
+/// Resolves when `keys` (the JWKS store's, if any) saw new keys: see [`JwksStore::keys_set`].
+/// Never when there is no store or it is gone.
+pub(crate) async fn keys_changed(keys: Option<&mut tokio::sync::watch::Receiver<()>>) {
+    let changed = match keys {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// While deciding without a snapshot, or while the feed refuses this replica, the ERROR line
 /// is repeated this often (a single line scrolls away; the condition does not heal by itself).
 const ALARM_REPEAT_MS: u64 = 60_000;
 
-/// Every 500 ms until `stop`: lag and freshness gauges, expiry, and gRPC health ("can decide"
+/// Every 500 ms (and at once on [`Revocations::changed`] or new JWKS keys) until `stop`: lag and freshness gauges, expiry, and gRPC health ("can decide"
 /// on `""`/Authorization — revocations usable and, with `jwks`, external keys usable — "fresh" on [`FEED_HEALTH_SERVICE`]). `outer` is the shutdown
 /// request: once it fired, health is left NOT_SERVING.
 pub async fn watch(
@@ -56,6 +70,7 @@ pub async fn watch(
 ) {
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut keys_set = jwks.as_deref().map(JwksStore::keys_set);
     let mut serving: Option<bool> = None;
     let mut was_fresh: Option<bool> = None;
     // Unix ms of the last alarm (blind or misconfigured) logged; repeated every minute.
@@ -63,6 +78,9 @@ pub async fn watch(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            // Why: readiness as soon as the snapshot is in, not at the next tick (issue #15 §2).
+            () = state.changed() => {}
+            () = keys_changed(keys_set.as_mut()) => {}
             () = stop.wait() => return,
         }
         let now = now_ms();
@@ -144,5 +162,99 @@ pub async fn watch(
                 .await;
             was_fresh = Some(fresh);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus as Status;
+    use tonic_health::pb::health_server::Health as _;
+    use tonic_health::server::{HealthReporter, HealthService};
+
+    use super::*;
+    use crate::revoked::RevocationSet;
+    use crate::shutdown;
+
+    async fn status(service: &HealthService, name: &str) -> Status {
+        let request = tonic::Request::new(HealthCheckRequest {
+            service: name.to_owned(),
+        });
+        let answer = service
+            .check(request)
+            .await
+            .map(tonic::Response::into_inner);
+        answer.map_or(Status::Unknown, |a| a.status())
+    }
+
+    /// Readiness follows the first snapshot at once, not at the watcher's next tick (issue #15
+    /// §2: up to 500 ms of a fresh replica's time to SERVING). Time is paused: it only moves
+    /// by the sleeps below, so "before the next tick" is exact, not a timing.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_snapshot_is_reported_serving_before_the_next_tick() {
+        let state = Arc::new(
+            Revocations::new(Duration::from_secs(30), false, 30)
+                .with_startup_wait(Duration::from_secs(600)),
+        );
+        let reporter = HealthReporter::new();
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let (trigger, signal) = shutdown::channel();
+        let watcher = tokio::spawn(watch(
+            Arc::clone(&state),
+            None,
+            Arc::new(Metrics::new()),
+            reporter,
+            signal.clone(),
+            signal,
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(status(&service, "").await, Status::NotServing);
+        assert_eq!(
+            status(&service, FEED_HEALTH_SERVICE).await,
+            Status::NotServing
+        );
+
+        // As the feed client does when the snapshot is complete; 10 ms later (490 ms before
+        // the next tick) both services answer SERVING.
+        state.store(RevocationSet::default());
+        state.mark_synced();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(status(&service, "").await, Status::Serving);
+        assert_eq!(status(&service, FEED_HEALTH_SERVICE).await, Status::Serving);
+
+        trigger.trigger();
+        watcher.await.expect("the watcher ends at the shutdown");
+    }
+
+    /// A configuration error (401/403/404 from the feed) takes "can decide" away from a replica
+    /// without a snapshot: reported at once, not at the next tick (paused time, as above).
+    #[tokio::test(start_paused = true)]
+    async fn a_feed_configuration_error_is_reported_not_serving_before_the_next_tick() {
+        // Fail-open with no startup wait: deciding (blind) from the first tick.
+        let state = Arc::new(
+            Revocations::new(Duration::from_secs(30), false, 30).with_startup_wait(Duration::ZERO),
+        );
+        let reporter = HealthReporter::new();
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let (trigger, signal) = shutdown::channel();
+        let watcher = tokio::spawn(watch(
+            Arc::clone(&state),
+            None,
+            Arc::new(Metrics::new()),
+            reporter,
+            signal.clone(),
+            signal,
+        ));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(status(&service, "").await, Status::Serving);
+
+        state.set_misconfigured(Some(401));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(status(&service, "").await, Status::NotServing);
+
+        trigger.trigger();
+        watcher.await.expect("the watcher ends at the shutdown");
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
 use auth_token::Keyring;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::external::{ExternalIssuers, FetchedKeys, OwnJwks, TrustedIssuer};
 
@@ -36,6 +36,9 @@ pub struct JwksStore {
     requests: Vec<Requests>,
     /// Until then, "can decide" waits for every slot's first fetch (`--jwks-startup-wait`).
     startup_deadline: Instant,
+    /// Bumped on every [`JwksStore::set_keys`]: the health watchers report a first fetch at
+    /// once instead of at their next tick. A `watch`, not a `Notify`: two watchers wait on it.
+    keys_set: watch::Sender<()>,
 }
 
 impl JwksStore {
@@ -57,6 +60,7 @@ impl JwksStore {
             set: ArcSwap::from_pointee(set),
             requests,
             startup_deadline: Instant::now() + startup_wait,
+            keys_set: watch::Sender::new(()),
         }
     }
 
@@ -70,6 +74,12 @@ impl JwksStore {
     pub fn set_keys(&self, slot: usize, keys: Keyring) {
         let keys = Arc::new(keys);
         self.set.rcu(|set| set.with_keys(slot, Arc::clone(&keys)));
+        self.keys_set.send_replace(());
+    }
+
+    /// Sees every later [`JwksStore::set_keys`] (`changed()` resolves once per batch of them).
+    pub fn keys_set(&self) -> watch::Receiver<()> {
+        self.keys_set.subscribe()
     }
 
     /// True when every slot has keys (the gRPC health gate at startup).

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::external::{JwksSource, keys_from_jwks};
-use crate::health::report_health;
+use crate::health::{keys_changed, report_health};
 use crate::issuers::{IssuerSettings, is_loopback};
 use crate::jwks::JwksStore;
 use crate::jwks_refresh::{KidThrottle, RefreshBounds, next_refresh, retry_after};
@@ -385,9 +385,12 @@ pub async fn watch_startup(
     mut stop: ShutdownSignal,
 ) {
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut keys_set = store.keys_set();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            // A first fetch is reported at once, not at the next tick.
+            () = keys_changed(Some(&mut keys_set)) => {}
             () = stop.wait() => return,
         }
         if store.all_loaded() {
@@ -456,6 +459,51 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without a revocation feed this watcher reports readiness: once the keys are in, at
+    /// once, not at its next 100 ms tick (time is paused: it moves only by the sleeps).
+    #[tokio::test(start_paused = true)]
+    async fn the_first_keys_are_reported_serving_before_the_next_tick() {
+        use tonic_health::pb::HealthCheckRequest;
+        use tonic_health::pb::health_check_response::ServingStatus as Status;
+        use tonic_health::pb::health_server::Health as _;
+        use tonic_health::server::{HealthReporter, HealthService};
+
+        let store = Arc::new(JwksStore::with_own(
+            Vec::new(),
+            vec![crate::external::OwnJwks::new(
+                0,
+                "http://login-service:5000/jwks.json",
+            )],
+            Duration::from_secs(600),
+        ));
+        let reporter = HealthReporter::new();
+        report_health(&reporter, false).await; // as the server starts
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let status = || async {
+            let request = tonic::Request::new(HealthCheckRequest::default());
+            let answer = service
+                .check(request)
+                .await
+                .map(tonic::Response::into_inner);
+            answer.map_or(Status::Unknown, |a| a.status())
+        };
+        let (trigger, signal) = crate::shutdown::channel();
+        let watcher = tokio::spawn(watch_startup(
+            Arc::clone(&store),
+            Some(reporter),
+            signal.clone(),
+            signal,
+        ));
+        // Past the first tick, at 5 ms of the next 100: still waiting for the keys.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(status().await, Status::NotServing);
+        store.set_keys(0, crate::test_support::ring());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(status().await, Status::Serving);
+        trigger.trigger();
+        watcher.await.expect("the watcher ends at the shutdown");
+    }
 
     #[test]
     fn url_rules() {

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
+use tokio::sync::Notify;
 
 use crate::revoked::RevocationSet;
 
@@ -43,6 +44,11 @@ pub struct Revocations {
     /// The HTTP status (401, 403, 404) of the feed's last answer when it was a configuration
     /// error (wrong token, wrong URL); 0 otherwise. See [`Revocations::misconfigured`].
     misconfigured: AtomicU16,
+    /// Woken when "can decide" or "fresh" may have changed for a reason other than the clock
+    /// (the first snapshot, freshness regained, a configuration error seen or healed), so
+    /// `health::watch` reports it at once instead of at its next tick (up to 500 ms later: a
+    /// fresh replica's readiness, issue #15 §2).
+    changed: Notify,
 }
 
 /// Unix milliseconds now: the clock of freshness and lag.
@@ -67,6 +73,7 @@ impl Revocations {
             fail_closed,
             leeway,
             misconfigured: AtomicU16::new(0),
+            changed: Notify::new(),
         }
     }
 
@@ -106,7 +113,22 @@ impl Revocations {
 
     /// Records a successful feed response.
     pub fn mark_synced(&self) {
-        self.synced_ms.store(now_ms().max(1), Ordering::Release);
+        let now = now_ms().max(1);
+        let before = self.synced_ms.swap(now, Ordering::AcqRel);
+        // What readiness follows: the first snapshot, and with fail-closed freshness regained
+        // after a stale spell (its grace is above the long poll's wait + 5 s, so this fires at
+        // most that often). Not on every response: with a small grace (fail-open allows 0)
+        // nearly every answer would wake the watcher; the feed service's freshness, for alerts,
+        // waits for the tick (review of issue #15 §2).
+        if before == 0 || (self.fail_closed && now.saturating_sub(before) > self.grace_ms) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Resolves when [`Revocations::mark_synced`] or [`Revocations::set_misconfigured`] changed
+    /// what health reports (a wake-up while nobody waits is kept, once).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// True once a complete snapshot was received.
@@ -131,8 +153,10 @@ impl Revocations {
     /// Records the feed's answer: `Some(401 | 403 | 404)` is a configuration error (wrong or
     /// rotated token, wrong URL path) that waiting does not fix; `None` clears it.
     pub fn set_misconfigured(&self, status: Option<u16>) {
-        self.misconfigured
-            .store(status.unwrap_or(0), Ordering::Release);
+        let status = status.unwrap_or(0);
+        if self.misconfigured.swap(status, Ordering::AcqRel) != status {
+            self.changed.notify_one();
+        }
     }
 
     /// The HTTP status of the feed's configuration error, while it lasts.

@@ -52,39 +52,65 @@ enum Key<B> {
 
 type StoredKey = Key<Box<[u8]>>;
 
-fn lower_hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
+/// The value of each byte as a lowercase hex digit; [`NOT_HEX`] for every other byte. Why a
+/// table: a 1M-entry snapshot parses 32M digits, and a branch per digit was a tenth of a
+/// replica's load time (issue #15 §2).
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut d = 0;
+    while d < 10 {
+        table[b'0' as usize + d] = d as u8;
+        d += 1;
     }
+    let mut x = 0;
+    while x < 6 {
+        table[b'a' as usize + x] = 10 + x as u8;
+        x += 1;
+    }
+    table
+};
+const NOT_HEX: u8 = 0xff;
+
+/// 16 bytes from exactly 32 lowercase hex digits, `None` for anything else.
+fn hex16(digits: &[u8]) -> Option<[u8; 16]> {
+    if digits.len() != 32 {
+        return None;
+    }
+    let mut out = [0_u8; 16];
+    // OR of every digit's value: one test for "some byte was not a digit" at the end.
+    let mut bad = 0_u8;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (hi, lo) = match *pair {
+            [hi, lo] => (HEX_VALUE[usize::from(hi)], HEX_VALUE[usize::from(lo)]),
+            _ => return None,
+        };
+        bad |= hi | lo;
+        *byte = (hi << 4) | (lo & 0x0f);
+    }
+    (bad & 0xf0 == 0).then_some(out)
 }
 
-/// 16 bytes from 32 lowercase hex digits, `None` for any other byte.
-fn hex16(digits: impl Iterator<Item = u8>) -> Option<[u8; 16]> {
-    let mut out = [0_u8; 16];
-    let mut n = 0;
-    for d in digits {
-        let v = lower_hex(d)?;
-        let byte = out.get_mut(n / 2)?;
-        *byte = (*byte << 4) | v;
-        n += 1;
+/// The 32 digits of a hyphenated UUID (8-4-4-4-12), hyphens dropped; `None` for any other
+/// shape. A hyphen elsewhere leaves fewer than 32 digits, and the zero bytes left over are
+/// refused by [`hex16`] as the digits they are not.
+fn uuid_digits(b: &[u8]) -> Option<[u8; 32]> {
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b.get(i) != Some(&b'-')) {
+        return None;
     }
-    (n == 32).then_some(out)
+    let mut digits = [0_u8; 32];
+    for (slot, &c) in digits.iter_mut().zip(b.iter().filter(|&&c| c != b'-')) {
+        *slot = c;
+    }
+    Some(digits)
 }
 
 impl<'a> Key<&'a [u8]> {
     fn parse(s: &'a str) -> Self {
         let b = s.as_bytes();
-        if b.len() == 32
-            && let Some(k) = hex16(b.iter().copied())
-        {
+        if let Some(k) = hex16(b) {
             return Key::Hex32(k);
         }
-        if b.len() == 36
-            && [8, 13, 18, 23].iter().all(|&i| b.get(i) == Some(&b'-'))
-            && let Some(k) = hex16(b.iter().copied().filter(|&c| c != b'-'))
-        {
+        if let Some(k) = uuid_digits(b).as_ref().and_then(|d| hex16(d)) {
             return Key::Uuid(k);
         }
         if !b.is_empty()
@@ -215,12 +241,16 @@ impl<V> Default for Map<V> {
     }
 }
 
+/// The shard of `key`: a keyed hash, so nobody outside can pile keys into one shard.
+fn shard_index(hasher: &RandomState, key: &Key<&[u8]>) -> usize {
+    let h = hasher.hash_one(key);
+    // Multiply-shift maps the hash onto 0..SHARDS without a division.
+    usize::try_from((u128::from(h) * SHARDS as u128) >> 64).unwrap_or(0)
+}
+
 impl<V: Value> Map<V> {
-    /// The shard of `key`: a keyed hash, so nobody outside can pile keys into one shard.
     fn shard_of(&self, key: &Key<&[u8]>) -> usize {
-        let h = self.hasher.hash_one(key);
-        // Multiply-shift maps the hash onto 0..SHARDS without a division.
-        usize::try_from((u128::from(h) * SHARDS as u128) >> 64).unwrap_or(0)
+        shard_index(&self.hasher, key)
     }
 
     fn get(&self, key: &str) -> Option<&V> {
@@ -301,31 +331,52 @@ impl<V: Value> Map<V> {
             *slot = Arc::new(Shard { entries, min_exp });
         }
     }
+}
 
-    /// Appends `(key, value)` pairs to their shards unsorted; [`Map::seal`] must run before the
-    /// map is read. Why (issue #15 §2): inserting each entry of a 1M-entry snapshot in its sorted
-    /// place moved half a shard per entry, a quarter of the load time; one sort per shard at the
-    /// end costs O(n log n) in all.
+/// A [`Map`] being loaded from a snapshot: plain shards, filled unsorted and sorted once by
+/// [`MapBuilder::seal`]. Why (issue #15 §2): inserting each entry of a 1M-entry snapshot in its
+/// sorted place moved half a shard per entry, a quarter of the load time; and appending through
+/// the `Arc` of a shared [`Map`] (`Arc::make_mut`: an atomic compare-exchange on a cold line per
+/// entry) was most of what was left of the appending. Nothing reads a map before it is sealed.
+struct MapBuilder<V> {
+    shards: Vec<Shard<V>>,
+    hasher: RandomState,
+}
+
+impl<V> Default for MapBuilder<V> {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl<V: Value> MapBuilder<V> {
+    /// Appends `(key, value)` pairs to their shards, unsorted.
     fn append<'a>(&mut self, items: impl IntoIterator<Item = (&'a str, V)>) {
         for (k, value) in items {
             let key = Key::parse(k);
-            let index = self.shard_of(&key);
-            let Some(slot) = self.shards.get_mut(index) else {
+            let Some(shard) = self.shards.get_mut(shard_index(&self.hasher, &key)) else {
                 continue;
             };
-            // A snapshot's shards start as the one shared empty shard: copied on first use.
-            let shard = Arc::make_mut(slot);
             shard.entries.push((key.to_stored(), value));
             shard.min_exp = shard.min_exp.min(value.expires_at());
         }
     }
 
-    /// Sorts what [`Map::append`] added, merges entries of one key (as [`Shard::upsert`] does),
-    /// drops spare capacity and counts the entries.
-    fn seal(&mut self) {
-        for slot in &mut self.shards {
-            // A shard still shared is the empty one: sorted already.
-            if let Some(shard) = Arc::get_mut(slot) {
+    /// The map: each shard sorted, one entry per key (merged as [`Shard::upsert`] does), no
+    /// spare capacity; empty shards share one allocation, as in an empty [`Map`].
+    fn seal(self) -> Map<V> {
+        let empty = Arc::new(Shard::default());
+        let mut len = 0;
+        let shards = self
+            .shards
+            .into_iter()
+            .map(|mut shard| {
+                if shard.entries.is_empty() {
+                    return Arc::clone(&empty);
+                }
                 shard.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 shard.entries.dedup_by(|later, kept| {
                     let same = later.0 == kept.0;
@@ -335,9 +386,15 @@ impl<V: Value> Map<V> {
                     same
                 });
                 shard.entries.shrink_to_fit();
-            }
+                len += shard.entries.len();
+                Arc::new(shard)
+            })
+            .collect();
+        Map {
+            shards,
+            hasher: self.hasher,
+            len,
         }
-        self.len = self.shards.iter().map(|s| s.entries.len()).sum();
     }
 }
 
@@ -485,26 +542,28 @@ fn live<E: Revocation>(
 }
 
 /// A [`RevocationSet`] being loaded from the feed's snapshot, page by page: entries are
-/// appended unsorted and sorted once by [`SnapshotBuilder::finish`] (see [`Map::append`]). A
+/// appended unsorted and sorted once by [`SnapshotBuilder::finish`] (see [`MapBuilder`]). A
 /// separate type, so nothing can read the set before it is sorted.
 #[derive(Default)]
 pub struct SnapshotBuilder {
-    set: RevocationSet,
+    tokens: MapBuilder<u64>,
+    users: MapBuilder<UserCut>,
 }
 
 impl SnapshotBuilder {
     /// Adds one page, skipping entries already expired at `now` (with `leeway` seconds).
     pub fn add(&mut self, entries: &[impl Revocation], now: u64, leeway: u64) {
         let (tokens, users) = live(entries, now, leeway);
-        self.set.tokens.append(tokens);
-        self.set.users.append(users);
+        self.tokens.append(tokens);
+        self.users.append(users);
     }
 
     /// The complete set: sorted, one entry per key, no spare capacity.
-    pub fn finish(mut self) -> RevocationSet {
-        self.set.tokens.seal();
-        self.set.users.seal();
-        self.set
+    pub fn finish(self) -> RevocationSet {
+        RevocationSet {
+            tokens: self.tokens.seal(),
+            users: self.users.seal(),
+        }
     }
 }
 
@@ -671,6 +730,63 @@ mod tests {
         let big = next.with(&many, now, 30);
         assert_eq!(big.len(), 10_001);
         assert_eq!(big.with(NOTHING, 21_000, 30).len(), 0);
+    }
+
+    /// The one spelling a key stands for (test only: the set never needs it back).
+    fn spelling(key: &Key<&[u8]>) -> String {
+        let hex = |k: &[u8; 16]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        match key {
+            Key::Hex32(k) => hex(k),
+            Key::Uuid(k) => {
+                let h = hex(k);
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                )
+            }
+            Key::Decimal(n) => n.to_string(),
+            Key::Other(b) => String::from_utf8(b.to_vec()).unwrap(),
+        }
+    }
+
+    proptest::proptest! {
+        // Cheap cases, and a moved hyphen is one edit among hundreds: many of them.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Every string reads back as itself from its compact key, so two different spellings
+        /// never share a key (the table-driven parse, issue #15 §2): near-misses of the compact
+        /// shapes included (a wrong digit, an uppercase one, a hyphen moved, one too many).
+        #[test]
+        fn a_compact_key_spells_exactly_the_string_it_was_parsed_from(
+            s in proptest::prop_oneof![
+                "[0-9a-f]{32}",
+                "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                "[0-9a-fA-Fg/:@`\\-]{30,38}",
+                "[0-9-]{34,38}",
+                "[0-9]{0,22}",
+                ".{0,40}",
+            ],
+            edit in proptest::option::of((0..3_u8, 0..37_usize, proptest::char::any())),
+        ) {
+            // One edit of a near-miss: a character inserted, one swapped with its neighbour
+            // (a hyphen moved), or one replaced.
+            let mut chars: Vec<char> = s.chars().collect();
+            if let Some((kind, at, c)) = edit {
+                let at = at.min(chars.len());
+                match kind {
+                    0 => chars.insert(at, c),
+                    1 if at + 1 < chars.len() => chars.swap(at, at + 1),
+                    _ if at < chars.len() => chars[at] = c,
+                    _ => {}
+                }
+            }
+            let s: String = chars.into_iter().collect();
+            proptest::prop_assert_eq!(spelling(&Key::parse(&s)), s);
+        }
     }
 
     #[test]

@@ -142,7 +142,6 @@ impl AuthzService {
         let request_id = request_id_of(headers);
 
         let ring = inner.keys.load();
-        let revoked = inner.revocations.as_deref().map(Revocations::load);
         // Dry run lets everything through anyway: it decides with what is known.
         if let Some(revocations) = inner.revocations.as_deref()
             && !inner.settings.dry_run
@@ -157,6 +156,10 @@ impl AuthzService {
             // Envoy answer status_on_error (503) instead of letting a revoked token through.
             return Err(Status::unavailable("revocation feed unavailable"));
         }
+        // Why loaded after `usable()` (review of issue #15 §2): the feed stores the snapshot,
+        // then marks it synced; a set loaded before the check saw "synced" could still be the
+        // empty one it replaced, and a revoked token would pass once.
+        let revoked = inner.revocations.as_deref().map(Revocations::load);
         let external = inner.external.as_deref().map(JwksStore::load);
         let decision = decide_with_external(
             headers,

@@ -502,13 +502,24 @@ pub fn user_cutoff(conn: &mut DbConn, sub: &str, now: i64) -> QueryResult<Option
 
 /// Unexpired rows after `since`, in id order, at most `limit`.
 pub fn page(conn: &mut DbConn, since: i64, now: i64, limit: i64) -> QueryResult<Vec<FeedEntry>> {
-    let rows = revocation::table
-        .filter(revocation::id.gt(since))
-        .filter(revocation::expires_at.gt(now - RETENTION_SLACK_SECS))
-        .order(revocation::id.asc())
-        .limit(limit)
-        .select(Row::as_select())
-        .load::<Row>(conn)?;
+    // One query, typed per backend (`as_select` names the backend).
+    macro_rules! page_query {
+        () => {
+            revocation::table
+                .filter(revocation::id.gt(since))
+                .filter(revocation::expires_at.gt(now - RETENTION_SLACK_SECS))
+                .order(revocation::id.asc())
+                .limit(limit)
+                .select(Row::as_select())
+        };
+    }
+    // Why on the backend's own connection: a snapshot reads 1M rows here, and the rows of the
+    // generic `DbConn` reach every field through an enum of both backends (measured for issue
+    // #15 §2, see BENCHMARKS.md).
+    let rows = match conn {
+        DbConn::Mysql(c) => page_query!().load::<Row>(c)?,
+        DbConn::Sqlite(c) => page_query!().load::<Row>(c)?,
+    };
     Ok(rows.into_iter().map(FeedEntry::from).collect())
 }
 

@@ -24,6 +24,10 @@ struct Feed {
     token_seen: Mutex<Option<String>>,
     /// When set, any other `authorization` is answered 401 (login-service's check).
     expect: Mutex<Option<String>>,
+    /// When set, at most this many entries per answer, `more: true` when some are left.
+    page_limit: Mutex<Option<usize>>,
+    /// When set, a request with `since` at or past it is answered 503 (a catch-up cut short).
+    down_from: Mutex<Option<i64>>,
 }
 
 async fn feed(
@@ -40,7 +44,13 @@ async fn feed(
     {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    if !feed.up.load(Ordering::SeqCst) {
+    if !feed.up.load(Ordering::SeqCst)
+        || feed
+            .down_from
+            .lock()
+            .unwrap()
+            .is_some_and(|from| p.since >= from)
+    {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(p.wait);
@@ -54,9 +64,12 @@ async fn feed(
             .cloned()
             .collect();
         if !news.is_empty() || tokio::time::Instant::now() >= deadline {
+            let limit = feed.page_limit.lock().unwrap().unwrap_or(usize::MAX);
+            let more = news.len() > limit;
+            let news: Vec<_> = news.into_iter().take(limit).collect();
             let cursor = news.last().map_or(p.since, |e| e["id"].as_i64().unwrap());
             return axum::Json(serde_json::json!({
-                "cursor": cursor, "more": false, "revocations": news
+                "cursor": cursor, "more": more, "revocations": news
             }))
             .into_response();
         }
@@ -202,6 +215,106 @@ async fn follows_the_feed_and_fails_closed_when_it_is_stale() {
     .await;
     let resp = check(&mut client, Some(&bearer), &[]).await;
     assert_eq!(http_status(&resp), 401);
+
+    running.shutdown();
+    running.wait().await.unwrap();
+}
+
+/// Fail-closed, after a stale spell: the replica is fresh (and ready) again only once it has
+/// caught up, not after the first page of the catch-up while revocations are still behind it
+/// (review of issue #15 §2; failed before: SERVING right after the first page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_is_ready_again_only_once_the_catch_up_is_complete() {
+    let state = Arc::new(Feed::default());
+    state.up.store(true, Ordering::SeqCst);
+    let url = serve_feed(Arc::clone(&state), feed).await;
+    let config = config(&[
+        "--jwt-secret",
+        SECRET,
+        "--revocation-feed-url",
+        &url,
+        "--revocation-feed-token",
+        FEED_TOKEN,
+        "--revocation-grace",
+        "6500ms",
+        "--revocation-fail-closed",
+        "--revocation-feed-wait",
+        "1s",
+    ]);
+    let running = server::start(&config, config.load().unwrap())
+        .await
+        .unwrap();
+    let channel = tcp_channel(running.grpc_addr).await;
+    let mut client = authz(channel.clone());
+    wait_for_health(
+        "SERVING",
+        Duration::from_secs(10),
+        &channel,
+        AUTHZ_SERVICE,
+        ServingStatus::Serving,
+    )
+    .await;
+
+    // Stale: NOT_SERVING.
+    state.up.store(false, Ordering::SeqCst);
+    wait_for_health(
+        "NOT_SERVING",
+        Duration::from_secs(15),
+        &channel,
+        AUTHZ_SERVICE,
+        ServingStatus::NotServing,
+    )
+    .await;
+
+    // Two logouts while it was away; the feed comes back and answers the first page (one
+    // entry, more behind it), then fails the second.
+    let (first, second) = (token("default", SECRET, &[]), token("default", SECRET, &[]));
+    let exp = i64::try_from(auth_token::now_unix()).unwrap() + 600;
+    for (id, tok) in [(1, &first), (2, &second)] {
+        state.entries.lock().unwrap().push(serde_json::json!({
+            "id": id, "sub": "7", "jti": jti(tok), "revoked_at": exp - 600, "expires_at": exp,
+        }));
+    }
+    *state.page_limit.lock().unwrap() = Some(1);
+    *state.down_from.lock().unwrap() = Some(1);
+    state.up.store(true, Ordering::SeqCst);
+    let metrics_addr = running.metrics_addr;
+    eventually(
+        "the first page applied",
+        Duration::from_secs(20),
+        || async move {
+            let text = scrape(metrics_addr).await;
+            (metric_value(&text, "ext_authz_revocations_known") == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    // Past the health watcher's tick: still not ready, nothing decided.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(health(channel.clone(), "").await, ServingStatus::NotServing);
+    assert_eq!(
+        health(channel.clone(), FEED_SERVICE).await,
+        ServingStatus::NotServing
+    );
+    let err = client
+        .check(check_request(Some(&format!("Bearer {second}")), &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+
+    // The rest of the catch-up arrives: ready, and both tokens are refused.
+    *state.down_from.lock().unwrap() = None;
+    wait_for_health(
+        "SERVING after the catch-up",
+        Duration::from_secs(15),
+        &channel,
+        AUTHZ_SERVICE,
+        ServingStatus::Serving,
+    )
+    .await;
+    for tok in [&first, &second] {
+        let resp = check(&mut client, Some(&format!("Bearer {tok}")), &[]).await;
+        assert_eq!(http_status(&resp), 401);
+    }
 
     running.shutdown();
     running.wait().await.unwrap();
