@@ -90,9 +90,9 @@ pub struct Config {
     /// Bearer token for the feed (login-service's `REVOCATION_FEED_TOKEN`).
     #[arg(long, env = "REVOCATION_FEED_TOKEN", hide_env_values = true)]
     pub revocation_feed_token: Option<secrecy::SecretString>,
-    /// Without a successful feed response for this long the revocation data is stale: the
-    /// `edge-auth.revocation-feed` health service reports NOT_SERVING (and, with
-    /// --revocation-fail-closed, checks are refused).
+    /// Without a caught-up feed answer (nothing more behind it) for this long the revocation
+    /// data is stale: the `edge-auth.revocation-feed` health service reports NOT_SERVING (and,
+    /// with --revocation-fail-closed, checks are refused).
     #[arg(long, env = "REVOCATION_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub revocation_grace: Duration,
     /// Fail-open only: how long after the start checks wait (UNAVAILABLE, health NOT_SERVING)

@@ -35,8 +35,9 @@ pub struct FeedConfig {
     pub wait: Duration,
     /// Entries asked per page (`limit`).
     pub page_limit: i64,
-    /// Without a successful feed response for this long the feed is stale: the feed health
-    /// service turns NOT_SERVING (and, when `fail_closed`, checks fail with UNAVAILABLE).
+    /// Without a caught-up feed answer (nothing more behind it) for this long the feed is
+    /// stale: the feed health service turns NOT_SERVING (and, when `fail_closed`, checks fail
+    /// with UNAVAILABLE).
     pub grace: Duration,
     /// Fail-open only: how long checks wait for the first snapshot (UNAVAILABLE meanwhile)
     /// before deciding with an empty set.

@@ -9,7 +9,7 @@
 //! - `ext_authz_keys_loaded`: keys in the active keyring.
 //! - `ext_authz_key_reloads_total`, `ext_authz_key_reload_failures_total`.
 //! - `ext_authz_revocations_known`: entries in the in-memory revocation set.
-//! - `ext_authz_revocation_feed_lag_seconds`: time since the last successful feed response.
+//! - `ext_authz_revocation_feed_lag_seconds`: time since the feed was last caught up.
 //! - `ext_authz_revocation_feed_errors_total`: failed feed requests.
 //! - `ext_authz_revocation_feed_fresh`: 1 while a snapshot is loaded and the feed answered
 //!   within `--revocation-grace` (the feed health service's SERVING), else 0.
@@ -294,7 +294,7 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Sets the time since the last successful feed response.
+    /// Sets the time since the feed was last caught up.
     pub fn set_feed_lag(&self, lag: Duration) {
         self.feed_lag.set(lag.as_secs_f64());
     }

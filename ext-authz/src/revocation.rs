@@ -12,8 +12,8 @@
 //!   has passed (then it decides with an empty set) — unless the feed answers 401, 403 or 404:
 //!   a wrong token or URL that waiting does not fix, so a replica without a snapshot stays
 //!   NOT_SERVING until the feed answers correctly. Fail-closed: only while the feed is fresh.
-//! - "revocation data is fresh" — [`Revocations::fresh`]: a snapshot was loaded and the last
-//!   successful feed response is not older than `--revocation-grace`. For alerts, not for
+//! - "revocation data is fresh" — [`Revocations::fresh`]: a snapshot was loaded and the feed was
+//!   last caught up (an answer with nothing more behind it) within `--revocation-grace`. For alerts, not for
 //!   readiness.
 
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -32,7 +32,8 @@ pub struct Revocations {
     /// Serialises writers (feed batches, expiry sweeps) so neither overwrites the other's
     /// update; readers never take it.
     writer: Mutex<()>,
-    /// Unix milliseconds of the last successful feed response; 0 before the first snapshot.
+    /// Unix milliseconds of the last feed answer that left nothing behind (caught up); 0 before
+    /// the first snapshot.
     synced_ms: AtomicU64,
     /// Unix milliseconds of the start (staleness before the first snapshot counts from here).
     started_ms: u64,
@@ -111,7 +112,7 @@ impl Revocations {
         }
     }
 
-    /// Records a successful feed response.
+    /// Records a feed answer that left nothing behind (`more: false`): caught up.
     pub fn mark_synced(&self) {
         let now = now_ms().max(1);
         let before = self.synced_ms.swap(now, Ordering::AcqRel);
@@ -136,7 +137,7 @@ impl Revocations {
         self.synced_ms.load(Ordering::Acquire) != 0
     }
 
-    /// Milliseconds since the last successful feed response (or since the start).
+    /// Milliseconds since the feed was last caught up (or since the start).
     pub fn lag_ms(&self, now_ms: u64) -> u64 {
         let synced = self.synced_ms.load(Ordering::Acquire);
         let since = if synced == 0 { self.started_ms } else { synced };
