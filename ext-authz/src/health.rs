@@ -189,6 +189,27 @@ mod tests {
         answer.map_or(Status::Unknown, |a| a.status())
     }
 
+    /// A watcher of `state` (no JWKS), the health service it reports to, and its stop: the
+    /// future that shuts it down and waits for it to end.
+    fn start_watching(state: &Arc<Revocations>) -> (HealthService, impl Future<Output = ()>) {
+        let reporter = HealthReporter::new();
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let (trigger, signal) = shutdown::channel();
+        let watcher = tokio::spawn(watch(
+            Arc::clone(state),
+            None,
+            Arc::new(Metrics::new()),
+            reporter,
+            signal.clone(),
+            signal,
+        ));
+        let stop = async move {
+            trigger.trigger();
+            watcher.await.expect("the watcher ends at the shutdown");
+        };
+        (service, stop)
+    }
+
     /// Readiness follows the first snapshot at once, not at the watcher's next tick (issue #15
     /// §2: up to 500 ms of a fresh replica's time to SERVING). Time is paused: it only moves
     /// by the sleeps below, so "before the next tick" is exact, not a timing.
@@ -198,17 +219,7 @@ mod tests {
             Revocations::new(Duration::from_secs(30), false, 30)
                 .with_startup_wait(Duration::from_secs(600)),
         );
-        let reporter = HealthReporter::new();
-        let service = HealthService::from_health_reporter(reporter.clone());
-        let (trigger, signal) = shutdown::channel();
-        let watcher = tokio::spawn(watch(
-            Arc::clone(&state),
-            None,
-            Arc::new(Metrics::new()),
-            reporter,
-            signal.clone(),
-            signal,
-        ));
+        let (service, stop) = start_watching(&state);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(status(&service, "").await, Status::NotServing);
         assert_eq!(
@@ -224,8 +235,7 @@ mod tests {
         assert_eq!(status(&service, "").await, Status::Serving);
         assert_eq!(status(&service, FEED_HEALTH_SERVICE).await, Status::Serving);
 
-        trigger.trigger();
-        watcher.await.expect("the watcher ends at the shutdown");
+        stop.await;
     }
 
     /// A configuration error (401/403/404 from the feed) takes "can decide" away from a replica
@@ -236,17 +246,7 @@ mod tests {
         let state = Arc::new(
             Revocations::new(Duration::from_secs(30), false, 30).with_startup_wait(Duration::ZERO),
         );
-        let reporter = HealthReporter::new();
-        let service = HealthService::from_health_reporter(reporter.clone());
-        let (trigger, signal) = shutdown::channel();
-        let watcher = tokio::spawn(watch(
-            Arc::clone(&state),
-            None,
-            Arc::new(Metrics::new()),
-            reporter,
-            signal.clone(),
-            signal,
-        ));
+        let (service, stop) = start_watching(&state);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(status(&service, "").await, Status::Serving);
 
@@ -254,7 +254,6 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(status(&service, "").await, Status::NotServing);
 
-        trigger.trigger();
-        watcher.await.expect("the watcher ends at the shutdown");
+        stop.await;
     }
 }

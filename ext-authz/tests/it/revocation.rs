@@ -77,6 +77,27 @@ async fn feed(
     }
 }
 
+/// A fail-closed replica following `url`: grace 6.5 s, long polls of 1 s (the grace must
+/// exceed the wait + 5 s).
+async fn start_fail_closed(url: &str) -> server::Running {
+    let config = config(&[
+        "--jwt-secret",
+        SECRET,
+        "--revocation-feed-url",
+        url,
+        "--revocation-feed-token",
+        FEED_TOKEN,
+        "--revocation-grace",
+        "6500ms",
+        "--revocation-fail-closed",
+        "--revocation-feed-wait",
+        "1s",
+    ]);
+    server::start(&config, config.load().unwrap())
+        .await
+        .unwrap()
+}
+
 fn jti(token: &str) -> String {
     let claims = auth_token::testing::claims_json(token);
     claims["jti"].as_str().unwrap().to_owned()
@@ -86,22 +107,7 @@ fn jti(token: &str) -> String {
 async fn follows_the_feed_and_fails_closed_when_it_is_stale() {
     let state = Arc::new(Feed::default());
     let url = serve_feed(Arc::clone(&state), feed).await;
-    let config = config(&[
-        "--jwt-secret",
-        SECRET,
-        "--revocation-feed-url",
-        &url,
-        "--revocation-feed-token",
-        FEED_TOKEN,
-        "--revocation-grace",
-        "6500ms",
-        "--revocation-fail-closed",
-        "--revocation-feed-wait",
-        "1s",
-    ]);
-    let running = server::start(&config, config.load().unwrap())
-        .await
-        .unwrap();
+    let running = start_fail_closed(&url).await;
     let channel = tcp_channel(running.grpc_addr).await;
     let mut client = authz(channel.clone());
     let tok = token("default", SECRET, &[]);
@@ -228,22 +234,7 @@ async fn fail_closed_is_ready_again_only_once_the_catch_up_is_complete() {
     let state = Arc::new(Feed::default());
     state.up.store(true, Ordering::SeqCst);
     let url = serve_feed(Arc::clone(&state), feed).await;
-    let config = config(&[
-        "--jwt-secret",
-        SECRET,
-        "--revocation-feed-url",
-        &url,
-        "--revocation-feed-token",
-        FEED_TOKEN,
-        "--revocation-grace",
-        "6500ms",
-        "--revocation-fail-closed",
-        "--revocation-feed-wait",
-        "1s",
-    ]);
-    let running = server::start(&config, config.load().unwrap())
-        .await
-        .unwrap();
+    let running = start_fail_closed(&url).await;
     let channel = tcp_channel(running.grpc_addr).await;
     let mut client = authz(channel.clone());
     wait_for_health(
