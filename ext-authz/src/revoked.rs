@@ -53,8 +53,8 @@ enum Key<B> {
 type StoredKey = Key<Box<[u8]>>;
 
 /// The value of each byte as a lowercase hex digit; [`NOT_HEX`] for every other byte. Why a
-/// table: a 1M-entry snapshot parses 32M digits, and a branch per digit was a tenth of a
-/// replica's load time (issue #15 §2).
+/// table: a 1M-entry snapshot parses 32M digits, and parsing keys (a branch and a bounds
+/// check per digit) was a tenth of a replica's CPU for it in a profile (issue #15 §2).
 const HEX_VALUE: [u8; 256] = {
     let mut table = [NOT_HEX; 256];
     let mut d = 0;
