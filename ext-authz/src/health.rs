@@ -57,9 +57,11 @@ pub(crate) async fn keys_changed(keys: Option<&mut tokio::sync::watch::Receiver<
 /// is repeated this often (a single line scrolls away; the condition does not heal by itself).
 const ALARM_REPEAT_MS: u64 = 60_000;
 
-/// Every 500 ms (and at once on [`Revocations::changed`] or new JWKS keys) until `stop`: lag and freshness gauges, expiry, and gRPC health ("can decide"
-/// on `""`/Authorization — revocations usable and, with `jwks`, external keys usable — "fresh" on [`FEED_HEALTH_SERVICE`]). `outer` is the shutdown
-/// request: once it fired, health is left NOT_SERVING.
+/// Every 500 ms (and at once on [`Revocations::changed`] or new JWKS keys) until `stop`: lag
+/// and freshness gauges, expiry, and gRPC health ("can decide" on `""`/Authorization —
+/// revocations usable and, with `jwks`, external keys usable — "fresh" on
+/// [`FEED_HEALTH_SERVICE`]). `outer` is the shutdown request: once it fired, health is left
+/// NOT_SERVING.
 pub async fn watch(
     state: Arc<Revocations>,
     jwks: Option<Arc<JwksStore>>,
@@ -169,25 +171,13 @@ pub async fn watch(
 mod tests {
     use std::time::Duration;
 
-    use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus as Status;
-    use tonic_health::pb::health_server::Health as _;
     use tonic_health::server::{HealthReporter, HealthService};
 
     use super::*;
     use crate::revoked::RevocationSet;
     use crate::shutdown;
-
-    async fn status(service: &HealthService, name: &str) -> Status {
-        let request = tonic::Request::new(HealthCheckRequest {
-            service: name.to_owned(),
-        });
-        let answer = service
-            .check(request)
-            .await
-            .map(tonic::Response::into_inner);
-        answer.map_or(Status::Unknown, |a| a.status())
-    }
+    use crate::test_support::health_status as status;
 
     /// A watcher of `state` (no JWKS), the health service it reports to, and its stop: the
     /// future that shuts it down and waits for it to end.

@@ -464,10 +464,10 @@ mod tests {
     /// once, not at its next 100 ms tick (time is paused: it moves only by the sleeps).
     #[tokio::test(start_paused = true)]
     async fn the_first_keys_are_reported_serving_before_the_next_tick() {
-        use tonic_health::pb::HealthCheckRequest;
         use tonic_health::pb::health_check_response::ServingStatus as Status;
-        use tonic_health::pb::health_server::Health as _;
         use tonic_health::server::{HealthReporter, HealthService};
+
+        use crate::test_support::health_status;
 
         let store = Arc::new(JwksStore::with_own(
             Vec::new(),
@@ -480,14 +480,6 @@ mod tests {
         let reporter = HealthReporter::new();
         report_health(&reporter, false).await; // as the server starts
         let service = HealthService::from_health_reporter(reporter.clone());
-        let status = || async {
-            let request = tonic::Request::new(HealthCheckRequest::default());
-            let answer = service
-                .check(request)
-                .await
-                .map(tonic::Response::into_inner);
-            answer.map_or(Status::Unknown, |a| a.status())
-        };
         let (trigger, signal) = crate::shutdown::channel();
         let watcher = tokio::spawn(watch_startup(
             Arc::clone(&store),
@@ -497,10 +489,10 @@ mod tests {
         ));
         // Past the first tick, at 5 ms of the next 100: still waiting for the keys.
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(status().await, Status::NotServing);
+        assert_eq!(health_status(&service, "").await, Status::NotServing);
         store.set_keys(0, crate::test_support::ring());
         tokio::time::sleep(Duration::from_millis(5)).await;
-        assert_eq!(status().await, Status::Serving);
+        assert_eq!(health_status(&service, "").await, Status::Serving);
         trigger.trigger();
         watcher.await.expect("the watcher ends at the shutdown");
     }

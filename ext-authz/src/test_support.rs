@@ -134,3 +134,22 @@ pub(crate) fn rs256_token(kid: &str) -> String {
         }),
     )
 }
+
+/// What `service` answers for the health of `name` (`Unknown` when it does not know `name`).
+pub(crate) async fn health_status(
+    service: &tonic_health::server::HealthService,
+    name: &str,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    use tonic_health::pb::health_server::Health as _;
+    let request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        service: name.to_owned(),
+    });
+    let answer = service
+        .check(request)
+        .await
+        .map(tonic::Response::into_inner);
+    answer.map_or(
+        tonic_health::pb::health_check_response::ServingStatus::Unknown,
+        |a| a.status(),
+    )
+}
