@@ -181,6 +181,71 @@ impl Fetched {
     }
 }
 
+/// What one feed answer brought, as the loop applies it.
+enum Step<'a> {
+    /// A page of the snapshot, already appended to the builder.
+    Snapshot { cursor: i64, more: bool },
+    /// A page of the incremental feed.
+    Follow(FeedPageRef<'a>),
+}
+
+impl Step<'_> {
+    fn cursor(&self) -> i64 {
+        match self {
+            Self::Snapshot { cursor, .. } => *cursor,
+            Self::Follow(page) => page.cursor,
+        }
+    }
+
+    fn more(&self) -> bool {
+        match self {
+            Self::Snapshot { more, .. } => *more,
+            Self::Follow(page) => page.more,
+        }
+    }
+}
+
+/// Parses a snapshot page and appends it to `builder` on a blocking thread; gives back the
+/// builder and the page's cursor and `more` (`None`: the task panicked, the builder is lost).
+///
+/// Why not on the runtime's threads: glibc gives each thread its own malloc arena. Growing the
+/// builder's 4,096 shard vectors to a million entries leaves their outgrown buffers as holes
+/// between the live ones, and in the arena the checks allocate from, every later check paid
+/// for them (perf at 1M entries vs none, issue #15 §2: `_int_malloc`, `_int_free` and
+/// `malloc_consolidate` +2.9 % of a check's CPU). The blocking pool's arena is not the one the
+/// checks use; on a machine with more than one CPU the checks also go on meanwhile.
+async fn append_off_runtime(
+    mut builder: SnapshotBuilder,
+    mut fetched: Fetched,
+    now: u64,
+    leeway: u64,
+) -> Option<(SnapshotBuilder, Result<(i64, bool), FeedError>)> {
+    tokio::task::spawn_blocking(move || {
+        let appended = fetched.page().map(|page| {
+            builder.add(&page.revocations, now, leeway);
+            (page.cursor, page.more)
+        });
+        (builder, appended)
+    })
+    .await
+    .ok()
+}
+
+/// After a panic while a snapshot was built (never expected; the builder went with it): the
+/// active set stays in force and a new snapshot is read from the start, as after a 409.
+fn restart_snapshot(
+    snapshot: &mut Option<SnapshotBuilder>,
+    cursor: &mut i64,
+    ahead: &mut Option<Ahead>,
+) {
+    tracing::error!("revocation snapshot could not be built; reading it again");
+    if let Some((_, _, task)) = ahead.take() {
+        task.abort();
+    }
+    *snapshot = Some(SnapshotBuilder::default());
+    *cursor = 0;
+}
+
 /// One client span per feed request when traces are exported (issue #14); login-service's
 /// request span continues it. A disabled span otherwise (no cost).
 fn fetch_span(since: i64) -> tracing::Span {
@@ -320,12 +385,25 @@ pub async fn follow(
             }
         };
         let mut fetched: Fetched;
-        let result = match result {
-            Ok(f) => {
-                fetched = f;
-                fetched.page()
+        let result = match (result, snapshot.take()) {
+            (Ok(f), Some(builder)) => {
+                let (now, leeway) = (auth_token::now_unix(), state.leeway());
+                let Some((builder, appended)) = append_off_runtime(builder, f, now, leeway).await
+                else {
+                    restart_snapshot(&mut snapshot, &mut cursor, &mut ahead);
+                    continue;
+                };
+                snapshot = Some(builder);
+                appended.map(|(cursor, more)| Step::Snapshot { cursor, more })
             }
-            Err(e) => Err(e),
+            (Ok(f), None) => {
+                fetched = f;
+                fetched.page().map(Step::Follow)
+            }
+            (Err(e), builder) => {
+                snapshot = builder;
+                Err(e)
+            }
         };
         if result.is_err()
             && let Some((_, _, task)) = ahead.take()
@@ -333,8 +411,8 @@ pub async fn follow(
             // Whatever went wrong, the next request starts from a known cursor.
             task.abort();
         }
-        let page = match result {
-            Ok(page) => page,
+        let step = match result {
+            Ok(step) => step,
             Err(FeedError::CursorAhead) => {
                 metrics.record_feed_error();
                 tracing::warn!(cursor, "{}", FeedError::CursorAhead);
@@ -377,45 +455,38 @@ pub async fn follow(
             tracing::info!(failures, "revocation feed recovered");
         }
         backoff = FIRST_BACKOFF;
-        let now = auth_token::now_unix();
-        cursor = page.cursor.max(cursor);
-        match snapshot.as_mut() {
-            Some(builder) => {
-                builder.add(&page.revocations, now, state.leeway());
-                if !page.more {
-                    let builder = snapshot.take().unwrap_or_default();
-                    // Why a blocking thread: sorting 1M entries would stall the checks of a
-                    // single-threaded runtime (a sidecar with one CPU) for tens of ms.
-                    let Ok(set) = tokio::task::spawn_blocking(move || builder.finish()).await
-                    else {
-                        // Never expected (a panic while sorting): the active set stays in
-                        // force and a new snapshot is read, as after a 409.
-                        tracing::error!("revocation snapshot could not be built; reading it again");
-                        snapshot = Some(SnapshotBuilder::default());
-                        cursor = 0;
-                        continue;
-                    };
-                    tracing::info!(
-                        revocations = set.len(),
-                        cursor,
-                        "revocation snapshot loaded"
-                    );
-                    metrics.set_revocations_known(set.len());
-                    state.store(set);
-                }
+        let more = step.more();
+        cursor = step.cursor().max(cursor);
+        match step {
+            Step::Snapshot { more: true, .. } => {}
+            Step::Snapshot { more: false, .. } => {
+                let builder = snapshot.take().unwrap_or_default();
+                // Why a blocking thread: sorting 1M entries would stall the checks of a
+                // single-threaded runtime (a sidecar with one CPU) for tens of ms.
+                let Ok(set) = tokio::task::spawn_blocking(move || builder.finish()).await else {
+                    restart_snapshot(&mut snapshot, &mut cursor, &mut ahead);
+                    continue;
+                };
+                tracing::info!(
+                    revocations = set.len(),
+                    cursor,
+                    "revocation snapshot loaded"
+                );
+                metrics.set_revocations_known(set.len());
+                state.store(set);
             }
-            None if !page.revocations.is_empty() => {
-                let leeway = state.leeway();
+            Step::Follow(page) if !page.revocations.is_empty() => {
+                let (now, leeway) = (auth_token::now_unix(), state.leeway());
                 let len = state.update(|set| Some(set.with(&page.revocations, now, leeway)));
                 metrics.set_revocations_known(len);
                 tracing::info!(new = page.revocations.len(), cursor, "revocations received");
             }
-            None => {}
+            Step::Follow(_) => {}
         }
         // Synced means caught up: a page with more behind it is not (review of issue #15 §2:
         // with fail-closed, the first page of a catch-up after a stale spell made the replica
         // fresh, and ready, before the revocations of the pages after it were applied).
-        if snapshot.is_none() && !page.more {
+        if snapshot.is_none() && !more {
             state.mark_synced();
         }
     }
