@@ -206,44 +206,36 @@ impl Step<'_> {
 }
 
 /// Parses a snapshot page and appends it to `builder` on a blocking thread; gives back the
-/// builder and the page's cursor and `more` (`None`: the task panicked, the builder is lost).
+/// builder and the page's cursor and `more` (`None`: the runtime is shutting down). A panic
+/// there goes on in this task, as when the page was appended here: the feed task ends and its
+/// supervisor stops the process, rather than a replica going on with a half-built set.
 ///
-/// Why not on the runtime's threads: glibc gives each thread its own malloc arena. Growing the
-/// builder's 4,096 shard vectors to a million entries leaves their outgrown buffers as holes
-/// between the live ones, and in the arena the checks allocate from, every later check paid
-/// for them (perf at 1M entries vs none, issue #15 §2: `_int_malloc`, `_int_free` and
-/// `malloc_consolidate` +2.9 % of a check's CPU). The blocking pool's arena is not the one the
-/// checks use; on a machine with more than one CPU the checks also go on meanwhile.
+/// Why not on the runtime's threads: glibc gives each thread its own malloc arena (usually:
+/// past its arena limit, or with `MALLOC_ARENA_MAX`, threads share them). Growing the builder's
+/// 4,096 shard vectors to a million entries leaves their outgrown buffers as holes between the
+/// live ones, and in the arena the checks allocate from, every later check paid for them (perf
+/// at 1M entries vs none, issue #15 §2: `_int_malloc`, `_int_free` and `malloc_consolidate`
+/// +2.9 % of a check's CPU). On a machine with more than one CPU the checks also go on
+/// meanwhile.
 async fn append_off_runtime(
     mut builder: SnapshotBuilder,
     mut fetched: Fetched,
     now: u64,
     leeway: u64,
 ) -> Option<(SnapshotBuilder, Result<(i64, bool), FeedError>)> {
-    tokio::task::spawn_blocking(move || {
+    let appended = tokio::task::spawn_blocking(move || {
         let appended = fetched.page().map(|page| {
             builder.add(&page.revocations, now, leeway);
             (page.cursor, page.more)
         });
         (builder, appended)
     })
-    .await
-    .ok()
-}
-
-/// After a panic while a snapshot was built (never expected; the builder went with it): the
-/// active set stays in force and a new snapshot is read from the start, as after a 409.
-fn restart_snapshot(
-    snapshot: &mut Option<SnapshotBuilder>,
-    cursor: &mut i64,
-    ahead: &mut Option<Ahead>,
-) {
-    tracing::error!("revocation snapshot could not be built; reading it again");
-    if let Some((_, _, task)) = ahead.take() {
-        task.abort();
+    .await;
+    match appended {
+        Ok(appended) => Some(appended),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
     }
-    *snapshot = Some(SnapshotBuilder::default());
-    *cursor = 0;
 }
 
 /// One client span per feed request when traces are exported (issue #14); login-service's
@@ -390,8 +382,7 @@ pub async fn follow(
                 let (now, leeway) = (auth_token::now_unix(), state.leeway());
                 let Some((builder, appended)) = append_off_runtime(builder, f, now, leeway).await
                 else {
-                    restart_snapshot(&mut snapshot, &mut cursor, &mut ahead);
-                    continue;
+                    return; // the runtime is shutting down
                 };
                 snapshot = Some(builder);
                 appended.map(|(cursor, more)| Step::Snapshot { cursor, more })
@@ -464,7 +455,11 @@ pub async fn follow(
                 // Why a blocking thread: sorting 1M entries would stall the checks of a
                 // single-threaded runtime (a sidecar with one CPU) for tens of ms.
                 let Ok(set) = tokio::task::spawn_blocking(move || builder.finish()).await else {
-                    restart_snapshot(&mut snapshot, &mut cursor, &mut ahead);
+                    // Never expected (a panic while sorting): the active set stays in
+                    // force and a new snapshot is read, as after a 409.
+                    tracing::error!("revocation snapshot could not be built; reading it again");
+                    snapshot = Some(SnapshotBuilder::default());
+                    cursor = 0;
                     continue;
                 };
                 tracing::info!(

@@ -316,12 +316,11 @@ impl<V: Value> Map<V> {
             if slot.min_exp.saturating_add(leeway) >= now {
                 continue;
             }
-            let entries: Vec<_> = slot
-                .entries
-                .iter()
-                .filter(|(_, v)| keep(v))
-                .cloned()
-                .collect();
+            // One allocation of the final size: collecting from a filter grows by doubling,
+            // and the outgrown buffers stay as holes in the arena the checks allocate from.
+            let mut entries =
+                Vec::with_capacity(slot.entries.iter().filter(|(_, v)| keep(v)).count());
+            entries.extend(slot.entries.iter().filter(|(_, v)| keep(v)).cloned());
             self.len -= slot.entries.len() - entries.len();
             let min_exp = entries
                 .iter()
