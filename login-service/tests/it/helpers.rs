@@ -395,6 +395,36 @@ pub async fn answer(r: reqwest::Response) -> (u16, Option<u64>, serde_json::Valu
     (status, retry, r.json().await.unwrap())
 }
 
+/// A login sent now that has passed the pre-hash check and its password check, held at
+/// [`login_service::state::AppState::pause_after_verify`]; the handle yields its answer.
+pub async fn held_login(
+    app: &TestApp,
+    pause: &Arc<login_service::login::LoginPause>,
+    email: &str,
+    password: &str,
+    ip: &str,
+) -> tokio::task::JoinHandle<(u16, Option<u64>, serde_json::Value)> {
+    let (client, url) = (app.client.clone(), app.url("/login"));
+    let (auth, ip) = (
+        basic(format!("{email}:{password}").as_bytes()),
+        ip.to_owned(),
+    );
+    let pending = tokio::spawn(async move {
+        let r = client
+            .post(url)
+            .header("authorization", auth)
+            .header("x-envoy-external-address", ip)
+            .send()
+            .await
+            .unwrap();
+        answer(r).await
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(20), pause.reached.notified())
+        .await
+        .expect("the login reached the pause");
+    pending
+}
+
 /// The documented 401 for a wrong password, unknown or disabled account.
 pub fn invalid() -> (u16, Option<u64>, serde_json::Value) {
     (

@@ -3,10 +3,10 @@
 //! the client address from Envoy's x-envoy-external-address only behind a trusted proxy; absurd user-ids refused.
 
 use login_service::lockout::{self, Counter};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{
-    TestApp, TestDb, account_locked, answer, basic, db_test, invalid, keys, spawn_app,
+    TestApp, TestDb, account_locked, answer, basic, db_test, held_login, invalid, keys, spawn_app,
     spawn_app_with,
 };
 
@@ -278,36 +278,6 @@ async fn cleanup_deletes_only_counters_that_decide_nothing(db: TestDb) {
     assert_eq!(app.counter(&quiet.source).await, None);
 }
 db_test!(cleanup_deletes_only_counters_that_decide_nothing);
-
-/// A login sent now that has passed the pre-hash check and its password check, held at
-/// [`login_service::state::AppState::pause_after_verify`]; the handle yields its answer.
-async fn held_login(
-    app: &TestApp,
-    pause: &std::sync::Arc<login_service::login::LoginPause>,
-    email: &str,
-    password: &str,
-    ip: &str,
-) -> tokio::task::JoinHandle<(u16, Option<u64>, Value)> {
-    let (client, url) = (app.client.clone(), app.url("/login"));
-    let (auth, ip) = (
-        basic(format!("{email}:{password}").as_bytes()),
-        ip.to_owned(),
-    );
-    let pending = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .header("authorization", auth)
-            .header("x-envoy-external-address", ip)
-            .send()
-            .await
-            .unwrap();
-        answer(r).await
-    });
-    tokio::time::timeout(std::time::Duration::from_secs(20), pause.reached.notified())
-        .await
-        .expect("the login reached the pause");
-    pending
-}
 
 /// Review finding A (High): lock your own address, then guess in flight. Guesses for the
 /// target that passed the pre-hash check before the address was locked used to be answered

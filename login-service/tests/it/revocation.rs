@@ -2,14 +2,18 @@
 //! feed token, expiry), the `iat` rule after a user-wide revocation, and the CLI commands that
 //! revoke (`user revoke`, `passwd`, `disable`, `remove`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use auth_token::{FeedEntry, FeedPage};
+use login_service::login::LoginPause;
 use login_service::revocations::{self, Reason, TokenRef};
 
-use crate::helpers::{TestApp, TestDb, db_test, run_cli, run_cli_ok, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestDb, db_test, held_login, run_cli, run_cli_ok, spawn_app, spawn_app_with,
+};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -597,25 +601,18 @@ async fn user_revoke_waiting_for_the_lock_covers_logins_meanwhile(db: TestDb) {
     })
     .await
     .expect("the revoker never waited for the lock");
-    // A login while the revoker waits (on SQLite its success write waits for the lock too).
-    let login = {
-        let client = app.client.clone();
-        let url = app.url("/login");
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .header(
-                    "authorization",
-                    crate::helpers::basic(b"wait@example.com:pw"),
-                )
-                .header("x-envoy-external-address", "192.0.2.51")
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    // A login while the revoker waits, held after its password check: its lookup has read
+    // the user's cutoff while no cut was stored, the race of the finding. (Unheld, on SQLite,
+    // where the lock is released before the login finishes, a slow machine could run the
+    // whole revocation before the login's lookup; that login rightly gets a token dated after
+    // the cut, and the test failed in CI on 2026-12-01.)
+    let pause = Arc::new(LoginPause::default());
+    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let login = held_login(&app, &pause, "wait@example.com", "pw", "192.0.2.51").await;
+    pause.resume.add_permits(1);
     if matches!(lock, HeldLock::Mysql(_)) {
-        // MySQL: the login does not need the lock; let it finish first, as in the repro.
+        // MySQL: the login does not need the lock; let it finish first, as in the repro. On
+        // SQLite its success writes wait for the lock too.
         crate::helpers::poll(Duration::from_secs(10), || {
             std::future::ready(login.is_finished().then_some(()))
         })
@@ -632,7 +629,7 @@ async fn user_revoke_waiting_for_the_lock_covers_logins_meanwhile(db: TestDb) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = login.await.unwrap();
+    let (status, _, body) = login.await.unwrap();
     let cut = app
         .state
         .db
@@ -640,9 +637,8 @@ async fn user_revoke_waiting_for_the_lock_covers_logins_meanwhile(db: TestDb) {
         .await
         .unwrap()
         .expect("the cut is stored");
-    match r.status().as_u16() {
+    match status {
         200 => {
-            let body: serde_json::Value = r.json().await.unwrap();
             let iat = claims(body["access_token"].as_str().unwrap())["iat"]
                 .as_i64()
                 .unwrap();
@@ -651,10 +647,7 @@ async fn user_revoke_waiting_for_the_lock_covers_logins_meanwhile(db: TestDb) {
                 "token issued during the wait survives: iat {iat} > cut {cut}"
             );
         }
-        401 => {
-            let body: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(body["error"], "invalid_credentials");
-        }
+        401 => assert_eq!(body["error"], "invalid_credentials"),
         s => panic!("login answered {s}"),
     }
     assert!(
