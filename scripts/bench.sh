@@ -158,7 +158,7 @@ AUTHZ_MT_PID=$last_pid
 # REFRESH_MAX_ROTATIONS: the refresh step's chains rotate thousands of times in seconds; the
 # default (10000 per session) would end them on a fast machine and measure refusals instead.
 # LOGIN_MAX_QUEUE_WAIT: the burst step queues 100 clients on the hashing permits to measure the
-# ceiling; the default bound (1.5 × one verify) would shed most of them with 503 (the overload step
+# ceiling; the default bound (1.5 × one verify on several cores) would shed most of them with 503 (the overload step
 # below runs its own login-service with the default).
 LOGIN_MAX_QUEUE_WAIT=9s REFRESH_MAX_ROTATIONS=100000000 "$BIN/login-service" serve --http-addr "127.0.0.1:$P_LOGIN" --keys-dir "$WORK/keys" \
   >"$WORK/logs/login-service.log" 2>&1 &
@@ -283,7 +283,7 @@ if [ "${SHIPPED_DIFFS:-0}" = 1 ]; then
 fi
 
 # --- login overload (issue #15 §3): the sustainable /login rate, then 2x it open-loop -----------
-# Its own login-service with the default queue bound (LOGIN_MAX_QUEUE_WAIT unset: 1.5 x one verify),
+# Its own login-service with the default queue bound (LOGIN_MAX_QUEUE_WAIT unset: 1.5 x one verify on several cores),
 # on the same SQLite data, not pinned, reached directly: from one load generator's address the
 # shipped Envoy's per-address login limit would answer first. bench/src/login_overload.rs.
 if [ "${SKIP_LOGIN_OVERLOAD:-0}" != 1 ]; then

@@ -67,7 +67,7 @@ impl Metrics {
         let in_flight = Gauge::default();
         registry.register(
             "in_flight",
-            "POST /login requests being answered (waiting for the database or a hashing permit, or hashing)",
+            "POST /login decisions running (waiting for the database or a hashing permit, or hashing), also those whose client has gone",
             in_flight.clone(),
         );
         let grants = Family::<OutcomeLabels, Counter>::default();
@@ -109,8 +109,9 @@ impl Metrics {
         }
     }
 
-    /// Counts one login in `login_in_flight` until the returned guard is dropped (also when the
-    /// request is cancelled), so a drain or a queue behind the hashing permits is visible.
+    /// Counts one login in `login_in_flight` until the returned guard is dropped (when its
+    /// decision ends, also after the client has gone), so a drain or a queue behind the hashing
+    /// permits is visible.
     pub fn login_started(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())

@@ -21,8 +21,8 @@
 //! waiting for a permit would grow without end. [`Hasher::admit`] estimates the wait of a new
 //! request from the requests already waiting, the permits and a moving average of one
 //! verification ([`estimated_wait`]), and refuses at once ([`PasswordError::Overloaded`], a 503
-//! with `Retry-After`) when it would exceed the bound (`LOGIN_MAX_QUEUE_WAIT`, default twice
-//! one verification); an admitted request that still waits longer (the estimate was low) is
+//! with `Retry-After`) when it would exceed the bound (`LOGIN_MAX_QUEUE_WAIT`, default
+//! [`default_queue_wait`]); an admitted request that still waits longer (the estimate was low) is
 //! refused by a timeout on the permit. A refused request never runs argon2. The bound is per
 //! process: it protects this process's cores, not a fleet.
 
@@ -76,19 +76,22 @@ pub enum PasswordError {
 /// any length, and each waiter holds a request in memory.
 pub const MAX_WAITING: usize = 1024;
 
-/// Default queue bound for a measured verification time `verify`: one and a half of it.
+/// Default queue bound for a measured verification time `verify` on `permits` hashing permits:
+/// two and a half verifications with one permit, one and a half with more.
 ///
-/// Why: [`estimated_wait`] counts whole verifications, so a bound between one and two admits
-/// one round of waiting requests (up to one per permit, each waiting at most about one
-/// verification) and refuses the next; the extra half is slack for the permit timeout, so an
-/// admitted request whose hash ahead runs a little long is not refused after waiting. An
-/// accepted login then answers in about two verifications plus the database, which keeps the
-/// issue's p99 ≤ 4 × one verification (alone) even when hashes run in parallel up to about
-/// twice as slow as alone (1.6–1.7× measured on the bench VM: argon2 blocks evicting each other
-/// from a shared L3). The first default, two verifications, admitted two rounds: about three
-/// verifications, 5.4× one verification alone under that slowdown (BENCHMARKS.md).
-pub fn default_queue_wait(verify: Duration) -> Duration {
-    verify.saturating_mul(3) / 2
+/// Why: [`estimated_wait`] counts whole verifications, so a bound of *r* + ½ admits *r* rounds
+/// of waiting logins (*r* per permit) and refuses the next; the half is slack for the permit
+/// timeout, so an admitted login whose hash ahead runs a little long is not refused after
+/// waiting. With several permits, hashes running side by side slow each other (1.5–1.7× on the
+/// bench VM: argon2 blocks evicting each other from a shared L3), so one round: an accepted
+/// login answers in about two of those slower verifications plus the database (accepted p99
+/// 3.5–4.2× one verification alone in three runs, against the 4×; two rounds, the first
+/// default, gave 4.9–6.7×). With one permit (a one-CPU pod) no two hashes overlap and two rounds still answer in
+/// about three verifications; a queue of one would shed a bursty load far below capacity (at
+/// half of it, ~10 % of logins instead of ~3 %, by the M/D/1/K model).
+pub fn default_queue_wait(verify: Duration, permits: usize) -> Duration {
+    let rounds_and_a_half = if permits <= 1 { 5 } else { 3 };
+    verify.saturating_mul(rounds_and_a_half) / 2
 }
 
 /// Worst-case wait of a request that finds `queued` requests already waiting and `free` of
@@ -433,7 +436,7 @@ impl Hasher {
     /// The longest a request may wait for a hashing permit now.
     pub fn max_queue_wait(&self) -> Duration {
         self.max_wait
-            .unwrap_or_else(|| default_queue_wait(self.verify_time()))
+            .unwrap_or_else(|| default_queue_wait(self.verify_time(), self.pool.allocated))
     }
 
     /// Permits held now (hashes running or about to).
@@ -762,12 +765,17 @@ mod tests {
     }
 
     #[test]
-    fn default_bound_admits_one_round_of_waiting_requests() {
+    fn default_bound_admits_two_rounds_on_one_permit_and_one_on_more() {
         let v = Duration::from_millis(10);
-        let bound = default_queue_wait(v);
-        assert_eq!(bound, Duration::from_millis(15));
-        for permits in [1, 2, 4, 16] {
+        // One permit: two waiting logins, not three.
+        let bound = default_queue_wait(v, 1);
+        assert_eq!(bound, Duration::from_millis(25));
+        assert!(estimated_wait(1, 0, 1, v) <= bound);
+        assert!(estimated_wait(2, 0, 1, v) > bound);
+        for permits in [2, 4, 16] {
             // No permit free: one waiter per permit is admitted, the next is refused.
+            let bound = default_queue_wait(v, permits);
+            assert_eq!(bound, Duration::from_millis(15));
             for queued in 0..permits {
                 assert!(
                     estimated_wait(queued, 0, permits, v) <= bound,
@@ -776,7 +784,7 @@ mod tests {
             }
             assert!(estimated_wait(permits, 0, permits, v) > bound, "{permits}");
         }
-        assert_eq!(default_queue_wait(Duration::MAX), Duration::MAX / 2);
+        assert_eq!(default_queue_wait(Duration::MAX, 2), Duration::MAX / 2);
     }
 
     #[test]
@@ -790,13 +798,16 @@ mod tests {
 
     /// The default bound follows the measured verification; a fixed one replaces it.
     #[test]
-    fn default_bound_is_one_and_a_half_moving_averages() {
-        let h = Hasher::new(weak(), 1).unwrap();
+    fn default_bound_follows_the_moving_average_and_the_permits() {
+        let h = Hasher::new(weak(), 2).unwrap();
         h.verify_nanos.store(30_000_000, Ordering::Relaxed);
         assert_eq!(h.max_queue_wait(), Duration::from_millis(45));
         Hasher::record(&h.verify_nanos, Duration::from_millis(110));
         assert_eq!(h.verify_time(), Duration::from_millis(40));
         assert_eq!(h.max_queue_wait(), Duration::from_millis(60));
+        let one = Hasher::new(weak(), 1).unwrap();
+        one.verify_nanos.store(30_000_000, Ordering::Relaxed);
+        assert_eq!(one.max_queue_wait(), Duration::from_millis(75));
         let fixed = h.with_max_queue_wait(Some(Duration::from_secs(1)));
         assert_eq!(fixed.max_queue_wait(), Duration::from_secs(1));
     }

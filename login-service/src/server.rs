@@ -24,8 +24,8 @@ pub fn build_state(settings: Settings) -> anyhow::Result<Arc<AppState>> {
     Ok(Arc::new(AppState::new(settings, db)?))
 }
 
-/// Serves on `listener` until `shutdown` completes, then gives in-flight requests
-/// `settings.shutdown_timeout` to finish.
+/// Serves on `listener` until `shutdown` completes, then gives in-flight requests, and logins
+/// whose client has gone, `settings.shutdown_timeout` to finish.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -56,6 +56,7 @@ pub async fn serve(
     );
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let feed = state.feed.clone();
+    let logins = state.logins.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -66,8 +67,16 @@ pub async fn serve(
             let _ = stopping_tx.send(());
         })
         .into_future();
+    // Why after the connections: a login whose client hung up runs on in its own task
+    // (`routes::login`), and its failure must still be counted before the process exits.
+    let drained = async move {
+        server.await?;
+        let all = u32::try_from(crate::state::MAX_LOGINS_IN_FLIGHT).unwrap_or(u32::MAX);
+        let _ = logins.acquire_many(all).await;
+        anyhow::Ok(())
+    };
     tokio::select! {
-        r = server => r?,
+        r = drained => r?,
         () = async {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(drain).await;

@@ -4,12 +4,20 @@
 
 use std::sync::{Arc, OnceLock};
 
+use tokio::sync::Semaphore;
+
 use crate::config::Settings;
 use crate::db::Db;
 use crate::feed::{FeedWatch, POLL_INTERVAL};
 use crate::login::{self, LoginPause};
 use crate::metrics::Metrics;
 use crate::password::{Hasher, PasswordError};
+
+/// Most logins decided at once in their own tasks (`POST /login` runs each in one, so a client
+/// that hangs up cannot stop it half-way). Far above what the hashing queue admits
+/// ([`crate::password::MAX_WAITING`] waiting plus the permits): only a flood reaches it, and
+/// each task holds at most its credentials (bounded by `MAX_HEADER_BYTES`).
+pub const MAX_LOGINS_IN_FLIGHT: usize = 2048;
 
 /// Shared state of all handlers.
 #[derive(Debug)]
@@ -24,6 +32,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The revocation feed's watcher state (its task runs in [`crate::server::serve`]).
     pub feed: Arc<FeedWatch>,
+    /// One permit per login task running ([`MAX_LOGINS_IN_FLIGHT`]); shutdown waits until it
+    /// holds them all again.
+    pub logins: Arc<Semaphore>,
     /// Test hook, unset in production: holds every login between its password check and its
     /// success write, so an integration test can change the account inside that window.
     #[doc(hidden)]
@@ -45,6 +56,7 @@ impl AppState {
             feed,
             hasher,
             metrics: Metrics::new(),
+            logins: Arc::new(Semaphore::new(MAX_LOGINS_IN_FLIGHT)),
             pause_after_verify: OnceLock::new(),
             settings,
         })

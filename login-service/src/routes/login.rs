@@ -11,9 +11,9 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
-use tracing::{Span, field, info, instrument};
+use tracing::{Instrument as _, Span, error, field, info, instrument};
 
-use crate::credentials::parse_basic;
+use crate::credentials::{Credentials, parse_basic};
 use crate::error::ApiError;
 use crate::login::{Session, authenticate_session};
 use crate::state::AppState;
@@ -53,23 +53,13 @@ pub async fn login(
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let _in_flight = state.metrics.login_started();
     // Why not for text/plain: that answer is the bare access token (the tutorial's clients),
     // which has no room for a refresh token; a session nobody receives is not started.
     let text = wants_text(&headers);
-    let result = match query.wants_refresh() {
-        Ok(asked) => {
-            let refresh = !text && (asked || state.settings.refresh.always);
-            decide(&state, &headers, peer.ip(), refresh).await
-        }
-        Err(e) => Err(e),
+    let result = match LoginRequest::read(&state, &query, &headers, peer.ip(), text) {
+        Ok(request) => decide_detached(&state, request, started).await,
+        Err(e) => finish(&state, Err(e), started),
     };
-    let outcome = match &result {
-        Ok(_) => "success",
-        Err(e) => e.outcome(),
-    };
-    Span::current().record("outcome", outcome);
-    state.metrics.observe_login(outcome, started.elapsed());
     match result {
         Ok(Session { access, refresh }) => {
             info!("login succeeded");
@@ -101,20 +91,101 @@ pub async fn login(
     }
 }
 
-/// The request → [`authenticate_session`] → [`ApiError`] translation. With `refresh`, the
-/// access token lives `ACCESS_TOKEN_TTL` and a refresh family is started.
-async fn decide(
-    state: &AppState,
-    headers: &HeaderMap,
-    peer: IpAddr,
+/// What a login needs of its request, read in the handler so that the detached task holds
+/// only this (bounded by the header limit), not the whole request.
+struct LoginRequest {
+    creds: Credentials,
+    client: IpAddr,
     refresh: bool,
+}
+
+impl LoginRequest {
+    fn read(
+        state: &AppState,
+        query: &LoginQuery,
+        headers: &HeaderMap,
+        peer: IpAddr,
+        text: bool,
+    ) -> Result<Self, ApiError> {
+        let asked = query.wants_refresh()?;
+        let refresh = !text && (asked || state.settings.refresh.always);
+        let creds = parse_basic(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        )?;
+        let client = client_ip(headers, peer, &state.settings.trusted_proxies);
+        Ok(Self {
+            creds,
+            client,
+            refresh,
+        })
+    }
+}
+
+/// Runs the login in a task of its own and awaits it.
+///
+/// Why: a client that hangs up (or the request timeout) drops the handler's future, and with
+/// it a login between its hash and its counter write: guesses that disconnect before the
+/// answer would be free of the lockout (attack review of issue #15 §3). The task runs the
+/// login to its end whoever waits for it. Such tasks are bounded in number
+/// ([`crate::state::MAX_LOGINS_IN_FLIGHT`]: one more is answered 503 `overloaded` at once, for
+/// every user alike, counting nothing) and each holds only its [`LoginRequest`]; shutdown
+/// waits for them ([`crate::server::serve`]).
+async fn decide_detached(
+    state: &Arc<AppState>,
+    request: LoginRequest,
+    started: Instant,
 ) -> Result<Session, ApiError> {
-    let creds = parse_basic(
-        headers
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes),
-    )?;
-    let client = client_ip(headers, peer, &state.settings.trusted_proxies);
+    let Ok(slot) = state.logins.clone().try_acquire_owned() else {
+        let full = Err(ApiError::Overloaded { retry_after: 1 });
+        return finish(state, full, started);
+    };
+    let task = tokio::spawn(
+        {
+            let state = state.clone();
+            async move {
+                let _slot = slot;
+                let _in_flight = state.metrics.login_started();
+                let result = decide(&state, request).await;
+                finish(&state, result, started)
+            }
+        }
+        .in_current_span(),
+    );
+    task.await.unwrap_or_else(|e| {
+        // Only whether it panicked is logged: a panic's message is not ours to vouch for.
+        error!(
+            panicked = e.is_panic(),
+            "login task ended without an answer"
+        );
+        finish(state, Err(ApiError::Internal), started)
+    })
+}
+
+/// Records a login's outcome (span and metrics) and passes its result on.
+fn finish(
+    state: &AppState,
+    result: Result<Session, ApiError>,
+    started: Instant,
+) -> Result<Session, ApiError> {
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(e) => e.outcome(),
+    };
+    Span::current().record("outcome", outcome);
+    state.metrics.observe_login(outcome, started.elapsed());
+    result
+}
+
+/// [`authenticate_session`] for a read request, its error as an [`ApiError`]. With `refresh`,
+/// the access token lives `ACCESS_TOKEN_TTL` and a refresh family is started.
+async fn decide(state: &AppState, request: LoginRequest) -> Result<Session, ApiError> {
+    let LoginRequest {
+        creds,
+        client,
+        refresh,
+    } = request;
     let mut cx = state.login_context();
     let lifetimes = if refresh {
         cx.issuer = &state.settings.refresh.issuer;

@@ -187,7 +187,9 @@ pub struct TestApp {
     pub state: Arc<AppState>,
     /// HTTP client.
     pub client: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// The server's task: ends when `serve` returns.
+    pub serving: tokio::task::JoinHandle<()>,
+    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
     /// Its database; dropped after the server is told to stop.
     _db: TestDb,
 }
@@ -214,7 +216,7 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> Te
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let st = state.clone();
-    tokio::spawn(async move {
+    let serving = tokio::spawn(async move {
         login_service::server::serve(listener, st, async {
             let _ = rx.await;
         })
@@ -228,8 +230,9 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Settings)) -> Te
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap(),
+        serving,
         _db: db,
-        _stop: tx,
+        stop_server: Some(tx),
     }
 }
 
@@ -242,6 +245,13 @@ pub fn basic(user_pass: &[u8]) -> String {
 }
 
 impl TestApp {
+    /// Asks the server to shut down (as SIGTERM does).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// `http://addr{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

@@ -354,6 +354,73 @@ async fn account_lock_written_in_flight_answers_right_and_wrong_alike(db: TestDb
 }
 db_test!(account_lock_written_in_flight_answers_right_and_wrong_alike);
 
+/// Attack review of issue #15 §3 (medium): a client that hung up after its login was admitted
+/// dropped the request with it, so the hash ran but the failure was never counted: guesses that
+/// disconnect before the answer were free of every lockout counter (and held hashing permits
+/// that real logins were shed for). The login now runs to its end whoever waits for it.
+async fn a_guess_whose_client_hangs_up_is_counted_all_the_same(db: TestDb) {
+    let app = spawn_app(db).await;
+    app.add_user("hangup@example.com", "right", false).await;
+    let ip = "198.18.7.9";
+    let pause = std::sync::Arc::new(login_service::login::LoginPause::default());
+    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let guess = held_login(&app, &pause, "hangup@example.com", "wrong", ip).await;
+    // The client hangs up while its guess is held after the password check, and the server
+    // gets the time to see the closed connection (it drops what it was serving on it).
+    guess.abort();
+    assert!(guess.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    pause.resume.add_permits(1);
+    let k = keys("hangup@example.com", ip);
+    let counted = crate::helpers::poll(std::time::Duration::from_secs(10), || async {
+        app.counter(&k.account_source)
+            .await
+            .filter(|c| c.failures == 1)
+    })
+    .await;
+    assert!(counted.is_some(), "the hung-up guess was not counted");
+    assert_eq!(app.counter(&k.account).await.map(|c| c.failures), Some(1));
+    assert_eq!(app.counter(&k.source).await.map(|c| c.failures), Some(1));
+}
+db_test!(a_guess_whose_client_hangs_up_is_counted_all_the_same);
+
+/// The same hang-up when the process is told to stop: `serve` waits for the login the client
+/// left (within the drain time), so a SIGTERM between the hang-up and the counter write does
+/// not lose the failure.
+async fn shutdown_waits_for_a_guess_whose_client_hung_up(db: TestDb) {
+    let mut app = spawn_app_with(db, |s| {
+        s.shutdown_timeout = std::time::Duration::from_secs(20);
+    })
+    .await;
+    app.add_user("sigterm@example.com", "right", false).await;
+    let ip = "198.18.7.10";
+    let pause = std::sync::Arc::new(login_service::login::LoginPause::default());
+    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let guess = held_login(&app, &pause, "sigterm@example.com", "wrong", ip).await;
+    guess.abort();
+    assert!(guess.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    app.stop();
+    // No connection is left open, yet the server waits for the held login.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !app.serving.is_finished(),
+        "serve returned while a login was still running"
+    );
+    pause.resume.add_permits(1);
+    let ended = crate::helpers::poll(std::time::Duration::from_secs(10), || {
+        std::future::ready(app.serving.is_finished().then_some(()))
+    })
+    .await;
+    assert!(ended.is_some(), "serve did not return once the login ended");
+    let k = keys("sigterm@example.com", ip);
+    assert_eq!(
+        app.counter(&k.account_source).await.map(|c| c.failures),
+        Some(1)
+    );
+}
+db_test!(shutdown_waits_for_a_guess_whose_client_hung_up);
+
 /// Review finding D: a disabled account's right password used to be left uncounted, so the
 /// address counter told it apart (19 junk failures, the candidate, then one more junk: 401
 /// meant "that was the password"). Now it counts as a failure like any other.
