@@ -354,22 +354,32 @@ async fn account_lock_written_in_flight_answers_right_and_wrong_alike(db: TestDb
 }
 db_test!(account_lock_written_in_flight_answers_right_and_wrong_alike);
 
+/// A wrong guess for a new account `email` from `ip`, held after its password check, whose
+/// client then hangs up; the server is given the time to see the closed connection (it drops
+/// what it was serving on it). The returned pause lets the guess go on.
+async fn hung_up_guess(
+    app: &TestApp,
+    email: &str,
+    ip: &str,
+) -> std::sync::Arc<login_service::login::LoginPause> {
+    app.add_user(email, "right", false).await;
+    let pause = std::sync::Arc::new(login_service::login::LoginPause::default());
+    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let guess = held_login(app, &pause, email, "wrong", ip).await;
+    guess.abort();
+    assert!(guess.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    pause
+}
+
 /// Attack review of issue #15 §3 (medium): a client that hung up after its login was admitted
 /// dropped the request with it, so the hash ran but the failure was never counted: guesses that
 /// disconnect before the answer were free of every lockout counter (and held hashing permits
 /// that real logins were shed for). The login now runs to its end whoever waits for it.
 async fn a_guess_whose_client_hangs_up_is_counted_all_the_same(db: TestDb) {
     let app = spawn_app(db).await;
-    app.add_user("hangup@example.com", "right", false).await;
     let ip = "198.18.7.9";
-    let pause = std::sync::Arc::new(login_service::login::LoginPause::default());
-    app.state.pause_after_verify.set(pause.clone()).unwrap();
-    let guess = held_login(&app, &pause, "hangup@example.com", "wrong", ip).await;
-    // The client hangs up while its guess is held after the password check, and the server
-    // gets the time to see the closed connection (it drops what it was serving on it).
-    guess.abort();
-    assert!(guess.await.unwrap_err().is_cancelled());
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pause = hung_up_guess(&app, "hangup@example.com", ip).await;
     pause.resume.add_permits(1);
     let k = keys("hangup@example.com", ip);
     let counted = crate::helpers::poll(std::time::Duration::from_secs(10), || async {
@@ -392,14 +402,8 @@ async fn shutdown_waits_for_a_guess_whose_client_hung_up(db: TestDb) {
         s.shutdown_timeout = std::time::Duration::from_secs(20);
     })
     .await;
-    app.add_user("sigterm@example.com", "right", false).await;
     let ip = "198.18.7.10";
-    let pause = std::sync::Arc::new(login_service::login::LoginPause::default());
-    app.state.pause_after_verify.set(pause.clone()).unwrap();
-    let guess = held_login(&app, &pause, "sigterm@example.com", "wrong", ip).await;
-    guess.abort();
-    assert!(guess.await.unwrap_err().is_cancelled());
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pause = hung_up_guess(&app, "sigterm@example.com", ip).await;
     app.stop();
     // No connection is left open, yet the server waits for the held login.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
