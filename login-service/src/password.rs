@@ -86,9 +86,9 @@ pub const MAX_WAITING: usize = 1024;
 /// bench VM: argon2 blocks evicting each other from a shared L3), so one round: an accepted
 /// login answers in about two of those slower verifications plus the database (accepted p99
 /// 3.5–4.2× one verification alone in three runs, against the 4×; two rounds, the first
-/// default, gave 4.9–6.7×). With one permit (a one-CPU pod) no two hashes overlap and two rounds still answer in
-/// about three verifications; a queue of one would shed a bursty load far below capacity (at
-/// half of it, ~10 % of logins instead of ~3 %, by the M/D/1/K model).
+/// default, gave 4.9–6.7×). With one permit (a one-CPU pod) no two hashes overlap and two
+/// rounds still answer in about three verifications; a queue of one would shed a bursty load
+/// far below capacity (at half of it, ~10 % of logins instead of ~3 %, by the M/D/1/K model).
 pub fn default_queue_wait(verify: Duration, permits: usize) -> Duration {
     let rounds_and_a_half = if permits <= 1 { 5 } else { 3 };
     verify.saturating_mul(rounds_and_a_half) / 2
