@@ -325,7 +325,8 @@ impl Stack {
             // Envoy (and the tests' direct requests) come from loopback: trusted, as in `make run`.
             .env("TRUSTED_PROXIES", "127.0.0.1")
             // Why: the suites that race concurrent logins (lockout, revocation) count every
-            // login as hashed; the default bound (1.5 × one verify, 2.5 × on one core) would shed some with 503.
+            // login as hashed; the default bound (1.5 × one verify, 2.5 × on one core) would
+            // shed some with 503.
             // e2e/overload.rs tests the bound with its own `--login-max-queue-wait`.
             .env("LOGIN_MAX_QUEUE_WAIT", "9s")
             .args(args);

@@ -173,7 +173,8 @@ pub struct ServeArgs {
     /// Longest a login may wait for a hashing permit (issue #15 §3); a login that would wait
     /// longer gets 503 `overloaded` with `Retry-After` at once, before any hashing or counting.
     /// Default: 1.5 × the measured time of one verification (2.5 × with one hashing permit):
-    /// one round of waiting logins per permit (two with one permit). Must be below REQUEST_TIMEOUT. Per process.
+    /// one round of waiting logins per permit (two with one permit). Must be below
+    /// REQUEST_TIMEOUT. Per process.
     #[arg(long, env = "LOGIN_MAX_QUEUE_WAIT", value_parser = parse_duration)]
     pub login_max_queue_wait: Option<Duration>,
     /// Consecutive failures for one e-mail from one client address that lock that e-mail for
@@ -308,7 +309,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Concurrent password hashes.
     pub hash_concurrency: usize,
-    /// Longest wait for a hashing permit before a 503 (`None`: 1.5 × one verification, 2.5 × with one permit).
+    /// Longest wait for a hashing permit before a 503 (`None`: 1.5 × one verification, 2.5 ×
+    /// with one permit).
     pub max_queue_wait: Option<Duration>,
     /// Argon2 parameters for new hashes (OWASP in production).
     pub hash_params: argon2::Params,

@@ -245,6 +245,14 @@ pub fn basic(user_pass: &[u8]) -> String {
 }
 
 impl TestApp {
+    /// Holds every login from now on between its password check and its success write
+    /// ([`AppState::pause_after_verify`]); the returned pause lets them go on, one permit each.
+    pub fn pause_logins(&self) -> Arc<login_service::login::LoginPause> {
+        let pause = Arc::new(login_service::login::LoginPause::default());
+        self.state.pause_after_verify.set(pause.clone()).unwrap();
+        pause
+    }
+
     /// Asks the server to shut down (as SIGTERM does).
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop_server.take() {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use login_service::login::LoginPause;
 use login_service::revocations;
 use serde_json::Value;
 
@@ -44,8 +43,7 @@ fn assert_refused(answer: &(u16, Option<u64>, Value)) {
 async fn login_in_flight_during_disable_remove_or_revoke_issues_no_token(db: TestDb) {
     let mut alias = db.alias();
     let app = spawn_app(db).await;
-    let pause = Arc::new(LoginPause::default());
-    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let pause = app.pause_logins();
     for (email, args) in [
         ("d@example.com", &["user", "disable", "d@example.com"][..]),
         ("r@example.com", &["user", "remove", "r@example.com"][..]),
@@ -72,8 +70,7 @@ async fn login_in_flight_during_passwd_neither_logs_in_nor_restores_the_old_pass
     let weak = argon2::Params::new(8 * 1024, 1, 1, None).unwrap();
     let hash = login_service::password::hash_with(b"old-password", weak).unwrap();
     app.insert_raw("p@example.com", &hash, false).await;
-    let pause = Arc::new(LoginPause::default());
-    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let pause = app.pause_logins();
     let pending = held_login(&app, &pause, "p@example.com", "old-password", "192.0.2.90").await;
     let _alias = cli(
         alias,

@@ -295,8 +295,7 @@ async fn address_lock_written_in_flight_stops_the_right_password_too(db: TestDb)
     }
     // The 4th junk login, then guesses for the target (the right one among wrong ones), all
     // past the pre-check (nothing locked yet) and hashed, held before their counter write.
-    let pause = std::sync::Arc::new(login_service::login::LoginPause::default());
-    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let pause = app.pause_logins();
     let junk = held_login(&app, &pause, "junk3@example.com", "x", ip).await;
     let mut guesses = Vec::new();
     for pw in ["wrong1", "right", "wrong2"] {
@@ -339,8 +338,7 @@ async fn account_lock_written_in_flight_answers_right_and_wrong_alike(db: TestDb
         let r = app.login("acct@example.com", "wrong0", ip).await;
         assert_eq!(answer(r).await, invalid());
     }
-    let pause = std::sync::Arc::new(login_service::login::LoginPause::default());
-    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let pause = app.pause_logins();
     let third = held_login(&app, &pause, "acct@example.com", "wrong3", ip).await;
     let right = held_login(&app, &pause, "acct@example.com", "right", ip).await;
     let wrong = held_login(&app, &pause, "acct@example.com", "wrong4", ip).await;
@@ -363,8 +361,7 @@ async fn hung_up_guess(
     ip: &str,
 ) -> std::sync::Arc<login_service::login::LoginPause> {
     app.add_user(email, "right", false).await;
-    let pause = std::sync::Arc::new(login_service::login::LoginPause::default());
-    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let pause = app.pause_logins();
     let guess = held_login(app, &pause, email, "wrong", ip).await;
     guess.abort();
     assert!(guess.await.unwrap_err().is_cancelled());

@@ -1,11 +1,9 @@
 //! Successful logins and the credential edge cases.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::helpers::{TestApp, TestDb, basic, db_test, spawn_app};
 use auth_token::{Verifier, VerifierConfig};
-use login_service::login::LoginPause;
 use serde_json::Value;
 
 fn verify(app: &TestApp, token: &str) -> auth_token::Claims {
@@ -282,8 +280,7 @@ db_test!(seed_database_is_adopted);
 /// timed here (a timing ratio is a flaky test on a shared machine): `make bench-login` measures it.
 async fn unknown_user_costs_a_hash_too(db: TestDb) {
     let app = spawn_app(db).await;
-    let pause = Arc::new(LoginPause::default());
-    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let pause = app.pause_logins();
     app.add_user("timing@example.com", "right", false).await;
     for (email, ip) in [
         ("nobody@example.com", "198.51.100.9"),

@@ -2,13 +2,11 @@
 //! feed token, expiry), the `iat` rule after a user-wide revocation, and the CLI commands that
 //! revoke (`user revoke`, `passwd`, `disable`, `remove`).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use auth_token::{FeedEntry, FeedPage};
-use login_service::login::LoginPause;
 use login_service::revocations::{self, Reason, TokenRef};
 
 use crate::helpers::{
@@ -606,8 +604,7 @@ async fn user_revoke_waiting_for_the_lock_covers_logins_meanwhile(db: TestDb) {
     // where the lock is released before the login finishes, a slow machine could run the
     // whole revocation before the login's lookup; that login rightly gets a token dated after
     // the cut, and the test failed in CI on 2026-12-01.)
-    let pause = Arc::new(LoginPause::default());
-    app.state.pause_after_verify.set(pause.clone()).unwrap();
+    let pause = app.pause_logins();
     let login = held_login(&app, &pause, "wait@example.com", "pw", "192.0.2.51").await;
     pause.resume.add_permits(1);
     if matches!(lock, HeldLock::Mysql(_)) {
